@@ -1,0 +1,39 @@
+//! `GET /health/live` (the process answers) and `GET /health/ready` (it can serve traffic).
+
+use crate::app::AppState;
+use crate::store::UsageStore;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::StatusCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub async fn live() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+pub async fn ready(State(app): State<AppState>) -> Response {
+    let unavailable = |reason: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "reason": reason})),
+        )
+            .into_response()
+    };
+    if app.shutting_down.load(Ordering::Relaxed) {
+        return unavailable("shutting down".into());
+    }
+    match tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return unavailable(format!("store: {e}")),
+        Err(_) => return unavailable("store: no answer within 2s".into()),
+    }
+    let gw = app.gateway.load();
+    Json(serde_json::json!({
+        "status": "ready",
+        "models": gw.models.names().len(),
+        "providers": gw.providers.len(),
+    }))
+    .into_response()
+}

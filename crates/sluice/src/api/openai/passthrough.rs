@@ -1,0 +1,243 @@
+//! The passthrough fast path: steps parse -> route -> dispatch -> respond -> settle for an
+//! OpenAI-format request to an OpenAI-format provider. The body is never rebuilt: only the
+//! model name is spliced (and `stream_options` when we need usage), the rest is forwarded
+//! byte-for-byte, and streamed responses go out chunk by chunk as they arrive.
+
+use super::peek::Peek;
+use super::stream::TapBody;
+use crate::api::settle::Settle;
+use crate::api::{read_body, RequestCtx};
+use crate::app::AppState;
+use crate::canonical::usage::from_openai_json;
+use crate::error::ApiError;
+use crate::providers::{Endpoint, UpstreamError, UpstreamErrorKind};
+use crate::router::dispatch::dispatch;
+use crate::router::Deployment;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderValue};
+use http_body_util::BodyExt;
+use std::ops::Range;
+use std::time::Instant;
+
+pub type PeekFn = for<'a> fn(&'a [u8]) -> Result<Peek<'a>, ApiError>;
+
+pub async fn handle(
+    app: &AppState,
+    req: Request,
+    endpoint: Endpoint,
+    surface: &'static str,
+    peek: PeekFn,
+) -> Response {
+    let Some(ctx) = req.extensions().get::<RequestCtx>().cloned() else {
+        return ApiError::Internal("request context missing".into()).into_response();
+    };
+    let mut settle = Some(Settle::new(app.sink.clone(), &ctx, surface));
+    match run(app, &ctx, req, endpoint, peek, &mut settle).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            if let Some(s) = settle.take() {
+                s.finish_error(&e);
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn run(
+    app: &AppState,
+    ctx: &RequestCtx,
+    req: Request,
+    endpoint: Endpoint,
+    peek: PeekFn,
+    settle_slot: &mut Option<Settle>,
+) -> Result<Response, ApiError> {
+    let gw = app.gateway.load();
+    let (parts, body) = req.into_parts();
+    let body = read_body(&parts.headers, body, gw.config.server.max_body_bytes).await?;
+
+    // parse
+    let p = peek(&body)?;
+    if let Some(s) = settle_slot.as_mut() {
+        s.rec.requested_model = p.model.to_string();
+        s.rec.streamed = p.stream;
+    }
+
+    // route
+    let route = gw
+        .models
+        .get(&p.model)
+        .ok_or_else(|| ApiError::ModelNotFound {
+            model: p.model.to_string(),
+            available: gw.models.names().to_vec(),
+        })?;
+    let candidates = gw.models.candidates(route);
+    let wants_usage_injected = p.stream && p.include_usage != Some(true);
+
+    // dispatch
+    let result = dispatch(&candidates, endpoint, &ctx.request_id, |d| {
+        encode(
+            &body,
+            &p,
+            d,
+            wants_usage_injected && d.provider.stream_usage,
+        )
+    })
+    .await;
+    let ok = match result {
+        Ok(ok) => ok,
+        Err(fail) => {
+            if let Some(s) = settle_slot.as_mut() {
+                s.rec.attempts = fail.attempts;
+                if let Some(d) = fail.deployment {
+                    s.rec.provider = Some(d.provider.name.clone());
+                    s.rec.deployment_model = Some(d.model.clone());
+                }
+                s.rec.overhead_us = Some(overhead(ctx.start, fail.upstream_wait));
+            }
+            return Err(fail.error.into());
+        }
+    };
+    let d = ok.deployment;
+    let Some(mut settle) = settle_slot.take() else {
+        return Err(ApiError::Internal("settle state missing".into()));
+    };
+    settle.rec.attempts = ok.attempts;
+    settle.rec.provider = Some(d.provider.name.clone());
+    settle.rec.deployment_model = Some(d.model.clone());
+
+    // respond
+    let upstream = ok.response;
+    let is_sse = upstream
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    let mut builder = http::Response::builder().status(upstream.status);
+    if let Some(ct) = upstream.headers.get(header::CONTENT_TYPE) {
+        builder = builder.header(header::CONTENT_TYPE, ct);
+    }
+    if p.stream && is_sse {
+        let overhead_us = overhead(ctx.start, ok.upstream_wait);
+        settle.rec.overhead_us = Some(overhead_us);
+        let strip = wants_usage_injected && d.provider.stream_usage;
+        let tap = TapBody::new(
+            upstream.body,
+            strip,
+            d.provider.stream_idle_timeout,
+            settle,
+            d.provider.name.clone(),
+        );
+        builder = builder
+            .header(header::CACHE_CONTROL, "no-cache")
+            .header("x-accel-buffering", "no");
+        let resp = builder
+            .body(Body::new(tap))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok(with_route_headers(resp, d, overhead_us));
+    }
+
+    let collect_started = Instant::now();
+    let collected = tokio::time::timeout(d.provider.timeout, upstream.body.collect()).await;
+    let collect_wait = collect_started.elapsed();
+    let bytes = match collected {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
+            settle.rec.overhead_us = Some(overhead(ctx.start, ok.upstream_wait + collect_wait));
+            let err = ApiError::from(UpstreamError::new(
+                &d.provider.name,
+                d.provider.target(endpoint),
+                UpstreamErrorKind::Protocol(format!("response body interrupted: {e}")),
+            ));
+            settle.finish_error(&err);
+            return Err(err);
+        }
+        Err(_) => {
+            settle.rec.overhead_us = Some(overhead(ctx.start, ok.upstream_wait + collect_wait));
+            let err = ApiError::from(UpstreamError::new(
+                &d.provider.name,
+                d.provider.target(endpoint),
+                UpstreamErrorKind::Timeout {
+                    after: d.provider.timeout,
+                },
+            ));
+            settle.finish_error(&err);
+            return Err(err);
+        }
+    };
+    settle.set_usage(from_openai_json(&bytes));
+    let overhead_us = overhead(ctx.start, ok.upstream_wait + collect_wait);
+    settle.rec.overhead_us = Some(overhead_us);
+    let status = upstream.status.as_u16();
+    builder = builder.header(header::CONTENT_LENGTH, bytes.len());
+    let resp = builder
+        .body(Body::from(bytes))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    settle.finish(status, None);
+    Ok(with_route_headers(resp, d, overhead_us))
+}
+
+fn overhead(start: Instant, upstream_wait: std::time::Duration) -> u64 {
+    let total = start.elapsed().saturating_sub(upstream_wait);
+    u64::try_from(total.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn with_route_headers(mut resp: Response, d: &Deployment, overhead_us: u64) -> Response {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&d.provider.name) {
+        h.insert("x-sluice-provider", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&d.model) {
+        h.insert("x-sluice-model", v);
+    }
+    h.insert("x-sluice-overhead-us", HeaderValue::from(overhead_us));
+    resp
+}
+
+/// The body for one deployment: the client's bytes with the model renamed and, when asked,
+/// `stream_options.include_usage` forced on. Untouched bytes are shared, not copied.
+pub fn encode(body: &Bytes, p: &Peek<'_>, d: &Deployment, inject_usage: bool) -> Bytes {
+    let same_model = body.get(p.model_span.clone()) == Some(&d.model_json[..]);
+    if same_model && !inject_usage {
+        return body.clone();
+    }
+    let mut edits: Vec<(Range<usize>, Bytes)> = Vec::with_capacity(2);
+    if !same_model {
+        edits.push((p.model_span.clone(), d.model_json.clone()));
+    }
+    if inject_usage {
+        match &p.stream_options_span {
+            Some(span) => {
+                let mut obj: serde_json::Map<String, serde_json::Value> = body
+                    .get(span.clone())
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or_default();
+                obj.insert("include_usage".into(), serde_json::Value::Bool(true));
+                let text = serde_json::to_vec(&obj)
+                    .unwrap_or_else(|_| b"{\"include_usage\":true}".to_vec());
+                edits.push((span.clone(), Bytes::from(text)));
+            }
+            None => {
+                if let Some(end) = body.iter().rposition(|&b| b == b'}') {
+                    edits.push((
+                        end..end,
+                        Bytes::from_static(b",\"stream_options\":{\"include_usage\":true}"),
+                    ));
+                }
+            }
+        }
+    }
+    edits.sort_by_key(|(r, _)| r.start);
+    let extra: usize = edits.iter().map(|(_, b)| b.len()).sum();
+    let mut out = BytesMut::with_capacity(body.len() + extra);
+    let mut pos = 0;
+    for (range, replacement) in edits {
+        out.extend_from_slice(&body[pos..range.start]);
+        out.extend_from_slice(&replacement);
+        pos = range.end;
+    }
+    out.extend_from_slice(&body[pos..]);
+    out.freeze()
+}

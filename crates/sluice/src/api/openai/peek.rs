@@ -1,0 +1,320 @@
+//! Reads only what the gateway needs from an OpenAI request body (model, stream, usage
+//! options) without building it: the passthrough path forwards everything else byte-for-byte.
+
+use crate::error::ApiError;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::ops::Range;
+
+/// What we know about an inbound request body.
+#[derive(Debug)]
+pub struct Peek<'a> {
+    pub model: Cow<'a, str>,
+    /// Byte range of the `model` value (quotes included) in the body.
+    pub model_span: Range<usize>,
+    pub stream: bool,
+    /// `stream_options.include_usage` as the client sent it.
+    pub include_usage: Option<bool>,
+    /// Byte range of the `stream_options` value, if present and an object.
+    pub stream_options_span: Option<Range<usize>>,
+}
+
+#[derive(Deserialize)]
+struct ChatFields<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream_options: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingFields<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    input: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+/// `POST /v1/chat/completions`.
+pub fn chat(body: &[u8]) -> Result<Peek<'_>, ApiError> {
+    let text = utf8(body)?;
+    let f: ChatFields<'_> = parse(text)?;
+    let (model, model_span) = model(text, f.model)?;
+    let messages = f.messages.ok_or_else(|| {
+        ApiError::bad_request("missing required field `messages`", Some("messages"))
+    })?;
+    let items: Vec<&RawValue> = serde_json::from_str(messages.get()).map_err(|_| {
+        ApiError::bad_request(
+            "`messages` must be an array of message objects",
+            Some("messages"),
+        )
+    })?;
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "`messages` must contain at least one message",
+            Some("messages"),
+        ));
+    }
+    if let Some(i) = items.iter().position(|m| !m.get().starts_with('{')) {
+        return Err(ApiError::bad_request(
+            format!("`messages[{i}]` must be an object with a `role`"),
+            Some("messages"),
+        ));
+    }
+    let stream = match f.stream.map(RawValue::get) {
+        None | Some("false" | "null") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "`stream` must be a boolean",
+                Some("stream"),
+            ));
+        }
+    };
+    let (include_usage, stream_options_span) = match f.stream_options {
+        None => (None, None),
+        Some(raw) if raw.get() == "null" => (None, None),
+        Some(raw) => {
+            if !raw.get().starts_with('{') {
+                return Err(ApiError::bad_request(
+                    "`stream_options` must be an object",
+                    Some("stream_options"),
+                ));
+            }
+            let so: StreamOptions = serde_json::from_str(raw.get()).map_err(|_| {
+                ApiError::bad_request(
+                    "`stream_options.include_usage` must be a boolean",
+                    Some("stream_options.include_usage"),
+                )
+            })?;
+            (so.include_usage, Some(span(text, raw.get())))
+        }
+    };
+    Ok(Peek {
+        model,
+        model_span,
+        stream,
+        include_usage,
+        stream_options_span,
+    })
+}
+
+/// `POST /v1/embeddings`.
+pub fn embeddings(body: &[u8]) -> Result<Peek<'_>, ApiError> {
+    let text = utf8(body)?;
+    let f: EmbeddingFields<'_> = parse(text)?;
+    let (model, model_span) = model(text, f.model)?;
+    match f.input.map(RawValue::get) {
+        None | Some("null") => {
+            return Err(ApiError::bad_request(
+                "missing required field `input`",
+                Some("input"),
+            ))
+        }
+        Some(s) if !(s.starts_with('"') || s.starts_with('[')) => {
+            return Err(ApiError::bad_request(
+                "`input` must be a string, an array of strings, or an array of token arrays",
+                Some("input"),
+            ))
+        }
+        Some(_) => {}
+    }
+    Ok(Peek {
+        model,
+        model_span,
+        stream: false,
+        include_usage: None,
+        stream_options_span: None,
+    })
+}
+
+fn utf8(body: &[u8]) -> Result<&str, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "request body is empty; expected a JSON object",
+            None,
+        ));
+    }
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ApiError::bad_request(
+            format!(
+                "request body is not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+            None,
+        )
+    })?;
+    if !text.trim_start().starts_with('{') {
+        return Err(ApiError::bad_request(
+            "request body must be a JSON object",
+            None,
+        ));
+    }
+    Ok(text)
+}
+
+/// Deepest nesting accepted, the same as serde_json's own limit for values it builds.
+pub const MAX_DEPTH: usize = 128;
+
+fn parse<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, ApiError> {
+    let parsed = serde_json::from_str(text).map_err(|e| {
+        let msg = e.to_string();
+        let message = if msg.contains("recursion limit exceeded") {
+            format!("request body is nested too deeply (at most 128 levels): {msg}")
+        } else if e.is_data() && msg.starts_with("invalid type") {
+            format!("request body must be a JSON object: {msg}")
+        } else if e.is_data() && msg.starts_with("duplicate field") {
+            format!("invalid request body: {msg}")
+        } else {
+            format!("request body is not valid JSON: {msg}")
+        };
+        ApiError::bad_request(message, None)
+    })?;
+    // Skipped fields are not depth-checked by serde_json, but whoever parses them next is.
+    if nesting_exceeds(text.as_bytes(), MAX_DEPTH) {
+        return Err(ApiError::bad_request(
+            format!("request body is nested too deeply (at most {MAX_DEPTH} levels)"),
+            None,
+        ));
+    }
+    Ok(parsed)
+}
+
+/// True when arrays/objects nest deeper than `limit` (strings skipped, escapes honoured).
+fn nesting_exceeds(b: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => {
+                i += 1;
+                loop {
+                    let Some(rest) = b.get(i..) else { return false };
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(j) if rest[j] == b'\\' => i += j + 2,
+                        Some(j) => {
+                            i += j + 1;
+                            break;
+                        }
+                        None => return false,
+                    }
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+fn model<'a>(
+    text: &'a str,
+    raw: Option<&'a RawValue>,
+) -> Result<(Cow<'a, str>, Range<usize>), ApiError> {
+    let raw =
+        raw.ok_or_else(|| ApiError::bad_request("missing required field `model`", Some("model")))?;
+    if !raw.get().starts_with('"') {
+        return Err(ApiError::bad_request(
+            "`model` must be a string",
+            Some("model"),
+        ));
+    }
+    let name: Cow<'a, str> = serde_json::from_str(raw.get())
+        .map_err(|_| ApiError::bad_request("`model` must be a string", Some("model")))?;
+    if name.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "`model` must not be empty",
+            Some("model"),
+        ));
+    }
+    Ok((name, span(text, raw.get())))
+}
+
+/// Where `part` (a slice of `whole`) sits inside `whole`.
+fn span(whole: &str, part: &str) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    start..start + part.len()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn err(body: &[u8]) -> String {
+        chat(body).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn reads_fields_and_spans() {
+        let body = br#"{ "model" : "gpt-4o", "messages":[{"role":"user","content":"hi"}], "stream":true, "stream_options":{"include_usage":true}, "x_vendor":1}"#;
+        let p = chat(body).unwrap();
+        assert_eq!(p.model, "gpt-4o");
+        assert_eq!(&body[p.model_span.clone()], br#""gpt-4o""#);
+        assert!(p.stream);
+        assert_eq!(p.include_usage, Some(true));
+        assert_eq!(
+            &body[p.stream_options_span.unwrap()],
+            br#"{"include_usage":true}"#
+        );
+    }
+
+    #[test]
+    fn escaped_model_names_decode() {
+        let body = br#"{"model":"a\u002fb","messages":[{"role":"user","content":"x"}]}"#;
+        assert_eq!(chat(body).unwrap().model, "a/b");
+    }
+
+    #[test]
+    fn bad_input_names_the_problem() {
+        assert!(err(b"{").contains("not valid JSON"));
+        assert!(err(b"").contains("empty"));
+        assert!(err(b"[1]").contains("must be a JSON object"));
+        assert!(err(b"{\"model\":\"\xff\"}").contains("UTF-8"));
+        assert!(err(br#"{"messages":[{"role":"user"}]}"#).contains("`model`"));
+        assert!(err(br#"{"model":5,"messages":[{}]}"#).contains("`model` must be a string"));
+        assert!(err(br#"{"model":"m"}"#).contains("`messages`"));
+        assert!(err(br#"{"model":"m","messages":"hi"}"#).contains("`messages` must be an array"));
+        assert!(err(br#"{"model":"m","messages":[]}"#).contains("at least one"));
+        assert!(err(br#"{"model":"m","messages":[1]}"#).contains("messages[0]"));
+        assert!(err(br#"{"model":"m","messages":[{}],"stream":"yes"}"#)
+            .contains("`stream` must be a boolean"));
+        assert!(err(br#"{"model":"m","model":"n","messages":[{}]}"#).contains("duplicate field"));
+        let deep = format!(
+            "{{\"model\":\"m\",\"messages\":[{{}}],\"x\":{}{}}}",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        assert!(err(deep.as_bytes()).contains("nested too deeply"));
+        let ok_depth = format!(
+            "{{\"model\":\"m\",\"messages\":[{{\"c\":{}{}}}]}}",
+            "[".repeat(120),
+            "]".repeat(120)
+        );
+        assert!(chat(ok_depth.as_bytes()).is_ok());
+        // Brackets inside strings (with escaped quotes) do not count.
+        let in_string = format!(
+            "{{\"model\":\"m\",\"messages\":[{{\"c\":\"\\\"{}\"}}]}}",
+            "[".repeat(500)
+        );
+        assert!(chat(in_string.as_bytes()).is_ok(), "{in_string}");
+    }
+}

@@ -1,0 +1,204 @@
+//! Builds the gateway: shared state, the router and its one ingress layer.
+//!
+//! Every inference request passes these steps, in this order:
+//!
+//! 1. **ingress** (`ingress` below) — request id (an incoming `x-request-id` is kept),
+//!    start time, panic catcher; the id is echoed on every response.
+//! 2. **authenticate** (`policy::auth`, also in `ingress`) — bearer / `x-api-key` ->
+//!    `Principal`. Every route needs it except [`PUBLIC_PATHS`].
+//! 3. **parse** (`api::openai::peek`) — body size limit (413), UTF-8, JSON, the fields the
+//!    gateway needs (model, stream, stream_options); everything else stays bytes.
+//! 4. **admit** — reserved for limits and budgets (governance issue); nothing yet.
+//! 5. **guard_input** — reserved for content policy; nothing yet.
+//! 6. **cache_lookup** — reserved for the cache; nothing yet.
+//! 7. **route** (`router::ModelTable`) — model name -> ordered candidate deployments
+//!    (weighted random, then fallback routes); unknown model -> 404 listing the models.
+//! 8. **dispatch** (`router::dispatch`) — splice the provider's model name into the body, send,
+//!    move to the next candidate only on a retryable error before any byte reached the client.
+//! 9. **respond** (`api::openai::passthrough`, `api::openai::stream`) — JSON as one body;
+//!    SSE forwarded chunk by chunk; `x-sluice-provider`, `x-sluice-model`,
+//!    `x-sluice-overhead-us` headers.
+//! 10. **settle** (`api::settle`) — one usage record per request (also for errors and
+//!     abandoned streams) to the batching sink, which shutdown drains.
+
+use crate::api::{self, RequestCtx};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::policy::auth::Authenticator;
+use crate::providers::Provider;
+use crate::router::ModelTable;
+use crate::store::sqlite::SqliteStore;
+use crate::store::UsageSink;
+use arc_swap::ArcSwap;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures_util::FutureExt;
+use http::HeaderValue;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio_util::task::TaskTracker;
+
+/// Routes that answer without credentials. Nothing else does.
+pub const PUBLIC_PATHS: &[&str] = &["/health/live", "/health/ready"];
+
+/// Everything built from one config; swapped whole on reload.
+pub struct Gateway {
+    pub config: Config,
+    pub providers: Vec<Arc<Provider>>,
+    pub models: ModelTable,
+    pub auth: Authenticator,
+}
+
+impl Gateway {
+    pub fn build(config: Config) -> Result<Self, String> {
+        let providers = config
+            .providers
+            .iter()
+            .map(|p| Provider::from_config(p).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let models = ModelTable::build(&config, &providers);
+        let auth = Authenticator::new(config.server.master_key.clone());
+        Ok(Self {
+            config,
+            providers,
+            models,
+            auth,
+        })
+    }
+}
+
+pub struct Shared {
+    pub gateway: ArcSwap<Gateway>,
+    pub sink: UsageSink,
+    pub store: SqliteStore,
+    pub tracker: TaskTracker,
+    pub shutting_down: AtomicBool,
+    pub started_unix: i64,
+    request_seq: AtomicU64,
+    request_prefix: u32,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        gateway: Gateway,
+        sink: UsageSink,
+        store: SqliteStore,
+        tracker: TaskTracker,
+    ) -> Self {
+        Self(Arc::new(Shared {
+            gateway: ArcSwap::from_pointee(gateway),
+            sink,
+            store,
+            tracker,
+            shutting_down: AtomicBool::new(false),
+            started_unix: unix_ms() / 1000,
+            request_seq: AtomicU64::new(0),
+            request_prefix: rand::random(),
+        }))
+    }
+
+    fn next_request_id(&self) -> String {
+        let n = self.request_seq.fetch_add(1, Ordering::Relaxed);
+        format!("req_{:08x}{:012x}", self.request_prefix, n)
+    }
+}
+
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The router with every route and the ingress layer (see the module docs for the order).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(api::openai::chat_completions))
+        .route("/chat/completions", post(api::openai::chat_completions))
+        .route("/v1/embeddings", post(api::openai::embeddings))
+        .route("/embeddings", post(api::openai::embeddings))
+        .route("/v1/models", get(api::openai::list_models))
+        .route("/models", get(api::openai::list_models))
+        .route("/v1/models/{*model}", get(api::openai::get_model))
+        .route("/health/live", get(api::health::live))
+        .route("/health/ready", get(api::health::ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), ingress))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::RouteNotFound {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+    }
+    .into_response()
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+    }
+    .into_response()
+}
+
+/// Steps 1 and 2: request id, panic catcher, authentication.
+async fn ingress(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(|| app.next_request_id(), str::to_string);
+
+    let path = req.uri().path();
+    let principal = if PUBLIC_PATHS.contains(&path) {
+        crate::policy::auth::Principal::Anonymous
+    } else {
+        match app.gateway.load().auth.authenticate(req.headers()) {
+            Ok(p) => p,
+            Err(e) => return with_request_id(e.into_response(), &request_id),
+        }
+    };
+    req.extensions_mut().insert(RequestCtx {
+        request_id: request_id.clone(),
+        start,
+        ts_ms: unix_ms(),
+        principal,
+    });
+    let resp = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!(request_id, "a request handler panicked");
+            ApiError::Internal(format!(
+                "the gateway failed while handling request {request_id}"
+            ))
+            .into_response()
+        }
+    };
+    with_request_id(resp, &request_id)
+}
+
+fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

@@ -1,0 +1,94 @@
+//! Token usage of one request, and how it is read from the OpenAI wire format.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Input tokens served from the provider's prompt cache (a subset of `input_tokens`).
+    pub cached_input_tokens: u64,
+    /// Reasoning tokens (a subset of `output_tokens`).
+    pub reasoning_tokens: u64,
+}
+
+/// OpenAI's `usage` object (chat completions and embeddings).
+#[derive(Debug, Deserialize)]
+pub struct OpenAiUsage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PromptDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionDetails {
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl From<OpenAiUsage> for Usage {
+    fn from(u: OpenAiUsage) -> Self {
+        Usage {
+            input_tokens: u.prompt_tokens,
+            output_tokens: u.completion_tokens,
+            cached_input_tokens: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            reasoning_tokens: u
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageOnly {
+    usage: Option<OpenAiUsage>,
+}
+
+/// Reads `usage` from an OpenAI JSON response or stream chunk; `None` if absent or null.
+pub fn from_openai_json(body: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<UsageOnly>(body)
+        .ok()
+        .and_then(|u| u.usage)
+        .map(Usage::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_usage_with_details() {
+        let u = from_openai_json(
+            br#"{"id":"x","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,
+               "prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":2}}}"#,
+        );
+        assert_eq!(
+            u,
+            Some(Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                cached_input_tokens: 4,
+                reasoning_tokens: 2
+            })
+        );
+        assert_eq!(from_openai_json(br#"{"usage":null}"#), None);
+        assert_eq!(from_openai_json(b"not json"), None);
+        let e = from_openai_json(br#"{"data":[],"usage":{"prompt_tokens":3,"total_tokens":3}}"#);
+        assert_eq!(e.map(|u| u.input_tokens), Some(3));
+    }
+}

@@ -1,0 +1,210 @@
+//! Configuration: load YAML, interpolate `${ENV}`, deserialize strictly, validate into [`Config`].
+
+mod defaults;
+mod interpolate;
+pub mod raw;
+pub mod secret;
+pub mod units;
+mod validate;
+
+pub use raw::Locality;
+pub use secret::Secret;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_STORE_URL: &str = "sqlite://sluice.db";
+pub const DEFAULT_MAX_BODY: u64 = 32 << 20;
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+/// The validated, runtime configuration. Built only through [`load`] / [`from_yaml`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub providers: Vec<ProviderConfig>,
+    pub models: Vec<ModelConfig>,
+    /// Where this came from, for start-up messages.
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub master_key: Option<Secret<String>>,
+    pub max_body_bytes: u64,
+    pub drain_timeout: Duration,
+    pub allow_unauthenticated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    OpenAiCompatible,
+    Mock,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::OpenAiCompatible => "openai_compatible",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub api_key: Option<Secret<String>>,
+    /// Validated absolute http(s) URL without a trailing slash (`None` for the mock).
+    pub base_url: Option<String>,
+    pub locality: Locality,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    pub stream_usage: bool,
+    pub mock: sluice_mock::MockSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub name: String,
+    pub deployments: Vec<DeploymentConfig>,
+    pub fallbacks: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeploymentConfig {
+    /// Index into [`Config::providers`].
+    pub provider: usize,
+    pub model: String,
+    pub weight: u32,
+}
+
+/// One problem in a config, with the field path it concerns (`models[2].deployments[0].weight`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one config, in file order.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    pub file: Option<PathBuf>,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self
+            .file
+            .as_ref()
+            .map_or_else(|| "config".to_string(), |p| p.display().to_string());
+        let n = self.errors.len();
+        write!(f, "{name}: {n} error{}", if n == 1 { "" } else { "s" })?;
+        for e in &self.errors {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Environment lookup, injectable for tests.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Loads a config file, or the zero-config defaults when `path` is `None`.
+pub fn load(path: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
+    match path {
+        None => validate::validate(raw::RawConfig::default(), env)
+            .map_err(|errors| ConfigErrors { file: None, errors }),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigErrors {
+                file: Some(p.to_path_buf()),
+                errors: vec![ConfigError::new("", format!("cannot read file: {e}"))],
+            })?;
+            let mut cfg = from_yaml(&text, env).map_err(|errors| ConfigErrors {
+                file: Some(p.to_path_buf()),
+                errors,
+            })?;
+            cfg.source = Some(p.to_path_buf());
+            Ok(cfg)
+        }
+    }
+}
+
+/// Parses and validates YAML text. Syntax errors carry line and column; every other error
+/// carries the field path.
+pub fn from_yaml(text: &str, env: EnvLookup<'_>) -> Result<Config, Vec<ConfigError>> {
+    let mut value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
+        let msg = match e.location() {
+            Some(loc) => format!(
+                "YAML syntax error at line {}, column {}: {}",
+                loc.line(),
+                loc.column(),
+                strip_location(&e.to_string())
+            ),
+            None => format!("YAML syntax error: {e}"),
+        };
+        vec![ConfigError::new("", msg)]
+    })?;
+    if value.is_null() {
+        value = serde_norway::Value::Mapping(serde_norway::Mapping::new());
+    }
+    let mut errors = Vec::new();
+    interpolate::interpolate(&mut value, env, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let raw: raw::RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        vec![ConfigError::new(path, e.into_inner().to_string())]
+    })?;
+    validate::validate(raw, env)
+}
+
+/// serde_norway appends " at line X column Y" to messages; we print our own location.
+fn strip_location(msg: &str) -> &str {
+    match msg.find(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    }
+}

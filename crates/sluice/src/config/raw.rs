@@ -1,0 +1,109 @@
+//! The config file as written: strict serde structs (`deny_unknown_fields`), no meaning yet.
+
+use super::secret::Secret;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub store: RawStore,
+    /// Absent = zero-config providers (built-in mock + providers found in the environment).
+    pub providers: Option<Vec<RawProvider>>,
+    pub models: Option<Vec<RawModel>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub master_key: Option<Secret<String>>,
+    /// Largest accepted request body: `32MiB` (default), `1048576`, ...
+    pub max_body_size: Option<SizeOrText>,
+    /// How long in-flight requests and streams may run on after SIGTERM.
+    pub drain_timeout: Option<String>,
+    /// Serve without any authentication on a non-loopback address. Off by default.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SizeOrText {
+    Int(u64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawProviderKind {
+    Openai,
+    OpenaiCompatible,
+    Mock,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Locality {
+    #[default]
+    Cloud,
+    OnPrem,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub name: String,
+    pub kind: RawProviderKind,
+    pub api_key: Option<Secret<String>>,
+    pub base_url: Option<String>,
+    pub locality: Option<Locality>,
+    /// Extra headers sent on every upstream request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Time allowed for the response headers (and the whole body when not streaming).
+    pub timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    /// Longest silence allowed between two chunks of a stream.
+    pub stream_idle_timeout: Option<String>,
+    /// Ask the upstream for a final usage event on streams (OpenAI `stream_options`).
+    pub stream_usage: Option<bool>,
+    /// Settings of the built-in mock (kind `mock` only).
+    pub mock: Option<RawMock>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMock {
+    pub latency: Option<String>,
+    pub ttft: Option<String>,
+    pub chunks: Option<usize>,
+    pub chunk_delay: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub name: String,
+    pub deployments: Vec<RawDeployment>,
+    /// Other model names tried in order when every deployment fails with a retryable error.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    pub provider: String,
+    pub model: String,
+    pub weight: Option<u32>,
+}

@@ -1,0 +1,389 @@
+//! Raw config -> [`Config`]: every rule checked, every problem reported with its field path.
+
+use super::raw::{RawConfig, RawMock, RawProvider, RawProviderKind, SizeOrText};
+use super::units::{parse_bytes, parse_duration};
+use super::{
+    defaults, Config, ConfigError, DeploymentConfig, EnvLookup, ModelConfig, ProviderConfig,
+    ProviderKind, ServerConfig, StoreConfig, DEFAULT_DRAIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY,
+    DEFAULT_STORE_URL,
+};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_STREAM_IDLE: Duration = Duration::from_secs(300);
+
+pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<ConfigError>> {
+    let mut errs = Vec::new();
+
+    let listen_text = raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+        errs.push(ConfigError::new(
+            "server.listen",
+            format!("invalid address {listen_text:?}; expected IP:PORT such as 127.0.0.1:8080"),
+        ));
+        // Placeholder only; the config is rejected because errs is non-empty.
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    let master_key = raw.server.master_key.filter(|k| {
+        if k.expose().trim().is_empty() {
+            errs.push(ConfigError::new(
+                "server.master_key",
+                "is empty; remove it or set a value (is the environment variable empty?)",
+            ));
+            false
+        } else {
+            true
+        }
+    });
+    let max_body_bytes = match &raw.server.max_body_size {
+        None => DEFAULT_MAX_BODY,
+        Some(SizeOrText::Int(n)) => *n,
+        Some(SizeOrText::Text(t)) => parse_bytes(t).unwrap_or_else(|e| {
+            errs.push(ConfigError::new("server.max_body_size", e));
+            DEFAULT_MAX_BODY
+        }),
+    };
+    if max_body_bytes == 0 {
+        errs.push(ConfigError::new(
+            "server.max_body_size",
+            "must be greater than 0",
+        ));
+    }
+    let drain_timeout = duration(
+        &raw.server.drain_timeout,
+        "server.drain_timeout",
+        DEFAULT_DRAIN,
+        &mut errs,
+    );
+
+    let store_url = raw
+        .store
+        .url
+        .unwrap_or_else(|| DEFAULT_STORE_URL.to_string());
+    if !store_url.starts_with("sqlite:") {
+        errs.push(ConfigError::new(
+            "store.url",
+            format!("unsupported store {store_url:?}; this version supports sqlite://PATH"),
+        ));
+    }
+
+    let (raw_providers, raw_models) = match (raw.providers, raw.models) {
+        (Some(p), Some(m)) => (p, m),
+        (None, None) => defaults::discovered(env),
+        (Some(p), None) => (p, Vec::new()),
+        (None, Some(m)) => {
+            let (p, _) = defaults::discovered(env);
+            (p, m)
+        }
+    };
+
+    let mut providers = Vec::with_capacity(raw_providers.len());
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    for (i, rp) in raw_providers.into_iter().enumerate() {
+        let path = format!("providers[{i}]");
+        if rp.name.trim().is_empty() {
+            errs.push(ConfigError::new(
+                format!("{path}.name"),
+                "must not be empty",
+            ));
+        } else if by_name.contains_key(&rp.name) {
+            errs.push(ConfigError::new(
+                format!("{path}.name"),
+                format!("duplicate provider name {:?}", rp.name),
+            ));
+        } else {
+            by_name.insert(rp.name.clone(), providers.len());
+        }
+        providers.push(provider(rp, &path, &mut errs));
+    }
+    if providers.is_empty() {
+        errs.push(ConfigError::new(
+            "providers",
+            "at least one provider is required",
+        ));
+    }
+
+    let mut provider_names: Vec<&str> = by_name.keys().map(String::as_str).collect();
+    provider_names.sort_unstable();
+    let mut models: Vec<ModelConfig> = Vec::with_capacity(raw_models.len());
+    let mut model_names: HashMap<String, usize> = HashMap::new();
+    for (i, rm) in raw_models.iter().enumerate() {
+        let path = format!("models[{i}]");
+        if rm.name.trim().is_empty() {
+            errs.push(ConfigError::new(
+                format!("{path}.name"),
+                "must not be empty",
+            ));
+        } else if model_names.insert(rm.name.clone(), i).is_some() {
+            errs.push(ConfigError::new(
+                format!("{path}.name"),
+                format!("duplicate model name {:?}", rm.name),
+            ));
+        }
+        if rm.deployments.is_empty() {
+            errs.push(ConfigError::new(
+                format!("{path}.deployments"),
+                "at least one deployment is required",
+            ));
+        }
+        let mut deployments = Vec::with_capacity(rm.deployments.len());
+        for (j, d) in rm.deployments.iter().enumerate() {
+            let dpath = format!("{path}.deployments[{j}]");
+            let idx = by_name.get(&d.provider).copied();
+            if idx.is_none() {
+                let hint = did_you_mean(&d.provider, &provider_names)
+                    .map(|s| format!("; did you mean {s:?}?"))
+                    .unwrap_or_else(|| format!("; providers are: {}", provider_names.join(", ")));
+                errs.push(ConfigError::new(
+                    format!("{dpath}.provider"),
+                    format!("no provider named {:?}{hint}", d.provider),
+                ));
+            }
+            if d.model.trim().is_empty() {
+                errs.push(ConfigError::new(
+                    format!("{dpath}.model"),
+                    "must not be empty",
+                ));
+            }
+            let weight = d.weight.unwrap_or(1);
+            if weight == 0 {
+                errs.push(ConfigError::new(
+                    format!("{dpath}.weight"),
+                    "must be at least 1",
+                ));
+            }
+            deployments.push(DeploymentConfig {
+                provider: idx.unwrap_or(0),
+                model: d.model.clone(),
+                weight,
+            });
+        }
+        models.push(ModelConfig {
+            name: rm.name.clone(),
+            deployments,
+            fallbacks: rm.fallbacks.clone(),
+        });
+    }
+    let mut all_models: Vec<&str> = model_names.keys().map(String::as_str).collect();
+    all_models.sort_unstable();
+    for (i, m) in models.iter().enumerate() {
+        for (j, f) in m.fallbacks.iter().enumerate() {
+            let path = format!("models[{i}].fallbacks[{j}]");
+            if f == &m.name {
+                errs.push(ConfigError::new(path, "a model cannot fall back to itself"));
+            } else if !model_names.contains_key(f) {
+                let hint = did_you_mean(f, &all_models)
+                    .map(|s| format!("; did you mean {s:?}?"))
+                    .unwrap_or_default();
+                errs.push(ConfigError::new(
+                    path,
+                    format!("no model named {f:?}{hint}"),
+                ));
+            }
+        }
+    }
+
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(Config {
+        server: ServerConfig {
+            listen,
+            master_key,
+            max_body_bytes,
+            drain_timeout,
+            allow_unauthenticated: raw.server.allow_unauthenticated,
+        },
+        store: StoreConfig { url: store_url },
+        providers,
+        models,
+        source: None,
+    })
+}
+
+fn provider(rp: RawProvider, path: &str, errs: &mut Vec<ConfigError>) -> ProviderConfig {
+    let kind = match rp.kind {
+        RawProviderKind::Openai => ProviderKind::OpenAi,
+        RawProviderKind::OpenaiCompatible => ProviderKind::OpenAiCompatible,
+        RawProviderKind::Mock => ProviderKind::Mock,
+    };
+    let api_key = rp.api_key.filter(|k| !k.expose().trim().is_empty());
+    let mut base_url = rp
+        .base_url
+        .map(|u| u.trim().trim_end_matches('/').to_string());
+    match kind {
+        ProviderKind::OpenAi => {
+            if api_key.is_none() {
+                errs.push(ConfigError::new(
+                    format!("{path}.api_key"),
+                    "required for kind openai (e.g. api_key: ${OPENAI_API_KEY})",
+                ));
+            }
+            if base_url.is_none() {
+                base_url = Some("https://api.openai.com/v1".to_string());
+            }
+        }
+        ProviderKind::OpenAiCompatible => {
+            if base_url.is_none() {
+                errs.push(ConfigError::new(
+                    format!("{path}.base_url"),
+                    "required for kind openai_compatible (e.g. http://127.0.0.1:8000/v1)",
+                ));
+            }
+        }
+        ProviderKind::Mock => {
+            if base_url.is_some() {
+                errs.push(ConfigError::new(
+                    format!("{path}.base_url"),
+                    "not used by kind mock (the mock runs inside Sluice); to use a sluice-mock server, use kind openai_compatible",
+                ));
+            }
+        }
+    }
+    if kind != ProviderKind::Mock && rp.mock.is_some() {
+        errs.push(ConfigError::new(
+            format!("{path}.mock"),
+            "only valid for kind mock",
+        ));
+    }
+    if let Some(url) = &base_url {
+        if let Err(e) = check_url(url) {
+            errs.push(ConfigError::new(format!("{path}.base_url"), e));
+        }
+    }
+    let mut headers = Vec::with_capacity(rp.headers.len());
+    for (name, value) in &rp.headers {
+        let hpath = format!("{path}.headers.{name}");
+        match (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            (Ok(n), Ok(mut v)) => {
+                v.set_sensitive(true);
+                headers.push((n, v));
+            }
+            (Err(_), _) => errs.push(ConfigError::new(hpath, "invalid header name")),
+            (_, Err(_)) => errs.push(ConfigError::new(
+                hpath,
+                "invalid header value (control characters or non-ASCII)",
+            )),
+        }
+    }
+    let timeout = duration(
+        &rp.timeout,
+        &format!("{path}.timeout"),
+        DEFAULT_TIMEOUT,
+        errs,
+    );
+    let connect_timeout = duration(
+        &rp.connect_timeout,
+        &format!("{path}.connect_timeout"),
+        DEFAULT_CONNECT_TIMEOUT,
+        errs,
+    );
+    let stream_idle_timeout = duration(
+        &rp.stream_idle_timeout,
+        &format!("{path}.stream_idle_timeout"),
+        DEFAULT_STREAM_IDLE,
+        errs,
+    );
+    let mock = mock_settings(rp.mock.unwrap_or_default(), &format!("{path}.mock"), errs);
+    ProviderConfig {
+        name: rp.name,
+        kind,
+        api_key,
+        base_url,
+        locality: rp.locality.unwrap_or(match kind {
+            ProviderKind::Mock => super::Locality::OnPrem,
+            _ => super::Locality::Cloud,
+        }),
+        headers,
+        timeout,
+        connect_timeout,
+        stream_idle_timeout,
+        stream_usage: rp.stream_usage.unwrap_or(true),
+        mock,
+    }
+}
+
+fn mock_settings(m: RawMock, path: &str, errs: &mut Vec<ConfigError>) -> sluice_mock::MockSettings {
+    let mut s = sluice_mock::MockSettings::default();
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    s.latency_ms = ms(duration(
+        &m.latency,
+        &format!("{path}.latency"),
+        Duration::ZERO,
+        errs,
+    ));
+    s.ttft_ms = ms(duration(
+        &m.ttft,
+        &format!("{path}.ttft"),
+        Duration::ZERO,
+        errs,
+    ));
+    s.chunk_delay_ms = ms(duration(
+        &m.chunk_delay,
+        &format!("{path}.chunk_delay"),
+        Duration::ZERO,
+        errs,
+    ));
+    if let Some(c) = m.chunks {
+        if c == 0 {
+            errs.push(ConfigError::new(
+                format!("{path}.chunks"),
+                "must be at least 1",
+            ));
+        }
+        s.chunks = c.max(1);
+    }
+    s
+}
+
+fn duration(
+    v: &Option<String>,
+    path: &str,
+    default: Duration,
+    errs: &mut Vec<ConfigError>,
+) -> Duration {
+    match v {
+        None => default,
+        Some(t) => parse_duration(t).unwrap_or_else(|e| {
+            errs.push(ConfigError::new(path, e));
+            default
+        }),
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => {
+            return Err(format!(
+                "invalid URL {url:?}: must start with http:// or https://"
+            ))
+        }
+    }
+    if uri.authority().is_none() {
+        return Err(format!("invalid URL {url:?}: no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("invalid URL {url:?}: must not have a query string"));
+    }
+    Ok(())
+}
+
+/// The closest candidate, if it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(input, c), *c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}

@@ -1,0 +1,173 @@
+//! The one edge error type: every failure a client can see, mapped to a status code and the
+//! OpenAI error shape `{"error":{"message","type","param","code"}}`.
+
+use crate::providers::UpstreamError;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use serde::Serialize;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        param: Option<&'static str>,
+        code: Option<&'static str>,
+    },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{}", model_not_found_message(.model, .available))]
+    ModelNotFound {
+        model: String,
+        available: Vec<String>,
+    },
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error(transparent)]
+    Upstream(Box<UpstreamError>),
+    #[error("the gateway is shutting down; retry on another instance")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn model_not_found_message(model: &str, available: &[String]) -> String {
+    if available.is_empty() {
+        format!("The model `{model}` does not exist or you do not have access to it. No models are available to this key.")
+    } else {
+        format!(
+            "The model `{model}` does not exist or you do not have access to it. Available models: {}",
+            available.join(", ")
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> Self {
+        ApiError::BadRequest {
+            message: message.into(),
+            param,
+            code: None,
+        }
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Upstream(e) => e.status_code(),
+            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Short class for usage records and logs.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::ModelNotFound { .. } => "model_not_found",
+            ApiError::RouteNotFound { .. } => "route_not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Upstream(e) => e.class(),
+            ApiError::ShuttingDown => "shutting_down",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The OpenAI-shaped JSON body.
+    pub fn openai_body(&self) -> Bytes {
+        let (kind, param, code): (&str, Option<&str>, Option<&str>) = match self {
+            ApiError::BadRequest { param, code, .. } => ("invalid_request_error", *param, *code),
+            ApiError::PayloadTooLarge { .. } => {
+                ("invalid_request_error", None, Some("payload_too_large"))
+            }
+            ApiError::Unauthorized(_) => ("authentication_error", None, Some("invalid_api_key")),
+            ApiError::ModelNotFound { .. } => (
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            ),
+            ApiError::RouteNotFound { .. } => ("invalid_request_error", None, Some("not_found")),
+            ApiError::MethodNotAllowed { .. } => {
+                ("invalid_request_error", None, Some("method_not_allowed"))
+            }
+            ApiError::Upstream(e) => (e.error_type(), e.param(), e.code()),
+            ApiError::ShuttingDown => ("server_error", None, Some("shutting_down")),
+            ApiError::Internal(_) => ("server_error", None, Some("internal_error")),
+        };
+        let body = Body {
+            error: Inner {
+                message: self.to_string(),
+                kind,
+                param,
+                code,
+            },
+        };
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| {
+            br#"{"error":{"message":"error","type":"server_error","param":null,"code":null}}"#
+                .to_vec()
+        }))
+    }
+}
+
+/// Carried in response extensions so logging and usage recording can see what failed.
+#[derive(Debug, Clone)]
+pub struct ErrorSeen(pub ApiError);
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        ApiError::Upstream(Box::new(e))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let mut resp = Response::new(axum::body::Body::from(self.openai_body()));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let ApiError::Upstream(e) = &self {
+            if let Some(ra) = e.retry_after() {
+                headers.insert(header::RETRY_AFTER, ra.clone());
+            }
+            if let Ok(v) = HeaderValue::from_str(e.provider()) {
+                headers.insert("x-sluice-provider", v);
+            }
+        }
+        if matches!(self, ApiError::ShuttingDown) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp.extensions_mut().insert(ErrorSeen(self));
+        resp
+    }
+}

@@ -1,0 +1,15 @@
+//! Sluice, an AI gateway: one control point between every client and every model.
+//! The request pipeline and its order are documented in [`app`].
+
+pub mod api;
+pub mod app;
+pub mod canonical;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod policy;
+pub mod providers;
+pub mod router;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,117 @@
+//! Authentication: `Authorization: Bearer` or `x-api-key` -> [`Principal`]. Constant-time.
+
+use crate::config::Secret;
+use crate::error::ApiError;
+use http::HeaderMap;
+use subtle::ConstantTimeEq;
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// No auth configured: loopback-only (or explicitly opted-in) open gateway.
+    Anonymous,
+    /// The configured master key.
+    Master,
+}
+
+impl Principal {
+    /// Label stored in usage records (never a secret).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Principal::Anonymous => "anonymous",
+            Principal::Master => "master",
+        }
+    }
+}
+
+/// What credentials are accepted.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    master_key: Option<Secret<String>>,
+}
+
+impl Authenticator {
+    pub fn new(master_key: Option<Secret<String>>) -> Self {
+        Self { master_key }
+    }
+
+    /// True when requests need no credentials at all.
+    pub fn is_open(&self) -> bool {
+        self.master_key.is_none()
+    }
+
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let Some(master) = &self.master_key else {
+            return Ok(Principal::Anonymous);
+        };
+        let presented = bearer_or_api_key(headers).ok_or(ApiError::Unauthorized(
+            "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
+        ))?;
+        if bool::from(presented.as_bytes().ct_eq(master.expose().as_bytes())) {
+            Ok(Principal::Master)
+        } else {
+            Err(ApiError::Unauthorized("invalid API key"))
+        }
+    }
+}
+
+fn bearer_or_api_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(http::header::AUTHORIZATION) {
+        let v = v.to_str().ok()?.trim();
+        let (scheme, rest) = v.split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let key = rest.trim();
+            return (!key.is_empty()).then_some(key);
+        }
+        return None;
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn master_key_via_bearer_or_x_api_key() {
+        let a = Authenticator::new(Some(Secret::new("sk-master".into())));
+        assert_eq!(
+            a.authenticate(&headers(&[("authorization", "Bearer sk-master")]))
+                .ok(),
+            Some(Principal::Master)
+        );
+        assert_eq!(
+            a.authenticate(&headers(&[("x-api-key", "sk-master")])).ok(),
+            Some(Principal::Master)
+        );
+        assert!(a
+            .authenticate(&headers(&[("authorization", "Bearer nope")]))
+            .is_err());
+        assert!(a
+            .authenticate(&headers(&[("authorization", "Basic sk-master")]))
+            .is_err());
+        assert!(a.authenticate(&headers(&[])).is_err());
+    }
+
+    #[test]
+    fn open_without_master_key() {
+        let a = Authenticator::new(None);
+        assert!(a.is_open());
+        assert_eq!(
+            a.authenticate(&headers(&[])).ok(),
+            Some(Principal::Anonymous)
+        );
+    }
+}

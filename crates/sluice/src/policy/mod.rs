@@ -1,0 +1,3 @@
+//! Who may do what: authentication now; rate limits, budgets and content rules join here.
+
+pub mod auth;

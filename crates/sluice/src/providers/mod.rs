@@ -1,0 +1,164 @@
+//! Providers: one configured upstream each, reached over HTTP (`openai_compat.rs`) or
+//! in-process (`mock.rs`). The gateway hands a provider an encoded body for an endpoint and
+//! gets back the raw upstream response, so same-format requests pass through untouched.
+
+mod error;
+mod mock;
+mod openai_compat;
+
+pub use error::{parse_error_body, ErrorSource, UpstreamError, UpstreamErrorKind};
+
+use crate::config::{Locality, ProviderConfig, ProviderKind};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// The wire format a provider speaks natively. A request in the same format is forwarded as
+/// bytes (passthrough); other formats are translated through the canonical types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    OpenAiChat,
+}
+
+/// An upstream operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Embeddings,
+}
+
+impl Endpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+}
+
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body from either transport, without boxing.
+pub enum UpstreamBody {
+    Http(hyper::body::Incoming),
+    Mock(sluice_mock::MockBody),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            UpstreamBody::Http(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Mock(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Http(b) => b.is_end_stream(),
+            UpstreamBody::Mock(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Http(b) => b.size_hint(),
+            UpstreamBody::Mock(b) => b.size_hint(),
+        }
+    }
+}
+
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: UpstreamBody,
+}
+
+enum Transport {
+    Http(Box<openai_compat::HttpUpstream>),
+    Mock(Arc<sluice_mock::Mock>),
+}
+
+/// A configured provider, ready to send requests.
+pub struct Provider {
+    pub name: Arc<str>,
+    pub kind: ProviderKind,
+    pub locality: Locality,
+    /// Ask for a final usage event on streams (`stream_options.include_usage`).
+    pub stream_usage: bool,
+    pub timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    transport: Transport,
+}
+
+impl Provider {
+    pub fn from_config(cfg: &ProviderConfig) -> Result<Self, String> {
+        let name: Arc<str> = Arc::from(cfg.name.as_str());
+        let transport = match cfg.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+                Transport::Http(Box::new(openai_compat::HttpUpstream::new(cfg)?))
+            }
+            ProviderKind::Mock => Transport::Mock(sluice_mock::Mock::new(cfg.mock.clone())),
+        };
+        Ok(Self {
+            name,
+            kind: cfg.kind,
+            locality: cfg.locality,
+            stream_usage: cfg.stream_usage,
+            timeout: cfg.timeout,
+            stream_idle_timeout: cfg.stream_idle_timeout,
+            transport,
+        })
+    }
+
+    pub fn wire_format(&self) -> WireFormat {
+        match self.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::Mock => {
+                WireFormat::OpenAiChat
+            }
+        }
+    }
+
+    /// Sends an already-encoded body; resolves when the response headers arrive (or the
+    /// provider's timeout passes).
+    pub async fn send(
+        &self,
+        endpoint: Endpoint,
+        body: Bytes,
+        request_id: &str,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let fut = async {
+            match &self.transport {
+                Transport::Http(h) => h.send(&self.name, endpoint, body, request_id).await,
+                Transport::Mock(m) => mock::send(m, &self.name, endpoint, body, request_id).await,
+            }
+        };
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::new(
+                &self.name,
+                self.target(endpoint),
+                UpstreamErrorKind::Timeout {
+                    after: self.timeout,
+                },
+            )),
+        }
+    }
+
+    /// What a request to `endpoint` is sent to, for error messages.
+    pub fn target(&self, endpoint: Endpoint) -> String {
+        match &self.transport {
+            Transport::Http(h) => format!("POST {}", h.uri(endpoint)),
+            Transport::Mock(_) => format!("built-in mock {}", endpoint.path()),
+        }
+    }
+}

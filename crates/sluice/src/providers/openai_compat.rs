@@ -1,0 +1,143 @@
+//! HTTP transport for every OpenAI-compatible vendor (OpenAI, vLLM, Ollama /v1, llama.cpp,
+//! LM Studio, Groq, Together, ...): pooled keep-alive connections, HTTP/2 by ALPN, rustls.
+
+use super::{Endpoint, UpstreamBody, UpstreamError, UpstreamErrorKind, UpstreamResponse};
+use crate::config::ProviderConfig;
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Uri};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::sync::Arc;
+use std::time::Duration;
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+pub struct HttpUpstream {
+    client: HttpsClient,
+    chat_uri: Uri,
+    embeddings_uri: Uri,
+    /// Authorization plus the configured extra headers, sent on every request.
+    headers: HeaderMap,
+}
+
+impl HttpUpstream {
+    pub fn new(cfg: &ProviderConfig) -> Result<Self, String> {
+        let base = cfg
+            .base_url
+            .as_deref()
+            .ok_or_else(|| format!("provider {}: no base_url", cfg.name))?;
+        let uri = |p: &str| {
+            format!("{base}{p}")
+                .parse::<Uri>()
+                .map_err(|e| format!("provider {}: bad URL {base}{p}: {e}", cfg.name))
+        };
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION"))),
+        );
+        if let Some(key) = &cfg.api_key {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                .map_err(|_| format!("provider {}: api_key has invalid characters", cfg.name))?;
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        }
+        for (n, v) in &cfg.headers {
+            headers.insert(n.clone(), v.clone());
+        }
+        Ok(Self {
+            client,
+            chat_uri: uri(Endpoint::ChatCompletions.path())?,
+            embeddings_uri: uri(Endpoint::Embeddings.path())?,
+            headers,
+        })
+    }
+
+    pub fn uri(&self, endpoint: Endpoint) -> &Uri {
+        match endpoint {
+            Endpoint::ChatCompletions => &self.chat_uri,
+            Endpoint::Embeddings => &self.embeddings_uri,
+        }
+    }
+
+    pub async fn send(
+        &self,
+        provider: &Arc<str>,
+        endpoint: Endpoint,
+        body: Bytes,
+        request_id: &str,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let uri = self.uri(endpoint);
+        let mut req = http::Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri.clone();
+        let h = req.headers_mut();
+        h.reserve(self.headers.len() + 2);
+        for (n, v) in &self.headers {
+            h.insert(n, v.clone());
+        }
+        h.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert("x-request-id", v);
+        }
+        match self.client.request(req).await {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                Ok(UpstreamResponse {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: UpstreamBody::Http(body),
+                })
+            }
+            Err(e) => {
+                let detail = error_chain(&e);
+                let kind = if e.is_connect() {
+                    UpstreamErrorKind::Connect(detail)
+                } else {
+                    UpstreamErrorKind::Protocol(detail)
+                };
+                Err(UpstreamError::new(provider, format!("POST {uri}"), kind))
+            }
+        }
+    }
+}
+
+/// The innermost causes are the informative ones ("Connection refused (os error 111)").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p == &text) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}

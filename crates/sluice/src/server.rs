@@ -1,0 +1,180 @@
+//! Running the gateway: bind, serve, reload on SIGHUP, and shut down gracefully (stop
+//! accepting, let in-flight requests and streams finish within the drain timeout, flush
+//! the usage records, exit 0).
+
+use crate::app::{self, AppState, Gateway};
+use crate::config::{self, Config};
+use crate::store::sqlite::SqliteStore;
+use crate::store::UsageWriter;
+use anyhow::{bail, Context};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+/// Refuses an open gateway on a non-loopback address unless explicitly allowed.
+pub fn check_exposure(cfg: &Config) -> anyhow::Result<()> {
+    let open = cfg.server.master_key.is_none();
+    if open && !cfg.server.listen.ip().is_loopback() && !cfg.server.allow_unauthenticated {
+        bail!(
+            "refusing to serve without authentication on {}: set server.master_key (or SLUICE_MASTER_KEY), \
+             or opt in with --allow-unauthenticated / server.allow_unauthenticated: true",
+            cfg.server.listen
+        );
+    }
+    Ok(())
+}
+
+/// Serves until `shutdown` resolves, then drains. `on_listening` gets the bound address.
+pub async fn run(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    check_exposure(&cfg)?;
+    let store = SqliteStore::open(&cfg.store.url)
+        .await
+        .with_context(|| format!("opening the store at {}", cfg.store.url))?;
+    let listener = TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.server.listen))?;
+    let addr = listener.local_addr()?;
+    let drain = cfg.server.drain_timeout;
+    announce(&cfg, addr);
+
+    let tracker = TaskTracker::new();
+    let (sink, writer) = UsageWriter::start(store.clone(), &tracker);
+    let gateway = Gateway::build(cfg).map_err(anyhow::Error::msg)?;
+    let state = AppState::new(gateway, sink, store, tracker.clone());
+    let router = app::router(state.clone());
+
+    #[cfg(unix)]
+    if let Some(path) = config_path {
+        // Not on the tracker: reloading records nothing, and must not hold up shutdown.
+        tokio::spawn(reload_on_sighup(state.clone(), path));
+    }
+    #[cfg(not(unix))]
+    let _ = config_path;
+
+    on_listening(addr);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state_for_signal = state.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        state_for_signal.shutting_down.store(true, Ordering::SeqCst);
+        tracing::info!("shutting down: no new connections; draining for up to {drain:?}");
+        let _ = stop_tx.send(true);
+    });
+    let mut stop_for_server = stop_rx.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = stop_for_server.wait_for(|s| *s).await;
+    });
+    let mut stop_for_drain = stop_rx;
+    let drain_deadline = async move {
+        let _ = stop_for_drain.wait_for(|s| *s).await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        r = server => r.context("server error")?,
+        () = drain_deadline => tracing::warn!("drain timeout reached; closing the remaining connections"),
+    }
+
+    // Post-response work (usage records) is flushed before exit.
+    tracker.close();
+    writer.close().await;
+    tracker.wait().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+fn announce(cfg: &Config, addr: SocketAddr) {
+    let models = cfg.models.len();
+    let providers: Vec<&str> = cfg.providers.iter().map(|p| p.name.as_str()).collect();
+    tracing::info!(
+        "sluice {} on http://{addr} — {models} models from providers [{}], store {}",
+        env!("CARGO_PKG_VERSION"),
+        providers.join(", "),
+        cfg.store.url
+    );
+    if cfg.server.master_key.is_none() {
+        let scope = if addr.ip().is_loopback() {
+            "loopback only"
+        } else {
+            "ALL INTERFACES (explicitly allowed)"
+        };
+        tracing::warn!(
+            "!!! NO AUTHENTICATION: no master key is configured, anyone who can reach {addr} ({scope}) \
+             can use every model. Set server.master_key or SLUICE_MASTER_KEY to require a key. !!!"
+        );
+    }
+}
+
+#[cfg(unix)]
+async fn reload_on_sighup(state: AppState, path: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    loop {
+        if hup.recv().await.is_none() {
+            return;
+        }
+        match config::load(Some(&path), &config::process_env).map(apply_env_overrides) {
+            Ok(new_cfg) => {
+                let old = state.gateway.load();
+                if new_cfg.server.listen != old.config.server.listen
+                    || new_cfg.store.url != old.config.store.url
+                {
+                    tracing::warn!("server.listen and store.url changes take effect on restart");
+                }
+                match Gateway::build(new_cfg) {
+                    Ok(gw) => {
+                        state.gateway.store(std::sync::Arc::new(gw));
+                        tracing::info!("configuration reloaded from {}", path.display());
+                    }
+                    Err(e) => tracing::error!("reload failed, keeping the old config: {e}"),
+                }
+            }
+            Err(e) => tracing::error!("reload failed, keeping the old config:\n{e}"),
+        }
+    }
+}
+
+/// Settings that come from the environment when the config file leaves them out.
+pub fn apply_env_overrides(mut cfg: Config) -> Config {
+    if cfg.server.master_key.is_none() {
+        if let Some(k) = std::env::var("SLUICE_MASTER_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+        {
+            cfg.server.master_key = Some(config::Secret::new(k));
+        }
+    }
+    cfg
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

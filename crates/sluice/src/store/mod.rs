@@ -1,0 +1,55 @@
+//! Shared state behind traits: the usage records store (SQLite for one process) and the
+//! batching sink that keeps database writes off the request path.
+
+pub mod sink;
+pub mod sqlite;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use sink::{UsageSink, UsageWriter};
+
+/// One inference request, whatever its outcome. Never holds a secret or prompt text.
+#[derive(Debug, Clone, Default)]
+pub struct UsageRecord {
+    pub request_id: String,
+    /// Unix time in milliseconds when the request arrived.
+    pub ts_ms: i64,
+    /// Inbound surface, e.g. `openai.chat`.
+    pub surface: &'static str,
+    /// Who asked (`master`, `anonymous`, later a key id). Never the key itself.
+    pub principal: String,
+    pub requested_model: String,
+    pub provider: Option<Arc<str>>,
+    pub deployment_model: Option<Arc<str>>,
+    pub status: u16,
+    pub error_class: Option<&'static str>,
+    pub streamed: bool,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cached_input_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
+    pub latency_us: u64,
+    pub ttft_us: Option<u64>,
+    pub overhead_us: Option<u64>,
+    pub attempts: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("store migration failed: {0}")]
+    Migrate(String),
+    #[error("unsupported store url {0:?}")]
+    Unsupported(String),
+}
+
+/// Where usage records end up.
+pub trait UsageStore: Send + Sync + 'static {
+    fn write_batch(
+        &self,
+        records: &[UsageRecord],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

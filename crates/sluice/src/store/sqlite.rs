@@ -1,0 +1,176 @@
+//! The embedded SQLite store: created on first start, schema migrated in code.
+
+use super::{StoreError, UsageRecord, UsageStore};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Schema steps, applied in order once each; append, never edit.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE usage_records (
+    request_id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    surface TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    requested_model TEXT NOT NULL,
+    provider TEXT,
+    deployment_model TEXT,
+    status INTEGER NOT NULL,
+    error_class TEXT,
+    streamed INTEGER NOT NULL,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    cached_input_tokens INTEGER,
+    reasoning_tokens INTEGER,
+    latency_us INTEGER NOT NULL,
+    ttft_us INTEGER,
+    overhead_us INTEGER,
+    attempts INTEGER NOT NULL
+);
+CREATE INDEX usage_records_ts ON usage_records (ts_ms);
+CREATE INDEX usage_records_request ON usage_records (request_id);
+"];
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path` or `sqlite::memory:`).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        // Each connection to `:memory:` is its own database: keep exactly one, forever.
+        let memory = url.contains(":memory:");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if memory { 1 } else { 4 })
+            .idle_timeout(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(600))
+            })
+            .max_lifetime(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(3600))
+            })
+            .connect_with(opts)
+            .await?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS sluice_schema (version INTEGER NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM sluice_schema")
+            .fetch_one(&self.pool)
+            .await?;
+        let current = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(current) {
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(step)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::Migrate(format!("step {}: {e}", i + 1)))?;
+            sqlx::query("INSERT INTO sluice_schema (version) VALUES (?)")
+                .bind(i64::try_from(i + 1).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn int(v: Option<u64>) -> Option<i64> {
+    v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl UsageStore for SqliteStore {
+    async fn write_batch(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for r in records {
+            sqlx::query(
+                "INSERT INTO usage_records (request_id, ts_ms, surface, principal, requested_model,
+                 provider, deployment_model, status, error_class, streamed, input_tokens,
+                 output_tokens, cached_input_tokens, reasoning_tokens, latency_us, ttft_us,
+                 overhead_us, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            )
+            .bind(&r.request_id)
+            .bind(r.ts_ms)
+            .bind(r.surface)
+            .bind(&r.principal)
+            .bind(&r.requested_model)
+            .bind(r.provider.as_deref())
+            .bind(r.deployment_model.as_deref())
+            .bind(i64::from(r.status))
+            .bind(r.error_class)
+            .bind(r.streamed)
+            .bind(int(r.input_tokens))
+            .bind(int(r.output_tokens))
+            .bind(int(r.cached_input_tokens))
+            .bind(int(r.reasoning_tokens))
+            .bind(int(Some(r.latency_us)))
+            .bind(int(r.ttft_us))
+            .bind(int(r.overhead_us))
+            .bind(i64::from(r.attempts))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn creates_file_migrates_once_and_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        let rec = UsageRecord {
+            request_id: "r1".into(),
+            surface: "openai.chat",
+            requested_model: "m".into(),
+            status: 200,
+            input_tokens: Some(7),
+            attempts: 1,
+            ..Default::default()
+        };
+        store.write_batch(&[rec.clone(), rec]).await.unwrap();
+        drop(store);
+        // Re-open: migrations must not run twice.
+        let store = SqliteStore::open(&url).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT SUM(input_tokens) FROM usage_records")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 14);
+        let v: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sluice_schema")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(v, 1);
+    }
+}
