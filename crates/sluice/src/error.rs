@@ -164,6 +164,10 @@ impl IntoResponse for ApiError {
                 headers.insert("x-sluice-provider", v);
             }
         }
+        if matches!(self, ApiError::PayloadTooLarge { .. }) {
+            // The rest of the body is never read: close rather than leave the peer mid-upload.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if matches!(self, ApiError::ShuttingDown) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -84,8 +84,10 @@ pub async fn run(
     }
 
     // Post-response work (usage records) is flushed before exit.
+    tracing::debug!("connections closed; flushing usage records");
     tracker.close();
     writer.close().await;
+    tracing::debug!("usage records flushed");
     tracker.wait().await;
     tracing::info!("shutdown complete");
     Ok(())

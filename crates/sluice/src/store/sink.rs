@@ -7,7 +7,8 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 const MAX_BATCH: usize = 512;
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// How long a first record waits for others to share its transaction.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// Cheap, cloneable handle used by requests.
 #[derive(Clone)]
@@ -55,26 +56,16 @@ async fn run<S: UsageStore>(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
+        // `wait_for` looks at the current value first, so a stop is never missed.
         let stopping = tokio::select! {
             n = rx.recv_many(&mut batch, MAX_BATCH) => n == 0,
-            _ = stop.changed() => true,
-            () = tokio::time::sleep(FLUSH_EVERY), if !batch.is_empty() => false,
+            _ = stop.wait_for(|s| *s) => true,
         };
-        if stopping {
-            while let Ok(r) = rx.try_recv() {
-                batch.push(r);
-                if batch.len() >= MAX_BATCH {
-                    write(&store, &mut batch).await;
-                }
-            }
-            write(&store, &mut batch).await;
-            return;
-        }
-        // Give a burst a moment to accumulate into one transaction.
-        if batch.len() < MAX_BATCH {
+        if !stopping && batch.len() < MAX_BATCH {
+            // Give a burst a moment to accumulate into one transaction.
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                _ = stop.changed() => {}
+                () = tokio::time::sleep(GATHER) => {}
+                _ = stop.wait_for(|s| *s) => {}
             }
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -84,6 +75,16 @@ async fn run<S: UsageStore>(
             }
         }
         write(&store, &mut batch).await;
+        if stopping || *stop.borrow() {
+            while let Ok(r) = rx.try_recv() {
+                batch.push(r);
+                if batch.len() >= MAX_BATCH {
+                    write(&store, &mut batch).await;
+                }
+            }
+            write(&store, &mut batch).await;
+            return;
+        }
     }
 }
 
@@ -141,5 +142,27 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 1500);
+    }
+
+    #[tokio::test]
+    async fn a_stop_during_the_gather_pause_is_not_missed() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let tracker = TaskTracker::new();
+        let (sink, writer) = UsageWriter::start(store.clone(), &tracker);
+        sink.record(UsageRecord {
+            request_id: "late".into(),
+            surface: "openai.chat",
+            ..Default::default()
+        });
+        // The writer is now inside its short gather pause when the stop arrives.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::timeout(Duration::from_secs(5), writer.close())
+            .await
+            .expect("close must not hang");
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_records")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
     }
 }
