@@ -74,7 +74,7 @@ class Process:
         self._lines.put(None)
 
     def stderr_text(self) -> str:
-        self._stderr.flush()
+        # The child writes straight to the file; nothing is buffered on our side.
         try:
             return self.stderr_path.read_text(errors="replace")
         except OSError:

@@ -55,7 +55,8 @@ def test_zero_config_chat_models_and_db(zero_config_gateway):
     assert db.parent.name == "zero"
     assert db.is_file(), f"no sluice.db in the working directory {db.parent}"
 
-    assert zero_config_gateway.stop() == 0
+    code = zero_config_gateway.stop()
+    assert code == 0, f"sluice exited with {code}; stderr:\n{zero_config_gateway.stderr_text()}"
     rows = zero_config_gateway.usage_records()
     assert len(rows) == 1, rows
     assert rows[0]["requested_model"] == "mock-1"
@@ -193,7 +194,8 @@ def test_stream_without_include_usage_is_stripped_but_recorded(gateway, client, 
     assert upstream_body.get("stream") is True
     assert (upstream_body.get("stream_options") or {}).get("include_usage") is True
 
-    assert gateway.stop() == 0
+    code = gateway.stop()
+    assert code == 0, f"sluice exited with {code}; stderr:\n{gateway.stderr_text()}"
     rows = [r for r in gateway.usage_records() if r["request_id"] == rid]
     assert len(rows) == 1, rows
     row = rows[0]
@@ -318,7 +320,8 @@ def test_usage_records_one_row_per_request(gateway, client):
             model="limited-model", messages=user("x"), extra_headers={"x-request-id": ids["limited"]}
         )
 
-    assert gateway.stop() == 0
+    code = gateway.stop()
+    assert code == 0, f"sluice exited with {code}; stderr:\n{gateway.stderr_text()}"
     rows = gateway.usage_records()
     by_id = {}
     for r in rows:

@@ -159,34 +159,56 @@ async fn every_bad_input_gets_a_clear_4xx_and_upstream_trouble_a_clear_5xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_body_limit_is_32_mib_with_or_without_content_length() {
     let mut gw = Gateway::start_with(None, &[], &[]);
-    let big = vec![b' '; 33 << 20];
-    let r = request("POST", &format!("{}/v1/chat/completions", gw.url), &[], big).await;
-    assert_eq!(r.status, 413);
-    assert!(r.openai_error()["message"]
-        .as_str()
-        .unwrap()
-        .contains("33554432"));
-
-    // Chunked, no Content-Length: the limit is enforced while reading.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = gw.url.trim_start_matches("http://").to_string();
+
+    // A declared length over the limit is refused before any of the body is read.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        (32 << 20) + 1
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut resp = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut resp))
+        .await
+        .expect("413 must come without waiting for the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&resp[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("33554432 bytes"), "{text}");
+    drop(s);
+
+    // Chunked, no Content-Length: the limit is enforced while reading.
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
-    let chunk = vec![b' '; 1 << 20];
-    for _ in 0..40 {
-        let head = format!("{:x}\r\n", chunk.len());
-        if s.write_all(head.as_bytes()).await.is_err()
-            || s.write_all(&chunk).await.is_err()
-            || s.write_all(b"\r\n").await.is_err()
-        {
-            break; // the gateway answered and closed early, which is fine
+    // Upload from one task while reading from another, as a real client does, so the
+    // answer is read as soon as it comes rather than after a write fails.
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b' '; 1 << 20];
+        for _ in 0..40 {
+            let head = format!("{:x}\r\n", chunk.len());
+            if wr.write_all(head.as_bytes()).await.is_err()
+                || wr.write_all(&chunk).await.is_err()
+                || wr.write_all(b"\r\n").await.is_err()
+            {
+                return; // the gateway answered and closed early, which is fine
+            }
+        }
+        let _ = wr.write_all(b"0\r\n\r\n").await;
+    });
+    let mut resp = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while !resp.windows(4).any(|w| w == b"\r\n\r\n") {
+        match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => resp.extend_from_slice(&buf[..n]),
         }
     }
-    let _ = s.write_all(b"0\r\n\r\n").await;
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp).await;
+    writer.abort();
     let text = String::from_utf8_lossy(&resp);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert_eq!(gw.stop(std::time::Duration::from_secs(10)), Some(0));

@@ -2,15 +2,19 @@
 
 use std::time::Duration;
 
-/// Parses `250ms`, `30s`, `5m`, `1h` (a bare integer means seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// `"30 s"` -> `(30, "s")`; `None` when there is no leading integer.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}; use e.g. 500ms, 30s, 5m, 1h"))?;
-    let d = match unit.trim() {
+    Some((num.parse().ok()?, unit.trim()))
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h` (a bare integer means seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (n, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("invalid duration {text:?}; use e.g. 500ms, 30s, 5m, 1h"))?;
+    let d = match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
@@ -26,13 +30,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses `1048576`, `512KiB`, `32MiB`, `1GiB`, `10MB`, `64kb`.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}; use e.g. 32MiB, 512KiB, 1048576"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("invalid size {text:?}; use e.g. 32MiB, 512KiB, 1048576"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" => 1_000,
         "kib" | "k" => 1 << 10,

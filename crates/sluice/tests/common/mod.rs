@@ -133,6 +133,11 @@ impl Gateway {
     /// SIGTERM, then waits (at most `within`) for the exit code.
     pub fn stop(&mut self, within: Duration) -> Option<i32> {
         self.terminate();
+        self.wait_exit(within)
+    }
+
+    /// Waits (at most `within`, then kills) for the exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -248,3 +253,62 @@ pub async fn usage_rows(db: &Path) -> Vec<serde_json::Value> {
 }
 
 pub const CHAT: &str = r#"{"model":"mock-1","messages":[{"role":"user","content":"hello"}]}"#;
+
+/// A streamed response read frame by frame, each with its arrival time.
+pub struct Streamed {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub frames: Vec<(Instant, Bytes)>,
+}
+
+impl Streamed {
+    pub fn text(&self) -> String {
+        self.frames
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    }
+
+    /// The JSON payloads of the `data:` lines (without `[DONE]`).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+}
+
+/// Starts a request and returns the response head plus its body, unread.
+pub async fn open_stream(url: &str, body: &str) -> (u16, http::HeaderMap, hyper::body::Incoming) {
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.into_body())
+}
+
+pub async fn read_frames(mut body: hyper::body::Incoming) -> Vec<(Instant, Bytes)> {
+    let mut frames = Vec::new();
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f.unwrap().into_data() {
+            frames.push((Instant::now(), d));
+        }
+    }
+    frames
+}
+
+pub async fn stream(url: &str, body: &str) -> Streamed {
+    let (status, headers, b) = open_stream(url, body).await;
+    Streamed {
+        status,
+        headers,
+        frames: read_frames(b).await,
+    }
+}

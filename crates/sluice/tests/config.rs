@@ -1,0 +1,218 @@
+//! Broken configs: each error names the exact field path (and, for YAML syntax, the line).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use sluice::config::from_yaml;
+
+const BASE_PROVIDERS: &str = r#"
+providers:
+  - {name: openai, kind: openai, api_key: sk-x}
+  - {name: local, kind: openai_compatible, base_url: "http://127.0.0.1:8000/v1"}
+"#;
+
+fn env(name: &str) -> Option<String> {
+    (name == "PRESENT").then(|| "value".to_string())
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match from_yaml(yaml, &env) {
+        Ok(_) => panic!("config unexpectedly valid:\n{yaml}"),
+        Err(errs) => errs.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn with_models(models: &str) -> String {
+    format!("{BASE_PROVIDERS}models:\n{models}")
+}
+
+#[test]
+fn every_broken_config_names_its_field_path() {
+    let table: Vec<(String, &str)> = vec![
+        (
+            with_models(
+                "  - {name: a, deployments: [{provider: openai, model: x}]}\n  - {name: b, deployments: [{provider: local, model: y}]}\n  - {name: c, deployments: [{provider: opnai, model: gpt-4o}]}\n",
+            ),
+            r#"models[2].deployments[0].provider: no provider named "opnai"; did you mean "openai"?"#,
+        ),
+        (
+            with_models("  - {name: a, deployments: [{provider: zzz, model: x}]}\n"),
+            r#"models[0].deployments[0].provider: no provider named "zzz"; providers are: local, openai"#,
+        ),
+        (
+            with_models("  - {name: a, deployments: [{provider: openai, model: x, wieght: 2}]}\n"),
+            "models[0].deployments[0].wieght: unknown field `wieght`, expected one of `provider`, `model`, `weight`",
+        ),
+        (
+            with_models("  - {name: a, deployments: [{provider: openai, model: x, weight: heavy}]}\n"),
+            "models[0].deployments[0].weight: invalid type: string \"heavy\", expected u32",
+        ),
+        (
+            with_models("  - {name: a, deployments: [{provider: openai, model: x, weight: 0}]}\n"),
+            "models[0].deployments[0].weight: must be at least 1",
+        ),
+        (
+            with_models("  - {name: a, deployments: []}\n"),
+            "models[0].deployments: at least one deployment is required",
+        ),
+        (
+            with_models("  - {name: a, deployments: [{provider: openai, model: x}]}\n  - {name: a, deployments: [{provider: openai, model: y}]}\n"),
+            r#"models[1].name: duplicate model name "a""#,
+        ),
+        (
+            with_models("  - {name: a, deployments: [{provider: openai, model: x}], fallbacks: [claud]}\n  - {name: claude, deployments: [{provider: local, model: y}]}\n"),
+            r#"models[0].fallbacks[0]: no model named "claud"; did you mean "claude"?"#,
+        ),
+        (
+            "providers:\n  - {name: p, kind: openai, api_key: \"${MISSING_KEY}\"}\n".into(),
+            "providers[0].api_key: environment variable MISSING_KEY is not set",
+        ),
+        (
+            "providers:\n  - {name: p, kind: openai}\n".into(),
+            "providers[0].api_key: required for kind openai",
+        ),
+        (
+            "providers:\n  - {name: p, kind: openai_compatible}\n".into(),
+            "providers[0].base_url: required for kind openai_compatible",
+        ),
+        (
+            "providers:\n  - {name: p, kind: openai_compatible, base_url: \"ftp://x/v1\"}\n".into(),
+            "providers[0].base_url: invalid URL \"ftp://x/v1\": must start with http:// or https://",
+        ),
+        (
+            "providers:\n  - {name: p, kind: mock}\n  - {name: p, kind: mock}\n".into(),
+            r#"providers[1].name: duplicate provider name "p""#,
+        ),
+        (
+            "providers:\n  - {name: p, kind: anthropik}\n".into(),
+            "providers[0].kind: unknown variant `anthropik`, expected one of `openai`, `openai_compatible`, `mock`",
+        ),
+        (
+            "providers:\n  - {name: p, kind: mock, timeout: 10 days}\n".into(),
+            "providers[0].timeout: invalid duration \"10 days\": unknown unit \"days\"; use ms, s, m or h",
+        ),
+        (
+            "providers:\n  - {name: p, kind: mock, headers: {\"bad header\": x}}\n".into(),
+            "providers[0].headers.bad header: invalid header name",
+        ),
+        (
+            "server: {listen: \"localhost:eighty\"}\n".into(),
+            "server.listen: invalid address \"localhost:eighty\"; expected IP:PORT such as 127.0.0.1:8080",
+        ),
+        (
+            "server: {max_body_size: 12 parsecs}\n".into(),
+            "server.max_body_size: invalid size \"12 parsecs\": unknown unit \"parsecs\"",
+        ),
+        (
+            "server: {lisen: \"127.0.0.1:1\"}\n".into(),
+            "server.lisen: unknown field `lisen`, expected one of",
+        ),
+        (
+            "store: {url: \"mysql://x\"}\n".into(),
+            "store.url: unsupported store \"mysql://x\"; this version supports sqlite://PATH",
+        ),
+        (
+            "server: {master_key: \"${EMPTY_KEY:-}\"}\n".into(),
+            "server.master_key: is empty",
+        ),
+        (
+            "routing: {}\n".into(),
+            "routing: unknown field `routing`, expected one of",
+        ),
+    ];
+    for (yaml, expected) in &table {
+        let errs = errors(yaml);
+        assert!(
+            errs.iter().any(|e| e.starts_with(expected)),
+            "expected an error starting with\n  {expected}\ngot\n  {errs:#?}\nfor\n{yaml}"
+        );
+    }
+}
+
+#[test]
+fn yaml_syntax_errors_carry_line_and_column() {
+    let errs = errors("server:\n  listen: 127.0.0.1:8080\n providers: [\n");
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with("YAML syntax error at line 3, column"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn all_validation_errors_are_reported_at_once() {
+    let errs = errors(
+        "providers:\n  - {name: p, kind: openai_compatible}\nmodels:\n  - {name: m, deployments: [{provider: q, model: x, weight: 0}]}\n",
+    );
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+}
+
+#[test]
+fn env_interpolation_and_defaults() {
+    let cfg = from_yaml(
+        "server: {listen: \"127.0.0.1:${PORT:-9999}\", master_key: \"${PRESENT}\"}\nproviders:\n  - {name: p, kind: openai, api_key: \"${PRESENT}\"}\nmodels:\n  - {name: m, deployments: [{provider: p, model: x}]}\n",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(cfg.server.listen.port(), 9999);
+    assert_eq!(cfg.server.master_key.as_ref().unwrap().expose(), "value");
+    // Secrets never print.
+    let dump = format!("{cfg:?}");
+    assert!(!dump.contains("value"), "{dump}");
+    assert_eq!(
+        cfg.providers[0].base_url.as_deref(),
+        Some("https://api.openai.com/v1")
+    );
+}
+
+#[test]
+fn zero_config_has_the_mock_and_discovers_openai_from_the_environment() {
+    let cfg = sluice::config::load(None, &|_| None).unwrap();
+    let names: Vec<&str> = cfg.models.iter().map(|m| m.name.as_str()).collect();
+    assert!(names.contains(&"mock-1"));
+    assert_eq!(cfg.providers.len(), 1);
+    let cfg =
+        sluice::config::load(None, &|n| (n == "OPENAI_API_KEY").then(|| "sk-env".into())).unwrap();
+    assert!(cfg.providers.iter().any(|p| p.name == "openai"));
+    assert!(cfg.models.iter().any(|m| m.name == "gpt-4o-mini"));
+}
+
+#[test]
+fn config_check_command_exits_non_zero_and_prints_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        with_models("  - {name: c, deployments: [{provider: opnai, model: x}]}\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1 error"), "{err}");
+    assert!(
+        err.contains(r#"models[0].deployments[0].provider: no provider named "opnai"; did you mean "openai"?"#),
+        "{err}"
+    );
+
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        with_models("  - {name: c, deployments: [{provider: openai, model: x}]}\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 providers, 1 models)"));
+}

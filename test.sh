@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, every Rust test, and the end-to-end tests
+# that drive real `sluice` / `sluice-mock` processes with the official Python SDKs.
+set -euo pipefail
+cd "$(dirname "$0")"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo build (binaries for the end-to-end tests)"
+cargo build --workspace --locked
+step "cargo test"
+cargo test --workspace --locked
+step "end-to-end tests (Python SDKs against real processes)"
+SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice" SLUICE_MOCK_BIN="$CARGO_TARGET_DIR/debug/sluice-mock" \
+  tests/e2e/run.sh
