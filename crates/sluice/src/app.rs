@@ -8,7 +8,10 @@
 //!    `Principal`. Every route needs it except [`PUBLIC_PATHS`].
 //! 3. **parse** (`api::openai::peek`) — body size limit (413), UTF-8, JSON, the fields the
 //!    gateway needs (model, stream, stream_options); everything else stays bytes.
-//! 4. **admit** — reserved for limits and budgets (governance issue); nothing yet.
+//! 4. **admit** (`policy::governance`) — for virtual keys: model access (403 naming the
+//!    model), then requests / tokens per minute, concurrency and budget for the key, its team
+//!    and the team's parents, reserved in memory (429 with `Retry-After`). Master key and open
+//!    gateway requests skip it.
 //! 5. **guard_input** — reserved for content policy; nothing yet.
 //! 6. **cache_lookup** — reserved for the cache; nothing yet.
 //! 7. **route** (`router::ModelTable`) — model name -> ordered candidate deployments
@@ -19,12 +22,16 @@
 //!    SSE forwarded chunk by chunk; `x-sluice-provider`, `x-sluice-model`,
 //!    `x-sluice-overhead-us` headers.
 //! 10. **settle** (`api::settle`) — one usage record per request (also for errors and
-//!     abandoned streams) to the batching sink, which shutdown drains.
+//!     abandoned streams) to the batching sink, which shutdown drains; the usage is priced
+//!     and the admission's reservation trued up (exactly once).
+//!
+//! The admin API (`/admin/...`, `api::admin`) shares steps 1 and 2 and checks roles itself.
 
 use crate::api::{self, RequestCtx};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::policy::auth::Authenticator;
+use crate::policy::governance::Governance;
 use crate::providers::Provider;
 use crate::router::ModelTable;
 use crate::store::sqlite::SqliteStore;
@@ -76,6 +83,7 @@ pub struct Shared {
     pub gateway: ArcSwap<Gateway>,
     pub sink: UsageSink,
     pub store: SqliteStore,
+    pub gov: Arc<Governance>,
     pub tracker: TaskTracker,
     pub shutting_down: AtomicBool,
     pub started_unix: i64,
@@ -98,12 +106,14 @@ impl AppState {
         gateway: Gateway,
         sink: UsageSink,
         store: SqliteStore,
+        gov: Arc<Governance>,
         tracker: TaskTracker,
     ) -> Self {
         Self(Arc::new(Shared {
             gateway: ArcSwap::from_pointee(gateway),
             sink,
             store,
+            gov,
             tracker,
             shutting_down: AtomicBool::new(false),
             started_unix: unix_ms() / 1000,
@@ -134,6 +144,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(api::openai::list_models))
         .route("/models", get(api::openai::list_models))
         .route("/v1/models/{*model}", get(api::openai::get_model))
+        .route("/v1/key/info", get(api::admin::key_info))
+        .merge(api::admin::routes())
         .route("/health/live", get(api::health::live))
         .route("/health/ready", get(api::health::ready))
         .fallback(not_found)
@@ -172,7 +184,12 @@ async fn ingress(State(app): State<AppState>, mut req: Request, next: Next) -> R
     let principal = if PUBLIC_PATHS.contains(&path) {
         crate::policy::auth::Principal::Anonymous
     } else {
-        match app.gateway.load().auth.authenticate(req.headers()) {
+        match app
+            .gateway
+            .load()
+            .auth
+            .authenticate(req.headers(), Some(&app.gov))
+        {
             Ok(p) => p,
             Err(e) => return with_request_id(e.into_response(), &request_id),
         }

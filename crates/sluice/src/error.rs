@@ -1,6 +1,7 @@
 //! The one edge error type: every failure a client can see, mapped to a status code and the
 //! OpenAI error shape `{"error":{"message","type","param","code"}}`.
 
+use crate::policy::limits::RateHeaders;
 use crate::providers::UpstreamError;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -24,6 +25,31 @@ pub enum ApiError {
         model: String,
         available: Vec<String>,
     },
+    #[error("The model `{model}` is not allowed for this key (allowed by the {by}: {}).", .allowed.join(", "))]
+    ModelNotAllowed {
+        model: String,
+        by: String,
+        allowed: Vec<String>,
+    },
+    #[error("{}", .0.message)]
+    RateLimited(Box<RateLimitInfo>),
+    #[error("{message}")]
+    BudgetExceeded {
+        message: String,
+        retry_after_s: Option<i64>,
+    },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}")]
+    NotFound {
+        message: String,
+        param: Option<&'static str>,
+    },
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        param: Option<&'static str>,
+    },
     #[error("no route for {method} {path}")]
     RouteNotFound { method: String, path: String },
     #[error("method {method} is not allowed on {path}")]
@@ -44,6 +70,34 @@ fn model_not_found_message(model: &str, available: &[String]) -> String {
             "The model `{model}` does not exist or you do not have access to it. Available models: {}",
             available.join(", ")
         )
+    }
+}
+
+/// A 429 from a rate limit: the message and the OpenAI-style `x-ratelimit-*` figures.
+#[derive(Debug, Clone)]
+pub struct RateLimitInfo {
+    pub message: String,
+    pub retry_after_s: Option<i64>,
+    pub headers: RateHeaders,
+}
+
+/// Writes OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.
+pub fn put_rate_headers(h: &mut http::HeaderMap, r: &RateHeaders) {
+    for (suffix, c) in [("requests", r.requests), ("tokens", r.tokens)] {
+        let Some(c) = c else { continue };
+        let pairs = [
+            ("limit", c.limit.to_string()),
+            ("remaining", c.remaining.to_string()),
+            ("reset", format!("{}ms", c.reset_ms.max(0))),
+        ];
+        for (what, value) in pairs {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(format!("x-ratelimit-{what}-{suffix}").as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                h.insert(n, v);
+            }
+        }
     }
 }
 
@@ -79,6 +133,12 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::ModelNotAllowed { .. } | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited(_) | ApiError::BudgetExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Upstream(e) => e.status_code(),
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -94,6 +154,12 @@ impl ApiError {
             ApiError::ModelNotFound { .. } => "model_not_found",
             ApiError::RouteNotFound { .. } => "route_not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::ModelNotAllowed { .. } => "model_not_allowed",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::BudgetExceeded { .. } => "budget_exceeded",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::Conflict { .. } => "conflict",
             ApiError::Upstream(e) => e.class(),
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
@@ -117,6 +183,18 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => {
                 ("invalid_request_error", None, Some("method_not_allowed"))
             }
+            ApiError::ModelNotAllowed { .. } => {
+                ("permission_error", Some("model"), Some("model_not_allowed"))
+            }
+            ApiError::RateLimited(_) => ("requests", None, Some("rate_limit_exceeded")),
+            ApiError::BudgetExceeded { .. } => {
+                ("insufficient_quota", None, Some("insufficient_quota"))
+            }
+            ApiError::Forbidden(_) => ("permission_error", None, Some("forbidden")),
+            ApiError::NotFound { param, .. } => {
+                ("invalid_request_error", *param, Some("not_found"))
+            }
+            ApiError::Conflict { param, .. } => ("invalid_request_error", *param, Some("conflict")),
             ApiError::Upstream(e) => (e.error_type(), e.param(), e.code()),
             ApiError::ShuttingDown => ("server_error", None, Some("shutting_down")),
             ApiError::Internal(_) => ("server_error", None, Some("internal_error")),
@@ -167,6 +245,21 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::PayloadTooLarge { .. }) {
             // The rest of the body is never read: close rather than leave the peer mid-upload.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        match &self {
+            ApiError::RateLimited(info) => {
+                put_rate_headers(headers, &info.headers);
+                if let Some(s) = info.retry_after_s {
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from(s.max(1)));
+                }
+            }
+            ApiError::BudgetExceeded {
+                retry_after_s: Some(s),
+                ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from((*s).max(1)));
+            }
+            _ => {}
         }
         if matches!(self, ApiError::ShuttingDown) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -4,6 +4,8 @@
 
 use crate::app::{self, AppState, Gateway};
 use crate::config::{self, Config};
+use crate::policy::governance::Governance;
+use crate::policy::limits::MemoryLimits;
 use crate::store::sqlite::SqliteStore;
 use crate::store::UsageWriter;
 use anyhow::{bail, Context};
@@ -11,6 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
@@ -48,7 +51,14 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let (sink, writer) = UsageWriter::start(store.clone(), &tracker);
     let gateway = Gateway::build(cfg).map_err(anyhow::Error::msg)?;
-    let state = AppState::new(gateway, sink, store, tracker.clone());
+    let gov = Governance::start(
+        store.clone(),
+        Arc::new(MemoryLimits::default()),
+        crate::policy::clock::from_env(),
+    )
+    .await
+    .context("loading keys and teams")?;
+    let state = AppState::new(gateway, sink, store, gov.clone(), tracker.clone());
     let router = app::router(state.clone());
 
     #[cfg(unix)]
@@ -62,6 +72,8 @@ pub async fn run(
     on_listening(addr);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Not on the tracker: it records nothing, and stops with the stop signal.
+    tokio::spawn(gov.refresh_until(stop_rx.clone()));
     let state_for_signal = state.clone();
     tokio::spawn(async move {
         shutdown.await;

@@ -50,8 +50,10 @@ fn passthrough_models(provider: &str, names: &[&str]) -> Vec<RawModel> {
                 provider: provider.to_string(),
                 model: (*m).to_string(),
                 weight: None,
+                price: None,
             }],
             fallbacks: Vec::new(),
+            price: None,
         })
         .collect()
 }

@@ -83,6 +83,8 @@ pub struct ModelConfig {
     pub name: String,
     pub deployments: Vec<DeploymentConfig>,
     pub fallbacks: Vec<String>,
+    /// Price override for every deployment (micro-USD per 1M tokens).
+    pub price: Option<crate::policy::prices::Price>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +93,7 @@ pub struct DeploymentConfig {
     pub provider: usize,
     pub model: String,
     pub weight: u32,
+    pub price: Option<crate::policy::prices::Price>,
 }
 
 /// One problem in a config, with the field path it concerns (`models[2].deployments[0].weight`).

@@ -98,6 +98,26 @@ pub struct RawModel {
     /// Other model names tried in order when every deployment fails with a retryable error.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Overrides the built-in catalog's price for every deployment of this model.
+    pub price: Option<RawPrice>,
+}
+
+/// USD per one million tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input: UsdAmount,
+    pub output: UsdAmount,
+    pub cached_input: Option<UsdAmount>,
+    pub reasoning: Option<UsdAmount>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum UsdAmount {
+    Int(u64),
+    Float(f64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,4 +126,6 @@ pub struct RawDeployment {
     pub provider: String,
     pub model: String,
     pub weight: Option<u32>,
+    /// Overrides the model's (and the catalog's) price for this deployment.
+    pub price: Option<RawPrice>,
 }

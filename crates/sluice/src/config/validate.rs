@@ -1,12 +1,15 @@
 //! Raw config -> [`Config`]: every rule checked, every problem reported with its field path.
 
-use super::raw::{RawConfig, RawMock, RawProvider, RawProviderKind, SizeOrText};
+use super::raw::{
+    RawConfig, RawMock, RawPrice, RawProvider, RawProviderKind, SizeOrText, UsdAmount,
+};
 use super::units::{parse_bytes, parse_duration};
 use super::{
     defaults, Config, ConfigError, DeploymentConfig, EnvLookup, ModelConfig, ProviderConfig,
     ProviderKind, ServerConfig, StoreConfig, DEFAULT_DRAIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY,
     DEFAULT_STORE_URL,
 };
+use crate::policy::prices::Price;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -159,12 +162,20 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
                 provider: idx.unwrap_or(0),
                 model: d.model.clone(),
                 weight,
+                price: d
+                    .price
+                    .as_ref()
+                    .map(|p| price(p, &format!("{dpath}.price"), &mut errs)),
             });
         }
         models.push(ModelConfig {
             name: rm.name.clone(),
             deployments,
             fallbacks: rm.fallbacks.clone(),
+            price: rm
+                .price
+                .as_ref()
+                .map(|p| price(p, &format!("{path}.price"), &mut errs)),
         });
     }
     let mut all_models: Vec<&str> = model_names.keys().map(String::as_str).collect();
@@ -202,6 +213,37 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         models,
         source: None,
     })
+}
+
+fn usd(a: &UsdAmount, path: &str, errs: &mut Vec<ConfigError>) -> u64 {
+    let text = match a {
+        UsdAmount::Int(n) => n.to_string(),
+        UsdAmount::Float(f) => format!("{f}"),
+        UsdAmount::Text(t) => t.clone(),
+    };
+    match crate::policy::prices::parse_usd(&text) {
+        Ok(v) => u64::try_from(v).unwrap_or(0),
+        Err(e) => {
+            errs.push(ConfigError::new(path, e));
+            0
+        }
+    }
+}
+
+/// A price in USD per 1M tokens -> micro-USD per 1M tokens.
+fn price(p: &RawPrice, path: &str, errs: &mut Vec<ConfigError>) -> Price {
+    Price {
+        input: usd(&p.input, &format!("{path}.input"), errs),
+        output: usd(&p.output, &format!("{path}.output"), errs),
+        cached_input: p
+            .cached_input
+            .as_ref()
+            .map(|a| usd(a, &format!("{path}.cached_input"), errs)),
+        reasoning: p
+            .reasoning
+            .as_ref()
+            .map(|a| usd(a, &format!("{path}.reasoning"), errs)),
+    }
 }
 
 fn provider(rp: RawProvider, path: &str, errs: &mut Vec<ConfigError>) -> ProviderConfig {

@@ -1,25 +1,39 @@
 //! Authentication: `Authorization: Bearer` or `x-api-key` -> [`Principal`]. Constant-time.
 
+use super::governance::{Governance, KeyRejection};
+use super::keys::{KeyPrincipal, Role};
 use crate::config::Secret;
 use crate::error::ApiError;
 use http::HeaderMap;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// The authenticated caller of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Principal {
     /// No auth configured: loopback-only (or explicitly opted-in) open gateway.
     Anonymous,
     /// The configured master key.
     Master,
+    /// A virtual key (from the principal cache).
+    Key(Arc<KeyPrincipal>),
 }
 
 impl Principal {
     /// Label stored in usage records (never a secret).
-    pub fn label(&self) -> &'static str {
+    pub fn label(&self) -> &str {
         match self {
             Principal::Anonymous => "anonymous",
             Principal::Master => "master",
+            Principal::Key(k) => &k.id,
+        }
+    }
+
+    /// The admin role: the master key (and an open gateway) is `admin`.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Principal::Anonymous | Principal::Master => Some(Role::Admin),
+            Principal::Key(k) => k.role,
         }
     }
 }
@@ -35,22 +49,33 @@ impl Authenticator {
         Self { master_key }
     }
 
-    /// True when requests need no credentials at all.
-    pub fn is_open(&self) -> bool {
-        self.master_key.is_none()
+    /// True when requests need no credentials at all (no master key, no virtual keys).
+    pub fn is_open(&self, keys: Option<&Governance>) -> bool {
+        self.master_key.is_none() && !keys.is_some_and(Governance::has_keys)
     }
 
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
-        let Some(master) = &self.master_key else {
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        keys: Option<&Governance>,
+    ) -> Result<Principal, ApiError> {
+        if self.is_open(keys) {
             return Ok(Principal::Anonymous);
-        };
+        }
         let presented = bearer_or_api_key(headers).ok_or(ApiError::Unauthorized(
             "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
         ))?;
-        if bool::from(presented.as_bytes().ct_eq(master.expose().as_bytes())) {
-            Ok(Principal::Master)
-        } else {
-            Err(ApiError::Unauthorized("invalid API key"))
+        if let Some(master) = &self.master_key {
+            if bool::from(presented.as_bytes().ct_eq(master.expose().as_bytes())) {
+                return Ok(Principal::Master);
+            }
+        }
+        match keys.map(|g| g.lookup(presented)) {
+            Some(Ok(p)) => Ok(Principal::Key(p)),
+            Some(Err(KeyRejection::Expired)) => {
+                Err(ApiError::Unauthorized("this API key has expired"))
+            }
+            _ => Err(ApiError::Unauthorized("invalid API key")),
         }
     }
 }
@@ -87,31 +112,30 @@ mod tests {
     #[test]
     fn master_key_via_bearer_or_x_api_key() {
         let a = Authenticator::new(Some(Secret::new("sk-master".into())));
-        assert_eq!(
-            a.authenticate(&headers(&[("authorization", "Bearer sk-master")]))
-                .ok(),
-            Some(Principal::Master)
-        );
-        assert_eq!(
-            a.authenticate(&headers(&[("x-api-key", "sk-master")])).ok(),
-            Some(Principal::Master)
-        );
+        assert!(matches!(
+            a.authenticate(&headers(&[("authorization", "Bearer sk-master")]), None),
+            Ok(Principal::Master)
+        ));
+        assert!(matches!(
+            a.authenticate(&headers(&[("x-api-key", "sk-master")]), None),
+            Ok(Principal::Master)
+        ));
         assert!(a
-            .authenticate(&headers(&[("authorization", "Bearer nope")]))
+            .authenticate(&headers(&[("authorization", "Bearer nope")]), None)
             .is_err());
         assert!(a
-            .authenticate(&headers(&[("authorization", "Basic sk-master")]))
+            .authenticate(&headers(&[("authorization", "Basic sk-master")]), None)
             .is_err());
-        assert!(a.authenticate(&headers(&[])).is_err());
+        assert!(a.authenticate(&headers(&[]), None).is_err());
     }
 
     #[test]
     fn open_without_master_key() {
         let a = Authenticator::new(None);
-        assert!(a.is_open());
-        assert_eq!(
-            a.authenticate(&headers(&[])).ok(),
-            Some(Principal::Anonymous)
-        );
+        assert!(a.is_open(None));
+        assert!(matches!(
+            a.authenticate(&headers(&[]), None),
+            Ok(Principal::Anonymous)
+        ));
     }
 }

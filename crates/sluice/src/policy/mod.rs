@@ -1,3 +1,9 @@
-//! Who may do what: authentication now; rate limits, budgets and content rules join here.
+//! Who may do what: authentication, virtual keys and the principal cache, rate limits,
+//! budgets and prices. Content rules join here later.
 
 pub mod auth;
+pub mod clock;
+pub mod governance;
+pub mod keys;
+pub mod limits;
+pub mod prices;

@@ -4,6 +4,7 @@
 pub mod dispatch;
 
 use crate::config::Config;
+use crate::policy::prices::{self, Price};
 use crate::providers::Provider;
 use bytes::Bytes;
 use rand::Rng;
@@ -17,18 +18,25 @@ pub struct Deployment {
     /// `model` as a JSON string literal, ready to splice into a body.
     pub model_json: Bytes,
     pub weight: u32,
+    /// Deployment override, else the model's, else the built-in catalog's (by provider model,
+    /// then public model name). `None`: unpriced (cost 0).
+    pub price: Option<Price>,
 }
 
 pub struct Route {
     pub name: Arc<str>,
     pub deployments: Vec<Deployment>,
     pub fallbacks: Vec<Arc<str>>,
+    /// The dearest price among the deployments and fallbacks: what admission reserves at.
+    pub reserve_price: Option<Price>,
 }
 
 /// Every route, by public model name.
 pub struct ModelTable {
     routes: HashMap<String, Arc<Route>>,
     names: Vec<String>,
+    /// Stamped on every usage record: the built-in catalog, plus a digest of config overrides.
+    pub catalog_version: Arc<str>,
 }
 
 impl ModelTable {
@@ -42,26 +50,54 @@ impl ModelTable {
                 .filter_map(|d| {
                     let provider = providers.get(d.provider)?.clone();
                     let model_json = serde_json::to_vec(&d.model).ok()?;
+                    let price = d
+                        .price
+                        .or(m.price)
+                        .or_else(|| prices::builtin(&d.model))
+                        .or_else(|| prices::builtin(&m.name));
                     Some(Deployment {
                         provider,
                         model: Arc::from(d.model.as_str()),
                         model_json: Bytes::from(model_json),
                         weight: d.weight.max(1),
+                        price,
                     })
                 })
                 .collect();
             routes.insert(
                 m.name.clone(),
-                Arc::new(Route {
+                Route {
                     name: Arc::from(m.name.as_str()),
                     deployments,
                     fallbacks: m.fallbacks.iter().map(|f| Arc::from(f.as_str())).collect(),
-                }),
+                    reserve_price: None,
+                },
             );
             names.push(m.name.clone());
         }
         names.sort();
-        Self { routes, names }
+        let dearest = |r: &Route| {
+            r.deployments
+                .iter()
+                .filter_map(|d| d.price)
+                .reduce(Price::max)
+        };
+        let own: HashMap<String, Option<Price>> = routes
+            .iter()
+            .map(|(n, r)| (n.clone(), dearest(r)))
+            .collect();
+        for r in routes.values_mut() {
+            r.reserve_price = std::iter::once(&*r.name)
+                .chain(r.fallbacks.iter().map(|f| &**f))
+                .filter_map(|n| own.get(n).copied().flatten())
+                .reduce(Price::max);
+        }
+        let routes = routes.into_iter().map(|(n, r)| (n, Arc::new(r))).collect();
+        Self {
+            routes,
+            names,
+            catalog_version: catalog_version(cfg),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Route>> {
@@ -94,6 +130,31 @@ impl ModelTable {
             }
         }
         out
+    }
+}
+
+fn catalog_version(cfg: &Config) -> Arc<str> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut any = false;
+    for m in &cfg.models {
+        for (name, p) in std::iter::once((&m.name, m.price))
+            .chain(m.deployments.iter().map(|d| (&d.model, d.price)))
+        {
+            if let Some(p) = p {
+                any = true;
+                (name, p.input, p.output, p.cached_input, p.reasoning).hash(&mut h);
+            }
+        }
+    }
+    if any {
+        Arc::from(format!(
+            "{}+config.{:08x}",
+            prices::BUILTIN_CATALOG,
+            h.finish() as u32
+        ))
+    } else {
+        Arc::from(prices::BUILTIN_CATALOG)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Shared state behind traits: the usage records store (SQLite for one process) and the
 //! batching sink that keeps database writes off the request path.
 
+pub mod gov;
 pub mod sink;
 pub mod sqlite;
 
@@ -33,6 +34,16 @@ pub struct UsageRecord {
     pub ttft_us: Option<u64>,
     pub overhead_us: Option<u64>,
     pub attempts: u32,
+    /// The virtual key's id and visible prefix, its team and user (never the key itself).
+    pub key_id: Option<Arc<str>>,
+    pub key_prefix: Option<Arc<str>>,
+    pub team: Option<Arc<str>>,
+    pub user: Option<Arc<str>>,
+    /// The key's metadata as JSON text.
+    pub tags: Option<Arc<str>>,
+    /// What the request cost at the catalog's prices, in micro-USD (`None`: no price known).
+    pub cost_micro_usd: Option<i64>,
+    pub catalog_version: Option<Arc<str>>,
 }
 
 #[derive(Debug, thiserror::Error)]

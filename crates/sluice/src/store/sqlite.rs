@@ -7,7 +7,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Schema steps, applied in order once each; append, never edit.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE usage_records (
     request_id TEXT NOT NULL,
     ts_ms INTEGER NOT NULL,
@@ -30,7 +31,30 @@ CREATE TABLE usage_records (
 );
 CREATE INDEX usage_records_ts ON usage_records (ts_ms);
 CREATE INDEX usage_records_request ON usage_records (request_id);
-"];
+",
+    r"
+ALTER TABLE usage_records ADD COLUMN key_id TEXT;
+ALTER TABLE usage_records ADD COLUMN key_prefix TEXT;
+ALTER TABLE usage_records ADD COLUMN team TEXT;
+ALTER TABLE usage_records ADD COLUMN user_name TEXT;
+ALTER TABLE usage_records ADD COLUMN tags TEXT;
+ALTER TABLE usage_records ADD COLUMN cost_micro_usd INTEGER;
+ALTER TABLE usage_records ADD COLUMN catalog_version TEXT;
+CREATE INDEX usage_records_key ON usage_records (key_id, ts_ms);
+CREATE INDEX usage_records_team ON usage_records (team, ts_ms);
+CREATE TABLE gov_meta (version INTEGER NOT NULL);
+INSERT INTO gov_meta (version) VALUES (0);
+CREATE TABLE gov_teams (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE gov_keys (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    team TEXT,
+    name TEXT UNIQUE,
+    created_ms INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+",
+];
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -106,7 +130,8 @@ impl UsageStore for SqliteStore {
                 "INSERT INTO usage_records (request_id, ts_ms, surface, principal, requested_model,
                  provider, deployment_model, status, error_class, streamed, input_tokens,
                  output_tokens, cached_input_tokens, reasoning_tokens, latency_us, ttft_us,
-                 overhead_us, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                 overhead_us, attempts, key_id, key_prefix, team, user_name, tags, cost_micro_usd,
+                 catalog_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             )
             .bind(&r.request_id)
             .bind(r.ts_ms)
@@ -126,6 +151,13 @@ impl UsageStore for SqliteStore {
             .bind(int(r.ttft_us))
             .bind(int(r.overhead_us))
             .bind(i64::from(r.attempts))
+            .bind(r.key_id.as_deref())
+            .bind(r.key_prefix.as_deref())
+            .bind(r.team.as_deref())
+            .bind(r.user.as_deref())
+            .bind(r.tags.as_deref())
+            .bind(r.cost_micro_usd)
+            .bind(r.catalog_version.as_deref())
             .execute(&mut *tx)
             .await?;
         }
@@ -171,6 +203,6 @@ mod tests {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        assert_eq!(v, 1);
+        assert_eq!(v, i64::try_from(MIGRATIONS.len()).unwrap());
     }
 }

@@ -9,7 +9,10 @@ use crate::api::settle::Settle;
 use crate::api::{read_body, RequestCtx};
 use crate::app::AppState;
 use crate::canonical::usage::from_openai_json;
-use crate::error::ApiError;
+use crate::error::{put_rate_headers, ApiError};
+use crate::policy::auth::Principal;
+use crate::policy::limits::RateHeaders;
+use crate::policy::prices::Price;
 use crate::providers::{Endpoint, UpstreamError, UpstreamErrorKind};
 use crate::router::dispatch::dispatch;
 use crate::router::Deployment;
@@ -73,6 +76,19 @@ async fn run(
             model: p.model.to_string(),
             available: gw.models.names().to_vec(),
         })?;
+
+    // admit
+    let mut rate_headers = None;
+    if let Principal::Key(k) = &ctx.principal {
+        let (tokens, worst_cost) = estimate(&p, route.reserve_price);
+        if let Some(a) = app.gov.admit(k, &p.model, tokens, worst_cost)? {
+            rate_headers = Some(a.headers());
+            if let Some(s) = settle_slot.as_mut() {
+                s.admission = Some(a);
+            }
+        }
+    }
+
     let candidates = gw.models.candidates(route);
     let wants_usage_injected = p.stream && p.include_usage != Some(true);
 
@@ -92,6 +108,7 @@ async fn run(
             if let Some(s) = settle_slot.as_mut() {
                 s.rec.attempts = fail.attempts;
                 if let Some(d) = fail.deployment {
+                    s.set_catalog(d.price, &gw.models.catalog_version);
                     s.rec.provider = Some(d.provider.name.clone());
                     s.rec.deployment_model = Some(d.model.clone());
                 }
@@ -105,6 +122,7 @@ async fn run(
         return Err(ApiError::Internal("settle state missing".into()));
     };
     settle.rec.attempts = ok.attempts;
+    settle.set_catalog(d.price, &gw.models.catalog_version);
     settle.rec.provider = Some(d.provider.name.clone());
     settle.rec.deployment_model = Some(d.model.clone());
 
@@ -136,7 +154,10 @@ async fn run(
         let resp = builder
             .body(Body::new(tap))
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        return Ok(with_route_headers(resp, d, overhead_us));
+        return Ok(with_rate_headers(
+            with_route_headers(resp, d, overhead_us),
+            rate_headers,
+        ));
     }
 
     let collect_started = Instant::now();
@@ -176,7 +197,29 @@ async fn run(
         .body(Body::from(bytes))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     settle.finish(status, None);
-    Ok(with_route_headers(resp, d, overhead_us))
+    Ok(with_rate_headers(
+        with_route_headers(resp, d, overhead_us),
+        rate_headers,
+    ))
+}
+
+/// Output tokens assumed when a request sets no `max_tokens` / `max_completion_tokens`.
+pub const DEFAULT_OUTPUT_ESTIMATE: u64 = 1024;
+
+/// The admission estimate: prompt bytes / 4 plus the output allowance, and its worst-case
+/// cost at the dearest price the route may use.
+fn estimate(p: &Peek<'_>, price: Option<Price>) -> (u64, i64) {
+    let input = (p.prompt_bytes as u64).div_ceil(4);
+    let output = p.max_tokens.unwrap_or(DEFAULT_OUTPUT_ESTIMATE);
+    let cost = price.map_or(0, |pr| pr.worst_case(input, output));
+    (input + output, cost)
+}
+
+fn with_rate_headers(mut resp: Response, r: Option<RateHeaders>) -> Response {
+    if let Some(r) = r {
+        put_rate_headers(resp.headers_mut(), &r);
+    }
+    resp
 }
 
 fn overhead(start: Instant, upstream_wait: std::time::Duration) -> u64 {

@@ -18,6 +18,10 @@ pub struct Peek<'a> {
     pub include_usage: Option<bool>,
     /// Byte range of the `stream_options` value, if present and an object.
     pub stream_options_span: Option<Range<usize>>,
+    /// `max_completion_tokens` or `max_tokens`, when given as a non-negative integer.
+    pub max_tokens: Option<u64>,
+    /// Size of the prompt (`messages` / `input`) in bytes, for the token estimate.
+    pub prompt_bytes: usize,
 }
 
 #[derive(Deserialize)]
@@ -30,6 +34,10 @@ struct ChatFields<'a> {
     stream: Option<&'a RawValue>,
     #[serde(borrow)]
     stream_options: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_completion_tokens: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -100,12 +108,18 @@ pub fn chat(body: &[u8]) -> Result<Peek<'_>, ApiError> {
             (so.include_usage, Some(span(text, raw.get())))
         }
     };
+    let max_tokens = f
+        .max_completion_tokens
+        .or(f.max_tokens)
+        .and_then(|v| v.get().parse::<u64>().ok());
     Ok(Peek {
         model,
         model_span,
         stream,
         include_usage,
         stream_options_span,
+        max_tokens,
+        prompt_bytes: messages.get().len(),
     })
 }
 
@@ -114,6 +128,7 @@ pub fn embeddings(body: &[u8]) -> Result<Peek<'_>, ApiError> {
     let text = utf8(body)?;
     let f: EmbeddingFields<'_> = parse(text)?;
     let (model, model_span) = model(text, f.model)?;
+    let prompt_bytes = f.input.map_or(0, |i| i.get().len());
     match f.input.map(RawValue::get) {
         None | Some("null") => {
             return Err(ApiError::bad_request(
@@ -135,6 +150,8 @@ pub fn embeddings(body: &[u8]) -> Result<Peek<'_>, ApiError> {
         stream: false,
         include_usage: None,
         stream_options_span: None,
+        max_tokens: Some(0),
+        prompt_bytes,
     })
 }
 

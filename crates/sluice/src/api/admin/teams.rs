@@ -1,0 +1,188 @@
+//! `/admin/teams`: create, list, get, update, delete.
+
+use super::input::{check_name, parse, LimitsInput};
+use super::{authorize, reload, store_error, usd, Reach};
+use crate::api::RequestCtx;
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::policy::keys::team_scope;
+use crate::store::gov::{GovStore, TeamRecord};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TeamInput {
+    name: Option<String>,
+    parent: Option<String>,
+    models: Option<Vec<String>>,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    max_concurrency: Option<u64>,
+    budget_usd: Option<serde_json::Value>,
+    budget_period: Option<String>,
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl TeamInput {
+    fn apply(self, t: &mut TeamRecord) -> Result<(), ApiError> {
+        if let Some(p) = self.parent {
+            check_name(&p, "parent")?;
+            if p == t.name {
+                return Err(ApiError::bad_request(
+                    "`parent`: a team cannot be its own parent",
+                    Some("parent"),
+                ));
+            }
+            t.parent = Some(p);
+        }
+        if let Some(m) = self.metadata {
+            t.metadata = m;
+        }
+        LimitsInput {
+            models: self.models,
+            rpm: self.rpm,
+            tpm: self.tpm,
+            max_concurrency: self.max_concurrency,
+            budget_usd: self.budget_usd,
+            budget_period: self.budget_period,
+        }
+        .apply(&mut t.limits)
+    }
+}
+
+pub(super) fn team_json(app: &AppState, t: &TeamRecord) -> serde_json::Value {
+    let scope = team_scope(t);
+    let now = app.gov.clock.now_ms();
+    let (spent, reserved) = app.gov.limits.spend(&scope, now);
+    serde_json::json!({
+        "name": t.name,
+        "parent": t.parent,
+        "models": t.limits.models,
+        "rpm": t.limits.rpm,
+        "tpm": t.limits.tpm,
+        "max_concurrency": t.limits.max_concurrency,
+        "budget_usd": usd(t.limits.budget_micro_usd),
+        "budget_period": scope.budget.map(|(_, p)| p.as_str()),
+        "spend_usd": usd(scope.budget.map(|_| spent)),
+        "reserved_usd": usd(scope.budget.map(|_| reserved)),
+        "metadata": t.metadata,
+        "created_at": crate::policy::governance::rfc3339(t.created_ms),
+    })
+}
+
+pub(super) async fn create(
+    State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if authorize(&ctx, true)? != Reach::All {
+        return Err(ApiError::Forbidden("only admins may create teams".into()));
+    }
+    let mut input: TeamInput = parse(&body)?;
+    let name = input
+        .name
+        .take()
+        .ok_or_else(|| ApiError::bad_request("missing required field `name`", Some("name")))?;
+    check_name(&name, "name")?;
+    let mut team = TeamRecord {
+        name,
+        created_ms: app.gov.clock.now_ms(),
+        ..TeamRecord::default()
+    };
+    input.apply(&mut team)?;
+    app.gov
+        .store()
+        .insert_team(&team)
+        .await
+        .map_err(store_error)?;
+    reload(&app).await?;
+    Ok((StatusCode::CREATED, Json(team_json(&app, &team))).into_response())
+}
+
+pub(super) async fn list(
+    State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
+) -> Result<Response, ApiError> {
+    let reach = authorize(&ctx, false)?;
+    let idx = app.gov.index();
+    let data: Vec<serde_json::Value> = idx
+        .teams
+        .iter()
+        .filter(|t| reach.sees_team(Some(&t.name)))
+        .map(|t| team_json(&app, t))
+        .collect();
+    Ok(Json(serde_json::json!({"object": "list", "data": data})).into_response())
+}
+
+fn visible<'a>(
+    idx: &'a crate::policy::governance::KeyIndex,
+    reach: &Reach,
+    name: &str,
+) -> Result<&'a TeamRecord, ApiError> {
+    idx.team(name)
+        .filter(|t| reach.sees_team(Some(&t.name)))
+        .ok_or_else(|| ApiError::NotFound {
+            message: format!("no team named {name:?}"),
+            param: Some("name"),
+        })
+}
+
+pub(super) async fn get_one(
+    State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let reach = authorize(&ctx, false)?;
+    let idx = app.gov.index();
+    let t = visible(&idx, &reach, &name)?;
+    Ok(Json(team_json(&app, t)).into_response())
+}
+
+pub(super) async fn update(
+    State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if authorize(&ctx, true)? != Reach::All {
+        return Err(ApiError::Forbidden("only admins may change teams".into()));
+    }
+    let input: TeamInput = parse(&body)?;
+    if input.name.as_ref().is_some_and(|n| n != &name) {
+        return Err(ApiError::bad_request(
+            "`name`: teams cannot be renamed",
+            Some("name"),
+        ));
+    }
+    let mut team = visible(&app.gov.index(), &Reach::All, &name)?.clone();
+    input.apply(&mut team)?;
+    app.gov
+        .store()
+        .update_team(&team)
+        .await
+        .map_err(store_error)?;
+    reload(&app).await?;
+    Ok(Json(team_json(&app, &team)).into_response())
+}
+
+pub(super) async fn delete(
+    State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    if authorize(&ctx, true)? != Reach::All {
+        return Err(ApiError::Forbidden("only admins may delete teams".into()));
+    }
+    app.gov
+        .store()
+        .delete_team(&name)
+        .await
+        .map_err(store_error)?;
+    reload(&app).await?;
+    Ok(Json(serde_json::json!({"name": name, "deleted": true})).into_response())
+}

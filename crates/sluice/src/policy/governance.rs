@@ -1,0 +1,377 @@
+//! The governance runtime: the principal cache (SHA-256 of a key -> resolved principal, swapped
+//! whole), its refresher, and admission (model access, limits, budget) with its settlement.
+//!
+//! The request path never touches the database: it reads the cache and the in-memory limit
+//! state. The refresher polls the store's change marker every 250 ms, and admin writes in this
+//! process reload at once, so a change is visible within well under a second everywhere.
+
+use super::clock::Clock;
+use super::keys::{self, KeyPrincipal};
+use super::limits::{Denied, Grant, LimitStore, Period, RateHeaders, ScopeLimits};
+use crate::error::ApiError;
+use crate::store::gov::{GovStore, KeyRecord, SpendScope, TeamRecord};
+use crate::store::sqlite::SqliteStore;
+use crate::store::StoreError;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+const POLL: Duration = Duration::from_millis(250);
+
+/// One consistent view of every team and key.
+#[derive(Default)]
+pub struct KeyIndex {
+    by_hash: HashMap<[u8; 32], Arc<KeyPrincipal>>,
+    /// Rotated-out keys still inside their grace period: hash -> (principal, valid until).
+    previous: HashMap<[u8; 32], (Arc<KeyPrincipal>, i64)>,
+    pub teams: Vec<TeamRecord>,
+    /// Every key, revoked ones included, in creation order.
+    pub keys: Vec<Arc<KeyPrincipal>>,
+}
+
+impl KeyIndex {
+    fn build(teams: Vec<TeamRecord>, records: Vec<KeyRecord>) -> Self {
+        let by_name: HashMap<&str, &TeamRecord> =
+            teams.iter().map(|t| (t.name.as_str(), t)).collect();
+        let mut by_hash = HashMap::new();
+        let mut previous = HashMap::new();
+        let mut keys = Vec::with_capacity(records.len());
+        for r in &records {
+            let p = Arc::new(keys::resolve(r, &by_name));
+            if r.revoked_ms.is_none() {
+                if let Some(h) = decode_hash(&r.hash) {
+                    by_hash.insert(h, p.clone());
+                }
+                if let (Some(h), Some(until)) = (
+                    r.previous_hash.as_deref().and_then(decode_hash),
+                    r.previous_valid_until_ms,
+                ) {
+                    previous.insert(h, (p.clone(), until));
+                }
+            }
+            keys.push(p);
+        }
+        Self {
+            by_hash,
+            previous,
+            teams,
+            keys,
+        }
+    }
+
+    pub fn key(&self, id: &str) -> Option<&Arc<KeyPrincipal>> {
+        self.keys.iter().find(|k| &*k.id == id)
+    }
+
+    pub fn team(&self, name: &str) -> Option<&TeamRecord> {
+        self.teams.iter().find(|t| t.name == name)
+    }
+}
+
+fn decode_hash(h: &str) -> Option<[u8; 32]> {
+    let v = hex::decode(h).ok()?;
+    v.try_into().ok()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRejection {
+    Unknown,
+    Expired,
+}
+
+pub struct Governance {
+    index: ArcSwap<KeyIndex>,
+    pub limits: Arc<dyn LimitStore>,
+    pub clock: Arc<dyn Clock>,
+    store: SqliteStore,
+    /// Last change marker loaded; also serialises reloads.
+    loaded: tokio::sync::Mutex<Option<i64>>,
+    /// Budget scopes whose spend was loaded from the usage records, and for which period.
+    seeded: std::sync::Mutex<HashMap<Arc<str>, Period>>,
+}
+
+impl Governance {
+    pub async fn start(
+        store: SqliteStore,
+        limits: Arc<dyn LimitStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let gov = Arc::new(Self {
+            index: ArcSwap::from_pointee(KeyIndex::default()),
+            limits,
+            clock,
+            store,
+            loaded: tokio::sync::Mutex::new(None),
+            seeded: std::sync::Mutex::new(HashMap::new()),
+        });
+        gov.reload().await?;
+        Ok(gov)
+    }
+
+    pub fn index(&self) -> arc_swap::Guard<Arc<KeyIndex>> {
+        self.index.load()
+    }
+
+    pub fn store(&self) -> &SqliteStore {
+        &self.store
+    }
+
+    /// True when at least one usable key exists (then the gateway is never open).
+    pub fn has_keys(&self) -> bool {
+        !self.index.load().by_hash.is_empty()
+    }
+
+    /// Looks a presented key up in the cache; the hash comparison is constant-time.
+    pub fn lookup(&self, presented: &str) -> Result<Arc<KeyPrincipal>, KeyRejection> {
+        let h = keys::hash(presented);
+        let idx = self.index.load();
+        let now = self.clock.now_ms();
+        let found = match idx.by_hash.get(&h) {
+            Some(p) => Some(p.clone()),
+            None => idx
+                .previous
+                .get(&h)
+                .filter(|(_, until)| now < *until)
+                .map(|(p, _)| p.clone()),
+        };
+        let p = found.ok_or(KeyRejection::Unknown)?;
+        let stored = decode_hash(&p.record.hash).unwrap_or_default();
+        let prev = p
+            .record
+            .previous_hash
+            .as_deref()
+            .and_then(decode_hash)
+            .unwrap_or_default();
+        if !bool::from(h.ct_eq(&stored) | h.ct_eq(&prev)) {
+            return Err(KeyRejection::Unknown);
+        }
+        if p.record.expires_at_ms.is_some_and(|e| now >= e) {
+            return Err(KeyRejection::Expired);
+        }
+        Ok(p)
+    }
+
+    /// Reloads every team and key from the store if the change marker moved.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let mut loaded = self.loaded.lock().await;
+        let marker = self.store.change_marker().await?;
+        if *loaded == Some(marker) {
+            return Ok(());
+        }
+        let (teams, records) = self.store.load_all().await?;
+        let index = KeyIndex::build(teams, records);
+        self.seed_budgets(&index).await;
+        self.index.store(Arc::new(index));
+        *loaded = Some(marker);
+        Ok(())
+    }
+
+    /// Loads the current period's spend of budgets not yet tracked (or whose period changed).
+    async fn seed_budgets(&self, index: &KeyIndex) {
+        let mut todo: Vec<(ScopeLimits, SpendScope, String)> = Vec::new();
+        {
+            let Ok(seeded) = self.seeded.lock() else {
+                return;
+            };
+            let mut seen = std::collections::HashSet::new();
+            for k in &index.keys {
+                for (i, s) in k.scopes.iter().enumerate() {
+                    let Some((_, period)) = s.budget else {
+                        continue;
+                    };
+                    if seeded.get(&s.id) == Some(&period) || !seen.insert(s.id.clone()) {
+                        continue;
+                    }
+                    let (kind, value) = if i == 0 {
+                        (SpendScope::Key, k.id.to_string())
+                    } else {
+                        let name = s.id.strip_prefix("team:").unwrap_or(&s.id);
+                        (SpendScope::Team, name.to_string())
+                    };
+                    todo.push((s.clone(), kind, value));
+                }
+            }
+        }
+        for (scope, kind, value) in todo {
+            let Some((_, period)) = scope.budget else {
+                continue;
+            };
+            let now = self.clock.now_ms();
+            match self
+                .store
+                .spend_since(kind, &value, period.start(now))
+                .await
+            {
+                Ok(spent) => {
+                    self.limits.seed_spend(&scope, spent, now);
+                    if let Ok(mut seeded) = self.seeded.lock() {
+                        seeded.insert(scope.id.clone(), period);
+                    }
+                }
+                Err(e) => tracing::error!("loading the spend of {}: {e}", scope.label),
+            }
+        }
+    }
+
+    /// Polls the change marker until `stop` fires.
+    pub async fn refresh_until(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = self.reload().await {
+                tracing::warn!("refreshing keys and teams failed: {e}");
+            }
+        }
+    }
+
+    /// Step 4, admit: model access, then limits and budget for every scope of the key.
+    pub fn admit(
+        &self,
+        p: &Arc<KeyPrincipal>,
+        model: &str,
+        tokens: u64,
+        worst_cost: i64,
+    ) -> Result<Option<Admission>, ApiError> {
+        if let Some((by, list)) = p.model_refused_by(model) {
+            return Err(ApiError::ModelNotAllowed {
+                model: model.to_string(),
+                by: by.to_string(),
+                allowed: list.clone(),
+            });
+        }
+        if !p.is_limited() {
+            return Ok(None);
+        }
+        let now = self.clock.now_ms();
+        match self.limits.admit(&p.scopes, tokens, worst_cost, now) {
+            Ok(grant) => Ok(Some(Admission {
+                limits: self.limits.clone(),
+                clock: self.clock.clone(),
+                principal: p.clone(),
+                grant: Some(grant),
+            })),
+            Err(d) => Err(denied(*d, now)),
+        }
+    }
+}
+
+fn denied(d: Denied, now: i64) -> ApiError {
+    use super::limits::DeniedKind;
+    match d.kind {
+        DeniedKind::Budget {
+            limit,
+            spent,
+            period,
+            resets_at_ms,
+        } => ApiError::BudgetExceeded {
+            message: format!(
+                "{} has used its {} budget: ${} spent of ${}{}",
+                d.label,
+                period.as_str(),
+                super::prices::format_usd(spent),
+                super::prices::format_usd(limit),
+                match resets_at_ms {
+                    Some(r) => format!(
+                        "; it resets at {} (in {} s)",
+                        rfc3339(r),
+                        (r - now + 999) / 1000
+                    ),
+                    None => "; it does not reset (period total)".to_string(),
+                }
+            ),
+            retry_after_s: resets_at_ms.map(|r| (r - now + 999) / 1000),
+        },
+        kind => {
+            let what = match kind {
+                DeniedKind::Requests => format!("{} requests per minute", d.limit),
+                DeniedKind::Tokens => format!("{} tokens per minute", d.limit),
+                _ => format!("{} concurrent requests", d.limit),
+            };
+            let message = match (kind == DeniedKind::Tokens, d.retry_after_ms) {
+                (true, None) => format!(
+                    "Rate limit reached for {}: this request alone needs more than {what}",
+                    d.label
+                ),
+                _ => format!("Rate limit reached for {}: {what}", d.label),
+            };
+            ApiError::RateLimited(Box::new(crate::error::RateLimitInfo {
+                message,
+                retry_after_s: d.retry_after_ms.map(|ms| (ms + 999) / 1000),
+                headers: d.headers,
+            }))
+        }
+    }
+}
+
+/// Unix ms -> `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(ms: i64) -> String {
+    let day = ms.div_euclid(86_400_000);
+    let (y, m, d) = super::clock::civil_from_days(day);
+    let s = ms.rem_euclid(86_400_000) / 1000;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// A request's hold on limits and budget. Settled exactly once: by [`Admission::settle`], or
+/// on drop (nothing charged) if the request ended without settling.
+pub struct Admission {
+    limits: Arc<dyn LimitStore>,
+    clock: Arc<dyn Clock>,
+    principal: Arc<KeyPrincipal>,
+    grant: Option<Grant>,
+}
+
+impl Admission {
+    pub fn headers(&self) -> RateHeaders {
+        self.grant.as_ref().map(|g| g.headers).unwrap_or_default()
+    }
+
+    pub fn reserved_tokens(&self) -> u64 {
+        self.grant.as_ref().map_or(0, |g| g.tokens)
+    }
+
+    pub fn reserved_cost(&self) -> i64 {
+        self.grant.as_ref().map_or(0, |g| g.worst_cost)
+    }
+
+    pub fn settle(mut self, tokens: u64, cost: i64) {
+        self.release(tokens, cost);
+    }
+
+    fn release(&mut self, tokens: u64, cost: i64) {
+        if let Some(g) = self.grant.take() {
+            self.limits.settle(
+                &g,
+                &self.principal.scopes,
+                tokens,
+                cost,
+                self.clock.now_ms(),
+            );
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.release(0, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+    }
+}

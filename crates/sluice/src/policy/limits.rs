@@ -1,0 +1,513 @@
+//! Rate limits and budgets, in memory: requests and tokens per minute over an exact sliding
+//! window, concurrent requests, and spend per budget period — each reserved at admission and
+//! settled after. One lock covers every scope a request touches, so a request is admitted
+//! against its key, its team and the team's parents atomically or not at all.
+//!
+//! A Redis implementation (for a fleet) will implement [`LimitStore`] with one Lua script per
+//! admit / settle doing the same arithmetic.
+
+use super::clock::{civil_from_days, days_from_civil};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+const WINDOW_MS: i64 = 60_000;
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Daily,
+    Weekly,
+    Monthly,
+    Total,
+}
+
+impl Period {
+    pub fn parse(s: &str) -> Option<Period> {
+        Some(match s {
+            "daily" | "day" => Period::Daily,
+            "weekly" | "week" => Period::Weekly,
+            "monthly" | "month" => Period::Monthly,
+            "total" | "lifetime" => Period::Total,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Daily => "daily",
+            Period::Weekly => "weekly",
+            Period::Monthly => "monthly",
+            Period::Total => "total",
+        }
+    }
+
+    /// Start of the calendar period (UTC) containing `now_ms`.
+    pub fn start(self, now_ms: i64) -> i64 {
+        let day = now_ms.div_euclid(DAY_MS);
+        match self {
+            Period::Daily => day * DAY_MS,
+            // 1970-01-01 was a Thursday; weeks start on Monday.
+            Period::Weekly => (day - (day + 3).rem_euclid(7)) * DAY_MS,
+            Period::Monthly => {
+                let (y, m, _) = civil_from_days(day);
+                days_from_civil(y, m, 1) * DAY_MS
+            }
+            Period::Total => 0,
+        }
+    }
+
+    /// When the period starting at `start` ends (`None` for `total`).
+    pub fn end(self, start: i64) -> Option<i64> {
+        match self {
+            Period::Daily => Some(start + DAY_MS),
+            Period::Weekly => Some(start + 7 * DAY_MS),
+            Period::Monthly => {
+                let (y, m, _) = civil_from_days(start.div_euclid(DAY_MS));
+                let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+                Some(days_from_civil(y, m, 1) * DAY_MS)
+            }
+            Period::Total => None,
+        }
+    }
+}
+
+/// The limits of one scope (a key, a team), built when the principal cache is.
+#[derive(Debug, Clone)]
+pub struct ScopeLimits {
+    /// State key, e.g. `key:key_12ab` or `team:eng`.
+    pub id: Arc<str>,
+    /// For messages, e.g. `key "ci" (key_12ab)`.
+    pub label: Arc<str>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_concurrency: Option<u64>,
+    pub budget: Option<(i64, Period)>,
+}
+
+/// `limit`, `remaining` and milliseconds until the window frees capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub requests: Option<Counter>,
+    pub tokens: Option<Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeniedKind {
+    Requests,
+    Tokens,
+    Concurrency,
+    Budget {
+        limit: i64,
+        spent: i64,
+        period: Period,
+        resets_at_ms: Option<i64>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub kind: DeniedKind,
+    pub label: Arc<str>,
+    pub limit: u64,
+    pub retry_after_ms: Option<i64>,
+    pub headers: RateHeaders,
+}
+
+/// What one admitted request holds until it settles.
+#[derive(Debug)]
+pub struct Grant {
+    seq: u64,
+    scopes: Vec<Arc<str>>,
+    pub tokens: u64,
+    pub worst_cost: i64,
+    pub headers: RateHeaders,
+}
+
+/// Shared limit state; in memory now, Redis for a fleet.
+pub trait LimitStore: Send + Sync + 'static {
+    fn admit(
+        &self,
+        scopes: &[ScopeLimits],
+        tokens: u64,
+        worst_cost: i64,
+        now_ms: i64,
+    ) -> Result<Grant, Box<Denied>>;
+    /// Trues up a grant with the actual tokens and cost; call exactly once per grant.
+    fn settle(&self, grant: &Grant, scopes: &[ScopeLimits], tokens: u64, cost: i64, now_ms: i64);
+    /// Sets a scope's spend in its current period (from the usage records at start-up).
+    fn seed_spend(&self, scope: &ScopeLimits, spent: i64, now_ms: i64);
+    /// Spent and reserved micro-USD of a budget scope in its current period.
+    fn spend(&self, scope: &ScopeLimits, now_ms: i64) -> (i64, i64);
+}
+
+#[derive(Default)]
+struct Window {
+    requests: VecDeque<i64>,
+    tokens: VecDeque<(u64, i64, u64)>,
+    token_sum: u64,
+    inflight: u64,
+}
+
+impl Window {
+    fn prune(&mut self, now: i64) {
+        while self.requests.front().is_some_and(|t| *t <= now - WINDOW_MS) {
+            self.requests.pop_front();
+        }
+        while let Some(&(_, t, n)) = self.tokens.front() {
+            if t > now - WINDOW_MS {
+                break;
+            }
+            self.token_sum -= n;
+            self.tokens.pop_front();
+        }
+    }
+
+    fn requests_counter(&self, limit: u64, now: i64) -> Counter {
+        let used = self.requests.len() as u64;
+        Counter {
+            limit,
+            remaining: limit.saturating_sub(used),
+            reset_ms: self.requests.front().map_or(0, |t| t + WINDOW_MS - now),
+        }
+    }
+
+    fn tokens_counter(&self, limit: u64, now: i64) -> Counter {
+        Counter {
+            limit,
+            remaining: limit.saturating_sub(self.token_sum),
+            reset_ms: self
+                .tokens
+                .front()
+                .map_or(0, |(_, t, _)| t + WINDOW_MS - now),
+        }
+    }
+
+    /// Milliseconds until `need` more tokens fit under `limit`.
+    fn tokens_free_in(&self, need: u64, limit: u64, now: i64) -> i64 {
+        let mut sum = self.token_sum;
+        for &(_, t, n) in &self.tokens {
+            sum -= n;
+            if sum + need <= limit {
+                return t + WINDOW_MS - now;
+            }
+        }
+        WINDOW_MS
+    }
+}
+
+#[derive(Default)]
+struct Budget {
+    period_start: i64,
+    spent: i64,
+    reserved: i64,
+}
+
+impl Budget {
+    fn roll(&mut self, period: Period, now: i64) {
+        let start = period.start(now);
+        if self.period_start != start {
+            self.period_start = start;
+            self.spent = 0;
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    windows: HashMap<Arc<str>, Window>,
+    budgets: HashMap<Arc<str>, Budget>,
+    seq: u64,
+}
+
+/// The in-memory [`LimitStore`].
+#[derive(Default)]
+pub struct MemoryLimits {
+    state: Mutex<State>,
+}
+
+fn tighter(a: Option<Counter>, b: Counter) -> Option<Counter> {
+    match a {
+        Some(a) if a.remaining <= b.remaining => Some(a),
+        _ => Some(b),
+    }
+}
+
+impl LimitStore for MemoryLimits {
+    fn admit(
+        &self,
+        scopes: &[ScopeLimits],
+        tokens: u64,
+        worst_cost: i64,
+        now: i64,
+    ) -> Result<Grant, Box<Denied>> {
+        let Ok(mut st) = self.state.lock() else {
+            return Err(Box::new(Denied {
+                kind: DeniedKind::Concurrency,
+                label: Arc::from("gateway"),
+                limit: 0,
+                retry_after_ms: Some(1000),
+                headers: RateHeaders::default(),
+            }));
+        };
+        let st = &mut *st;
+        // Check every scope first; commit only if all pass.
+        let mut headers = RateHeaders::default();
+        for s in scopes {
+            let w = st.windows.entry(s.id.clone()).or_default();
+            w.prune(now);
+            if let Some(rpm) = s.rpm {
+                let c = w.requests_counter(rpm, now);
+                if c.remaining == 0 {
+                    headers.requests = Some(c);
+                    return Err(Box::new(Denied {
+                        kind: DeniedKind::Requests,
+                        label: s.label.clone(),
+                        limit: rpm,
+                        retry_after_ms: Some(c.reset_ms.max(1)),
+                        headers,
+                    }));
+                }
+                headers.requests = tighter(headers.requests, c);
+            }
+            if let Some(tpm) = s.tpm {
+                let c = w.tokens_counter(tpm, now);
+                if w.token_sum + tokens > tpm {
+                    headers.tokens = Some(c);
+                    let retry = if tokens > tpm {
+                        None
+                    } else {
+                        Some(w.tokens_free_in(tokens, tpm, now).max(1))
+                    };
+                    return Err(Box::new(Denied {
+                        kind: DeniedKind::Tokens,
+                        label: s.label.clone(),
+                        limit: tpm,
+                        retry_after_ms: retry,
+                        headers,
+                    }));
+                }
+                headers.tokens = tighter(headers.tokens, c);
+            }
+            if let Some(max) = s.max_concurrency {
+                if w.inflight >= max {
+                    return Err(Box::new(Denied {
+                        kind: DeniedKind::Concurrency,
+                        label: s.label.clone(),
+                        limit: max,
+                        retry_after_ms: Some(1000),
+                        headers,
+                    }));
+                }
+            }
+            if let Some((limit, period)) = s.budget {
+                let b = st.budgets.entry(s.id.clone()).or_default();
+                b.roll(period, now);
+                if b.spent + b.reserved >= limit {
+                    let resets_at_ms = period.end(b.period_start);
+                    return Err(Box::new(Denied {
+                        kind: DeniedKind::Budget {
+                            limit,
+                            spent: b.spent,
+                            period,
+                            resets_at_ms,
+                        },
+                        label: s.label.clone(),
+                        limit: u64::try_from(limit).unwrap_or(0),
+                        retry_after_ms: resets_at_ms.map(|r| r - now),
+                        headers,
+                    }));
+                }
+            }
+        }
+        st.seq += 1;
+        let seq = st.seq;
+        for s in scopes {
+            let w = st.windows.entry(s.id.clone()).or_default();
+            // Only limited dimensions keep a log, so unlimited scopes cost no memory.
+            if s.rpm.is_some() {
+                w.requests.push_back(now);
+            }
+            if s.tpm.is_some() {
+                w.tokens.push_back((seq, now, tokens));
+                w.token_sum += tokens;
+            }
+            w.inflight += 1;
+            if s.budget.is_some() {
+                st.budgets.entry(s.id.clone()).or_default().reserved += worst_cost;
+            }
+        }
+        // Remaining counts after this request.
+        if let Some(c) = headers.requests.as_mut() {
+            c.remaining = c.remaining.saturating_sub(1);
+        }
+        if let Some(c) = headers.tokens.as_mut() {
+            c.remaining = c.remaining.saturating_sub(tokens);
+        }
+        Ok(Grant {
+            seq,
+            scopes: scopes.iter().map(|s| s.id.clone()).collect(),
+            tokens,
+            worst_cost,
+            headers,
+        })
+    }
+
+    fn settle(&self, grant: &Grant, scopes: &[ScopeLimits], tokens: u64, cost: i64, now: i64) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        let st = &mut *st;
+        for id in &grant.scopes {
+            if let Some(w) = st.windows.get_mut(id) {
+                w.inflight = w.inflight.saturating_sub(1);
+                if let Ok(i) = w.tokens.binary_search_by_key(&grant.seq, |e| e.0) {
+                    let old = w.tokens[i].2;
+                    w.tokens[i].2 = tokens;
+                    w.token_sum = w.token_sum - old + tokens;
+                }
+            }
+            let period = scopes.iter().find(|s| &s.id == id).and_then(|s| s.budget);
+            if let Some(b) = st.budgets.get_mut(id) {
+                b.reserved = (b.reserved - grant.worst_cost).max(0);
+                if let Some((_, p)) = period {
+                    b.roll(p, now);
+                }
+                b.spent += cost;
+            }
+        }
+    }
+
+    fn seed_spend(&self, scope: &ScopeLimits, spent: i64, now: i64) {
+        let Some((_, period)) = scope.budget else {
+            return;
+        };
+        if let Ok(mut st) = self.state.lock() {
+            let b = st.budgets.entry(scope.id.clone()).or_default();
+            b.period_start = period.start(now);
+            b.spent = spent;
+        }
+    }
+
+    fn spend(&self, scope: &ScopeLimits, now: i64) -> (i64, i64) {
+        let Ok(mut st) = self.state.lock() else {
+            return (0, 0);
+        };
+        match (st.budgets.get_mut(&scope.id), scope.budget) {
+            (Some(b), Some((_, p))) => {
+                b.roll(p, now);
+                (b.spent, b.reserved)
+            }
+            _ => (0, 0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn scope(rpm: Option<u64>, tpm: Option<u64>, conc: Option<u64>) -> ScopeLimits {
+        ScopeLimits {
+            id: Arc::from("key:k"),
+            label: Arc::from("key k"),
+            rpm,
+            tpm,
+            max_concurrency: conc,
+            budget: None,
+        }
+    }
+
+    #[test]
+    fn rpm_is_an_exact_sliding_window() {
+        let l = MemoryLimits::default();
+        let s = [scope(Some(3), None, None)];
+        for t in [0, 10_000, 20_000] {
+            let g = l.admit(&s, 0, 0, t).unwrap();
+            l.settle(&g, &s, 0, 0, t);
+        }
+        let d = l.admit(&s, 0, 0, 59_999).unwrap_err();
+        assert_eq!(d.kind, DeniedKind::Requests);
+        assert_eq!(d.retry_after_ms, Some(1));
+        // The first request leaves the window at 60 s: one more fits, not three.
+        assert!(l.admit(&s, 0, 0, 60_000).is_ok());
+        assert!(l.admit(&s, 0, 0, 60_001).is_err());
+    }
+
+    #[test]
+    fn tpm_reserves_then_settles_actual() {
+        let l = MemoryLimits::default();
+        let s = [scope(None, Some(100), None)];
+        let g = l.admit(&s, 80, 0, 0).unwrap();
+        assert_eq!(g.headers.tokens.unwrap().remaining, 20);
+        assert!(l.admit(&s, 30, 0, 1).is_err(), "80 reserved + 30 > 100");
+        l.settle(&g, &s, 10, 0, 2);
+        let g2 = l.admit(&s, 30, 0, 3).unwrap();
+        assert_eq!(g2.headers.tokens.unwrap().remaining, 60);
+    }
+
+    #[test]
+    fn concurrency_is_released_on_settle() {
+        let l = MemoryLimits::default();
+        let s = [scope(None, None, Some(1))];
+        let g = l.admit(&s, 0, 0, 0).unwrap();
+        assert_eq!(
+            l.admit(&s, 0, 0, 0).unwrap_err().kind,
+            DeniedKind::Concurrency
+        );
+        l.settle(&g, &s, 0, 0, 0);
+        assert!(l.admit(&s, 0, 0, 0).is_ok());
+    }
+
+    #[test]
+    fn budget_reserves_worst_case_and_resets_each_period() {
+        let l = MemoryLimits::default();
+        let mut s = scope(None, None, None);
+        s.budget = Some((100, Period::Daily));
+        let s = [s];
+        let g = l.admit(&s, 0, 60, 0).unwrap();
+        let g2 = l.admit(&s, 0, 60, 0).unwrap();
+        // 120 reserved >= 100: nothing more until something settles.
+        assert!(matches!(
+            l.admit(&s, 0, 60, 0).unwrap_err().kind,
+            DeniedKind::Budget { .. }
+        ));
+        l.settle(&g, &s, 0, 50, 0);
+        l.settle(&g2, &s, 0, 50, 0);
+        assert_eq!(l.spend(&s[0], 0), (100, 0));
+        let d = l.admit(&s, 0, 1, 1000).unwrap_err();
+        assert_eq!(d.retry_after_ms, Some(DAY_MS - 1000));
+        assert!(
+            l.admit(&s, 0, 1, DAY_MS).is_ok(),
+            "a new day starts from zero"
+        );
+    }
+
+    #[test]
+    fn calendar_periods() {
+        // 2024-03-15T12:00:00Z is a Friday.
+        let t = days_from_civil(2024, 3, 15) * DAY_MS + DAY_MS / 2;
+        assert_eq!(
+            Period::Daily.start(t),
+            days_from_civil(2024, 3, 15) * DAY_MS
+        );
+        assert_eq!(
+            Period::Weekly.start(t),
+            days_from_civil(2024, 3, 11) * DAY_MS
+        );
+        let m = Period::Monthly.start(t);
+        assert_eq!(m, days_from_civil(2024, 3, 1) * DAY_MS);
+        assert_eq!(
+            Period::Monthly.end(m),
+            Some(days_from_civil(2024, 4, 1) * DAY_MS)
+        );
+        assert_eq!(Period::Total.end(0), None);
+    }
+}
