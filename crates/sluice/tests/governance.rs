@@ -1,0 +1,723 @@
+//! Governance end to end against the real binary: key lifecycle, model access, each limit at
+//! its exact threshold under concurrency, budgets (hard stop under 50 concurrent clients,
+//! period reset with the test clock), RBAC on the admin API, and bad admin input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const MASTER: &str = "sk-master-test";
+
+fn config() -> String {
+    format!(
+        r#"
+server: {{master_key: {MASTER}}}
+store: {{url: "{{DB}}"}}
+providers:
+  - {{name: local, kind: mock}}
+  - name: slow
+    kind: mock
+    mock: {{latency: 400ms}}
+models:
+  - {{name: mock-1, deployments: [{{provider: local, model: mock-1}}]}}
+  - {{name: mock-2, deployments: [{{provider: local, model: mock-2}}]}}
+  - {{name: slow-1, deployments: [{{provider: slow, model: mock-1}}]}}
+  - name: priced
+    deployments: [{{provider: local, model: mock-1, price: {{input: 10, output: "20"}}}}]
+"#
+    )
+}
+
+async fn admin(gw: &Gateway, key: &str, method: &str, path: &str, body: Value) -> Reply {
+    let auth = format!("Bearer {key}");
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    request(
+        method,
+        &format!("{}{path}", gw.url),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await
+}
+
+async fn create_key(gw: &Gateway, body: Value) -> (String, String) {
+    let r = admin(gw, MASTER, "POST", "/admin/keys", body).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    (
+        v["id"].as_str().unwrap().to_string(),
+        v["key"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn chat_as(gw: &Gateway, key: &str, model: &str, max_tokens: u64) -> Reply {
+    let auth = format!("Bearer {key}");
+    let body = json!({"model": model, "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "hello there"}]});
+    request(
+        "POST",
+        &format!("{}/v1/chat/completions", gw.url),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn key_lifecycle_create_use_revoke_rotate() {
+    let gw = Gateway::start(&config());
+    let r = admin(&gw, MASTER, "POST", "/admin/teams", json!({"name": "eng"})).await;
+    assert_eq!(r.status, 201);
+    let (id, key) = create_key(
+        &gw,
+        json!({"name": "ci", "team": "eng", "user": "ada", "metadata": {"env": "ci"}}),
+    )
+    .await;
+    assert!(
+        key.starts_with("sk-sluice-") && key.len() >= 10 + 64,
+        "{key}"
+    );
+    assert_eq!(chat_as(&gw, &key, "mock-1", 20).await.status, 200);
+    assert_eq!(
+        chat_as(&gw, "sk-sluice-nope", "mock-1", 20).await.status,
+        401
+    );
+
+    // Listings show the prefix, never the key.
+    let list = admin(&gw, MASTER, "GET", "/admin/keys", Value::Null).await;
+    assert_eq!(list.status, 200);
+    let text = String::from_utf8_lossy(&list.body).to_string();
+    assert!(!text.contains(&key));
+    assert!(text.contains(&key[..18]));
+
+    // Rotate with a grace period: both keys work, then only the new one.
+    let r = admin(
+        &gw,
+        MASTER,
+        "POST",
+        &format!("/admin/keys/{id}/rotate"),
+        json!({"grace_period": "1500ms"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let new_key = r.json()["key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, key);
+    assert_eq!(chat_as(&gw, &key, "mock-1", 20).await.status, 200);
+    assert_eq!(chat_as(&gw, &new_key, "mock-1", 20).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert_eq!(chat_as(&gw, &key, "mock-1", 20).await.status, 401);
+    assert_eq!(chat_as(&gw, &new_key, "mock-1", 20).await.status, 200);
+
+    // Revoke: 401 within a second.
+    let r = admin(
+        &gw,
+        MASTER,
+        "POST",
+        &format!("/admin/keys/{id}/revoke"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "revoked");
+    let start = Instant::now();
+    loop {
+        let s = chat_as(&gw, &new_key, "mock-1", 20).await.status;
+        if s == 401 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "still {s} after revoke"
+        );
+    }
+
+    // An expired key is refused with its own message.
+    let (_, old) = create_key(&gw, json!({"expires_at": 1_000_000})).await;
+    let r = chat_as(&gw, &old, "mock-1", 20).await;
+    assert_eq!(r.status, 401);
+    assert!(r.openai_error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+
+    let mut gw = gw;
+    assert_eq!(gw.stop(Duration::from_secs(10)), Some(0));
+    let rows = usage_with_keys(&gw.db_path()).await;
+    let mine: Vec<&Value> = rows.iter().filter(|r| r["key_id"] == json!(id)).collect();
+    assert_eq!(mine.len(), 4, "{rows:?}");
+    let ok = mine.iter().find(|r| r["status"] == 200).unwrap();
+    assert_eq!(ok["team"], "eng");
+    assert_eq!(ok["user_name"], "ada");
+    assert_eq!(ok["tags"], r#"{"env":"ci"}"#);
+    let version = ok["catalog_version"].as_str().unwrap();
+    assert!(version.starts_with("builtin-2026.11+config."), "{version}");
+    // mock-1 costs 1 micro-USD per input token and 2 per output token.
+    let expect = ok["input_tokens"].as_i64().unwrap() + 2 * ok["output_tokens"].as_i64().unwrap();
+    assert_eq!(ok["cost_micro_usd"], expect);
+}
+
+async fn usage_with_keys(db: &std::path::Path) -> Vec<Value> {
+    use sqlx::Row;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let rows = sqlx::query(
+        "SELECT key_id, key_prefix, team, user_name, tags, cost_micro_usd, catalog_version, \
+         status, input_tokens, output_tokens, requested_model FROM usage_records ORDER BY rowid",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    rows.iter()
+        .map(|r| {
+            json!({
+                "key_id": r.get::<Option<String>, _>(0),
+                "key_prefix": r.get::<Option<String>, _>(1),
+                "team": r.get::<Option<String>, _>(2),
+                "user_name": r.get::<Option<String>, _>(3),
+                "tags": r.get::<Option<String>, _>(4),
+                "cost_micro_usd": r.get::<Option<i64>, _>(5),
+                "catalog_version": r.get::<Option<String>, _>(6),
+                "status": r.get::<i64, _>(7),
+                "input_tokens": r.get::<Option<i64>, _>(8),
+                "output_tokens": r.get::<Option<i64>, _>(9),
+                "requested_model": r.get::<String, _>(10),
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn another_replica_sees_new_and_revoked_keys_within_a_second() {
+    let a = Gateway::start(&config());
+    let shared = config().replace("{DB}", &format!("sqlite://{}", a.db_path().display()));
+    let b = Gateway::start(&shared);
+    let (id, key) = create_key(&a, json!({})).await;
+    let seen = |want: u16| {
+        let b = &b;
+        let key = key.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                if chat_as(b, &key, "mock-1", 5).await.status == want {
+                    return start.elapsed();
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(1),
+                    "not {want} within 1 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    seen(200).await;
+    let r = admin(
+        &a,
+        MASTER,
+        "POST",
+        &format!("/admin/keys/{id}/revoke"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    seen(401).await;
+}
+
+#[tokio::test]
+async fn models_outside_the_key_or_team_list_get_403_naming_the_model() {
+    let gw = Gateway::start(&config());
+    let r = admin(
+        &gw,
+        MASTER,
+        "POST",
+        "/admin/teams",
+        json!({"name": "t", "models": ["mock-*", "slow-*"]}),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let (_, key) = create_key(&gw, json!({"team": "t", "models": ["mock-1", "priced"]})).await;
+    assert_eq!(chat_as(&gw, &key, "mock-1", 5).await.status, 200);
+    let r = chat_as(&gw, &key, "mock-2", 5).await;
+    assert_eq!(r.status, 403);
+    let e = r.openai_error();
+    assert!(e["message"].as_str().unwrap().contains("mock-2"), "{e}");
+    assert_eq!(e["param"], "model");
+    // Allowed by the key, not by its team: the intersection applies.
+    let r = chat_as(&gw, &key, "priced", 5).await;
+    assert_eq!(r.status, 403);
+    assert!(r.openai_error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("team"));
+}
+
+/// Fires `n` requests at once; returns the replies.
+async fn burst(gw: &Gateway, key: &str, model: &str, n: usize) -> Vec<Reply> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let url = gw.url.clone();
+        let key = key.to_string();
+        let model = model.to_string();
+        set.spawn(async move {
+            let auth = format!("Bearer {key}");
+            let body = json!({"model": model, "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}]});
+            request(
+                "POST",
+                &format!("{url}/v1/chat/completions"),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                body.to_string(),
+            )
+            .await
+        });
+    }
+    set.join_all().await
+}
+
+fn count(replies: &[Reply], status: u16) -> usize {
+    replies.iter().filter(|r| r.status == status).count()
+}
+
+#[tokio::test]
+async fn rpm_admits_exactly_the_limit_under_concurrency() {
+    let gw = Gateway::start(&config());
+    let (_, key) = create_key(&gw, json!({"rpm": 100})).await;
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        replies.extend(burst(&gw, &key, "mock-1", 50).await);
+    }
+    assert_eq!(count(&replies, 200), 100);
+    assert_eq!(count(&replies, 429), 50);
+    let ok = replies.iter().find(|r| r.status == 200).unwrap();
+    assert_eq!(ok.header("x-ratelimit-limit-requests"), Some("100"));
+    assert!(ok.header("x-ratelimit-remaining-requests").is_some());
+    let limited = replies.iter().find(|r| r.status == 429).unwrap();
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(limited.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert!(limited
+        .header("x-ratelimit-reset-requests")
+        .unwrap()
+        .ends_with("ms"));
+    let e = limited.openai_error();
+    assert_eq!(e["code"], "rate_limit_exceeded");
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("100 requests per minute"));
+    // A team limit applies to all its keys together.
+    admin(
+        &gw,
+        MASTER,
+        "POST",
+        "/admin/teams",
+        json!({"name": "small", "rpm": 10}),
+    )
+    .await;
+    let (_, k1) = create_key(&gw, json!({"team": "small"})).await;
+    let (_, k2) = create_key(&gw, json!({"team": "small"})).await;
+    let mut both = burst(&gw, &k1, "mock-1", 8).await;
+    both.extend(burst(&gw, &k2, "mock-1", 8).await);
+    assert_eq!(count(&both, 200), 10);
+}
+
+#[tokio::test]
+async fn tpm_reserves_the_estimate_and_settles_actual_usage() {
+    let gw = Gateway::start(&config());
+    // Estimate per request: ceil(prompt bytes / 4) + max_tokens(100), about 110 tokens.
+    let (_, key) = create_key(&gw, json!({"tpm": 400})).await;
+    let mut used = 0;
+    for i in 0..6 {
+        let r = chat_as(&gw, &key, "mock-1", 100).await;
+        assert_eq!(
+            r.status, 200,
+            "request {i}: only ~3 would fit without settling"
+        );
+        let remaining: i64 = r
+            .header("x-ratelimit-remaining-tokens")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let u = &r.json()["usage"];
+        let estimate = 400 - used - remaining;
+        assert!((100..=130).contains(&estimate), "estimate {estimate}");
+        used += u["prompt_tokens"].as_i64().unwrap() + u["completion_tokens"].as_i64().unwrap();
+    }
+    // A request that alone exceeds the limit is refused, with no Retry-After that could help.
+    let r = chat_as(&gw, &key, "mock-1", 1000).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("x-ratelimit-limit-tokens"), Some("400"));
+    assert!(r.openai_error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("tokens per minute"));
+}
+
+#[tokio::test]
+async fn concurrency_limit_is_exact_and_released() {
+    let gw = Gateway::start(&config());
+    let (_, key) = create_key(&gw, json!({"max_concurrency": 3})).await;
+    let replies = burst(&gw, &key, "slow-1", 10).await;
+    assert_eq!(count(&replies, 200), 3);
+    assert_eq!(count(&replies, 429), 7);
+    // Every slot came back.
+    let replies = burst(&gw, &key, "slow-1", 3).await;
+    assert_eq!(count(&replies, 200), 3);
+}
+
+async fn spend_of(gw: &Gateway, key: &str) -> Value {
+    let auth = format!("Bearer {key}");
+    let r = request(
+        "GET",
+        &format!("{}/v1/key/info", gw.url),
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    r.json()
+}
+
+fn micro(v: &Value) -> i64 {
+    let s = v.as_str().unwrap();
+    let (w, f) = s.split_once('.').unwrap_or((s, ""));
+    w.parse::<i64>().unwrap() * 1_000_000 + format!("{f:0<6}").parse::<i64>().unwrap()
+}
+
+#[tokio::test]
+async fn budget_hard_stop_under_50_concurrent_clients() {
+    let gw = Gateway::start(&config());
+    // mock-1: 1 micro-USD per input token, 2 per output; worst case per request here is
+    // ceil(bytes/4) input + 50 output tokens = about 110 micro-USD.
+    let limit = 3000;
+    let (id, key) = create_key(
+        &gw,
+        json!({"budget_usd": "0.003", "budget_period": "monthly"}),
+    )
+    .await;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let url = gw.url.clone();
+        let key = key.clone();
+        set.spawn(async move {
+            let auth = format!("Bearer {key}");
+            let body = json!({"model": "mock-1", "max_tokens": 50,
+                "messages": [{"role": "user", "content": "hello there"}]});
+            let mut spent = 0;
+            for _ in 0..100 {
+                let r = request(
+                    "POST",
+                    &format!("{url}/v1/chat/completions"),
+                    &[
+                        ("authorization", &auth),
+                        ("content-type", "application/json"),
+                    ],
+                    body.to_string(),
+                )
+                .await;
+                if r.status == 429 {
+                    return (spent, r);
+                }
+                assert_eq!(r.status, 200);
+                let u = &r.json()["usage"];
+                spent += u["prompt_tokens"].as_i64().unwrap()
+                    + 2 * u["completion_tokens"].as_i64().unwrap();
+            }
+            panic!("the budget never stopped this client (spent {spent})");
+        });
+    }
+    let results = set.join_all().await;
+    let total: i64 = results.iter().map(|(s, _)| s).sum();
+    let worst = 11 + 2 * 50;
+    assert!(total <= limit + worst, "spent {total} > {limit} + {worst}");
+    assert!(total >= limit - worst, "stopped early at {total}");
+    let (_, last) = &results[0];
+    let e = last.openai_error();
+    assert_eq!(e["type"], "insufficient_quota");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("monthly budget") && msg.contains("resets at"),
+        "{msg}"
+    );
+    assert!(msg.contains(&id), "{msg}");
+    assert!(last.header("retry-after").is_some());
+    let info = spend_of(&gw, &key).await;
+    assert_eq!(micro(&info["spend_usd"]), total);
+    assert_eq!(
+        micro(&info["budgets"][0]["remaining_usd"]),
+        (limit - total).max(0)
+    );
+
+    // The spend survives a restart (reloaded from the usage records).
+    let mut gw = gw;
+    assert_eq!(gw.stop(Duration::from_secs(10)), Some(0));
+    let again = config().replace("{DB}", &format!("sqlite://{}", gw.db_path().display()));
+    let gw2 = Gateway::start(&again);
+    assert_eq!(chat_as(&gw2, &key, "mock-1", 50).await.status, 429);
+    assert_eq!(micro(&spend_of(&gw2, &key).await["spend_usd"]), total);
+}
+
+#[tokio::test]
+async fn budget_period_resets_on_the_injected_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("clock");
+    std::fs::write(&clock, "0").unwrap();
+    let gw = Gateway::start_with(
+        Some(&config()),
+        &[],
+        &[("SLUICE_TEST_CLOCK_FILE", clock.to_str().unwrap())],
+    );
+    admin(
+        &gw,
+        MASTER,
+        "POST",
+        "/admin/teams",
+        json!({"name": "ops", "budget_usd": 0.0001, "budget_period": "daily"}),
+    )
+    .await;
+    let (_, key) = create_key(&gw, json!({"team": "ops"})).await;
+    let mut ok = 0;
+    while chat_as(&gw, &key, "mock-1", 5).await.status == 200 {
+        ok += 1;
+        assert!(ok < 50, "the team budget never stopped the key");
+    }
+    let r = chat_as(&gw, &key, "mock-1", 5).await;
+    assert_eq!(r.status, 429);
+    assert!(r.openai_error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("team \"ops\""));
+    // One day later the team's daily budget starts again.
+    std::fs::write(&clock, "86400").unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(chat_as(&gw, &key, "mock-1", 5).await.status, 200);
+}
+
+#[tokio::test]
+async fn roles_limit_the_admin_api() {
+    let gw = Gateway::start(&config());
+    for t in ["a", "b"] {
+        assert_eq!(
+            admin(&gw, MASTER, "POST", "/admin/teams", json!({"name": t}))
+                .await
+                .status,
+            201
+        );
+    }
+    let (_, ta) = create_key(&gw, json!({"team": "a", "role": "team_admin"})).await;
+    let (b_id, _) = create_key(&gw, json!({"team": "b"})).await;
+    let (_, viewer) = create_key(&gw, json!({"role": "viewer"})).await;
+    let (_, plain) = create_key(&gw, json!({})).await;
+
+    // team_admin: sees and manages its own team only.
+    let list = admin(&gw, &ta, "GET", "/admin/keys", Value::Null)
+        .await
+        .json();
+    let teams: Vec<&Value> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["team"])
+        .collect();
+    assert!(
+        !teams.is_empty() && teams.iter().all(|t| *t == "a"),
+        "{teams:?}"
+    );
+    assert_eq!(
+        admin(&gw, &ta, "GET", &format!("/admin/keys/{b_id}"), Value::Null)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        admin(
+            &gw,
+            &ta,
+            "POST",
+            &format!("/admin/keys/{b_id}/revoke"),
+            Value::Null
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        admin(&gw, &ta, "POST", "/admin/keys", json!({"team": "b"}))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        admin(&gw, &ta, "POST", "/admin/keys", json!({"role": "admin"}))
+            .await
+            .status,
+        403
+    );
+    let r = admin(&gw, &ta, "POST", "/admin/keys", json!({})).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["team"], "a");
+    let teams = admin(&gw, &ta, "GET", "/admin/teams", Value::Null)
+        .await
+        .json();
+    assert_eq!(teams["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        admin(&gw, &ta, "GET", "/admin/teams/b", Value::Null)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        admin(&gw, &ta, "POST", "/admin/teams", json!({"name": "c"}))
+            .await
+            .status,
+        403
+    );
+
+    // viewer: reads, never writes.
+    assert_eq!(
+        admin(&gw, &viewer, "GET", "/admin/keys", Value::Null)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        admin(&gw, &viewer, "POST", "/admin/keys", json!({}))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        admin(&gw, &viewer, "POST", "/admin/teams", json!({"name": "d"}))
+            .await
+            .status,
+        403
+    );
+
+    // An inference key: no admin API at all.
+    let r = admin(&gw, &plain, "GET", "/admin/keys", Value::Null).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.openai_error()["type"], "permission_error");
+    assert_eq!(
+        admin(&gw, &plain, "GET", "/admin/openapi.json", Value::Null)
+            .await
+            .status,
+        403
+    );
+    let doc = admin(&gw, MASTER, "GET", "/admin/openapi.json", Value::Null)
+        .await
+        .json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/admin/keys"]["post"].is_object());
+}
+
+#[tokio::test]
+async fn bad_admin_input_names_the_field_and_writes_nothing() {
+    let gw = Gateway::start(&config());
+    assert_eq!(
+        admin(&gw, MASTER, "POST", "/admin/teams", json!({"name": "eng"}))
+            .await
+            .status,
+        201
+    );
+    let cases: &[(Value, u16, &str)] = &[
+        (json!({"budget_usd": -5}), 400, "budget_usd"),
+        (json!({"budget_usd": "ten"}), 400, "budget_usd"),
+        (
+            json!({"budget_usd": 5, "budget_period": "fortnightly"}),
+            400,
+            "budget_period",
+        ),
+        (json!({"rpm": -1}), 400, "rpm"),
+        (json!({"tpm": "many"}), 400, "tpm"),
+        (json!({"team": "nope"}), 404, "team"),
+        (json!({"role": "root"}), 400, "role"),
+        (json!({"expires_at": "soon"}), 400, "expires_at"),
+        (json!({"models": "gpt-4o"}), 400, "models"),
+        (json!({"colour": "blue"}), 400, ""),
+    ];
+    for (body, status, param) in cases {
+        let r = admin(&gw, MASTER, "POST", "/admin/keys", body.clone()).await;
+        assert_eq!(
+            r.status,
+            *status,
+            "{body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let e = r.openai_error();
+        if !param.is_empty() {
+            assert_eq!(e["param"], *param, "{body}: {e}");
+            assert!(e["message"].as_str().unwrap().contains(param), "{e}");
+        }
+    }
+    let keys = admin(&gw, MASTER, "GET", "/admin/keys", Value::Null)
+        .await
+        .json();
+    assert_eq!(
+        keys["data"].as_array().unwrap().len(),
+        0,
+        "nothing half-written"
+    );
+
+    let r = admin(&gw, MASTER, "POST", "/admin/teams", json!({"name": "eng"})).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.openai_error()["param"], "name");
+    let r = admin(
+        &gw,
+        MASTER,
+        "POST",
+        "/admin/teams",
+        json!({"name": "x", "parent": "ghost"}),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.openai_error()["param"], "parent");
+    let r = admin(
+        &gw,
+        MASTER,
+        "POST",
+        "/admin/teams",
+        json!({"name": "bad name!"}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    create_key(&gw, json!({"name": "dup"})).await;
+    let r = admin(&gw, MASTER, "POST", "/admin/keys", json!({"name": "dup"})).await;
+    assert_eq!(r.status, 409);
+    let teams = admin(&gw, MASTER, "GET", "/admin/teams", Value::Null)
+        .await
+        .json();
+    assert_eq!(teams["data"].as_array().unwrap().len(), 1);
+    let keys = admin(&gw, MASTER, "GET", "/admin/keys", Value::Null)
+        .await
+        .json();
+    assert_eq!(keys["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        admin(&gw, MASTER, "GET", "/admin/keys/key_nope", Value::Null)
+            .await
+            .status,
+        404
+    );
+    // A team with keys cannot be deleted.
+    create_key(&gw, json!({"team": "eng"})).await;
+    assert_eq!(
+        admin(&gw, MASTER, "DELETE", "/admin/teams/eng", Value::Null)
+            .await
+            .status,
+        409
+    );
+}
