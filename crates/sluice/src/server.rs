@@ -4,6 +4,7 @@
 
 use crate::app::{self, AppState, Gateway};
 use crate::config::{self, Config};
+use crate::policy::alerts::AlertSink;
 use crate::policy::governance::Governance;
 use crate::policy::limits::MemoryLimits;
 use crate::store::sqlite::SqliteStore;
@@ -50,11 +51,16 @@ pub async fn run(
 
     let tracker = TaskTracker::new();
     let (sink, writer) = UsageWriter::start(store.clone(), &tracker);
+    let alerts = AlertSink::start(
+        cfg.governance.alert_webhook.clone(),
+        cfg.governance.alert_thresholds.clone(),
+    );
     let gateway = Gateway::build(cfg).map_err(anyhow::Error::msg)?;
     let gov = Governance::start(
         store.clone(),
         Arc::new(MemoryLimits::default()),
         crate::policy::clock::from_env(),
+        alerts,
     )
     .await
     .context("loading keys and teams")?;

@@ -721,3 +721,71 @@ async fn bad_admin_input_names_the_field_and_writes_nothing() {
         409
     );
 }
+
+#[tokio::test]
+async fn budget_thresholds_post_a_webhook_with_retries() {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = {
+        let got = got.clone();
+        let hits = hits.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+                let got = got.clone();
+                let hits = hits.clone();
+                async move {
+                    // The very first delivery fails: the gateway must retry it.
+                    if hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        return http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    got.lock().unwrap().push(v);
+                    http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let cfg = config().replace(
+        "providers:",
+        &format!(
+            "governance: {{alert_webhook: \"{hook}\", alert_thresholds: [50, 100]}}\nproviders:"
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    let (id, key) = create_key(
+        &gw,
+        json!({"budget_usd": "0.0002", "budget_period": "weekly"}),
+    )
+    .await;
+    let mut n = 0;
+    while chat_as(&gw, &key, "mock-1", 5).await.status == 200 {
+        n += 1;
+        assert!(n < 100, "the budget never stopped the key");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.lock().unwrap().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "alerts: {:?}",
+            got.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alerts = got.lock().unwrap().clone();
+    let thresholds: Vec<&Value> = alerts.iter().map(|a| &a["threshold_percent"]).collect();
+    assert_eq!(thresholds, [&json!(50), &json!(100)], "{alerts:?}");
+    assert_eq!(alerts[0]["event"], "budget.threshold");
+    assert!(alerts[0]["scope"].as_str().unwrap().contains(&id));
+    assert_eq!(alerts[0]["budget_usd"], "0.0002");
+    assert_eq!(alerts[0]["period"], "weekly");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "one retry"
+    );
+    assert!(gw.stderr().contains("budget threshold reached"));
+}

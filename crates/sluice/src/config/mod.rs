@@ -27,6 +27,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
+    pub governance: GovernanceConfig,
     /// Where this came from, for start-up messages.
     pub source: Option<PathBuf>,
 }
@@ -38,6 +39,12 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     pub drain_timeout: Duration,
     pub allow_unauthenticated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct GovernanceConfig {
+    pub alert_webhook: Option<http::Uri>,
+    pub alert_thresholds: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]

@@ -14,6 +14,17 @@ pub struct RawConfig {
     /// Absent = zero-config providers (built-in mock + providers found in the environment).
     pub providers: Option<Vec<RawProvider>>,
     pub models: Option<Vec<RawModel>>,
+    #[serde(default)]
+    pub governance: RawGovernance,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGovernance {
+    /// Budget threshold alerts are POSTed here as JSON.
+    pub alert_webhook: Option<String>,
+    /// Percentages of a budget that trigger an alert; default `[50, 80, 100]`.
+    pub alert_thresholds: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -197,10 +197,46 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         }
     }
 
+    let alert_webhook =
+        raw.governance
+            .alert_webhook
+            .as_deref()
+            .and_then(|u| match u.parse::<http::Uri>() {
+                Ok(uri)
+                    if matches!(uri.scheme_str(), Some("http" | "https"))
+                        && uri.host().is_some() =>
+                {
+                    Some(uri)
+                }
+                _ => {
+                    errs.push(ConfigError::new(
+                        "governance.alert_webhook",
+                        format!("{u:?} is not an absolute http(s) URL"),
+                    ));
+                    None
+                }
+            });
+    let alert_thresholds = raw
+        .governance
+        .alert_thresholds
+        .unwrap_or_else(|| vec![50, 80, 100]);
+    for (i, t) in alert_thresholds.iter().enumerate() {
+        if !(1..=1000).contains(t) {
+            errs.push(ConfigError::new(
+                format!("governance.alert_thresholds[{i}]"),
+                "must be a percentage from 1 to 1000",
+            ));
+        }
+    }
+
     if !errs.is_empty() {
         return Err(errs);
     }
     Ok(Config {
+        governance: super::GovernanceConfig {
+            alert_webhook,
+            alert_thresholds,
+        },
         server: ServerConfig {
             listen,
             master_key,

@@ -5,9 +5,11 @@
 //! state. The refresher polls the store's change marker every 250 ms, and admin writes in this
 //! process reload at once, so a change is visible within well under a second everywhere.
 
+use super::alerts::{AlertSink, BudgetAlert};
 use super::clock::Clock;
 use super::keys::{self, KeyPrincipal};
 use super::limits::{Denied, Grant, LimitStore, Period, RateHeaders, ScopeLimits};
+use super::prices::format_usd;
 use crate::error::ApiError;
 use crate::store::gov::{GovStore, KeyRecord, SpendScope, TeamRecord};
 use crate::store::sqlite::SqliteStore;
@@ -85,6 +87,7 @@ pub struct Governance {
     index: ArcSwap<KeyIndex>,
     pub limits: Arc<dyn LimitStore>,
     pub clock: Arc<dyn Clock>,
+    alerts: AlertSink,
     store: SqliteStore,
     /// Last change marker loaded; also serialises reloads.
     loaded: tokio::sync::Mutex<Option<i64>>,
@@ -97,11 +100,13 @@ impl Governance {
         store: SqliteStore,
         limits: Arc<dyn LimitStore>,
         clock: Arc<dyn Clock>,
+        alerts: AlertSink,
     ) -> Result<Arc<Self>, StoreError> {
         let gov = Arc::new(Self {
             index: ArcSwap::from_pointee(KeyIndex::default()),
             limits,
             clock,
+            alerts,
             store,
             loaded: tokio::sync::Mutex::new(None),
             seeded: std::sync::Mutex::new(HashMap::new()),
@@ -249,6 +254,7 @@ impl Governance {
         let now = self.clock.now_ms();
         match self.limits.admit(&p.scopes, tokens, worst_cost, now) {
             Ok(grant) => Ok(Some(Admission {
+                alerts: self.alerts.clone(),
                 limits: self.limits.clone(),
                 clock: self.clock.clone(),
                 principal: p.clone(),
@@ -272,8 +278,8 @@ fn denied(d: Denied, now: i64) -> ApiError {
                 "{} has used its {} budget: ${} spent of ${}{}",
                 d.label,
                 period.as_str(),
-                super::prices::format_usd(spent),
-                super::prices::format_usd(limit),
+                format_usd(spent),
+                format_usd(limit),
                 match resets_at_ms {
                     Some(r) => format!(
                         "; it resets at {} (in {} s)",
@@ -323,6 +329,7 @@ pub fn rfc3339(ms: i64) -> String {
 /// A request's hold on limits and budget. Settled exactly once: by [`Admission::settle`], or
 /// on drop (nothing charged) if the request ended without settling.
 pub struct Admission {
+    alerts: AlertSink,
     limits: Arc<dyn LimitStore>,
     clock: Arc<dyn Clock>,
     principal: Arc<KeyPrincipal>,
@@ -347,14 +354,23 @@ impl Admission {
     }
 
     fn release(&mut self, tokens: u64, cost: i64) {
-        if let Some(g) = self.grant.take() {
-            self.limits.settle(
-                &g,
-                &self.principal.scopes,
-                tokens,
-                cost,
-                self.clock.now_ms(),
-            );
+        let Some(g) = self.grant.take() else { return };
+        let now = self.clock.now_ms();
+        let moves = self
+            .limits
+            .settle(&g, &self.principal.scopes, tokens, cost, now);
+        for m in moves {
+            for t in self.alerts.crossed(m.before, m.after, m.limit) {
+                self.alerts.send(BudgetAlert {
+                    event: "budget.threshold",
+                    scope: m.label.to_string(),
+                    threshold_percent: t,
+                    spend_usd: format_usd(m.after),
+                    budget_usd: format_usd(m.limit),
+                    period: m.period.as_str(),
+                    at: rfc3339(now),
+                });
+            }
         }
     }
 }

@@ -120,6 +120,16 @@ pub struct Denied {
     pub headers: RateHeaders,
 }
 
+/// A budget's spend before and after settling one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendMove {
+    pub label: Arc<str>,
+    pub before: i64,
+    pub after: i64,
+    pub limit: i64,
+    pub period: Period,
+}
+
 /// What one admitted request holds until it settles.
 #[derive(Debug)]
 pub struct Grant {
@@ -140,7 +150,15 @@ pub trait LimitStore: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<Grant, Box<Denied>>;
     /// Trues up a grant with the actual tokens and cost; call exactly once per grant.
-    fn settle(&self, grant: &Grant, scopes: &[ScopeLimits], tokens: u64, cost: i64, now_ms: i64);
+    /// Returns how each budget's spend moved (for threshold alerts).
+    fn settle(
+        &self,
+        grant: &Grant,
+        scopes: &[ScopeLimits],
+        tokens: u64,
+        cost: i64,
+        now_ms: i64,
+    ) -> Vec<SpendMove>;
     /// Sets a scope's spend in its current period (from the usage records at start-up).
     fn seed_spend(&self, scope: &ScopeLimits, spent: i64, now_ms: i64);
     /// Spent and reserved micro-USD of a budget scope in its current period.
@@ -359,9 +377,17 @@ impl LimitStore for MemoryLimits {
         })
     }
 
-    fn settle(&self, grant: &Grant, scopes: &[ScopeLimits], tokens: u64, cost: i64, now: i64) {
+    fn settle(
+        &self,
+        grant: &Grant,
+        scopes: &[ScopeLimits],
+        tokens: u64,
+        cost: i64,
+        now: i64,
+    ) -> Vec<SpendMove> {
+        let mut moves = Vec::new();
         let Ok(mut st) = self.state.lock() else {
-            return;
+            return moves;
         };
         let st = &mut *st;
         for id in &grant.scopes {
@@ -373,15 +399,26 @@ impl LimitStore for MemoryLimits {
                     w.token_sum = w.token_sum - old + tokens;
                 }
             }
-            let period = scopes.iter().find(|s| &s.id == id).and_then(|s| s.budget);
+            let scope = scopes.iter().find(|s| &s.id == id);
             if let Some(b) = st.budgets.get_mut(id) {
                 b.reserved = (b.reserved - grant.worst_cost).max(0);
-                if let Some((_, p)) = period {
-                    b.roll(p, now);
+                if let Some((limit, period)) = scope.and_then(|s| s.budget) {
+                    b.roll(period, now);
+                    let before = b.spent;
+                    b.spent += cost;
+                    if let Some(s) = scope {
+                        moves.push(SpendMove {
+                            label: s.label.clone(),
+                            before,
+                            after: b.spent,
+                            limit,
+                            period,
+                        });
+                    }
                 }
-                b.spent += cost;
             }
         }
+        moves
     }
 
     fn seed_spend(&self, scope: &ScopeLimits, spent: i64, now: i64) {

@@ -1,6 +1,7 @@
 //! Who may do what: authentication, virtual keys and the principal cache, rate limits,
 //! budgets and prices. Content rules join here later.
 
+pub mod alerts;
 pub mod auth;
 pub mod clock;
 pub mod governance;
