@@ -5,9 +5,6 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -82,16 +79,7 @@ impl AlertSink {
 }
 
 async fn send_all(uri: http::Uri, mut rx: mpsc::UnboundedReceiver<BudgetAlert>) {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector({
-            let mut h = HttpConnector::new();
-            h.enforce_http(false);
-            h
-        });
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let client = crate::providers::openai_compat::basic_client();
     while let Some(alert) = rx.recv().await {
         let Ok(body) = serde_json::to_vec(&alert) else {
             continue;

@@ -4,7 +4,7 @@
 
 mod error;
 mod mock;
-mod openai_compat;
+pub mod openai_compat;
 
 pub use error::{parse_error_body, ErrorSource, UpstreamError, UpstreamErrorKind};
 

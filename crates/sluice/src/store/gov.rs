@@ -97,6 +97,10 @@ impl From<sqlx::Error> for GovStoreError {
     }
 }
 
+// Admin writes take the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction that
+// reads and then writes fails at once with SQLITE_BUSY when the usage writer committed in
+// between, instead of waiting out the busy timeout.
+
 /// Teams and keys. Admin writes go here; the request path only reads the in-memory cache.
 pub trait GovStore: Send + Sync + 'static {
     /// A number that changes on every write (cheap to poll).
@@ -180,7 +184,7 @@ impl GovStore for SqliteStore {
     }
 
     async fn insert_team(&self, t: &TeamRecord) -> Result<(), GovStoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         if let Some(parent) = &t.parent {
             if !team_exists(&mut tx, parent).await? {
                 return Err(GovStoreError::NotFound {
@@ -209,7 +213,7 @@ impl GovStore for SqliteStore {
     }
 
     async fn update_team(&self, t: &TeamRecord) -> Result<(), GovStoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         if let Some(parent) = &t.parent {
             if !team_exists(&mut tx, parent).await? {
                 return Err(GovStoreError::NotFound {
@@ -235,7 +239,7 @@ impl GovStore for SqliteStore {
     }
 
     async fn delete_team(&self, name: &str) -> Result<(), GovStoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let keys: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM gov_keys WHERE team = ? AND json_extract(data, '$.revoked_ms') IS NULL",
         )
@@ -265,7 +269,7 @@ impl GovStore for SqliteStore {
     }
 
     async fn insert_key(&self, k: &KeyRecord) -> Result<(), GovStoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         if let Some(team) = &k.team {
             if !team_exists(&mut tx, team).await? {
                 return Err(GovStoreError::NotFound {
@@ -300,7 +304,7 @@ impl GovStore for SqliteStore {
     }
 
     async fn update_key(&self, k: &KeyRecord) -> Result<(), GovStoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         if let Some(team) = &k.team {
             if !team_exists(&mut tx, team).await? {
                 return Err(GovStoreError::NotFound {

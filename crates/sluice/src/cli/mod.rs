@@ -1,4 +1,7 @@
-//! The `sluice` command line: `serve` and `config check`.
+//! The `sluice` command line: `serve`, `config check`, and the admin commands `keys` and
+//! `teams` (see [`admin`]).
+
+pub mod admin;
 
 use crate::config::{self, Config};
 use crate::server;
@@ -23,6 +26,20 @@ pub enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Manage virtual keys through a running gateway's admin API.
+    Keys {
+        #[command(flatten)]
+        conn: admin::Conn,
+        #[command(subcommand)]
+        command: admin::KeysCommand,
+    },
+    /// Manage teams through a running gateway's admin API.
+    Teams {
+        #[command(flatten)]
+        conn: admin::Conn,
+        #[command(subcommand)]
+        command: admin::TeamsCommand,
     },
 }
 
@@ -67,6 +84,8 @@ pub fn serve_config(args: &ServeArgs) -> Result<Config, config::ConfigErrors> {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
+        Command::Keys { conn, command } => exit_code(admin::keys(&conn, command)),
+        Command::Teams { conn, command } => exit_code(admin::teams(&conn, command)),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match config::load(Some(&file), &config::process_env) {
@@ -100,6 +119,16 @@ pub fn main() -> i32 {
                     1
                 }
             }
+        }
+    }
+}
+
+fn exit_code(r: anyhow::Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
         }
     }
 }
