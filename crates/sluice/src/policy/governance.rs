@@ -7,7 +7,7 @@
 
 use super::alerts::{AlertSink, BudgetAlert};
 use super::clock::Clock;
-use super::keys::{self, KeyPrincipal};
+use super::keys::{self, decode_hash, KeyPrincipal};
 use super::limits::{Denied, Grant, LimitStore, Period, RateHeaders, ScopeLimits};
 use super::prices::format_usd;
 use crate::error::ApiError;
@@ -70,11 +70,6 @@ impl KeyIndex {
     pub fn team(&self, name: &str) -> Option<&TeamRecord> {
         self.teams.iter().find(|t| t.name == name)
     }
-}
-
-fn decode_hash(h: &str) -> Option<[u8; 32]> {
-    let v = hex::decode(h).ok()?;
-    v.try_into().ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,14 +137,7 @@ impl Governance {
                 .map(|(p, _)| p.clone()),
         };
         let p = found.ok_or(KeyRejection::Unknown)?;
-        let stored = decode_hash(&p.record.hash).unwrap_or_default();
-        let prev = p
-            .record
-            .previous_hash
-            .as_deref()
-            .and_then(decode_hash)
-            .unwrap_or_default();
-        if !bool::from(h.ct_eq(&stored) | h.ct_eq(&prev)) {
+        if !bool::from(h.ct_eq(&p.hash) | h.ct_eq(&p.previous_hash)) {
             return Err(KeyRejection::Unknown);
         }
         if p.record.expires_at_ms.is_some_and(|e| now >= e) {

@@ -27,6 +27,10 @@ pub fn hash_hex(key: &str) -> String {
     hex::encode(hash(key))
 }
 
+pub fn decode_hash(h: &str) -> Option<[u8; 32]> {
+    hex::decode(h).ok()?.try_into().ok()
+}
+
 pub fn visible_prefix(key: &str) -> String {
     key.chars().take(VISIBLE).collect()
 }
@@ -84,6 +88,9 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
 #[derive(Debug)]
 pub struct KeyPrincipal {
     pub record: KeyRecord,
+    /// The stored hash (and a rotated-out one), decoded once for constant-time comparison.
+    pub hash: [u8; 32],
+    pub previous_hash: [u8; 32],
     pub role: Option<Role>,
     pub id: Arc<str>,
     pub prefix: Arc<str>,
@@ -169,6 +176,12 @@ pub fn resolve(k: &KeyRecord, teams: &HashMap<&str, &TeamRecord>) -> KeyPrincipa
     }
     let has_budget = scopes.iter().any(|s| s.budget.is_some());
     KeyPrincipal {
+        hash: decode_hash(&k.hash).unwrap_or_default(),
+        previous_hash: k
+            .previous_hash
+            .as_deref()
+            .and_then(decode_hash)
+            .unwrap_or_default(),
         role: k.role.as_deref().and_then(Role::parse),
         id: Arc::from(k.id.as_str()),
         prefix: Arc::from(k.prefix.as_str()),
