@@ -14,6 +14,15 @@ async fn key_lifecycle_create_use_revoke_rotate() {
     let gw = Gateway::start(&config());
     let r = admin(&gw, MASTER, "POST", "/admin/teams", json!({"name": "eng"})).await;
     assert_eq!(r.status, 201);
+    let r = admin(
+        &gw,
+        MASTER,
+        "POST",
+        "/admin/users",
+        json!({"name": "ada", "team": "eng"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let (id, key) = create_key(
         &gw,
         json!({"name": "ci", "team": "eng", "user": "ada", "metadata": {"env": "ci"}}),
@@ -268,6 +277,26 @@ async fn rpm_admits_exactly_the_limit_under_concurrency() {
     let mut both = burst(&gw, &k1, "mock-1", 8).await;
     both.extend(burst(&gw, &k2, "mock-1", 8).await);
     assert_eq!(count(&both, 200), 10);
+    // So does a user's, across the user's keys.
+    let r = admin(
+        &gw,
+        MASTER,
+        "POST",
+        "/admin/users",
+        json!({"name": "bob", "rpm": 6}),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let (_, u1) = create_key(&gw, json!({"user": "bob"})).await;
+    let (_, u2) = create_key(&gw, json!({"user": "bob"})).await;
+    let mut both = burst(&gw, &u1, "mock-1", 5).await;
+    both.extend(burst(&gw, &u2, "mock-1", 5).await);
+    assert_eq!(count(&both, 200), 6);
+    let limited = both.iter().find(|r| r.status == 429).unwrap();
+    assert!(limited.openai_error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("user \"bob\""));
 }
 
 #[tokio::test]

@@ -70,6 +70,37 @@ async fn roles_limit_the_admin_api() {
     let r = admin(&gw, &ta, "POST", "/admin/keys", json!({})).await;
     assert_eq!(r.status, 201);
     assert_eq!(r.json()["team"], "a");
+    assert_eq!(
+        admin(
+            &gw,
+            MASTER,
+            "POST",
+            "/admin/users",
+            json!({"name": "ub", "team": "b"})
+        )
+        .await
+        .status,
+        201
+    );
+    let r = admin(&gw, &ta, "POST", "/admin/users", json!({"name": "ua"})).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["team"], "a");
+    let users = admin(&gw, &ta, "GET", "/admin/users", Value::Null)
+        .await
+        .json();
+    assert_eq!(users["data"].as_array().unwrap().len(), 1, "{users}");
+    assert_eq!(
+        admin(&gw, &ta, "GET", "/admin/users/ub", Value::Null)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        admin(&gw, &ta, "DELETE", "/admin/users/ub", Value::Null)
+            .await
+            .status,
+        404
+    );
     let teams = admin(&gw, &ta, "GET", "/admin/teams", Value::Null)
         .await
         .json();
@@ -144,6 +175,7 @@ async fn bad_admin_input_names_the_field_and_writes_nothing() {
         (json!({"rpm": -1}), 400, "rpm"),
         (json!({"tpm": "many"}), 400, "tpm"),
         (json!({"team": "nope"}), 404, "team"),
+        (json!({"user": "nobody"}), 404, "user"),
         (json!({"role": "root"}), 400, "role"),
         (json!({"expires_at": "soon"}), 400, "expires_at"),
         (json!({"models": "gpt-4o"}), 400, "models"),
@@ -267,6 +299,17 @@ async fn cli_mirrors_the_admin_api() {
     assert_eq!(v["metadata"]["env"], "ci");
     assert_eq!(chat_as(&gw, key, "mock-1", 5).await.status, 200);
 
+    let (ok, out, err) = cli(
+        &gw,
+        &["users", "create", "ada", "--team", "eng", "--rpm", "30"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("rpm: 30"), "{out}");
+    let (ok, out, _) = cli(&gw, &["users", "list"]);
+    assert!(
+        ok && out.lines().nth(1).unwrap().starts_with("ada"),
+        "{out}"
+    );
     let (ok, out, _) = cli(&gw, &["keys", "list"]);
     assert!(ok);
     let mut lines = out.lines();

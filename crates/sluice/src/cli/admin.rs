@@ -97,6 +97,54 @@ pub enum TeamsCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    Create {
+        name: String,
+        #[arg(long)]
+        team: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    List,
+    Get {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+pub fn users(conn: &Conn, cmd: UsersCommand) -> anyhow::Result<()> {
+    let (method, path, body) = match cmd {
+        UsersCommand::Create { name, team, limits } => {
+            let mut b = Map::new();
+            b.insert("name".into(), json!(name));
+            put(&mut b, "team", team);
+            limits_body(limits, &mut b)?;
+            ("POST", "/admin/users".to_string(), Some(Value::Object(b)))
+        }
+        UsersCommand::List => ("GET", "/admin/users".into(), None),
+        UsersCommand::Get { name } => ("GET", format!("/admin/users/{name}"), None),
+        UsersCommand::Delete { name } => ("DELETE", format!("/admin/users/{name}"), None),
+    };
+    let v = call(conn, method, &path, body)?;
+    print(
+        conn,
+        &v,
+        &[
+            "name",
+            "team",
+            "models",
+            "rpm",
+            "tpm",
+            "budget_usd",
+            "budget_period",
+            "spend_usd",
+        ],
+    )
+}
+
 fn limits_body(l: LimitArgs, body: &mut Map<String, Value>) -> anyhow::Result<()> {
     if let Some(m) = l.models {
         let list: Vec<&str> = m

@@ -1,5 +1,5 @@
-//! The `sluice` command line: `serve`, `config check`, and the admin commands `keys` and
-//! `teams` (see [`admin`]).
+//! The `sluice` command line: `serve`, `config check`, and the admin commands `keys`,
+//! `users` and `teams` (see [`admin`]).
 
 pub mod admin;
 
@@ -33,6 +33,13 @@ pub enum Command {
         conn: admin::Conn,
         #[command(subcommand)]
         command: admin::KeysCommand,
+    },
+    /// Manage users through a running gateway's admin API.
+    Users {
+        #[command(flatten)]
+        conn: admin::Conn,
+        #[command(subcommand)]
+        command: admin::UsersCommand,
     },
     /// Manage teams through a running gateway's admin API.
     Teams {
@@ -86,6 +93,7 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Keys { conn, command } => exit_code(admin::keys(&conn, command)),
         Command::Teams { conn, command } => exit_code(admin::teams(&conn, command)),
+        Command::Users { conn, command } => exit_code(admin::users(&conn, command)),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match config::load(Some(&file), &config::process_env) {

@@ -11,7 +11,7 @@ use super::keys::{self, decode_hash, KeyPrincipal};
 use super::limits::{Denied, Grant, LimitStore, Period, RateHeaders, ScopeLimits};
 use super::prices::format_usd;
 use crate::error::ApiError;
-use crate::store::gov::{GovStore, KeyRecord, SpendScope, TeamRecord};
+use crate::store::gov::{GovSnapshot, GovStore, SpendScope, TeamRecord, UserRecord};
 use crate::store::sqlite::SqliteStore;
 use crate::store::StoreError;
 use arc_swap::ArcSwap;
@@ -29,19 +29,27 @@ pub struct KeyIndex {
     /// Rotated-out keys still inside their grace period: hash -> (principal, valid until).
     previous: HashMap<[u8; 32], (Arc<KeyPrincipal>, i64)>,
     pub teams: Vec<TeamRecord>,
+    pub users: Vec<UserRecord>,
     /// Every key, revoked ones included, in creation order.
     pub keys: Vec<Arc<KeyPrincipal>>,
 }
 
 impl KeyIndex {
-    fn build(teams: Vec<TeamRecord>, records: Vec<KeyRecord>) -> Self {
+    fn build(snap: GovSnapshot) -> Self {
+        let GovSnapshot {
+            teams,
+            users,
+            keys: records,
+        } = snap;
         let by_name: HashMap<&str, &TeamRecord> =
             teams.iter().map(|t| (t.name.as_str(), t)).collect();
+        let users_by_name: HashMap<&str, &UserRecord> =
+            users.iter().map(|u| (u.name.as_str(), u)).collect();
         let mut by_hash = HashMap::new();
         let mut previous = HashMap::new();
         let mut keys = Vec::with_capacity(records.len());
         for r in &records {
-            let p = Arc::new(keys::resolve(r, &by_name));
+            let p = Arc::new(keys::resolve(r, &users_by_name, &by_name));
             if r.revoked_ms.is_none() {
                 if let Some(h) = decode_hash(&r.hash) {
                     by_hash.insert(h, p.clone());
@@ -59,6 +67,7 @@ impl KeyIndex {
             by_hash,
             previous,
             teams,
+            users,
             keys,
         }
     }
@@ -69,6 +78,10 @@ impl KeyIndex {
 
     pub fn team(&self, name: &str) -> Option<&TeamRecord> {
         self.teams.iter().find(|t| t.name == name)
+    }
+
+    pub fn user(&self, name: &str) -> Option<&UserRecord> {
+        self.users.iter().find(|u| u.name == name)
     }
 }
 
@@ -153,8 +166,7 @@ impl Governance {
         if *loaded == Some(marker) {
             return Ok(());
         }
-        let (teams, records) = self.store.load_all().await?;
-        let index = KeyIndex::build(teams, records);
+        let index = KeyIndex::build(self.store.load_all().await?);
         self.seed_budgets(&index).await;
         self.index.store(Arc::new(index));
         *loaded = Some(marker);
@@ -179,6 +191,8 @@ impl Governance {
                     }
                     let (kind, value) = if i == 0 {
                         (SpendScope::Key, k.id.to_string())
+                    } else if let Some(user) = s.id.strip_prefix("user:") {
+                        (SpendScope::User, user.to_string())
                     } else {
                         let name = s.id.strip_prefix("team:").unwrap_or(&s.id);
                         (SpendScope::Team, name.to_string())

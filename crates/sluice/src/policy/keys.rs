@@ -2,7 +2,7 @@
 //! request path sees (built once per cache refresh, never per request).
 
 use super::limits::{Period, ScopeLimits};
-use crate::store::gov::{KeyRecord, Limits, TeamRecord};
+use crate::store::gov::{KeyRecord, Limits, TeamRecord, UserRecord};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -100,7 +100,7 @@ pub struct KeyPrincipal {
     pub tags: Option<Arc<str>>,
     /// Model lists to satisfy, all of them: the key's, its team's, the team's parents'.
     pub model_lists: Vec<(Arc<str>, Vec<String>)>,
-    /// Key first, then the team and its parents.
+    /// Key first, then its user, then the team and its parents.
     pub scopes: Vec<ScopeLimits>,
     pub has_budget: bool,
 }
@@ -148,6 +148,14 @@ pub fn team_scope(t: &TeamRecord) -> ScopeLimits {
     )
 }
 
+pub fn user_scope(u: &UserRecord) -> ScopeLimits {
+    scope(
+        format!("user:{}", u.name),
+        format!("user {:?}", u.name),
+        &u.limits,
+    )
+}
+
 pub fn key_scope(k: &KeyRecord) -> ScopeLimits {
     let label = match &k.name {
         Some(n) => format!("key {n:?} ({})", k.id),
@@ -156,12 +164,22 @@ pub fn key_scope(k: &KeyRecord) -> ScopeLimits {
     scope(format!("key:{}", k.id), label, &k.limits)
 }
 
-/// Resolves a key against the teams (walking parents, at most 16 levels).
-pub fn resolve(k: &KeyRecord, teams: &HashMap<&str, &TeamRecord>) -> KeyPrincipal {
+/// Resolves a key against its user and the teams (walking parents, at most 16 levels).
+pub fn resolve(
+    k: &KeyRecord,
+    users: &HashMap<&str, &UserRecord>,
+    teams: &HashMap<&str, &TeamRecord>,
+) -> KeyPrincipal {
     let mut scopes = vec![key_scope(k)];
     let mut model_lists = Vec::new();
     if let Some(m) = &k.limits.models {
         model_lists.push((Arc::from("key"), m.clone()));
+    }
+    if let Some(u) = k.user.as_deref().and_then(|u| users.get(u)) {
+        scopes.push(user_scope(u));
+        if let Some(m) = &u.limits.models {
+            model_lists.push((Arc::from(format!("user {:?}", u.name)), m.clone()));
+        }
     }
     let mut next = k.team.as_deref();
     let mut depth = 0;
@@ -243,7 +261,7 @@ mod tests {
             ..KeyRecord::default()
         };
         let teams = HashMap::from([("eng", &team)]);
-        let p = resolve(&key, &teams);
+        let p = resolve(&key, &HashMap::new(), &teams);
         assert!(p.model_refused_by("gpt-4o").is_none());
         assert_eq!(
             p.model_refused_by("claude-x").map(|r| &*r.0),

@@ -23,7 +23,28 @@ pub struct TeamRecord {
     pub created_ms: i64,
 }
 
-/// What a key or team may use; `None` means no limit from this level.
+/// A person (or service) owning keys; its limits and budget apply to all its keys together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_ms: i64,
+}
+
+/// Everything the principal cache is built from.
+#[derive(Debug, Default)]
+pub struct GovSnapshot {
+    pub teams: Vec<TeamRecord>,
+    pub users: Vec<UserRecord>,
+    pub keys: Vec<KeyRecord>,
+}
+
+/// What a key, user or team may use; `None` means no limit from this level.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// Allowed model names or `*` wildcards; `None` = every model.
@@ -97,17 +118,16 @@ impl From<sqlx::Error> for GovStoreError {
     }
 }
 
-// Admin writes take the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction that
-// reads and then writes fails at once with SQLITE_BUSY when the usage writer committed in
-// between, instead of waiting out the busy timeout.
-
 /// Teams and keys. Admin writes go here; the request path only reads the in-memory cache.
 pub trait GovStore: Send + Sync + 'static {
     /// A number that changes on every write (cheap to poll).
     fn change_marker(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
-    fn load_all(
-        &self,
-    ) -> impl Future<Output = Result<(Vec<TeamRecord>, Vec<KeyRecord>), StoreError>> + Send;
+    fn load_all(&self) -> impl Future<Output = Result<GovSnapshot, StoreError>> + Send;
+    fn insert_user(&self, u: &UserRecord)
+        -> impl Future<Output = Result<(), GovStoreError>> + Send;
+    fn update_user(&self, u: &UserRecord)
+        -> impl Future<Output = Result<(), GovStoreError>> + Send;
+    fn delete_user(&self, name: &str) -> impl Future<Output = Result<(), GovStoreError>> + Send;
     fn insert_team(&self, t: &TeamRecord)
         -> impl Future<Output = Result<(), GovStoreError>> + Send;
     fn update_team(&self, t: &TeamRecord)
@@ -128,6 +148,7 @@ pub trait GovStore: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy)]
 pub enum SpendScope {
     Key,
+    User,
     Team,
 }
 
@@ -135,23 +156,109 @@ fn json<T: Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Migrate(format!("encoding a record: {e}")))
 }
 
-async fn bump(tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+// Admin writes take the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction that
+// reads and then writes fails at once with SQLITE_BUSY when the usage writer committed in
+// between, instead of waiting out the busy timeout.
+async fn begin(s: &SqliteStore) -> Result<Tx, GovStoreError> {
+    Ok(s.pool().begin_with("BEGIN IMMEDIATE").await?)
+}
+
+/// Bumps the change marker and commits.
+async fn commit(mut tx: Tx) -> Result<(), GovStoreError> {
     sqlx::query("UPDATE gov_meta SET version = version + 1")
-        .execute(tx)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(())
 }
 
-async fn team_exists(tx: &mut sqlx::SqliteConnection, name: &str) -> Result<bool, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gov_teams WHERE name = ?")
+/// Fails with `NotFound` unless `name` (when given) is a row of `table`.
+async fn require(
+    tx: &mut Tx,
+    table: &'static str,
+    what: &'static str,
+    name: Option<&String>,
+) -> Result<(), GovStoreError> {
+    let Some(name) = name else { return Ok(()) };
+    let sql = match table {
+        "gov_users" => "SELECT COUNT(*) FROM gov_users WHERE name = ?",
+        _ => "SELECT COUNT(*) FROM gov_teams WHERE name = ?",
+    };
+    let n: i64 = sqlx::query_scalar(sql)
         .bind(name)
-        .fetch_one(tx)
+        .fetch_one(&mut **tx)
         .await?;
-    Ok(n > 0)
+    if n == 0 {
+        return Err(GovStoreError::NotFound {
+            what,
+            name: name.clone(),
+        });
+    }
+    Ok(())
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+/// Fails with `InUse` while active keys match `filter` (a JSON path of the key record).
+async fn unused(
+    tx: &mut Tx,
+    what: &'static str,
+    path: &'static str,
+    name: &str,
+) -> Result<(), GovStoreError> {
+    let keys: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM gov_keys WHERE json_extract(data, ?) = ? \
+         AND json_extract(data, '$.revoked_ms') IS NULL",
+    )
+    .bind(path)
+    .bind(name)
+    .fetch_one(&mut **tx)
+    .await?;
+    if keys > 0 {
+        return Err(GovStoreError::InUse {
+            what,
+            name: name.to_string(),
+            by: format!("{keys} active key(s)"),
+        });
+    }
+    Ok(())
+}
+
+/// Runs one write: a UNIQUE violation is `Conflict`, touching no row is `NotFound`.
+async fn write(
+    tx: &mut Tx,
+    q: Query<'_>,
+    what: &'static str,
+    name: &str,
+) -> Result<(), GovStoreError> {
+    match q.execute(&mut **tx).await {
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(GovStoreError::Conflict {
+            what,
+            name: name.to_string(),
+        }),
+        Err(e) => Err(e.into()),
+        Ok(r) if r.rows_affected() == 0 => Err(GovStoreError::NotFound {
+            what,
+            name: name.to_string(),
+        }),
+        Ok(_) => Ok(()),
+    }
+}
+
+async fn load<T: serde::de::DeserializeOwned>(
+    s: &SqliteStore,
+    sql: &'static str,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(s.pool()).await?;
+    rows.iter()
+        .map(|r| {
+            serde_json::from_str(r).map_err(|e| {
+                StoreError::Migrate(format!("a stored {what} record is unreadable: {e}"))
+            })
+        })
+        .collect()
 }
 
 impl GovStore for SqliteStore {
@@ -161,124 +268,87 @@ impl GovStore for SqliteStore {
             .await?)
     }
 
-    async fn load_all(&self) -> Result<(Vec<TeamRecord>, Vec<KeyRecord>), StoreError> {
-        let teams: Vec<String> = sqlx::query_scalar("SELECT data FROM gov_teams ORDER BY name")
-            .fetch_all(self.pool())
-            .await?;
-        let keys: Vec<String> =
-            sqlx::query_scalar("SELECT data FROM gov_keys ORDER BY created_ms, id")
-                .fetch_all(self.pool())
-                .await?;
-        let decode = |what: &str, e: serde_json::Error| {
-            StoreError::Migrate(format!("a stored {what} record is unreadable: {e}"))
-        };
-        let teams = teams
-            .iter()
-            .map(|t| serde_json::from_str(t).map_err(|e| decode("team", e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let keys = keys
-            .iter()
-            .map(|k| serde_json::from_str(k).map_err(|e| decode("key", e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((teams, keys))
+    async fn load_all(&self) -> Result<GovSnapshot, StoreError> {
+        Ok(GovSnapshot {
+            teams: load(self, "SELECT data FROM gov_teams ORDER BY name", "team").await?,
+            users: load(self, "SELECT data FROM gov_users ORDER BY name", "user").await?,
+            keys: load(
+                self,
+                "SELECT data FROM gov_keys ORDER BY created_ms, id",
+                "key",
+            )
+            .await?,
+        })
+    }
+
+    async fn insert_user(&self, u: &UserRecord) -> Result<(), GovStoreError> {
+        let mut tx = begin(self).await?;
+        require(&mut tx, "gov_teams", "team", u.team.as_ref()).await?;
+        let data = json(u)?;
+        let q = sqlx::query("INSERT INTO gov_users (name, team, data) VALUES (?, ?, ?)")
+            .bind(&u.name)
+            .bind(&u.team)
+            .bind(data);
+        write(&mut tx, q, "user", &u.name).await?;
+        commit(tx).await
+    }
+
+    async fn update_user(&self, u: &UserRecord) -> Result<(), GovStoreError> {
+        let mut tx = begin(self).await?;
+        require(&mut tx, "gov_teams", "team", u.team.as_ref()).await?;
+        let data = json(u)?;
+        let q = sqlx::query("UPDATE gov_users SET team = ?, data = ? WHERE name = ?")
+            .bind(&u.team)
+            .bind(data)
+            .bind(&u.name);
+        write(&mut tx, q, "user", &u.name).await?;
+        commit(tx).await
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<(), GovStoreError> {
+        let mut tx = begin(self).await?;
+        unused(&mut tx, "user", "$.user", name).await?;
+        let q = sqlx::query("DELETE FROM gov_users WHERE name = ?").bind(name);
+        write(&mut tx, q, "user", name).await?;
+        commit(tx).await
     }
 
     async fn insert_team(&self, t: &TeamRecord) -> Result<(), GovStoreError> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(parent) = &t.parent {
-            if !team_exists(&mut tx, parent).await? {
-                return Err(GovStoreError::NotFound {
-                    what: "parent team",
-                    name: parent.clone(),
-                });
-            }
-        }
-        let r = sqlx::query("INSERT INTO gov_teams (name, data) VALUES (?, ?)")
+        let mut tx = begin(self).await?;
+        require(&mut tx, "gov_teams", "parent team", t.parent.as_ref()).await?;
+        let data = json(t)?;
+        let q = sqlx::query("INSERT INTO gov_teams (name, data) VALUES (?, ?)")
             .bind(&t.name)
-            .bind(json(t)?)
-            .execute(&mut *tx)
-            .await;
-        match r {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(GovStoreError::Conflict {
-                    what: "team",
-                    name: t.name.clone(),
-                })
-            }
-            r => r?,
-        };
-        bump(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+            .bind(data);
+        write(&mut tx, q, "team", &t.name).await?;
+        commit(tx).await
     }
 
     async fn update_team(&self, t: &TeamRecord) -> Result<(), GovStoreError> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(parent) = &t.parent {
-            if !team_exists(&mut tx, parent).await? {
-                return Err(GovStoreError::NotFound {
-                    what: "parent team",
-                    name: parent.clone(),
-                });
-            }
-        }
-        let r = sqlx::query("UPDATE gov_teams SET data = ? WHERE name = ?")
-            .bind(json(t)?)
-            .bind(&t.name)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Err(GovStoreError::NotFound {
-                what: "team",
-                name: t.name.clone(),
-            });
-        }
-        bump(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut tx = begin(self).await?;
+        require(&mut tx, "gov_teams", "parent team", t.parent.as_ref()).await?;
+        let data = json(t)?;
+        let q = sqlx::query("UPDATE gov_teams SET data = ? WHERE name = ?")
+            .bind(data)
+            .bind(&t.name);
+        write(&mut tx, q, "team", &t.name).await?;
+        commit(tx).await
     }
 
     async fn delete_team(&self, name: &str) -> Result<(), GovStoreError> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let keys: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM gov_keys WHERE team = ? AND json_extract(data, '$.revoked_ms') IS NULL",
-        )
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-        if keys > 0 {
-            return Err(GovStoreError::InUse {
-                what: "team",
-                name: name.to_string(),
-                by: format!("{keys} active key(s)"),
-            });
-        }
-        let r = sqlx::query("DELETE FROM gov_teams WHERE name = ?")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Err(GovStoreError::NotFound {
-                what: "team",
-                name: name.to_string(),
-            });
-        }
-        bump(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut tx = begin(self).await?;
+        unused(&mut tx, "team", "$.team", name).await?;
+        let q = sqlx::query("DELETE FROM gov_teams WHERE name = ?").bind(name);
+        write(&mut tx, q, "team", name).await?;
+        commit(tx).await
     }
 
     async fn insert_key(&self, k: &KeyRecord) -> Result<(), GovStoreError> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(team) = &k.team {
-            if !team_exists(&mut tx, team).await? {
-                return Err(GovStoreError::NotFound {
-                    what: "team",
-                    name: team.clone(),
-                });
-            }
-        }
-        let r = sqlx::query(
+        let mut tx = begin(self).await?;
+        require(&mut tx, "gov_teams", "team", k.team.as_ref()).await?;
+        require(&mut tx, "gov_users", "user", k.user.as_ref()).await?;
+        let data = json(k)?;
+        let q = sqlx::query(
             "INSERT INTO gov_keys (id, hash, team, name, created_ms, data) VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&k.id)
@@ -286,60 +356,25 @@ impl GovStore for SqliteStore {
         .bind(&k.team)
         .bind(&k.name)
         .bind(k.created_ms)
-        .bind(json(k)?)
-        .execute(&mut *tx)
-        .await;
-        match r {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(GovStoreError::Conflict {
-                    what: "key",
-                    name: k.name.clone().unwrap_or_else(|| k.id.clone()),
-                })
-            }
-            r => r?,
-        };
-        bump(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        .bind(data);
+        write(&mut tx, q, "key", k.name.as_deref().unwrap_or(&k.id)).await?;
+        commit(tx).await
     }
 
     async fn update_key(&self, k: &KeyRecord) -> Result<(), GovStoreError> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(team) = &k.team {
-            if !team_exists(&mut tx, team).await? {
-                return Err(GovStoreError::NotFound {
-                    what: "team",
-                    name: team.clone(),
-                });
-            }
-        }
-        let r =
+        let mut tx = begin(self).await?;
+        require(&mut tx, "gov_teams", "team", k.team.as_ref()).await?;
+        require(&mut tx, "gov_users", "user", k.user.as_ref()).await?;
+        let data = json(k)?;
+        let q =
             sqlx::query("UPDATE gov_keys SET hash = ?, team = ?, name = ?, data = ? WHERE id = ?")
                 .bind(&k.hash)
                 .bind(&k.team)
                 .bind(&k.name)
-                .bind(json(k)?)
-                .bind(&k.id)
-                .execute(&mut *tx)
-                .await;
-        let r = match r {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(GovStoreError::Conflict {
-                    what: "key",
-                    name: k.name.clone().unwrap_or_else(|| k.id.clone()),
-                })
-            }
-            r => r?,
-        };
-        if r.rows_affected() == 0 {
-            return Err(GovStoreError::NotFound {
-                what: "key",
-                name: k.id.clone(),
-            });
-        }
-        bump(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+                .bind(data)
+                .bind(&k.id);
+        write(&mut tx, q, "key", k.name.as_deref().unwrap_or(&k.id)).await?;
+        commit(tx).await
     }
 
     async fn spend_since(
@@ -351,6 +386,9 @@ impl GovStore for SqliteStore {
         let sql = match scope {
             SpendScope::Key => {
                 "SELECT COALESCE(SUM(cost_micro_usd), 0) FROM usage_records WHERE key_id = ? AND ts_ms >= ?"
+            }
+            SpendScope::User => {
+                "SELECT COALESCE(SUM(cost_micro_usd), 0) FROM usage_records WHERE user_name = ? AND ts_ms >= ?"
             }
             SpendScope::Team => {
                 "SELECT COALESCE(SUM(cost_micro_usd), 0) FROM usage_records WHERE team = ? AND ts_ms >= ?"
@@ -401,9 +439,19 @@ mod tests {
             s.delete_team("eng").await,
             Err(GovStoreError::InUse { .. })
         ));
-        let (teams, keys) = s.load_all().await.unwrap();
-        assert_eq!(teams, vec![team]);
-        assert_eq!(keys, vec![key]);
+        let snap = s.load_all().await.unwrap();
+        assert_eq!(snap.teams, vec![team]);
+        assert_eq!(snap.keys, vec![key.clone()]);
+        let ghost = KeyRecord {
+            id: "key_2".into(),
+            hash: "h2".into(),
+            user: Some("ghost".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            s.insert_key(&ghost).await,
+            Err(GovStoreError::NotFound { what: "user", .. })
+        ));
         assert_eq!(s.change_marker().await.unwrap(), m0 + 2);
     }
 }

@@ -54,6 +54,10 @@ CREATE TABLE gov_keys (
     data TEXT NOT NULL
 );
 ",
+    r"
+CREATE TABLE gov_users (name TEXT PRIMARY KEY, team TEXT, data TEXT NOT NULL);
+CREATE INDEX usage_records_user ON usage_records (user_name, ts_ms);
+",
 ];
 
 #[derive(Clone)]

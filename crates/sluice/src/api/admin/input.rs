@@ -44,21 +44,59 @@ fn field(path: &str) -> Option<&'static str> {
     FIELDS.iter().copied().find(|f| *f == head)
 }
 
-/// Limit fields shared by keys and teams. Absent = unchanged on update.
+/// Every field a team, user or key body may have; each handler refuses those its entity
+/// lacks. One struct so that unknown fields are refused (`deny_unknown_fields` does not mix
+/// with `flatten`) and the limit fields are read in one place.
 #[derive(Debug, Default, Deserialize)]
-pub(crate) struct LimitsInput {
+#[serde(deny_unknown_fields)]
+pub(crate) struct EntityInput {
+    pub name: Option<String>,
+    pub parent: Option<String>,
+    pub team: Option<String>,
+    pub user: Option<String>,
+    pub role: Option<String>,
     pub models: Option<Vec<String>>,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
     pub max_concurrency: Option<u64>,
     pub budget_usd: Option<serde_json::Value>,
     pub budget_period: Option<String>,
+    pub expires_at: Option<serde_json::Value>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-impl LimitsInput {
-    /// Applies the given fields onto `l`, checking each.
-    pub(crate) fn apply(self, l: &mut Limits) -> Result<(), ApiError> {
-        if let Some(models) = self.models {
+impl EntityInput {
+    /// 400 for a field that `kind` (e.g. `team`) does not have.
+    pub(crate) fn refuse(&self, kind: &str, fields: &[&'static str]) -> Result<(), ApiError> {
+        for f in fields {
+            let given = match *f {
+                "parent" => self.parent.is_some(),
+                "team" => self.team.is_some(),
+                "user" => self.user.is_some(),
+                "role" => self.role.is_some(),
+                "expires_at" => self.expires_at.is_some(),
+                _ => false,
+            };
+            if given {
+                return Err(ApiError::bad_request(
+                    format!("`{f}` is not a field of a {kind}"),
+                    Some(f),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the limit fields and metadata (the parts every entity has), checking each.
+    pub(crate) fn apply_common(
+        &mut self,
+        l: &mut Limits,
+        metadata: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), ApiError> {
+        if let Some(m) = self.metadata.take() {
+            *metadata = m;
+        }
+        if let Some(models) = self.models.take() {
             if models.iter().any(|m| m.trim().is_empty()) {
                 return Err(ApiError::bad_request(
                     "`models` must not contain empty names",
@@ -76,7 +114,7 @@ impl LimitsInput {
         if self.max_concurrency.is_some() {
             l.max_concurrency = self.max_concurrency;
         }
-        if let Some(b) = self.budget_usd {
+        if let Some(b) = self.budget_usd.take() {
             let text = match &b {
                 serde_json::Value::Number(n) => n.to_string(),
                 serde_json::Value::String(s) => s.clone(),
@@ -91,7 +129,7 @@ impl LimitsInput {
                 })?)
             };
         }
-        if let Some(p) = self.budget_period {
+        if let Some(p) = self.budget_period.take() {
             let period = Period::parse(&p).ok_or_else(|| {
                 ApiError::bad_request(
                     format!("`budget_period`: {p:?} is not one of daily, weekly, monthly, total"),
@@ -104,7 +142,7 @@ impl LimitsInput {
     }
 }
 
-/// Names of teams and keys: 1-64 of `A-Z a-z 0-9 - _ .`.
+/// Names of teams, users and keys: 1-64 of `A-Z a-z 0-9 - _ .`.
 pub(crate) fn check_name(name: &str, param: &'static str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -175,11 +213,12 @@ mod tests {
     #[test]
     fn limits_name_the_bad_field() {
         let mut l = Limits::default();
-        let e = LimitsInput {
+        let mut meta = serde_json::Map::new();
+        let e = EntityInput {
             budget_usd: Some(serde_json::json!(-5)),
             ..Default::default()
         }
-        .apply(&mut l)
+        .apply_common(&mut l, &mut meta)
         .unwrap_err();
         assert!(matches!(
             e,
@@ -188,11 +227,11 @@ mod tests {
                 ..
             }
         ));
-        let e = LimitsInput {
+        let e = EntityInput {
             budget_period: Some("fortnightly".into()),
             ..Default::default()
         }
-        .apply(&mut l)
+        .apply_common(&mut l, &mut meta)
         .unwrap_err();
         assert!(matches!(
             e,

@@ -1,7 +1,7 @@
 //! `/admin/keys`: create (the key is shown once), list, get, update, revoke, rotate; and
 //! `GET /v1/key/info` for a key to read its own limits and remaining budget.
 
-use super::input::{check_name, parse, parse_time, LimitsInput};
+use super::input::{check_name, parse, parse_time, EntityInput};
 use super::{authorize, reload, store_error, usd, Reach};
 use crate::api::RequestCtx;
 use crate::app::AppState;
@@ -20,81 +20,52 @@ use std::sync::Arc;
 
 const DEFAULT_GRACE_MS: i64 = 3_600_000;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyInput {
-    name: Option<String>,
-    team: Option<String>,
-    user: Option<String>,
-    role: Option<String>,
-    models: Option<Vec<String>>,
-    rpm: Option<u64>,
-    tpm: Option<u64>,
-    max_concurrency: Option<u64>,
-    budget_usd: Option<serde_json::Value>,
-    budget_period: Option<String>,
-    expires_at: Option<serde_json::Value>,
-    metadata: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-impl KeyInput {
-    fn apply(self, k: &mut KeyRecord, reach: &Reach) -> Result<(), ApiError> {
-        if let Some(n) = self.name {
-            check_name(&n, "name")?;
-            k.name = Some(n);
-        }
-        if let Some(t) = self.team {
-            check_name(&t, "team")?;
-            k.team = Some(t);
-        }
-        if let Reach::Team(own) = reach {
-            if k.team.is_none() {
-                k.team = Some(own.clone());
-            }
-            if k.team.as_deref() != Some(own.as_str()) {
-                return Err(ApiError::Forbidden(format!(
-                    "a team_admin may only manage keys of team {own:?}"
-                )));
-            }
-        }
-        if let Some(u) = self.user {
-            check_name(&u, "user")?;
-            k.user = Some(u);
-        }
-        if let Some(r) = self.role {
-            let role = Role::parse(&r).ok_or_else(|| {
-                ApiError::bad_request(
-                    format!("`role`: {r:?} is not one of admin, team_admin, viewer"),
-                    Some("role"),
-                )
-            })?;
-            if *reach != Reach::All && role == Role::Admin {
-                return Err(ApiError::Forbidden(
-                    "a team_admin cannot grant the admin role".into(),
-                ));
-            }
-            k.role = Some(r);
-        }
-        if let Some(e) = self.expires_at {
-            k.expires_at_ms = if e.is_null() {
-                None
-            } else {
-                Some(parse_time(&e)?)
-            };
-        }
-        if let Some(m) = self.metadata {
-            k.metadata = m;
-        }
-        LimitsInput {
-            models: self.models,
-            rpm: self.rpm,
-            tpm: self.tpm,
-            max_concurrency: self.max_concurrency,
-            budget_usd: self.budget_usd,
-            budget_period: self.budget_period,
-        }
-        .apply(&mut k.limits)
+fn apply(mut input: EntityInput, k: &mut KeyRecord, reach: &Reach) -> Result<(), ApiError> {
+    input.refuse("key", &["parent"])?;
+    if let Some(n) = input.name.take() {
+        check_name(&n, "name")?;
+        k.name = Some(n);
     }
+    if let Some(t) = input.team.take() {
+        check_name(&t, "team")?;
+        k.team = Some(t);
+    }
+    if let Reach::Team(own) = reach {
+        if k.team.is_none() {
+            k.team = Some(own.clone());
+        }
+        if k.team.as_deref() != Some(own.as_str()) {
+            return Err(ApiError::Forbidden(format!(
+                "a team_admin may only manage keys of team {own:?}"
+            )));
+        }
+    }
+    if let Some(u) = input.user.take() {
+        check_name(&u, "user")?;
+        k.user = Some(u);
+    }
+    if let Some(r) = input.role.take() {
+        let role = Role::parse(&r).ok_or_else(|| {
+            ApiError::bad_request(
+                format!("`role`: {r:?} is not one of admin, team_admin, viewer"),
+                Some("role"),
+            )
+        })?;
+        if *reach != Reach::All && role == Role::Admin {
+            return Err(ApiError::Forbidden(
+                "a team_admin cannot grant the admin role".into(),
+            ));
+        }
+        k.role = Some(r);
+    }
+    if let Some(e) = input.expires_at.take() {
+        k.expires_at_ms = if e.is_null() {
+            None
+        } else {
+            Some(parse_time(&e)?)
+        };
+    }
+    input.apply_common(&mut k.limits, &mut k.metadata)
 }
 
 fn key_json(app: &AppState, p: &KeyPrincipal) -> serde_json::Value {
@@ -150,7 +121,7 @@ pub(super) async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let reach = authorize(&ctx, true)?;
-    let input: KeyInput = parse(&body)?;
+    let input: EntityInput = parse(&body)?;
     let secret = keys::generate();
     let mut rec = KeyRecord {
         id: keys::new_id(),
@@ -159,7 +130,7 @@ pub(super) async fn create(
         created_ms: app.gov.clock.now_ms(),
         ..KeyRecord::default()
     };
-    input.apply(&mut rec, &reach)?;
+    apply(input, &mut rec, &reach)?;
     app.gov
         .store()
         .insert_key(&rec)
@@ -218,9 +189,9 @@ pub(super) async fn update(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let reach = authorize(&ctx, true)?;
-    let input: KeyInput = parse(&body)?;
+    let input: EntityInput = parse(&body)?;
     let mut rec = visible(&app, &reach, &id)?.record.clone();
-    input.apply(&mut rec, &reach)?;
+    apply(input, &mut rec, &reach)?;
     app.gov
         .store()
         .update_key(&rec)

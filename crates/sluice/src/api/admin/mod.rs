@@ -3,11 +3,13 @@
 //!
 //! Who may call it: the master key (and an open gateway) and keys with role `admin` may do
 //! everything; `team_admin` keys manage their own team's keys and see their own team only;
-//! `viewer` keys may read. Other keys get 403.
+//! `viewer` keys may read. Other keys get 403. Users (`/admin/users`) own keys; a key's
+//! `user` must exist.
 
 mod input;
 mod keys;
 mod teams;
+mod users;
 
 use crate::api::RequestCtx;
 use crate::app::AppState;
@@ -30,6 +32,13 @@ pub fn routes() -> Router<AppState> {
             get(teams::get_one)
                 .patch(teams::update)
                 .delete(teams::delete),
+        )
+        .route("/admin/users", post(users::create).get(users::list))
+        .route(
+            "/admin/users/{name}",
+            get(users::get_one)
+                .patch(users::update)
+                .delete(users::delete),
         )
         .route("/admin/keys", post(keys::create).get(keys::list))
         .route("/admin/keys/{id}", get(keys::get_one).patch(keys::update))
@@ -84,12 +93,11 @@ pub(crate) fn store_error(e: GovStoreError) -> ApiError {
         },
         GovStoreError::NotFound { what, .. } => ApiError::NotFound {
             message: e.to_string(),
-            param: Some(if what == "parent team" {
-                "parent"
-            } else if what == "team" {
-                "team"
-            } else {
-                "id"
+            param: Some(match what {
+                "parent team" => "parent",
+                "team" => "team",
+                "user" => "user",
+                _ => "id",
             }),
         },
         GovStoreError::Store(e) => ApiError::Internal(e.to_string()),
@@ -144,6 +152,11 @@ fn openapi_document() -> serde_json::Value {
             m.insert(k.into(), v);
         }
     }
+    let mut user_props = limits.clone();
+    if let Some(m) = user_props.as_object_mut() {
+        m.insert("name".into(), serde_json::json!({"type": "string"}));
+        m.insert("team".into(), serde_json::json!({"type": "string"}));
+    }
     let mut team_props = limits;
     if let Some(m) = team_props.as_object_mut() {
         m.insert("name".into(), serde_json::json!({"type": "string"}));
@@ -167,6 +180,7 @@ fn openapi_document() -> serde_json::Value {
             "schemas": {
                 "Key": {"type": "object", "properties": key_props},
                 "Team": {"type": "object", "properties": team_props},
+                "User": {"type": "object", "properties": user_props},
                 "Rotate": {"type": "object", "properties": {"grace_period": {"type": "string", "example": "1h"}}}
             }
         },
@@ -174,6 +188,8 @@ fn openapi_document() -> serde_json::Value {
         "paths": {
             "/admin/teams": {"post": op("Create a team", Some("Team")), "get": op("List teams", None)},
             "/admin/teams/{name}": {"get": op("Get a team", None), "patch": op("Update a team", Some("Team")), "delete": op("Delete a team without active keys", None)},
+            "/admin/users": {"post": op("Create a user (keys refer to it by name)", Some("User")), "get": op("List users", None)},
+            "/admin/users/{name}": {"get": op("Get a user", None), "patch": op("Update a user", Some("User")), "delete": op("Delete a user without active keys", None)},
             "/admin/keys": {"post": op("Create a key (201, the key is shown once)", Some("Key")), "get": op("List keys", None)},
             "/admin/keys/{id}": {"get": op("Get a key", None), "patch": op("Update a key", Some("Key"))},
             "/admin/keys/{id}/revoke": {"post": op("Revoke a key", None)},

@@ -1,6 +1,6 @@
 //! `/admin/teams`: create, list, get, update, delete.
 
-use super::input::{check_name, parse, LimitsInput};
+use super::input::{check_name, parse, EntityInput};
 use super::{authorize, reload, store_error, usd, Reach};
 use crate::api::RequestCtx;
 use crate::app::AppState;
@@ -12,47 +12,20 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
-use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TeamInput {
-    name: Option<String>,
-    parent: Option<String>,
-    models: Option<Vec<String>>,
-    rpm: Option<u64>,
-    tpm: Option<u64>,
-    max_concurrency: Option<u64>,
-    budget_usd: Option<serde_json::Value>,
-    budget_period: Option<String>,
-    metadata: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-impl TeamInput {
-    fn apply(self, t: &mut TeamRecord) -> Result<(), ApiError> {
-        if let Some(p) = self.parent {
-            check_name(&p, "parent")?;
-            if p == t.name {
-                return Err(ApiError::bad_request(
-                    "`parent`: a team cannot be its own parent",
-                    Some("parent"),
-                ));
-            }
-            t.parent = Some(p);
+fn apply(mut input: EntityInput, t: &mut TeamRecord) -> Result<(), ApiError> {
+    input.refuse("team", &["team", "user", "role", "expires_at"])?;
+    if let Some(p) = input.parent.take() {
+        check_name(&p, "parent")?;
+        if p == t.name {
+            return Err(ApiError::bad_request(
+                "`parent`: a team cannot be its own parent",
+                Some("parent"),
+            ));
         }
-        if let Some(m) = self.metadata {
-            t.metadata = m;
-        }
-        LimitsInput {
-            models: self.models,
-            rpm: self.rpm,
-            tpm: self.tpm,
-            max_concurrency: self.max_concurrency,
-            budget_usd: self.budget_usd,
-            budget_period: self.budget_period,
-        }
-        .apply(&mut t.limits)
+        t.parent = Some(p);
     }
+    input.apply_common(&mut t.limits, &mut t.metadata)
 }
 
 pub(super) fn team_json(app: &AppState, t: &TeamRecord) -> serde_json::Value {
@@ -83,7 +56,7 @@ pub(super) async fn create(
     if authorize(&ctx, true)? != Reach::All {
         return Err(ApiError::Forbidden("only admins may create teams".into()));
     }
-    let mut input: TeamInput = parse(&body)?;
+    let mut input: EntityInput = parse(&body)?;
     let name = input
         .name
         .take()
@@ -94,7 +67,7 @@ pub(super) async fn create(
         created_ms: app.gov.clock.now_ms(),
         ..TeamRecord::default()
     };
-    input.apply(&mut team)?;
+    apply(input, &mut team)?;
     app.gov
         .store()
         .insert_team(&team)
@@ -152,7 +125,7 @@ pub(super) async fn update(
     if authorize(&ctx, true)? != Reach::All {
         return Err(ApiError::Forbidden("only admins may change teams".into()));
     }
-    let input: TeamInput = parse(&body)?;
+    let input: EntityInput = parse(&body)?;
     if input.name.as_ref().is_some_and(|n| n != &name) {
         return Err(ApiError::bad_request(
             "`name`: teams cannot be renamed",
@@ -160,7 +133,7 @@ pub(super) async fn update(
         ));
     }
     let mut team = visible(&app.gov.index(), &Reach::All, &name)?.clone();
-    input.apply(&mut team)?;
+    apply(input, &mut team)?;
     app.gov
         .store()
         .update_team(&team)

@@ -1,0 +1,156 @@
+//! `/admin/users`: people or services that own keys; a user's limits and budget apply to all
+//! of its keys together. A `team_admin` manages the users of its own team.
+
+use super::input::{check_name, parse, EntityInput};
+use super::{authorize, reload, store_error, usd, Reach};
+use crate::api::RequestCtx;
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::policy::keys::user_scope;
+use crate::store::gov::{GovStore, UserRecord};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+
+fn apply(mut input: EntityInput, u: &mut UserRecord, reach: &Reach) -> Result<(), ApiError> {
+    input.refuse("user", &["parent", "user", "role", "expires_at"])?;
+    if let Some(t) = input.team.take() {
+        check_name(&t, "team")?;
+        u.team = Some(t);
+    }
+    if let Reach::Team(own) = reach {
+        u.team.get_or_insert_with(|| own.clone());
+        if !reach.sees_team(u.team.as_deref()) {
+            return Err(ApiError::Forbidden(format!(
+                "a team_admin may only manage users of team {own:?}"
+            )));
+        }
+    }
+    input.apply_common(&mut u.limits, &mut u.metadata)
+}
+
+fn user_json(app: &AppState, u: &UserRecord) -> serde_json::Value {
+    let scope = user_scope(u);
+    let (spent, reserved) = app.gov.limits.spend(&scope, app.gov.clock.now_ms());
+    serde_json::json!({
+        "name": u.name,
+        "team": u.team,
+        "models": u.limits.models,
+        "rpm": u.limits.rpm,
+        "tpm": u.limits.tpm,
+        "max_concurrency": u.limits.max_concurrency,
+        "budget_usd": usd(u.limits.budget_micro_usd),
+        "budget_period": scope.budget.map(|(_, p)| p.as_str()),
+        "spend_usd": usd(scope.budget.map(|_| spent)),
+        "reserved_usd": usd(scope.budget.map(|_| reserved)),
+        "metadata": u.metadata,
+        "created_at": crate::policy::governance::rfc3339(u.created_ms),
+    })
+}
+
+fn visible(app: &AppState, reach: &Reach, name: &str) -> Result<UserRecord, ApiError> {
+    app.gov
+        .index()
+        .user(name)
+        .filter(|u| reach.sees_team(u.team.as_deref()))
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound {
+            message: format!("no user named {name:?}"),
+            param: Some("name"),
+        })
+}
+
+pub(super) async fn create(
+    State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let reach = authorize(&ctx, true)?;
+    let mut input: EntityInput = parse(&body)?;
+    let name = input
+        .name
+        .take()
+        .ok_or_else(|| ApiError::bad_request("missing required field `name`", Some("name")))?;
+    check_name(&name, "name")?;
+    let mut user = UserRecord {
+        name,
+        created_ms: app.gov.clock.now_ms(),
+        ..UserRecord::default()
+    };
+    apply(input, &mut user, &reach)?;
+    app.gov
+        .store()
+        .insert_user(&user)
+        .await
+        .map_err(store_error)?;
+    reload(&app).await?;
+    Ok((StatusCode::CREATED, Json(user_json(&app, &user))).into_response())
+}
+
+pub(super) async fn list(
+    State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
+) -> Result<Response, ApiError> {
+    let reach = authorize(&ctx, false)?;
+    let data: Vec<serde_json::Value> = app
+        .gov
+        .index()
+        .users
+        .iter()
+        .filter(|u| reach.sees_team(u.team.as_deref()))
+        .map(|u| user_json(&app, u))
+        .collect();
+    Ok(Json(serde_json::json!({"object": "list", "data": data})).into_response())
+}
+
+pub(super) async fn get_one(
+    State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let reach = authorize(&ctx, false)?;
+    Ok(Json(user_json(&app, &visible(&app, &reach, &name)?)).into_response())
+}
+
+pub(super) async fn update(
+    State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let reach = authorize(&ctx, true)?;
+    let input: EntityInput = parse(&body)?;
+    if input.name.as_ref().is_some_and(|n| n != &name) {
+        return Err(ApiError::bad_request(
+            "`name`: users cannot be renamed",
+            Some("name"),
+        ));
+    }
+    let mut user = visible(&app, &reach, &name)?;
+    apply(input, &mut user, &reach)?;
+    app.gov
+        .store()
+        .update_user(&user)
+        .await
+        .map_err(store_error)?;
+    reload(&app).await?;
+    Ok(Json(user_json(&app, &user)).into_response())
+}
+
+pub(super) async fn delete(
+    State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let reach = authorize(&ctx, true)?;
+    visible(&app, &reach, &name)?;
+    app.gov
+        .store()
+        .delete_user(&name)
+        .await
+        .map_err(store_error)?;
+    reload(&app).await?;
+    Ok(Json(serde_json::json!({"name": name, "deleted": true})).into_response())
+}
