@@ -277,6 +277,19 @@ async fn rpm_admits_exactly_the_limit_under_concurrency() {
     let mut both = burst(&gw, &k1, "mock-1", 8).await;
     both.extend(burst(&gw, &k2, "mock-1", 8).await);
     assert_eq!(count(&both, 200), 10);
+    // A per-model limit within a team counts only that model.
+    let r = admin(
+        &gw,
+        MASTER,
+        "POST",
+        "/admin/teams",
+        json!({"name": "pm", "model_limits": {"mock-1": {"rpm": 3}}}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let (_, pk) = create_key(&gw, json!({"team": "pm"})).await;
+    assert_eq!(count(&burst(&gw, &pk, "mock-1", 5).await, 200), 3);
+    assert_eq!(count(&burst(&gw, &pk, "mock-2", 5).await, 200), 5);
     // So does a user's, across the user's keys.
     let r = admin(
         &gw,

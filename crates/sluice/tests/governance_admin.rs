@@ -179,6 +179,11 @@ async fn bad_admin_input_names_the_field_and_writes_nothing() {
         (json!({"role": "root"}), 400, "role"),
         (json!({"expires_at": "soon"}), 400, "expires_at"),
         (json!({"models": "gpt-4o"}), 400, "models"),
+        (
+            json!({"model_limits": {"m": {"rpm": 1}}}),
+            400,
+            "model_limits",
+        ),
         (json!({"colour": "blue"}), 400, ""),
     ];
     for (body, status, param) in cases {

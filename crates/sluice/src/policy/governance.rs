@@ -254,8 +254,23 @@ impl Governance {
             return Ok(None);
         }
         let now = self.clock.now_ms();
-        match self.limits.admit(&p.scopes, tokens, worst_cost, now) {
+        // Per-model team limits join only for the model asked for (allocates only then).
+        let with_models: Option<Vec<ScopeLimits>> = p
+            .model_scopes
+            .iter()
+            .any(|(m, _)| keys::pattern_matches(m, model))
+            .then(|| {
+                let extra = p
+                    .model_scopes
+                    .iter()
+                    .filter(|(m, _)| keys::pattern_matches(m, model))
+                    .map(|(_, s)| s.clone());
+                p.scopes.iter().cloned().chain(extra).collect()
+            });
+        let scopes = with_models.as_deref().unwrap_or(&p.scopes);
+        match self.limits.admit(scopes, tokens, worst_cost, now) {
             Ok(grant) => Ok(Some(Admission {
+                scopes: with_models,
                 alerts: self.alerts.clone(),
                 limits: self.limits.clone(),
                 clock: self.clock.clone(),
@@ -331,6 +346,8 @@ pub fn rfc3339(ms: i64) -> String {
 /// A request's hold on limits and budget. Settled exactly once: by [`Admission::settle`], or
 /// on drop (nothing charged) if the request ended without settling.
 pub struct Admission {
+    /// The scopes admitted against when they differ from the principal's (per-model limits).
+    scopes: Option<Vec<ScopeLimits>>,
     alerts: AlertSink,
     limits: Arc<dyn LimitStore>,
     clock: Arc<dyn Clock>,
@@ -358,9 +375,8 @@ impl Admission {
     fn release(&mut self, tokens: u64, cost: i64) {
         let Some(g) = self.grant.take() else { return };
         let now = self.clock.now_ms();
-        let moves = self
-            .limits
-            .settle(&g, &self.principal.scopes, tokens, cost, now);
+        let scopes = self.scopes.as_deref().unwrap_or(&self.principal.scopes);
+        let moves = self.limits.settle(&g, scopes, tokens, cost, now);
         for m in moves {
             for t in self.alerts.crossed(m.before, m.after, m.limit) {
                 self.alerts.send(BudgetAlert {

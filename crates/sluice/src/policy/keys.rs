@@ -102,6 +102,8 @@ pub struct KeyPrincipal {
     pub model_lists: Vec<(Arc<str>, Vec<String>)>,
     /// Key first, then its user, then the team and its parents.
     pub scopes: Vec<ScopeLimits>,
+    /// Per-model limits of the team and its parents: (model pattern, scope).
+    pub model_scopes: Vec<(String, ScopeLimits)>,
     pub has_budget: bool,
 }
 
@@ -115,9 +117,13 @@ impl KeyPrincipal {
 
     /// Whether any limit or budget applies (else admission is skipped).
     pub fn is_limited(&self) -> bool {
-        self.scopes.iter().any(|s| {
-            s.rpm.is_some() || s.tpm.is_some() || s.max_concurrency.is_some() || s.budget.is_some()
-        })
+        !self.model_scopes.is_empty()
+            || self.scopes.iter().any(|s| {
+                s.rpm.is_some()
+                    || s.tpm.is_some()
+                    || s.max_concurrency.is_some()
+                    || s.budget.is_some()
+            })
     }
 }
 
@@ -172,6 +178,7 @@ pub fn resolve(
 ) -> KeyPrincipal {
     let mut scopes = vec![key_scope(k)];
     let mut model_lists = Vec::new();
+    let mut model_scopes = Vec::new();
     if let Some(m) = &k.limits.models {
         model_lists.push((Arc::from("key"), m.clone()));
     }
@@ -186,6 +193,19 @@ pub fn resolve(
     while let (Some(name), true) = (next, depth < 16) {
         let Some(t) = teams.get(name) else { break };
         scopes.push(team_scope(t));
+        for (model, ml) in &t.model_limits {
+            model_scopes.push((
+                model.clone(),
+                ScopeLimits {
+                    id: Arc::from(format!("team:{}:model:{model}", t.name)),
+                    label: Arc::from(format!("team {:?} for model {model:?}", t.name)),
+                    rpm: ml.rpm,
+                    tpm: ml.tpm,
+                    max_concurrency: ml.max_concurrency,
+                    budget: None,
+                },
+            ));
+        }
         if let Some(m) = &t.limits.models {
             model_lists.push((Arc::from(format!("team {:?}", t.name)), m.clone()));
         }
@@ -211,6 +231,7 @@ pub fn resolve(
             .map(Arc::from),
         model_lists,
         scopes,
+        model_scopes,
         has_budget,
         record: k.clone(),
     }

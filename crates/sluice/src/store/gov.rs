@@ -18,9 +18,23 @@ pub struct TeamRecord {
     pub parent: Option<String>,
     #[serde(default)]
     pub limits: Limits,
+    /// Limits for one model (name or `*` pattern) within the team, over all its keys.
+    #[serde(default)]
+    pub model_limits: std::collections::BTreeMap<String, ModelLimits>,
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
     pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelLimits {
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    #[serde(default)]
+    pub max_concurrency: Option<u64>,
 }
 
 /// A person (or service) owning keys; its limits and budget apply to all its keys together.

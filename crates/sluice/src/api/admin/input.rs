@@ -39,6 +39,7 @@ fn field(path: &str) -> Option<&'static str> {
         "expires_at",
         "metadata",
         "grace_period",
+        "model_limits",
     ];
     let head = path.split(['.', '[']).next().unwrap_or(path);
     FIELDS.iter().copied().find(|f| *f == head)
@@ -63,6 +64,8 @@ pub(crate) struct EntityInput {
     pub budget_period: Option<String>,
     pub expires_at: Option<serde_json::Value>,
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Teams only: `{"gpt-4o": {"rpm": 10, "tpm": 10000, "max_concurrency": 2}}`.
+    pub model_limits: Option<std::collections::BTreeMap<String, crate::store::gov::ModelLimits>>,
 }
 
 impl EntityInput {
@@ -75,6 +78,7 @@ impl EntityInput {
                 "user" => self.user.is_some(),
                 "role" => self.role.is_some(),
                 "expires_at" => self.expires_at.is_some(),
+                "model_limits" => self.model_limits.is_some(),
                 _ => false,
             };
             if given {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 const DEFAULT_GRACE_MS: i64 = 3_600_000;
 
 fn apply(mut input: EntityInput, k: &mut KeyRecord, reach: &Reach) -> Result<(), ApiError> {
-    input.refuse("key", &["parent"])?;
+    input.refuse("key", &["parent", "model_limits"])?;
     if let Some(n) = input.name.take() {
         check_name(&n, "name")?;
         k.name = Some(n);

@@ -161,6 +161,10 @@ fn openapi_document() -> serde_json::Value {
     if let Some(m) = team_props.as_object_mut() {
         m.insert("name".into(), serde_json::json!({"type": "string"}));
         m.insert("parent".into(), serde_json::json!({"type": "string"}));
+        m.insert(
+            "model_limits".into(),
+            serde_json::json!({"type": "object", "description": "model -> {rpm, tpm, max_concurrency}"}),
+        );
     }
     let op = |summary: &str, body: Option<&str>| {
         let mut o = serde_json::json!({"summary": summary, "responses": {

@@ -25,6 +25,15 @@ fn apply(mut input: EntityInput, t: &mut TeamRecord) -> Result<(), ApiError> {
         }
         t.parent = Some(p);
     }
+    if let Some(ml) = input.model_limits.take() {
+        if ml.keys().any(|m| m.trim().is_empty()) {
+            return Err(ApiError::bad_request(
+                "`model_limits`: model names must not be empty",
+                Some("model_limits"),
+            ));
+        }
+        t.model_limits = ml;
+    }
     input.apply_common(&mut t.limits, &mut t.metadata)
 }
 
@@ -43,6 +52,7 @@ pub(super) fn team_json(app: &AppState, t: &TeamRecord) -> serde_json::Value {
         "budget_period": scope.budget.map(|(_, p)| p.as_str()),
         "spend_usd": usd(scope.budget.map(|_| spent)),
         "reserved_usd": usd(scope.budget.map(|_| reserved)),
+        "model_limits": t.model_limits,
         "metadata": t.metadata,
         "created_at": crate::policy::governance::rfc3339(t.created_ms),
     })

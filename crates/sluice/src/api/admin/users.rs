@@ -15,7 +15,10 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 
 fn apply(mut input: EntityInput, u: &mut UserRecord, reach: &Reach) -> Result<(), ApiError> {
-    input.refuse("user", &["parent", "user", "role", "expires_at"])?;
+    input.refuse(
+        "user",
+        &["parent", "user", "role", "expires_at", "model_limits"],
+    )?;
     if let Some(t) = input.team.take() {
         check_name(&t, "team")?;
         u.team = Some(t);
