@@ -51,6 +51,7 @@ pub async fn run(
 
     let tracker = TaskTracker::new();
     let (sink, writer) = UsageWriter::start(store.clone(), &tracker);
+    let limits = Arc::new(MemoryLimits::new(cfg.governance.budget_offset_ms));
     let alerts = AlertSink::start(
         cfg.governance.alert_webhook.clone(),
         cfg.governance.alert_thresholds.clone(),
@@ -58,7 +59,7 @@ pub async fn run(
     let gateway = Gateway::build(cfg).map_err(anyhow::Error::msg)?;
     let gov = Governance::start(
         store.clone(),
-        Arc::new(MemoryLimits::default()),
+        limits,
         crate::policy::clock::from_env(),
         alerts,
     )

@@ -45,6 +45,8 @@ pub struct ServerConfig {
 pub struct GovernanceConfig {
     pub alert_webhook: Option<http::Uri>,
     pub alert_thresholds: Vec<u32>,
+    /// Budget calendars' time zone as milliseconds east of UTC.
+    pub budget_offset_ms: i64,
 }
 
 #[derive(Debug, Clone)]

@@ -25,6 +25,8 @@ pub struct RawGovernance {
     pub alert_webhook: Option<String>,
     /// Percentages of a budget that trigger an alert; default `[50, 80, 100]`.
     pub alert_thresholds: Option<Vec<u32>>,
+    /// Time zone of budget calendars: `UTC` (default) or a fixed offset such as `+02:00`.
+    pub budget_timezone: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

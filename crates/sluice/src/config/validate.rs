@@ -229,6 +229,17 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         }
     }
 
+    let budget_offset_ms = match raw.governance.budget_timezone.as_deref() {
+        None => 0,
+        Some(tz) => parse_utc_offset(tz).unwrap_or_else(|| {
+            errs.push(ConfigError::new(
+                "governance.budget_timezone",
+                format!("{tz:?} is not UTC or a fixed offset such as +02:00 or -05:30"),
+            ));
+            0
+        }),
+    };
+
     if !errs.is_empty() {
         return Err(errs);
     }
@@ -236,6 +247,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         governance: super::GovernanceConfig {
             alert_webhook,
             alert_thresholds,
+            budget_offset_ms,
         },
         server: ServerConfig {
             listen,
@@ -249,6 +261,27 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         models,
         source: None,
     })
+}
+
+/// `UTC`, `Z`, `+02:00`, `-0530` -> milliseconds east of UTC.
+fn parse_utc_offset(tz: &str) -> Option<i64> {
+    let tz = tz.trim();
+    if matches!(tz, "UTC" | "utc" | "Z" | "GMT") {
+        return Some(0);
+    }
+    let tz = tz.strip_prefix("UTC").unwrap_or(tz);
+    let (sign, rest) = match tz.as_bytes().first()? {
+        b'+' => (1, &tz[1..]),
+        b'-' => (-1, &tz[1..]),
+        _ => return None,
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let h: i64 = digits[..2].parse().ok()?;
+    let m: i64 = digits[2..].parse().ok()?;
+    (h <= 14 && m < 60).then_some(sign * (h * 60 + m) * 60_000)
 }
 
 fn usd(a: &UsdAmount, path: &str, errs: &mut Vec<ConfigError>) -> u64 {
@@ -464,4 +497,51 @@ pub fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> 
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn budget_timezones_are_utc_or_fixed_offsets() {
+        assert_eq!(parse_utc_offset("UTC"), Some(0));
+        assert_eq!(parse_utc_offset("+02:00"), Some(7_200_000));
+        assert_eq!(parse_utc_offset("-0530"), Some(-19_800_000));
+        assert_eq!(parse_utc_offset("Europe/Paris"), None);
+        assert_eq!(parse_utc_offset("+25:00"), None);
+    }
+
+    #[test]
+    fn governance_section_is_checked_with_field_paths() {
+        let errs = crate::config::from_yaml(
+            "governance: {alert_webhook: 'ftp://x', alert_thresholds: [0], budget_timezone: Mars}",
+            &|_| None,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "governance.alert_webhook",
+                "governance.alert_thresholds[0]",
+                "governance.budget_timezone"
+            ]
+        );
+        let cfg = crate::config::from_yaml(
+            "governance: {alert_webhook: 'http://127.0.0.1:9/h', budget_timezone: '+01:00'}\n\
+             models: [{name: m, price: {input: 2.5, output: '10'}, deployments: [{provider: mock, model: mock-1, price: {input: 0, output: 0.000001}}]}]",
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(cfg.governance.budget_offset_ms, 3_600_000);
+        assert_eq!(cfg.governance.alert_thresholds, [50, 80, 100]);
+        let m = &cfg.models[0];
+        assert_eq!(
+            m.price.map(|p| (p.input, p.output)),
+            Some((2_500_000, 10_000_000))
+        );
+        assert_eq!(m.deployments[0].price.map(|p| p.output), Some(1));
+    }
 }

@@ -208,7 +208,11 @@ impl Governance {
             let now = self.clock.now_ms();
             match self
                 .store
-                .spend_since(kind, &value, period.start(now))
+                .spend_since(
+                    kind,
+                    &value,
+                    period.start_in(now, self.limits.calendar_offset_ms()),
+                )
                 .await
             {
                 Ok(spent) => {

@@ -56,6 +56,19 @@ impl Period {
         }
     }
 
+    /// Start of the calendar period containing `now_ms` in a time zone `offset_ms` east of UTC.
+    pub fn start_in(self, now_ms: i64, offset_ms: i64) -> i64 {
+        match self {
+            Period::Total => 0,
+            _ => self.start(now_ms + offset_ms) - offset_ms,
+        }
+    }
+
+    /// End of the period starting at `start` in a time zone `offset_ms` east of UTC.
+    pub fn end_in(self, start: i64, offset_ms: i64) -> Option<i64> {
+        self.end(start + offset_ms).map(|e| e - offset_ms)
+    }
+
     /// When the period starting at `start` ends (`None` for `total`).
     pub fn end(self, start: i64) -> Option<i64> {
         match self {
@@ -163,6 +176,8 @@ pub trait LimitStore: Send + Sync + 'static {
     fn seed_spend(&self, scope: &ScopeLimits, spent: i64, now_ms: i64);
     /// Spent and reserved micro-USD of a budget scope in its current period.
     fn spend(&self, scope: &ScopeLimits, now_ms: i64) -> (i64, i64);
+    /// The budget calendar's time zone, milliseconds east of UTC.
+    fn calendar_offset_ms(&self) -> i64;
 }
 
 #[derive(Default)]
@@ -228,8 +243,8 @@ struct Budget {
 }
 
 impl Budget {
-    fn roll(&mut self, period: Period, now: i64) {
-        let start = period.start(now);
+    fn roll(&mut self, period: Period, now: i64, offset: i64) {
+        let start = period.start_in(now, offset);
         if self.period_start != start {
             self.period_start = start;
             self.spent = 0;
@@ -248,6 +263,17 @@ struct State {
 #[derive(Default)]
 pub struct MemoryLimits {
     state: Mutex<State>,
+    /// Budget calendars are in this time zone (milliseconds east of UTC).
+    offset_ms: i64,
+}
+
+impl MemoryLimits {
+    pub fn new(calendar_offset_ms: i64) -> Self {
+        Self {
+            state: Mutex::default(),
+            offset_ms: calendar_offset_ms,
+        }
+    }
 }
 
 fn tighter(a: Option<Counter>, b: Counter) -> Option<Counter> {
@@ -326,9 +352,9 @@ impl LimitStore for MemoryLimits {
             }
             if let Some((limit, period)) = s.budget {
                 let b = st.budgets.entry(s.id.clone()).or_default();
-                b.roll(period, now);
+                b.roll(period, now, self.offset_ms);
                 if b.spent + b.reserved >= limit {
-                    let resets_at_ms = period.end(b.period_start);
+                    let resets_at_ms = period.end_in(b.period_start, self.offset_ms);
                     return Err(Box::new(Denied {
                         kind: DeniedKind::Budget {
                             limit,
@@ -403,7 +429,7 @@ impl LimitStore for MemoryLimits {
             if let Some(b) = st.budgets.get_mut(id) {
                 b.reserved = (b.reserved - grant.worst_cost).max(0);
                 if let Some((limit, period)) = scope.and_then(|s| s.budget) {
-                    b.roll(period, now);
+                    b.roll(period, now, self.offset_ms);
                     let before = b.spent;
                     b.spent += cost;
                     if let Some(s) = scope {
@@ -427,9 +453,13 @@ impl LimitStore for MemoryLimits {
         };
         if let Ok(mut st) = self.state.lock() {
             let b = st.budgets.entry(scope.id.clone()).or_default();
-            b.period_start = period.start(now);
+            b.period_start = period.start_in(now, self.offset_ms);
             b.spent = spent;
         }
+    }
+
+    fn calendar_offset_ms(&self) -> i64 {
+        self.offset_ms
     }
 
     fn spend(&self, scope: &ScopeLimits, now: i64) -> (i64, i64) {
@@ -438,7 +468,7 @@ impl LimitStore for MemoryLimits {
         };
         match (st.budgets.get_mut(&scope.id), scope.budget) {
             (Some(b), Some((_, p))) => {
-                b.roll(p, now);
+                b.roll(p, now, self.offset_ms);
                 (b.spent, b.reserved)
             }
             _ => (0, 0),
@@ -546,5 +576,16 @@ mod tests {
             Some(days_from_civil(2024, 4, 1) * DAY_MS)
         );
         assert_eq!(Period::Total.end(0), None);
+        // At 23:00 UTC it is already the next day two hours east.
+        let late = days_from_civil(2024, 3, 15) * DAY_MS + 23 * 3_600_000;
+        let plus2 = 2 * 3_600_000;
+        assert_eq!(
+            Period::Daily.start_in(late, plus2),
+            days_from_civil(2024, 3, 16) * DAY_MS - plus2
+        );
+        assert_eq!(
+            Period::Daily.end_in(Period::Daily.start_in(late, plus2), plus2),
+            Some(days_from_civil(2024, 3, 17) * DAY_MS - plus2)
+        );
     }
 }

@@ -290,7 +290,8 @@ pub async fn key_info(
         .filter_map(|s| {
             let (limit, period) = s.budget?;
             let (spent, reserved) = app.gov.limits.spend(s, now);
-            let start = period.start(now);
+            let tz = app.gov.limits.calendar_offset_ms();
+            let start = period.start_in(now, tz);
             Some(serde_json::json!({
                 "scope": &*s.label,
                 "budget_usd": usd(Some(limit)),
@@ -298,7 +299,7 @@ pub async fn key_info(
                 "spend_usd": usd(Some(spent)),
                 "reserved_usd": usd(Some(reserved)),
                 "remaining_usd": usd(Some((limit - spent - reserved).max(0))),
-                "resets_at": period.end(start).map(rfc3339),
+                "resets_at": period.end_in(start, tz).map(rfc3339),
             }))
         })
         .collect();
