@@ -551,3 +551,55 @@ async fn budget_thresholds_post_a_webhook_with_retries() {
     );
     assert!(gw.stderr().contains("budget threshold reached"));
 }
+
+#[tokio::test]
+async fn a_stream_abandoned_by_its_client_releases_its_slot_and_is_charged() {
+    use http_body_util::{BodyExt, Full};
+    let gw = Gateway::start(&config());
+    let (id, key) = create_key(
+        &gw,
+        json!({"max_concurrency": 1, "tpm": 100000, "budget_usd": 1}),
+    )
+    .await;
+    let body = json!({"model": "trickle-1", "stream": true, "max_tokens": 10,
+        "messages": [{"role": "user", "content": "tell me a long story"}]});
+    let req = http::Request::post(format!("{}/v1/chat/completions", gw.url))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("x-ratelimit-remaining-tokens").is_some());
+    let mut stream = resp.into_body();
+    let first = stream.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    // While the stream runs, its slot is taken.
+    assert_eq!(chat_as(&gw, &key, "mock-1", 5).await.status, 429);
+    drop(stream);
+    let start = Instant::now();
+    loop {
+        let s = chat_as(&gw, &key, "mock-1", 5).await.status;
+        if s == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "slot never released ({s})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut gw = gw;
+    assert_eq!(gw.stop(Duration::from_secs(10)), Some(0));
+    let rows = usage_with_keys(&gw.db_path()).await;
+    let abandoned = rows
+        .iter()
+        .find(|r| r["requested_model"] == "trickle-1")
+        .unwrap();
+    assert_eq!(abandoned["status"], 499);
+    assert_eq!(abandoned["key_id"], json!(id));
+    // No usage arrived: the worst case reserved at admission is charged and recorded
+    // (about 13 prompt tokens + 10 output tokens at 1 and 2 micro-USD).
+    let charged = abandoned["cost_micro_usd"].as_i64().unwrap();
+    assert!((25..=45).contains(&charged), "{abandoned}");
+}

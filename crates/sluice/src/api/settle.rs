@@ -85,7 +85,11 @@ impl Settle {
                 (Some(u), Some(c)) => (u.input_tokens + u.output_tokens, c),
                 // The upstream may have worked without telling us how much: assume the worst
                 // case we reserved rather than let unmetered requests slip past a budget.
-                _ if status < 400 || status == 499 => (a.reserved_tokens(), a.reserved_cost()),
+                _ if status < 400 || status == 499 => {
+                    // Recorded as charged, so the books (and a restart's reload) agree.
+                    self.rec.cost_micro_usd = Some(a.reserved_cost());
+                    (a.reserved_tokens(), a.reserved_cost())
+                }
                 _ => (0, 0),
             };
             a.settle(tokens, charged);

@@ -15,10 +15,14 @@ providers:
   - name: slow
     kind: mock
     mock: {{latency: 400ms}}
+  - name: trickle
+    kind: mock
+    mock: {{chunks: 40, chunk_delay: 50ms}}
 models:
   - {{name: mock-1, deployments: [{{provider: local, model: mock-1}}]}}
   - {{name: mock-2, deployments: [{{provider: local, model: mock-2}}]}}
   - {{name: slow-1, deployments: [{{provider: slow, model: mock-1}}]}}
+  - {{name: trickle-1, deployments: [{{provider: trickle, model: mock-1}}]}}
   - name: priced
     deployments: [{{provider: local, model: mock-1, price: {{input: 10, output: "20"}}}}]
 "#
