@@ -44,11 +44,14 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // 512 KiB page cache per connection (SQLite's default is 2 MiB): the store is
+            // written in batches and read rarely, and idle memory matters.
+            .pragma("cache_size", "-512");
         // Each connection to `:memory:` is its own database: keep exactly one, forever.
         let memory = url.contains(":memory:");
         let pool = SqlitePoolOptions::new()
-            .max_connections(if memory { 1 } else { 4 })
+            .max_connections(if memory { 1 } else { 2 })
             .idle_timeout(if memory {
                 None
             } else {
@@ -100,34 +103,37 @@ fn int(v: Option<u64>) -> Option<i64> {
 
 impl UsageStore for SqliteStore {
     async fn write_batch(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
+        // Multi-row INSERTs: one statement per ROWS_PER_INSERT records, all in one transaction.
+        const ROWS_PER_INSERT: usize = 50;
         let mut tx = self.pool.begin().await?;
-        for r in records {
-            sqlx::query(
-                "INSERT INTO usage_records (request_id, ts_ms, surface, principal, requested_model,
-                 provider, deployment_model, status, error_class, streamed, input_tokens,
-                 output_tokens, cached_input_tokens, reasoning_tokens, latency_us, ttft_us,
-                 overhead_us, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            )
-            .bind(&r.request_id)
-            .bind(r.ts_ms)
-            .bind(r.surface)
-            .bind(&r.principal)
-            .bind(&r.requested_model)
-            .bind(r.provider.as_deref())
-            .bind(r.deployment_model.as_deref())
-            .bind(i64::from(r.status))
-            .bind(r.error_class)
-            .bind(r.streamed)
-            .bind(int(r.input_tokens))
-            .bind(int(r.output_tokens))
-            .bind(int(r.cached_input_tokens))
-            .bind(int(r.reasoning_tokens))
-            .bind(int(Some(r.latency_us)))
-            .bind(int(r.ttft_us))
-            .bind(int(r.overhead_us))
-            .bind(i64::from(r.attempts))
-            .execute(&mut *tx)
-            .await?;
+        for chunk in records.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO usage_records (request_id, ts_ms, surface, principal, requested_model, \
+                 provider, deployment_model, status, error_class, streamed, input_tokens, \
+                 output_tokens, cached_input_tokens, reasoning_tokens, latency_us, ttft_us, \
+                 overhead_us, attempts) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.request_id)
+                    .push_bind(r.ts_ms)
+                    .push_bind(r.surface)
+                    .push_bind(&r.principal)
+                    .push_bind(&r.requested_model)
+                    .push_bind(r.provider.as_deref())
+                    .push_bind(r.deployment_model.as_deref())
+                    .push_bind(i64::from(r.status))
+                    .push_bind(r.error_class)
+                    .push_bind(r.streamed)
+                    .push_bind(int(r.input_tokens))
+                    .push_bind(int(r.output_tokens))
+                    .push_bind(int(r.cached_input_tokens))
+                    .push_bind(int(r.reasoning_tokens))
+                    .push_bind(int(Some(r.latency_us)))
+                    .push_bind(int(r.ttft_us))
+                    .push_bind(int(r.overhead_us))
+                    .push_bind(i64::from(r.attempts));
+            });
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

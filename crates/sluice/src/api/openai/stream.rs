@@ -154,7 +154,13 @@ pub struct TapBody {
     first_byte: bool,
     pending: Option<Bytes>,
     finished: bool,
+    /// Seen while coalescing; handled on the next poll.
+    upstream_done: bool,
+    deferred_error: Option<BodyError>,
 }
+
+/// Frames already waiting are merged into one write, up to this size.
+const COALESCE_MAX: usize = 64 * 1024;
 
 impl TapBody {
     pub fn new(
@@ -174,7 +180,41 @@ impl TapBody {
             first_byte: false,
             pending: None,
             finished: false,
+            upstream_done: false,
+            deferred_error: None,
         }
+    }
+
+    /// Appends every upstream frame that is already available (never waits), so a burst
+    /// of events goes out as one frame.
+    fn coalesce(&mut self, first: Bytes, cx: &mut Context<'_>) -> Bytes {
+        let mut merged: Option<BytesMut> = None;
+        let mut total = first.len();
+        while total < COALESCE_MAX {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        let out = self.scanner.feed(data);
+                        if !out.is_empty() {
+                            total += out.len();
+                            merged
+                                .get_or_insert_with(|| BytesMut::from(&first[..]))
+                                .extend_from_slice(&out);
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.deferred_error = Some(e);
+                    break;
+                }
+                Poll::Ready(None) => {
+                    self.upstream_done = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        merged.map_or(first, BytesMut::freeze)
     }
 
     fn settle(&mut self, status: u16, error_class: Option<&'static str>) {
@@ -214,6 +254,23 @@ impl Body for TapBody {
             if this.finished {
                 return Poll::Ready(None);
             }
+            if let Some(e) = this.deferred_error.take() {
+                let msg = format!(
+                    "upstream provider `{}` failed mid-stream: {e}",
+                    this.provider
+                );
+                this.fail("upstream_stream_error", msg);
+                continue;
+            }
+            if this.upstream_done {
+                let tail = this.scanner.finish();
+                this.finished = true;
+                this.settle(200, None);
+                if !tail.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                }
+                return Poll::Ready(None);
+            }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
@@ -229,7 +286,8 @@ impl Body for TapBody {
                     this.idle
                         .as_mut()
                         .reset(tokio::time::Instant::from_std(now + this.idle_timeout));
-                    let out = this.scanner.feed(data);
+                    let first = this.scanner.feed(data);
+                    let out = this.coalesce(first, cx);
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
@@ -241,15 +299,7 @@ impl Body for TapBody {
                     );
                     this.fail("upstream_stream_error", msg);
                 }
-                Poll::Ready(None) => {
-                    let tail = this.scanner.finish();
-                    this.finished = true;
-                    this.settle(200, None);
-                    if !tail.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(tail))));
-                    }
-                    return Poll::Ready(None);
-                }
+                Poll::Ready(None) => this.upstream_done = true,
                 Poll::Pending => {
                     if this.idle.as_mut().poll(cx).is_ready() {
                         let msg = format!(
