@@ -184,3 +184,6 @@ pub fn error_event(e: &PolicyError) -> Vec<u8> {
     out.extend_from_slice(b"\n\n");
     out
 }
+
+#[cfg(test)]
+mod tests;
