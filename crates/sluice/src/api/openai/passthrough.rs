@@ -88,22 +88,20 @@ async fn run(
     } else {
         Vec::new()
     };
-    let guarded = {
-        let rules = input_rules;
-        if rules.is_empty() {
-            InputOutcome::default()
-        } else {
-            let rules: Vec<&Rule> = rules
-                .iter()
-                .filter_map(|&i| policies.rules.get(i))
-                .collect();
-            let mut hits = Vec::new();
-            let r = input::guard(&rules, &body, &mut hits).await;
-            if let Some(s) = settle_slot.as_mut() {
-                s.rec.policy_hits = hits;
-            }
-            r?
+    // No rule for this request: the body is not parsed (the no-policy path stays bytes).
+    let guarded = if input_rules.is_empty() {
+        InputOutcome::default()
+    } else {
+        let rules: Vec<&Rule> = input_rules
+            .iter()
+            .filter_map(|&i| policies.rules.get(i))
+            .collect();
+        let mut hits = Vec::new();
+        let r = input::guard(&rules, &body, &mut hits).await;
+        if let Some(s) = settle_slot.as_mut() {
+            s.rec.policy_hits = hits;
         }
+        r?
     };
     let (body, p) = match guarded.body {
         Some(b) => {
