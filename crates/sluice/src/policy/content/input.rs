@@ -129,3 +129,6 @@ pub async fn guard(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
