@@ -41,6 +41,7 @@ models:
   - {{name: cloudonly, deployments: [{{provider: cloud, model: c}}]}}
   - {{name: out-block, deployments: [{{provider: cloud, model: c}}]}}
   - {{name: out-redact, deployments: [{{provider: cloud, model: c}}]}}
+  - {{name: emb, deployments: [{{provider: cloud, model: mock-embed}}]}}
 policies:
   - {{name: eng-only, detect: [{{keywords: [hello]}}], action: block, scope: {{team: eng}}}}
   - {{name: no-cards, stage: input, detect: [payment_card], action: block, scope: {{model: m}}}}
@@ -50,6 +51,8 @@ policies:
   - {{name: keep-local, detect: [secrets], action: route_local, scope: {{model: hybrid}}}}
   - {{name: keep-local-2, detect: [secrets], action: route_local, scope: {{model: cloudonly}}}}
   - {{name: no-email-out, stage: output, detect: [email], action: block, scope: {{model: out-block}}}}
+  - {{name: emb-ssn, detect: [ssn], action: redact, scope: {{model: emb}}}}
+  - {{name: emb-cards, detect: [payment_card], action: block, scope: {{model: emb}}}}
   - {{name: mask-email-out, stage: output, detect: [email], action: redact, scope: {{model: out-redact}}}}
 "#
     )
@@ -298,4 +301,25 @@ async fn output_rules_on_streams_catch_matches_split_across_chunks() {
         assert_eq!(h[0]["stage"], "output", "{hits:#?}");
         assert_eq!(h[0]["count"], 1, "{hits:#?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_inputs_are_guarded_too() {
+    let (cloud, cloud_mock) = counted_mock().await;
+    let (onprem, _) = counted_mock().await;
+    let gw = Gateway::start(&config(&cloud, &onprem));
+    let url = format!("{}/v1/embeddings", gw.url);
+    let r = post_json(
+        &url,
+        r#"{"model":"emb","input":["ok","card 4111111111111111"]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.openai_error()["type"], "content_policy_violation");
+    assert_eq!(cloud_mock.request_count(), 0);
+    let r = post_json(&url, r#"{"model":"emb","input":"ssn 123-45-6789"}"#).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let up = last_upstream_body(&cloud).await;
+    assert_eq!(up["input"], "ssn [SSN_1]");
+    assert_eq!(up["model"], "mock-embed");
 }

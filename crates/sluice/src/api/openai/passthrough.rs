@@ -78,11 +78,8 @@ async fn run(
         model: &p.model,
     };
     let chat = endpoint == Endpoint::ChatCompletions;
-    let input_rules = if chat {
-        policies.select(&subject, false)
-    } else {
-        Vec::new()
-    };
+    let input_rules = policies.select(&subject, false);
+    // Embeddings answers are vectors: only chat answers have an output stage.
     let output_rules = if chat {
         policies.select(&subject, true)
     } else {

@@ -1,5 +1,6 @@
-//! guard_input for an OpenAI chat request: scans `messages[].content` (strings and text
-//! parts) and, when the rule says so, tool-call arguments and tool results. Only called when
+//! guard_input for an OpenAI chat or embeddings request: scans `messages[].content` (strings
+//! and text parts) and, when the rule says so, tool-call arguments and tool results; or the
+//! embeddings `input`. Only called when
 //! some rule applies; the body is rebuilt (unknown fields kept) only when text was redacted.
 
 use super::detectors::Detector;
@@ -22,8 +23,20 @@ pub struct InputOutcome {
     pub vault: Vault,
 }
 
-/// Calls `f` on every scanned text of a chat request, in message order.
+/// Calls `f` on every scanned text of a chat request (in message order) or of an
+/// embeddings request (`input`: a string or an array of strings; token arrays are skipped).
 pub fn for_each_text(root: &mut Value, tools: bool, f: &mut dyn FnMut(&mut String)) {
+    match root.get_mut("input") {
+        Some(Value::String(s)) => f(s),
+        Some(Value::Array(items)) => {
+            for item in items {
+                if let Value::String(s) = item {
+                    f(s);
+                }
+            }
+        }
+        _ => {}
+    }
     let Some(messages) = root.get_mut("messages").and_then(Value::as_array_mut) else {
         return;
     };
