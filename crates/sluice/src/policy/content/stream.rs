@@ -3,7 +3,8 @@
 //! (pending length minus [`STREAM_WINDOW`]), so a match split across chunks is seen whole
 //! and at most the window is held back. At `finish_reason` / `[DONE]` / end everything left
 //! is scanned and released. A block ends the stream with an error event; reversible
-//! placeholders (which may arrive split) are restored before the text goes out.
+//! placeholders (which may arrive split) are restored before the text goes out. When every
+//! rule only flags, nothing is held back: the window is kept as look-behind only.
 
 use super::detectors::STREAM_WINDOW;
 use super::vault::MAX_PLACEHOLDER;
@@ -24,14 +25,22 @@ pub struct StreamGuard {
     set: Arc<PolicySet>,
     rules: Vec<usize>,
     vault: Vault,
-    /// Held-back text per choice index.
+    /// Per choice index: text held back (or, when not holding, the look-behind).
     pending: Vec<(u64, String)>,
+    /// False when no rule can change the text (flag only, nothing to restore).
+    hold: bool,
     pub hits: Vec<PolicyHit>,
 }
 
 impl StreamGuard {
     pub fn new(set: Arc<PolicySet>, rules: Vec<usize>, vault: Vault) -> Self {
+        let hold = vault.has_reversible()
+            || rules
+                .iter()
+                .filter_map(|&i| set.rules.get(i))
+                .any(|r| !matches!(r.action, Action::Flag | Action::RouteLocal));
         Self {
+            hold,
             set,
             rules,
             vault,
@@ -72,7 +81,8 @@ impl StreamGuard {
                 touched = true;
             }
         }
-        if !touched {
+        if !touched || !self.hold {
+            // Not holding: the event goes out as it came (its text was only scanned).
             return EventAction::Forward;
         }
         serde_json::to_vec(&root).map_or(EventAction::Forward, EventAction::Replace)
@@ -156,6 +166,10 @@ impl StreamGuard {
         }
         let rest = text.split_off(boundary);
         self.pending[slot].1 = rest;
+        if !self.hold {
+            // Everything went out as it came; `text` was only scanned.
+            return Ok(incoming.to_string());
+        }
         Ok(if self.vault.has_reversible() {
             self.vault.restore(&text)
         } else {

@@ -118,3 +118,27 @@ fn holds_back_at_most_the_window() {
     let payload = tail.trim().trim_start_matches("data: ");
     assert_eq!(seen + content_of(payload.as_bytes()).len(), text.len());
 }
+
+#[test]
+fn flag_only_holds_nothing_back_and_counts_once() {
+    for step in 1..=TEXT.len() {
+        let mut g = guard(Action::Flag, Vault::default());
+        let chars: Vec<char> = TEXT.chars().collect();
+        let mut seen = String::new();
+        for piece in chars.chunks(step) {
+            let piece: String = piece.iter().collect();
+            assert!(
+                matches!(
+                    g.on_event(&event(Some(&piece), false)),
+                    EventAction::Forward
+                ),
+                "step {step}: not forwarded as it came"
+            );
+            seen.push_str(&piece);
+        }
+        assert!(g.flush().unwrap().is_empty());
+        assert_eq!(seen, TEXT);
+        assert_eq!(g.hits.len(), 1, "step {step}");
+        assert_eq!(g.hits[0].count, 1, "step {step}");
+    }
+}
