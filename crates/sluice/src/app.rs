@@ -9,13 +9,18 @@
 //! 3. **parse** (`api::openai::peek`) — body size limit (413), UTF-8, JSON, the fields the
 //!    gateway needs (model, stream, stream_options); everything else stays bytes.
 //! 4. **admit** — reserved for limits and budgets (governance issue); nothing yet.
-//! 5. **guard_input** — reserved for content policy; nothing yet.
+//! 5. **guard_input** (`policy::content::input`) — content rules whose stage includes input
+//!    and whose scope matches: block (400 `content_policy_violation`), redact (body rebuilt
+//!    with placeholders), flag, route_local (step 7 keeps on-prem deployments only). With no
+//!    applicable rule the body is not parsed.
 //! 6. **cache_lookup** — reserved for the cache; nothing yet.
 //! 7. **route** (`router::ModelTable`) — model name -> ordered candidate deployments
 //!    (weighted random, then fallback routes); unknown model -> 404 listing the models.
 //! 8. **dispatch** (`router::dispatch`) — splice the provider's model name into the body, send,
 //!    move to the next candidate only on a retryable error before any byte reached the client.
-//! 9. **respond** (`api::openai::passthrough`, `api::openai::stream`) — JSON as one body;
+//! 9. **guard_output -> respond** (`policy::content::{output, stream}`, `api::openai::passthrough`,
+//!    `api::openai::stream`) — output rules and reversible-placeholder restore on the JSON
+//!    answer, or on the SSE stream with a bounded look-behind window; JSON as one body;
 //!    SSE forwarded chunk by chunk; `x-sluice-provider`, `x-sluice-model`,
 //!    `x-sluice-overhead-us` headers.
 //! 10. **settle** (`api::settle`) — one usage record per request (also for errors and
@@ -182,6 +187,8 @@ async fn ingress(State(app): State<AppState>, mut req: Request, next: Next) -> R
         start,
         ts_ms: unix_ms(),
         principal,
+        team: None,
+        key_id: None,
     });
     let resp = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
         Ok(r) => r,

@@ -9,6 +9,7 @@ use crate::policy::auth::Principal;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::BodyExt;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Set by the ingress step on every request.
@@ -19,6 +20,11 @@ pub struct RequestCtx {
     /// Unix milliseconds at arrival.
     pub ts_ms: i64,
     pub principal: Principal,
+    /// Team of the caller, for content-policy scopes. Filled by virtual keys (governance
+    /// work); `None` today, so `scope: {team: ...}` rules do not apply yet.
+    pub team: Option<Arc<str>>,
+    /// Virtual key id of the caller (same as `team`).
+    pub key_id: Option<Arc<str>>,
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes with 413.

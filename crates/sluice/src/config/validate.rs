@@ -186,6 +186,9 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         }
     }
 
+    let model_set = model_names.keys().cloned().collect();
+    let policies = super::policies::policies(raw.policies, &model_set, &mut errs);
+
     if !errs.is_empty() {
         return Err(errs);
     }
@@ -200,6 +203,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         store: StoreConfig { url: store_url },
         providers,
         models,
+        policies: std::sync::Arc::new(policies),
         source: None,
     })
 }
@@ -357,7 +361,7 @@ fn duration(
     }
 }
 
-fn check_url(url: &str) -> Result<(), String> {
+pub(super) fn check_url(url: &str) -> Result<(), String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("invalid URL {url:?}: {e}"))?;

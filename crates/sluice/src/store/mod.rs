@@ -33,6 +33,8 @@ pub struct UsageRecord {
     pub ttft_us: Option<u64>,
     pub overhead_us: Option<u64>,
     pub attempts: u32,
+    /// Content policy hits (rule, action, stage, count; never the matched text).
+    pub policy_hits: Vec<crate::policy::content::PolicyHit>,
 }
 
 #[derive(Debug, thiserror::Error)]

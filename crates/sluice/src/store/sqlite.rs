@@ -7,7 +7,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Schema steps, applied in order once each; append, never edit.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE usage_records (
     request_id TEXT NOT NULL,
     ts_ms INTEGER NOT NULL,
@@ -30,7 +31,10 @@ CREATE TABLE usage_records (
 );
 CREATE INDEX usage_records_ts ON usage_records (ts_ms);
 CREATE INDEX usage_records_request ON usage_records (request_id);
-"];
+",
+    // Content policy hits as a JSON array of {rule, action, stage, count}; NULL when none.
+    r"ALTER TABLE usage_records ADD COLUMN policy_hits TEXT;",
+];
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -101,6 +105,14 @@ fn int(v: Option<u64>) -> Option<i64> {
     v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
 }
 
+fn policy_hits_json(hits: &[crate::policy::content::PolicyHit]) -> Option<String> {
+    if hits.is_empty() {
+        None
+    } else {
+        serde_json::to_string(hits).ok()
+    }
+}
+
 impl UsageStore for SqliteStore {
     async fn write_batch(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
         // Multi-row INSERTs: one statement per ROWS_PER_INSERT records, all in one transaction.
@@ -111,7 +123,7 @@ impl UsageStore for SqliteStore {
                 "INSERT INTO usage_records (request_id, ts_ms, surface, principal, requested_model, \
                  provider, deployment_model, status, error_class, streamed, input_tokens, \
                  output_tokens, cached_input_tokens, reasoning_tokens, latency_us, ttft_us, \
-                 overhead_us, attempts) ",
+                 overhead_us, attempts, policy_hits) ",
             );
             q.push_values(chunk, |mut b, r| {
                 b.push_bind(&r.request_id)
@@ -131,7 +143,8 @@ impl UsageStore for SqliteStore {
                     .push_bind(int(Some(r.latency_us)))
                     .push_bind(int(r.ttft_us))
                     .push_bind(int(r.overhead_us))
-                    .push_bind(i64::from(r.attempts));
+                    .push_bind(i64::from(r.attempts))
+                    .push_bind(policy_hits_json(&r.policy_hits));
             });
             q.build().execute(&mut *tx).await?;
         }
@@ -177,6 +190,6 @@ mod tests {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        assert_eq!(v, 1);
+        assert_eq!(v, i64::try_from(MIGRATIONS.len()).unwrap());
     }
 }
