@@ -400,8 +400,17 @@ async fn measure(
         rss_load,
         rss_after,
         rates,
-        stream_ttfb_ms: ttfb.value_at_quantile(0.5) as f64 / 1e6,
-        stream_total_ms: total.value_at_quantile(0.5) as f64 / 1e6,
+        // NaN (printed "–") when no stream succeeded.
+        stream_ttfb_ms: if ttfb.is_empty() {
+            f64::NAN
+        } else {
+            ttfb.value_at_quantile(0.5) as f64 / 1e6
+        },
+        stream_total_ms: if total.is_empty() {
+            f64::NAN
+        } else {
+            total.value_at_quantile(0.5) as f64 / 1e6
+        },
         stream_gap_ms,
         stream_max,
         extras: Vec::new(),
@@ -453,6 +462,23 @@ async fn sluice_extras(
             format!("RSS with {} open streams", plan.open_streams),
             format!("{rss:.1} MiB ({ok} completed)"),
         ));
+    }
+    // The same gateway on the load generator's core: what is left of the added latency
+    // when no request has to wake another core (cross-core wake-ups dominate otherwise).
+    if let Ok(p) = systems::start_sluice(bin, cfg, Some(LOAD_CPU)) {
+        let t = Target::new(
+            &format!("{}/v1/chat/completions", p.url),
+            &[],
+            &body("bench", false),
+        )
+        .expect("t");
+        let _ = load::one_at_a_time(client, &t, plan.sequential / 4).await;
+        let o = load::one_at_a_time(client, &t, plan.sequential).await;
+        out.push((
+            "one at a time, gateway on the client's core: p50 / p99".into(),
+            format!("{:.3} / {:.3} ms", o.ms(0.5), o.ms(0.99)),
+        ));
+        p.stop();
     }
     // Cold start: exec to the first 200 from /health/ready, median of a few.
     let mut starts = Vec::new();
