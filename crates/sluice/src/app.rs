@@ -11,14 +11,20 @@
 //! 4. **admit** (`policy::governance`) — for virtual keys: model access (403 naming the
 //!    model), then requests / tokens per minute, concurrency and budget for the key, its team
 //!    and the team's parents, reserved in memory (429 with `Retry-After`). Master key and open
-//!    gateway requests skip it.
-//! 5. **guard_input** — reserved for content policy; nothing yet.
+//!    gateway requests skip it. It runs after guard_input and the route lookup, so blocked
+//!    requests and unknown models use up nothing and the reservation knows the route's prices.
+//! 5. **guard_input** (`policy::content::input`) — content rules whose stage includes input
+//!    and whose scope matches: block (400 `content_policy_violation`), redact (body rebuilt
+//!    with placeholders), flag, route_local (step 7 keeps on-prem deployments only). With no
+//!    applicable rule the body is not parsed.
 //! 6. **cache_lookup** — reserved for the cache; nothing yet.
 //! 7. **route** (`router::ModelTable`) — model name -> ordered candidate deployments
 //!    (weighted random, then fallback routes); unknown model -> 404 listing the models.
 //! 8. **dispatch** (`router::dispatch`) — splice the provider's model name into the body, send,
 //!    move to the next candidate only on a retryable error before any byte reached the client.
-//! 9. **respond** (`api::openai::passthrough`, `api::openai::stream`) — JSON as one body;
+//! 9. **guard_output -> respond** (`policy::content::{output, stream}`, `api::openai::passthrough`,
+//!    `api::openai::stream`) — output rules and reversible-placeholder restore on the JSON
+//!    answer, or on the SSE stream with a bounded look-behind window; JSON as one body;
 //!    SSE forwarded chunk by chunk; `x-sluice-provider`, `x-sluice-model`,
 //!    `x-sluice-overhead-us` headers.
 //! 10. **settle** (`api::settle`) — one usage record per request (also for errors and
@@ -194,11 +200,17 @@ async fn ingress(State(app): State<AppState>, mut req: Request, next: Next) -> R
             Err(e) => return with_request_id(e.into_response(), &request_id),
         }
     };
+    let (team, key_id) = match &principal {
+        crate::policy::auth::Principal::Key(k) => (k.team.clone(), Some(k.id.clone())),
+        _ => (None, None),
+    };
     req.extensions_mut().insert(RequestCtx {
         request_id: request_id.clone(),
         start,
         ts_ms: unix_ms(),
         principal,
+        team,
+        key_id,
     });
     let resp = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
         Ok(r) => r,

@@ -1,6 +1,7 @@
 //! The one edge error type: every failure a client can see, mapped to a status code and the
 //! OpenAI error shape `{"error":{"message","type","param","code"}}`.
 
+use crate::policy::content::PolicyError;
 use crate::policy::limits::RateHeaders;
 use crate::providers::UpstreamError;
 use axum::response::{IntoResponse, Response};
@@ -56,6 +57,9 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     #[error(transparent)]
     Upstream(Box<UpstreamError>),
+    /// Content policy: a block (400), or route_local with no on-prem deployment (422).
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("the gateway is shutting down; retry on another instance")]
     ShuttingDown,
     #[error("internal error: {0}")]
@@ -140,6 +144,10 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Upstream(e) => e.status_code(),
+            ApiError::Policy(PolicyError::NoLocalDeployment { .. }) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::Policy(_) => StatusCode::BAD_REQUEST,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -161,6 +169,9 @@ impl ApiError {
             ApiError::NotFound { .. } => "not_found",
             ApiError::Conflict { .. } => "conflict",
             ApiError::Upstream(e) => e.class(),
+            ApiError::Policy(PolicyError::Blocked { .. }) => "content_policy_violation",
+            ApiError::Policy(PolicyError::NoLocalDeployment { .. }) => "no_local_deployment",
+            ApiError::Policy(PolicyError::BadBody(_)) => "bad_request",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
         }
@@ -196,6 +207,17 @@ impl ApiError {
             }
             ApiError::Conflict { param, .. } => ("invalid_request_error", *param, Some("conflict")),
             ApiError::Upstream(e) => (e.error_type(), e.param(), e.code()),
+            ApiError::Policy(PolicyError::Blocked { .. }) => (
+                "content_policy_violation",
+                None,
+                Some("content_policy_violation"),
+            ),
+            ApiError::Policy(PolicyError::NoLocalDeployment { .. }) => (
+                "invalid_request_error",
+                Some("model"),
+                Some("no_local_deployment"),
+            ),
+            ApiError::Policy(PolicyError::BadBody(_)) => ("invalid_request_error", None, None),
             ApiError::ShuttingDown => ("server_error", None, Some("shutting_down")),
             ApiError::Internal(_) => ("server_error", None, Some("internal_error")),
         };

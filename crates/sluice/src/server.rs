@@ -89,6 +89,12 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let mut stop_for_server = stop_rx.clone();
+    // No Nagle: a stream's last small write must not wait 40 ms for the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("set_nodelay failed: {e}");
+        }
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         let _ = stop_for_server.wait_for(|s| *s).await;
     });

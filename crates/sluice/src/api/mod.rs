@@ -10,6 +10,7 @@ use crate::policy::auth::Principal;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::BodyExt;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Set by the ingress step on every request.
@@ -20,6 +21,10 @@ pub struct RequestCtx {
     /// Unix milliseconds at arrival.
     pub ts_ms: i64,
     pub principal: Principal,
+    /// Team of the caller's virtual key, for content-policy scopes.
+    pub team: Option<Arc<str>>,
+    /// Virtual key id of the caller.
+    pub key_id: Option<Arc<str>>,
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes with 413.

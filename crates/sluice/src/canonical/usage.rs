@@ -60,7 +60,22 @@ struct UsageOnly {
 }
 
 /// Reads `usage` from an OpenAI JSON response or stream chunk; `None` if absent or null.
+///
+/// Fast path: OpenAI puts `usage` last, so parse only the object after the last `"usage"`
+/// key instead of the whole body (a string value cannot contain an unescaped `"usage"`).
 pub fn from_openai_json(body: &[u8]) -> Option<Usage> {
+    if let Some(at) = memchr::memmem::rfind(body, b"\"usage\"") {
+        let rest = body[at + 7..].trim_ascii_start();
+        if let Some(value) = rest.strip_prefix(b":").map(<[u8]>::trim_ascii_start) {
+            if value.starts_with(b"null") {
+                return None;
+            }
+            let mut de = serde_json::Deserializer::from_slice(value);
+            if let Ok(u) = <OpenAiUsage as serde::Deserialize>::deserialize(&mut de) {
+                return Some(u.into());
+            }
+        }
+    }
     serde_json::from_slice::<UsageOnly>(body)
         .ok()
         .and_then(|u| u.usage)
@@ -89,6 +104,16 @@ mod tests {
         assert_eq!(from_openai_json(br#"{"usage":null}"#), None);
         assert_eq!(from_openai_json(b"not json"), None);
         let e = from_openai_json(br#"{"data":[],"usage":{"prompt_tokens":3,"total_tokens":3}}"#);
+        // A nested `usage` key that is not an object falls back to the full parse.
+        let nested = from_openai_json(
+            br#"{"usage":{"prompt_tokens":1,"completion_tokens":1},"x":{"usage":"n/a"}}"#,
+        );
+        assert_eq!(nested.map(|u| u.input_tokens), Some(1));
+        // Text mentioning usage inside a string is escaped and never matches.
+        let texty = from_openai_json(
+            br#"{"choices":[{"message":{"content":"see \"usage\": {}"}}],"usage":{"prompt_tokens":4,"completion_tokens":2}}"#,
+        );
+        assert_eq!(texty.map(|u| u.output_tokens), Some(2));
         assert_eq!(e.map(|u| u.input_tokens), Some(3));
     }
 }

@@ -2,6 +2,7 @@
 
 mod defaults;
 mod interpolate;
+mod policies;
 pub mod raw;
 pub mod secret;
 pub mod units;
@@ -10,9 +11,11 @@ mod validate;
 pub use raw::Locality;
 pub use secret::Secret;
 
+use crate::policy::content::PolicySet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -28,6 +31,8 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     pub governance: GovernanceConfig,
+    /// Content policy rules, compiled, in config order.
+    pub policies: Arc<PolicySet>,
     /// Where this came from, for start-up messages.
     pub source: Option<PathBuf>,
 }

@@ -14,6 +14,9 @@ pub struct RawConfig {
     /// Absent = zero-config providers (built-in mock + providers found in the environment).
     pub providers: Option<Vec<RawProvider>>,
     pub models: Option<Vec<RawModel>>,
+    /// Content policy rules, applied in order.
+    #[serde(default)]
+    pub policies: Vec<RawPolicy>,
     #[serde(default)]
     pub governance: RawGovernance,
 }
@@ -141,4 +144,80 @@ pub struct RawDeployment {
     pub weight: Option<u32>,
     /// Overrides the model's (and the catalog's) price for this deployment.
     pub price: Option<RawPrice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub name: String,
+    pub stage: Option<RawStage>,
+    pub detect: Vec<RawDetector>,
+    pub action: RawAction,
+    pub scope: Option<RawScope>,
+    /// Also scan tool-call arguments and tool results (default true).
+    pub scan_tools: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawStage {
+    Input,
+    Output,
+    Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawAction {
+    Block,
+    Redact,
+    RedactReversible,
+    Flag,
+    RouteLocal,
+}
+
+/// A built-in detector name, or a map with exactly one of `regex`, `keywords`, `webhook`,
+/// `max_size`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawDetector {
+    Builtin(String),
+    Custom(RawCustomDetector),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomDetector {
+    pub regex: Option<String>,
+    pub keywords: Option<Vec<String>>,
+    pub webhook: Option<RawWebhook>,
+    pub max_size: Option<SizeOrText>,
+    /// Placeholder label for regex / keyword matches (`[LABEL_1]`).
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: String,
+    pub timeout: Option<String>,
+    pub on_error: Option<RawOnError>,
+}
+
+/// What a webhook failure (timeout, down, bad answer) counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawOnError {
+    /// Fail open: no match.
+    Open,
+    /// Fail closed: a match (the rule's action applies).
+    Closed,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScope {
+    pub team: Option<String>,
+    pub key: Option<String>,
+    pub model: Option<String>,
 }

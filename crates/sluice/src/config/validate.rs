@@ -240,6 +240,9 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         }),
     };
 
+    let model_set = model_names.keys().cloned().collect();
+    let policies = super::policies::policies(raw.policies, &model_set, &mut errs);
+
     if !errs.is_empty() {
         return Err(errs);
     }
@@ -259,6 +262,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         store: StoreConfig { url: store_url },
         providers,
         models,
+        policies: std::sync::Arc::new(policies),
         source: None,
     })
 }
@@ -468,7 +472,7 @@ fn duration(
     }
 }
 
-fn check_url(url: &str) -> Result<(), String> {
+pub(super) fn check_url(url: &str) -> Result<(), String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("invalid URL {url:?}: {e}"))?;

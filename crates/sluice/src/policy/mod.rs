@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod clock;
+pub mod content;
 pub mod governance;
 pub mod keys;
 pub mod limits;

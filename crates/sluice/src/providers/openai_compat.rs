@@ -62,6 +62,9 @@ impl HttpUpstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
+            // Fixed-size reads: the adaptive strategy grows a busy stream's buffer towards
+            // 400 KiB per connection, which a thousand open streams cannot afford.
+            .http1_read_buf_exact_size(8 * 1024)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(https);

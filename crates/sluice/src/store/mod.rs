@@ -44,6 +44,8 @@ pub struct UsageRecord {
     /// What the request cost at the catalog's prices, in micro-USD (`None`: no price known).
     pub cost_micro_usd: Option<i64>,
     pub catalog_version: Option<Arc<str>>,
+    /// Content policy hits (rule, action, stage, count; never the matched text).
+    pub policy_hits: Vec<crate::policy::content::PolicyHit>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -32,6 +32,8 @@ CREATE TABLE usage_records (
 CREATE INDEX usage_records_ts ON usage_records (ts_ms);
 CREATE INDEX usage_records_request ON usage_records (request_id);
 ",
+    // Content policy hits as a JSON array of {rule, action, stage, count}; NULL when none.
+    r"ALTER TABLE usage_records ADD COLUMN policy_hits TEXT;",
     r"
 ALTER TABLE usage_records ADD COLUMN key_id TEXT;
 ALTER TABLE usage_records ADD COLUMN key_prefix TEXT;
@@ -72,11 +74,14 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // 512 KiB page cache per connection (SQLite's default is 2 MiB): the store is
+            // written in batches and read rarely, and idle memory matters.
+            .pragma("cache_size", "-512");
         // Each connection to `:memory:` is its own database: keep exactly one, forever.
         let memory = url.contains(":memory:");
         let pool = SqlitePoolOptions::new()
-            .max_connections(if memory { 1 } else { 4 })
+            .max_connections(if memory { 1 } else { 2 })
             .idle_timeout(if memory {
                 None
             } else {
@@ -126,44 +131,56 @@ fn int(v: Option<u64>) -> Option<i64> {
     v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
 }
 
+fn policy_hits_json(hits: &[crate::policy::content::PolicyHit]) -> Option<String> {
+    if hits.is_empty() {
+        None
+    } else {
+        serde_json::to_string(hits).ok()
+    }
+}
+
 impl UsageStore for SqliteStore {
     async fn write_batch(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
+        // Multi-row INSERTs: one statement per ROWS_PER_INSERT records, all in one transaction.
+        const ROWS_PER_INSERT: usize = 50;
         let mut tx = self.pool.begin().await?;
-        for r in records {
-            sqlx::query(
-                "INSERT INTO usage_records (request_id, ts_ms, surface, principal, requested_model,
-                 provider, deployment_model, status, error_class, streamed, input_tokens,
-                 output_tokens, cached_input_tokens, reasoning_tokens, latency_us, ttft_us,
-                 overhead_us, attempts, key_id, key_prefix, team, user_name, tags, cost_micro_usd,
-                 catalog_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            )
-            .bind(&r.request_id)
-            .bind(r.ts_ms)
-            .bind(r.surface)
-            .bind(&r.principal)
-            .bind(&r.requested_model)
-            .bind(r.provider.as_deref())
-            .bind(r.deployment_model.as_deref())
-            .bind(i64::from(r.status))
-            .bind(r.error_class)
-            .bind(r.streamed)
-            .bind(int(r.input_tokens))
-            .bind(int(r.output_tokens))
-            .bind(int(r.cached_input_tokens))
-            .bind(int(r.reasoning_tokens))
-            .bind(int(Some(r.latency_us)))
-            .bind(int(r.ttft_us))
-            .bind(int(r.overhead_us))
-            .bind(i64::from(r.attempts))
-            .bind(r.key_id.as_deref())
-            .bind(r.key_prefix.as_deref())
-            .bind(r.team.as_deref())
-            .bind(r.user.as_deref())
-            .bind(r.tags.as_deref())
-            .bind(r.cost_micro_usd)
-            .bind(r.catalog_version.as_deref())
-            .execute(&mut *tx)
-            .await?;
+        for chunk in records.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO usage_records (request_id, ts_ms, surface, principal, requested_model, \
+                 provider, deployment_model, status, error_class, streamed, input_tokens, \
+                 output_tokens, cached_input_tokens, reasoning_tokens, latency_us, ttft_us, \
+                 overhead_us, attempts, policy_hits, key_id, key_prefix, team, user_name, tags, \
+                 cost_micro_usd, catalog_version) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.request_id)
+                    .push_bind(r.ts_ms)
+                    .push_bind(r.surface)
+                    .push_bind(&r.principal)
+                    .push_bind(&r.requested_model)
+                    .push_bind(r.provider.as_deref())
+                    .push_bind(r.deployment_model.as_deref())
+                    .push_bind(i64::from(r.status))
+                    .push_bind(r.error_class)
+                    .push_bind(r.streamed)
+                    .push_bind(int(r.input_tokens))
+                    .push_bind(int(r.output_tokens))
+                    .push_bind(int(r.cached_input_tokens))
+                    .push_bind(int(r.reasoning_tokens))
+                    .push_bind(int(Some(r.latency_us)))
+                    .push_bind(int(r.ttft_us))
+                    .push_bind(int(r.overhead_us))
+                    .push_bind(i64::from(r.attempts))
+                    .push_bind(policy_hits_json(&r.policy_hits))
+                    .push_bind(r.key_id.as_deref())
+                    .push_bind(r.key_prefix.as_deref())
+                    .push_bind(r.team.as_deref())
+                    .push_bind(r.user.as_deref())
+                    .push_bind(r.tags.as_deref())
+                    .push_bind(r.cost_micro_usd)
+                    .push_bind(r.catalog_version.as_deref());
+            });
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

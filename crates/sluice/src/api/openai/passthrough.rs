@@ -2,6 +2,7 @@
 //! OpenAI-format request to an OpenAI-format provider. The body is never rebuilt: only the
 //! model name is spliced (and `stream_options` when we need usage), the rest is forwarded
 //! byte-for-byte, and streamed responses go out chunk by chunk as they arrive.
+//! Content policy (guard_input / guard_output) touches the body only when a rule applies.
 
 use super::peek::Peek;
 use super::stream::TapBody;
@@ -9,8 +10,12 @@ use crate::api::settle::Settle;
 use crate::api::{read_body, RequestCtx};
 use crate::app::AppState;
 use crate::canonical::usage::from_openai_json;
+use crate::config::Locality;
 use crate::error::{put_rate_headers, ApiError};
 use crate::policy::auth::Principal;
+use crate::policy::content::input::{self, InputOutcome};
+use crate::policy::content::stream::StreamGuard;
+use crate::policy::content::{output, PolicyError, Rule, Subject};
 use crate::policy::limits::RateHeaders;
 use crate::policy::prices::Price;
 use crate::providers::{Endpoint, UpstreamError, UpstreamErrorKind};
@@ -62,11 +67,50 @@ async fn run(
     let body = read_body(&parts.headers, body, gw.config.server.max_body_bytes).await?;
 
     // parse
-    let p = peek(&body)?;
+    let p = peek(&body)?.into_owned();
     if let Some(s) = settle_slot.as_mut() {
         s.rec.requested_model = p.model.to_string();
         s.rec.streamed = p.stream;
     }
+
+    // guard_input
+    let policies = &gw.config.policies;
+    let subject = Subject {
+        team: ctx.team.as_deref(),
+        key_id: ctx.key_id.as_deref(),
+        model: &p.model,
+    };
+    let chat = endpoint == Endpoint::ChatCompletions;
+    let input_rules = policies.select(&subject, false);
+    // Embeddings answers are vectors: only chat answers have an output stage.
+    let output_rules = if chat {
+        policies.select(&subject, true)
+    } else {
+        Vec::new()
+    };
+    // No rule for this request: the body is not parsed (the no-policy path stays bytes).
+    let guarded = if input_rules.is_empty() {
+        InputOutcome::default()
+    } else {
+        let rules: Vec<&Rule> = input_rules
+            .iter()
+            .filter_map(|&i| policies.rules.get(i))
+            .collect();
+        let mut hits = Vec::new();
+        let r = input::guard(&rules, &body, &mut hits).await;
+        if let Some(s) = settle_slot.as_mut() {
+            s.rec.policy_hits = hits;
+        }
+        r?
+    };
+    let (body, p) = match guarded.body {
+        Some(b) => {
+            let p2 = peek(&b)?.into_owned();
+            (b, p2)
+        }
+        None => (body, p),
+    };
+    let mut vault = guarded.vault;
 
     // route
     let route = gw
@@ -89,7 +133,17 @@ async fn run(
         }
     }
 
-    let candidates = gw.models.candidates(route);
+    let mut candidates = gw.models.candidates(route);
+    if let Some(rule) = guarded.route_local {
+        candidates.retain(|d| d.provider.locality == Locality::OnPrem);
+        if candidates.is_empty() {
+            return Err(PolicyError::NoLocalDeployment {
+                rule,
+                model: p.model.to_string(),
+            }
+            .into());
+        }
+    }
     let wants_usage_injected = p.stream && p.include_usage != Some(true);
 
     // dispatch
@@ -141,9 +195,12 @@ async fn run(
         let overhead_us = overhead(ctx.start, ok.upstream_wait);
         settle.rec.overhead_us = Some(overhead_us);
         let strip = wants_usage_injected && d.provider.stream_usage;
+        let guard = (!output_rules.is_empty() || vault.has_reversible())
+            .then(|| StreamGuard::new(policies.clone(), output_rules, vault));
         let tap = TapBody::new(
             upstream.body,
             strip,
+            guard,
             d.provider.stream_idle_timeout,
             settle,
             d.provider.name.clone(),
@@ -189,6 +246,27 @@ async fn run(
         }
     };
     settle.set_usage(from_openai_json(&bytes));
+    // guard_output
+    let bytes = if (output_rules.is_empty() && !vault.has_reversible())
+        || !upstream.status.is_success()
+    {
+        bytes
+    } else {
+        let rules: Vec<&Rule> = output_rules
+            .iter()
+            .filter_map(|&i| policies.rules.get(i))
+            .collect();
+        match output::guard_json(&rules, &mut vault, &bytes, &mut settle.rec.policy_hits) {
+            Ok(Some(b)) => b,
+            Ok(None) => bytes,
+            Err(e) => {
+                settle.rec.overhead_us = Some(overhead(ctx.start, ok.upstream_wait + collect_wait));
+                let err = ApiError::from(e);
+                settle.finish_error(&err);
+                return Err(err);
+            }
+        }
+    };
     let overhead_us = overhead(ctx.start, ok.upstream_wait + collect_wait);
     settle.rec.overhead_us = Some(overhead_us);
     let status = upstream.status.as_u16();

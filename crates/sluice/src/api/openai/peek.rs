@@ -24,6 +24,21 @@ pub struct Peek<'a> {
     pub prompt_bytes: usize,
 }
 
+impl Peek<'_> {
+    /// The same facts without borrowing the body (the model name is copied).
+    pub fn into_owned(self) -> Peek<'static> {
+        Peek {
+            model: Cow::Owned(self.model.into_owned()),
+            model_span: self.model_span,
+            stream: self.stream,
+            include_usage: self.include_usage,
+            stream_options_span: self.stream_options_span,
+            max_tokens: self.max_tokens,
+            prompt_bytes: self.prompt_bytes,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ChatFields<'a> {
     #[serde(borrow)]

@@ -4,6 +4,8 @@
 
 use crate::api::settle::Settle;
 use crate::canonical::usage::{from_openai_json, Usage};
+use crate::policy::content::stream::{error_event, EventAction, StreamGuard};
+use crate::policy::content::PolicyHit;
 use crate::providers::{BodyError, UpstreamBody};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
@@ -18,9 +20,15 @@ use std::time::{Duration, Instant};
 const MAX_LINE: usize = 4 << 20;
 
 /// Reads SSE lines as they pass. In strip mode (we asked the upstream for usage the client
-/// did not request) it holds back at most one event, to drop the usage-only event.
+/// did not request) it holds back at most one event, to drop the usage-only event. With a
+/// content guard it also works event by event, and the guard rewrites or ends the stream.
 pub struct SseScanner {
     strip_usage_event: bool,
+    guard: Option<StreamGuard>,
+    /// The `data:` payload of the event being read (guard mode only).
+    data: Vec<u8>,
+    /// A guard blocked the stream: the error event was the last thing sent.
+    pub blocked: bool,
     line: Vec<u8>,
     line_overflow: bool,
     event: BytesMut,
@@ -30,9 +38,12 @@ pub struct SseScanner {
 }
 
 impl SseScanner {
-    pub fn new(strip_usage_event: bool) -> Self {
+    pub fn new(strip_usage_event: bool, guard: Option<StreamGuard>) -> Self {
         Self {
             strip_usage_event,
+            guard,
+            data: Vec::new(),
+            blocked: false,
             line: Vec::new(),
             line_overflow: false,
             event: BytesMut::new(),
@@ -42,9 +53,25 @@ impl SseScanner {
         }
     }
 
+    /// True when output goes event by event (not chunk by chunk).
+    fn buffered(&self) -> bool {
+        self.strip_usage_event || self.guard.is_some()
+    }
+
+    /// Policy hits of the output guard so far.
+    pub fn take_hits(&mut self) -> Vec<PolicyHit> {
+        self.guard
+            .as_mut()
+            .map(|g| std::mem::take(&mut g.hits))
+            .unwrap_or_default()
+    }
+
     /// Takes one upstream chunk, returns what to send to the client now.
     pub fn feed(&mut self, chunk: Bytes) -> Bytes {
-        let mut out = if self.strip_usage_event {
+        if self.blocked {
+            return Bytes::new();
+        }
+        let mut out = if self.buffered() {
             BytesMut::with_capacity(chunk.len())
         } else {
             BytesMut::new()
@@ -63,6 +90,9 @@ impl SseScanner {
             }
             self.line_overflow = false;
             start = nl + 1;
+            if self.blocked {
+                return out.freeze();
+            }
         }
         let rest = &chunk[start..];
         if !rest.is_empty() {
@@ -73,7 +103,7 @@ impl SseScanner {
                 self.line.clear();
             }
         }
-        if self.strip_usage_event {
+        if self.buffered() {
             out.freeze()
         } else {
             chunk
@@ -82,14 +112,24 @@ impl SseScanner {
 
     /// End of stream: whatever is still held back.
     pub fn finish(&mut self) -> Bytes {
-        if !self.strip_usage_event {
+        if !self.buffered() || self.blocked {
             return Bytes::new();
         }
-        let mut out = std::mem::take(&mut self.event);
+        let mut out = BytesMut::new();
+        if let Some(g) = self.guard.as_mut() {
+            match g.flush() {
+                Ok(tail) => out.extend_from_slice(&tail),
+                Err(e) => {
+                    self.blocked = true;
+                    out.extend_from_slice(&error_event(&e));
+                    return out.freeze();
+                }
+            }
+        }
+        let event = std::mem::take(&mut self.event);
         if !self.drop_event {
+            out.extend_from_slice(&event);
             out.extend_from_slice(&self.line);
-        } else {
-            out.clear();
         }
         self.line.clear();
         out.freeze()
@@ -99,7 +139,7 @@ impl SseScanner {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if self.line_overflow {
             // The start of this line was over MAX_LINE and not kept: forward what we have.
-            if self.strip_usage_event {
+            if self.buffered() {
                 self.event.extend_from_slice(raw);
                 self.event.extend_from_slice(b"\n");
             }
@@ -107,6 +147,10 @@ impl SseScanner {
         }
         if let Some(payload) = line.strip_prefix(b"data:") {
             let payload = payload.trim_ascii();
+            if self.guard.is_some() {
+                self.data.clear();
+                self.data.extend_from_slice(payload);
+            }
             if payload == b"[DONE]" {
                 self.saw_done = true;
             } else if has_usage_object(payload) {
@@ -119,15 +163,51 @@ impl SseScanner {
                 }
             }
         }
-        if self.strip_usage_event {
+        if self.buffered() {
             self.event.extend_from_slice(raw);
             self.event.extend_from_slice(b"\n");
             if line.is_empty() {
                 if !self.drop_event {
-                    out.extend_from_slice(&self.event);
+                    self.emit_event(out);
                 }
                 self.event.clear();
+                self.data.clear();
                 self.drop_event = false;
+            }
+        }
+    }
+
+    /// Sends the complete event in `self.event`, through the guard when there is one.
+    fn emit_event(&mut self, out: &mut BytesMut) {
+        let Some(g) = self.guard.as_mut() else {
+            out.extend_from_slice(&self.event);
+            return;
+        };
+        if self.data.is_empty() {
+            out.extend_from_slice(&self.event);
+            return;
+        }
+        let action = if self.data == b"[DONE]" {
+            match g.flush() {
+                Ok(tail) => {
+                    out.extend_from_slice(&tail);
+                    EventAction::Forward
+                }
+                Err(e) => EventAction::Block(e),
+            }
+        } else {
+            g.on_event(&self.data)
+        };
+        match action {
+            EventAction::Forward => out.extend_from_slice(&self.event),
+            EventAction::Replace(payload) => {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&payload);
+                out.extend_from_slice(b"\n\n");
+            }
+            EventAction::Block(e) => {
+                out.extend_from_slice(&error_event(&e));
+                self.blocked = true;
             }
         }
     }
@@ -154,19 +234,26 @@ pub struct TapBody {
     first_byte: bool,
     pending: Option<Bytes>,
     finished: bool,
+    /// Seen while coalescing; handled on the next poll.
+    upstream_done: bool,
+    deferred_error: Option<BodyError>,
 }
+
+/// Frames already waiting are merged into one write, up to this size.
+const COALESCE_MAX: usize = 64 * 1024;
 
 impl TapBody {
     pub fn new(
         inner: UpstreamBody,
         strip_usage_event: bool,
+        guard: Option<StreamGuard>,
         idle_timeout: Duration,
         settle: Settle,
         provider: Arc<str>,
     ) -> Self {
         Self {
             inner,
-            scanner: SseScanner::new(strip_usage_event),
+            scanner: SseScanner::new(strip_usage_event, guard),
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             settle: Some(settle),
@@ -174,12 +261,50 @@ impl TapBody {
             first_byte: false,
             pending: None,
             finished: false,
+            upstream_done: false,
+            deferred_error: None,
         }
+    }
+
+    /// Appends every upstream frame that is already available (never waits), so a burst
+    /// of events goes out as one frame.
+    fn coalesce(&mut self, first: Bytes, cx: &mut Context<'_>) -> Bytes {
+        let mut merged: Option<BytesMut> = None;
+        let mut total = first.len();
+        while total < COALESCE_MAX {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        let out = self.scanner.feed(data);
+                        if !out.is_empty() {
+                            total += out.len();
+                            merged
+                                .get_or_insert_with(|| BytesMut::from(&first[..]))
+                                .extend_from_slice(&out);
+                        }
+                        if self.scanner.blocked {
+                            break; // the block event ends the stream
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.deferred_error = Some(e);
+                    break;
+                }
+                Poll::Ready(None) => {
+                    self.upstream_done = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        merged.map_or(first, BytesMut::freeze)
     }
 
     fn settle(&mut self, status: u16, error_class: Option<&'static str>) {
         if let Some(mut s) = self.settle.take() {
             s.set_usage(self.scanner.usage);
+            s.rec.policy_hits.extend(self.scanner.take_hits());
             s.finish(status, error_class);
         }
     }
@@ -214,6 +339,24 @@ impl Body for TapBody {
             if this.finished {
                 return Poll::Ready(None);
             }
+            if let Some(e) = this.deferred_error.take() {
+                let msg = format!(
+                    "upstream provider `{}` failed mid-stream: {e}",
+                    this.provider
+                );
+                this.fail("upstream_stream_error", msg);
+                continue;
+            }
+            if this.upstream_done {
+                let tail = this.scanner.finish();
+                this.finished = true;
+                let class = this.scanner.blocked.then_some("content_policy_violation");
+                this.settle(200, class);
+                if !tail.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                }
+                return Poll::Ready(None);
+            }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
@@ -229,7 +372,16 @@ impl Body for TapBody {
                     this.idle
                         .as_mut()
                         .reset(tokio::time::Instant::from_std(now + this.idle_timeout));
-                    let out = this.scanner.feed(data);
+                    let first = this.scanner.feed(data);
+                    let out = if this.scanner.blocked {
+                        first
+                    } else {
+                        this.coalesce(first, cx)
+                    };
+                    if this.scanner.blocked {
+                        this.finished = true;
+                        this.settle(200, Some("content_policy_violation"));
+                    }
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
@@ -241,15 +393,7 @@ impl Body for TapBody {
                     );
                     this.fail("upstream_stream_error", msg);
                 }
-                Poll::Ready(None) => {
-                    let tail = this.scanner.finish();
-                    this.finished = true;
-                    this.settle(200, None);
-                    if !tail.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(tail))));
-                    }
-                    return Poll::Ready(None);
-                }
+                Poll::Ready(None) => this.upstream_done = true,
                 Poll::Pending => {
                     if this.idle.as_mut().poll(cx).is_ready() {
                         let msg = format!(
@@ -305,7 +449,7 @@ mod tests {
     fn passes_bytes_through_and_reads_usage_across_any_split() {
         let data = stream();
         for step in [1, 2, 3, 7, 50, 1000] {
-            let mut s = SseScanner::new(false);
+            let mut s = SseScanner::new(false, None);
             assert_eq!(run(&mut s, &data, step), data, "step {step}");
             let u = s.usage.unwrap_or_default();
             assert_eq!((u.input_tokens, u.output_tokens), (9, 4), "step {step}");
@@ -321,7 +465,7 @@ mod tests {
             .replace(std::str::from_utf8(USAGE_EVENT).unwrap_or_default(), "")
             .into_bytes();
         for step in [1, 5, 13, 1000] {
-            let mut s = SseScanner::new(true);
+            let mut s = SseScanner::new(true, None);
             assert_eq!(run(&mut s, &data, step), expected, "step {step}");
             assert_eq!(s.usage.map(|u| u.output_tokens), Some(4));
         }
@@ -330,7 +474,7 @@ mod tests {
     #[test]
     fn crlf_lines_and_spacing_variants() {
         let data = b"data: {\"choices\":[], \"usage\" : {\"prompt_tokens\":1,\"completion_tokens\":2}}\r\n\r\ndata: [DONE]\r\n\r\n";
-        let mut s = SseScanner::new(true);
+        let mut s = SseScanner::new(true, None);
         let out = run(&mut s, data, 4);
         assert_eq!(s.usage.map(|u| u.output_tokens), Some(2));
         assert_eq!(out, b"data: [DONE]\r\n\r\n");

@@ -1,0 +1,202 @@
+//! The systems under test: direct-to-mock (the baseline), Sluice, and peer gateways installed
+//! into bench-local folders (LiteLLM from PyPI, Portkey's gateway from npm).
+
+use crate::procs::{self, Proc};
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// LiteLLM 1.107 was compromised on PyPI; never move this past 1.81.
+pub const LITELLM_VERSION: &str = "1.79.3";
+pub const PORTKEY_VERSION: &str = "1.15.2";
+
+/// How a system is asked for a completion.
+pub struct System {
+    pub name: String,
+    pub proc: Option<Proc>,
+    pub base: String,
+    pub headers: Vec<(&'static str, String)>,
+    /// Model names for the plain, paced (1 ms between chunks) and long-held streams.
+    pub model: &'static str,
+    pub paced_model: Option<&'static str>,
+    pub version: String,
+}
+
+impl System {
+    pub fn chat_url(&self) -> String {
+        format!("{}/v1/chat/completions", self.base)
+    }
+}
+
+pub fn sluice_config(mock: &str, dir: &Path) -> String {
+    format!(
+        r#"store: {{url: "sqlite://{db}"}}
+providers:
+  - {{name: upstream, kind: openai_compatible, base_url: "{mock}/v1", api_key: sk-bench}}
+  - name: paced
+    kind: openai_compatible
+    base_url: "{mock}/v1"
+    headers: {{x-mock-chunk-delay-ms: "1"}}
+  - name: hold
+    kind: openai_compatible
+    base_url: "{mock}/v1"
+    headers: {{x-mock-chunk-delay-ms: "50"}}
+models:
+  - {{name: bench, deployments: [{{provider: upstream, model: bench}}]}}
+  - {{name: bench-paced, deployments: [{{provider: paced, model: bench}}]}}
+  - {{name: bench-hold, deployments: [{{provider: hold, model: bench}}]}}
+"#,
+        db = dir.join("sluice.db").display()
+    )
+}
+
+pub fn start_sluice(bin: &Path, config: &Path, cpu: Option<usize>) -> anyhow::Result<Proc> {
+    let args = vec![
+        "serve".to_string(),
+        "--config".into(),
+        config.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    let mut cmd = procs::command(bin, &args, cpu);
+    cmd.env("SLUICE_LOG", "error")
+        .env_remove("SLUICE_MASTER_KEY");
+    procs::spawn_announcing("sluice", cmd, "sluice listening on ")
+}
+
+fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".peers")
+}
+
+fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| what.to_string())?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .chars()
+                .take(400)
+                .collect::<String>()
+        );
+    }
+    Ok(())
+}
+
+/// Installs LiteLLM into bench/.peers/litellm (once) and starts its proxy, one worker.
+pub async fn start_litellm(mock: &str, dir: &Path, cpu: Option<usize>) -> anyhow::Result<System> {
+    let venv = peers_dir().join("litellm");
+    let bin = venv.join("bin/litellm");
+    let marker = venv.join(format!(".installed-{LITELLM_VERSION}"));
+    if !marker.exists() {
+        eprintln!(
+            "installing LiteLLM {LITELLM_VERSION} into {} ...",
+            venv.display()
+        );
+        run(
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            "python3 -m venv",
+        )?;
+        run(
+            Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                &format!("litellm[proxy]=={LITELLM_VERSION}"),
+            ]),
+            "pip install litellm",
+        )?;
+        std::fs::write(&marker, "")?;
+    }
+    let cfg = dir.join("litellm.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "model_list:\n  - model_name: bench\n    litellm_params: {{model: openai/bench, api_base: \"{mock}/v1\", api_key: sk-bench}}\n\
+             litellm_settings: {{set_verbose: false, turn_off_message_logging: true}}\n\
+             general_settings: {{disable_spend_logs: true, disable_error_logs: true}}\n"
+        ),
+    )?;
+    let port = procs::free_port()?;
+    let args = vec![
+        "--config".to_string(),
+        cfg.display().to_string(),
+        "--port".into(),
+        port.to_string(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--num_workers".into(),
+        "1".into(),
+    ];
+    let mut cmd = procs::command(&bin, &args, cpu);
+    cmd.env("LITELLM_LOG", "ERROR")
+        .env("LITELLM_TELEMETRY", "False")
+        .env_remove("DATABASE_URL");
+    let base = format!("http://127.0.0.1:{port}");
+    let proc = procs::spawn_polling(
+        "litellm",
+        cmd,
+        base.clone(),
+        &format!("{base}/health/liveliness"),
+        Duration::from_secs(120),
+    )
+    .await?;
+    Ok(System {
+        name: "LiteLLM".into(),
+        proc: Some(proc),
+        base,
+        headers: vec![("authorization", "Bearer sk-bench".into())],
+        model: "bench",
+        paced_model: None,
+        version: LITELLM_VERSION.into(),
+    })
+}
+
+/// Installs Portkey's gateway into bench/.peers/portkey (once) and starts it.
+pub async fn start_portkey(mock: &str, cpu: Option<usize>) -> anyhow::Result<System> {
+    let root = peers_dir().join("portkey");
+    let script = root.join("node_modules/@portkey-ai/gateway/build/start-server.js");
+    if !script.exists() {
+        eprintln!(
+            "installing @portkey-ai/gateway {PORTKEY_VERSION} into {} ...",
+            root.display()
+        );
+        std::fs::create_dir_all(&root)?;
+        run(
+            Command::new("npm")
+                .args(["install", "--silent", "--prefix"])
+                .arg(&root)
+                .arg(format!("@portkey-ai/gateway@{PORTKEY_VERSION}")),
+            "npm install @portkey-ai/gateway",
+        )?;
+    }
+    let port = procs::free_port()?;
+    let args = vec![
+        script.display().to_string(),
+        format!("--port={port}"),
+        "--headless".to_string(),
+    ];
+    let node = PathBuf::from("/usr/bin/node");
+    let cmd = procs::command(&node, &args, cpu);
+    let base = format!("http://127.0.0.1:{port}");
+    let proc = procs::spawn_polling(
+        "portkey",
+        cmd,
+        base.clone(),
+        &format!("{base}/"),
+        Duration::from_secs(60),
+    )
+    .await?;
+    Ok(System {
+        name: "Portkey".into(),
+        proc: Some(proc),
+        base,
+        headers: vec![
+            ("authorization", "Bearer sk-bench".into()),
+            ("x-portkey-provider", "openai".into()),
+            ("x-portkey-custom-host", format!("{mock}/v1")),
+        ],
+        model: "bench",
+        paced_model: None,
+        version: PORTKEY_VERSION.into(),
+    })
+}
