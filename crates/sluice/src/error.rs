@@ -87,20 +87,24 @@ pub struct RateLimitInfo {
 
 /// Writes OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.
 pub fn put_rate_headers(h: &mut http::HeaderMap, r: &RateHeaders) {
-    for (suffix, c) in [("requests", r.requests), ("tokens", r.tokens)] {
+    use http::HeaderName;
+    const REQUESTS: [HeaderName; 3] = [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ];
+    const TOKENS: [HeaderName; 3] = [
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ];
+    for (names, c) in [(REQUESTS, r.requests), (TOKENS, r.tokens)] {
         let Some(c) = c else { continue };
-        let pairs = [
-            ("limit", c.limit.to_string()),
-            ("remaining", c.remaining.to_string()),
-            ("reset", format!("{}ms", c.reset_ms.max(0))),
-        ];
-        for (what, value) in pairs {
-            if let (Ok(n), Ok(v)) = (
-                http::HeaderName::from_bytes(format!("x-ratelimit-{what}-{suffix}").as_bytes()),
-                HeaderValue::from_str(&value),
-            ) {
-                h.insert(n, v);
-            }
+        let [limit, remaining, reset] = names;
+        h.insert(limit, HeaderValue::from(c.limit));
+        h.insert(remaining, HeaderValue::from(c.remaining));
+        if let Ok(v) = HeaderValue::from_str(&format!("{}ms", c.reset_ms.max(0))) {
+            h.insert(reset, v);
         }
     }
 }
