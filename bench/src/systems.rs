@@ -51,53 +51,6 @@ models:
     )
 }
 
-/// The master key of the governance scenario's gateway.
-pub const BENCH_MASTER: &str = "sk-bench-master";
-
-/// Sluice with a master key and a priced `bench` model, for the governance scenario.
-pub fn sluice_governance_config(mock: &str, dir: &Path) -> String {
-    format!(
-        "server: {{master_key: {BENCH_MASTER}}}\n{}",
-        sluice_config(mock, dir)
-    )
-    .replace(
-        "{name: bench, deployments:",
-        "{name: bench, price: {input: 1, output: 2}, deployments:",
-    )
-}
-
-/// Creates a virtual key with every limit on (set high enough never to refuse) and returns it.
-pub async fn create_limited_key(
-    client: &crate::load::HttpClient,
-    base: &str,
-) -> anyhow::Result<String> {
-    use http_body_util::{BodyExt, Full};
-    let body = serde_json::json!({
-        "rpm": 1_000_000_000u64, "tpm": 1_000_000_000_000u64, "max_concurrency": 1_000_000,
-        "budget_usd": "1000000", "budget_period": "monthly",
-    });
-    let req = http::Request::post(format!("{base}/admin/keys"))
-        .header("authorization", format!("Bearer {BENCH_MASTER}"))
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body.to_string())))?;
-    let resp = client
-        .request(req)
-        .await
-        .context("creating the bench key")?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    anyhow::ensure!(
-        status.as_u16() == 201,
-        "creating the bench key: {status} {}",
-        String::from_utf8_lossy(&bytes)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&bytes)?;
-    v["key"]
-        .as_str()
-        .map(str::to_string)
-        .context("the admin API returned no key")
-}
-
 pub fn start_sluice(bin: &Path, config: &Path, cpu: Option<usize>) -> anyhow::Result<Proc> {
     let args = vec![
         "serve".to_string(),
