@@ -45,6 +45,7 @@ pub async fn run(
     let drain = cfg.server.drain_timeout;
     announce(&cfg, addr);
 
+    crate::telemetry::metrics::install();
     let tracker = TaskTracker::new();
     let (sink, writer) = UsageWriter::start(store.clone(), &tracker);
     let gateway = Gateway::build(cfg).map_err(anyhow::Error::msg)?;

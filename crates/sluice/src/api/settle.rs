@@ -47,6 +47,7 @@ impl Settle {
         self.rec.status = status;
         self.rec.error_class = error_class;
         self.rec.latency_us = self.micros_since_start(Instant::now());
+        crate::telemetry::metrics::record(&self.rec);
         self.sink.record(self.rec);
     }
 
