@@ -46,6 +46,7 @@ pub async fn run(
     announce(&cfg, addr);
 
     crate::telemetry::metrics::install();
+    crate::telemetry::metrics::spawn_upkeep();
     let tracker = TaskTracker::new();
     let (sink, writer) = UsageWriter::start(store.clone(), &tracker);
     let gateway = Gateway::build(cfg).map_err(anyhow::Error::msg)?;

@@ -46,6 +46,21 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Histogram samples are buffered until drained: drain them every second, or memory grows
+/// with every request (the exporter's own HTTP listener would do this; we serve /metrics).
+pub fn spawn_upkeep() {
+    if let Some(Some(handle)) = HANDLE.get() {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+}
+
 /// The Prometheus text exposition, or `None` when no recorder is installed.
 pub fn render() -> Option<String> {
     HANDLE
