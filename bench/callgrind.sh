@@ -39,6 +39,29 @@ models:
 YAML
 }
 
+scenario_d() {
+  cat <<YAML
+server: {master_key: sk-bench-master}
+store: {url: "sqlite://$tmp/sluice-d-\$N.db"}
+providers:
+  - {name: upstream, kind: openai_compatible, base_url: "$MOCK/v1", api_key: sk-bench}
+models:
+  - name: bench
+    price: {input: 1, output: 2}
+    deployments: [{provider: upstream, model: bench}]
+YAML
+}
+
+# Scenario (d) needs a virtual key with limits and a budget (created through the admin API).
+key_for() {
+  [ "$1" = d ] || return 0
+  local url=$2 auth="authorization: Bearer sk-bench-master"
+  curl -sf -H "$auth" -H 'content-type: application/json' -d '{"name":"bench"}' "$url/admin/teams" >/dev/null
+  curl -sf -H "$auth" -H 'content-type: application/json' \
+    -d '{"team":"bench","models":["bench"],"rpm":100000000,"tpm":1000000000000,"max_concurrency":100000,"budget_usd":1000000,"budget_period":"monthly"}' \
+    "$url/admin/keys" | sed -n 's/.*"key":"\([^"]*\)".*/\1/p'
+}
+
 # Instructions executed by the gateway while serving N requests (plus start-up/shutdown).
 instructions() {
   local scenario=$1 n=$2
@@ -49,14 +72,16 @@ instructions() {
   for _ in $(seq 2400); do grep -q listening "$tmp/gw.out" 2>/dev/null && break; sleep 0.05; done
   local url; url="$(sed -n 's/^sluice listening on //p' "$tmp/gw.out")"
   [ -n "$url" ] || { echo "gateway did not start under valgrind" >&2; cat "$tmp/vg.err" >&2; exit 1; }
-  "$BIN/sluice-bench" --drive "$n" "$url/v1/chat/completions" >&2
+  local key; key="$(key_for "$scenario" "$url")"
+  SLUICE_BENCH_KEY="$key" "$BIN/sluice-bench" --drive "$n" "$url/v1/chat/completions" >&2
   kill -TERM "$pid"; wait "$pid" || true
   sed -n 's/^totals: *//p;s/^summary: *//p' "$tmp/cg.$scenario.$n" | head -1 | awk '{print $1}'
 }
 
 status=0
 declare -A measured
-for s in a; do
+SCENARIOS="${SCENARIOS:-a d}"
+for s in $SCENARIOS; do
   i1=$(instructions "$s" $N1)
   i2=$(instructions "$s" $N2)
   per=$(( (i2 - i1) / (N2 - N1) ))

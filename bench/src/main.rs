@@ -90,7 +90,11 @@ fn pin_self() {
 async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(d) = &args.drive {
         let n: usize = d[0].parse()?;
-        let t = Target::new(&d[1], &[], CHAT_BODY)?;
+        // bench/callgrind.sh passes a virtual key for the governance scenario.
+        let headers: Vec<(&str, String)> = std::env::var("SLUICE_BENCH_KEY")
+            .map(|k| vec![("authorization", format!("Bearer {k}"))])
+            .unwrap_or_default();
+        let t = Target::new(&d[1], &headers, CHAT_BODY)?;
         let out = load::one_at_a_time(&load::client(), &t, n).await;
         println!("sent {n}: {} ok, {} errors", out.ok, out.errors);
         return Ok(());
@@ -190,8 +194,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
         p.stop();
     }
 
-    // 3. Peers, one at a time on the same core, against the same upstream.
+    // 2d. Sluice with governance on: virtual key, RPM/TPM limits, budget, usage records.
+    let gov_cfg = tmp.join("sluice-governed.yaml");
+    std::fs::write(&gov_cfg, systems::sluice_governed_config(&mock.url, &tmp))?;
     let mut skipped = Vec::new();
+    match systems::start_sluice(&sluice_bin, &gov_cfg, Some(GATEWAY_CPU)) {
+        Ok(p) => match systems::create_bench_key(&client, &p.url).await {
+            Ok(key) => {
+                let sys = System {
+                    name: "Sluice (d) governance".into(),
+                    base: p.url.clone(),
+                    proc: Some(p),
+                    headers: vec![("authorization", format!("Bearer {key}"))],
+                    model: "bench",
+                    paced_model: None,
+                    version: String::new(),
+                };
+                results.push(measure(&client, &sys, &plan, None).await);
+                if let Some(p) = sys.proc {
+                    p.stop();
+                }
+            }
+            Err(e) => {
+                skipped.push(format!("(d) governance on: {e:#}"));
+                p.stop();
+            }
+        },
+        Err(e) => skipped.push(format!("(d) governance on: {e:#}")),
+    }
+
+    // 3. Peers, one at a time on the same core, against the same upstream.
     if !args.smoke && !args.no_peers {
         match systems::start_litellm(&mock.url, &tmp, Some(GATEWAY_CPU)).await {
             Ok(sys) => {
@@ -217,7 +249,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     skipped.push(
         "(c) OpenAI client -> Anthropic provider: needs the anthropic provider (issue 3)".into(),
     );
-    skipped.push("(d) governance on: needs virtual keys, limits and budgets (issue 6)".into());
     skipped.push("(e) cache hit: needs the cache".into());
     let mock_rss = mock.rss_mib();
     mock.stop();

@@ -302,6 +302,23 @@ impl Report {
                 .unwrap_or(f64::NAN);
             t.push(("cold start ≤ 50 ms".into(), v.clone(), ms <= 50.0));
         }
+        if let Some(g) = self
+            .results
+            .iter()
+            .find(|x| x.name.starts_with("Sluice (d)"))
+        {
+            t.push((
+                "≥ 5k RPS, scenario (d) governance on".into(),
+                f(g.max.rps()),
+                g.max.rps() >= 5000.0,
+            ));
+            let share = g.max.rps() / r.max.rps().max(1e-9);
+            t.push((
+                "(d) within 20 % of (a) throughput (issue 6)".into(),
+                format!("{:.0} %", share * 100.0),
+                share >= 0.8,
+            ));
+        }
         for (peer, factor) in [("Portkey", 20.0), ("LiteLLM", 100.0)] {
             if let Some(p) = self.results.iter().find(|x| x.name == peer) {
                 let ratio = r.max.rps() / p.max.rps().max(1e-9);

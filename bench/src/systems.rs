@@ -200,3 +200,63 @@ pub async fn start_portkey(mock: &str, cpu: Option<usize>) -> anyhow::Result<Sys
         version: PORTKEY_VERSION.into(),
     })
 }
+
+/// Scenario (d): the same upstream behind a virtual key with RPM/TPM limits and a budget,
+/// usage records written to SQLite. Limits are far above what the run can reach, so they are
+/// checked on every request without ever refusing one.
+pub fn sluice_governed_config(mock: &str, dir: &Path) -> String {
+    format!(
+        r#"server: {{master_key: sk-bench-master}}
+store: {{url: "sqlite://{db}"}}
+providers:
+  - {{name: upstream, kind: openai_compatible, base_url: "{mock}/v1", api_key: sk-bench}}
+models:
+  - name: bench
+    price: {{input: 1, output: 2}}
+    deployments: [{{provider: upstream, model: bench}}]
+"#,
+        db = dir.join("sluice-governed.db").display()
+    )
+}
+
+/// Creates a team and a limited, budgeted virtual key through the admin API.
+pub async fn create_bench_key(
+    client: &crate::load::HttpClient,
+    base: &str,
+) -> anyhow::Result<String> {
+    use http_body_util::BodyExt;
+    let post = |path: &str, body: serde_json::Value| {
+        http::Request::post(format!("{base}{path}"))
+            .header("authorization", "Bearer sk-bench-master")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+    };
+    let resp = client
+        .request(post("/admin/teams", serde_json::json!({"name": "bench"}))?)
+        .await?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "creating the bench team: {}",
+        resp.status()
+    );
+    let key_req = serde_json::json!({
+        "team": "bench", "name": "bench-key", "models": ["bench"],
+        "rpm": 100_000_000, "tpm": 1_000_000_000_000u64, "max_concurrency": 100_000,
+        "budget_usd": 1_000_000, "budget_period": "monthly"
+    });
+    let resp = client.request(post("/admin/keys", key_req)?).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(
+        status.is_success(),
+        "creating the bench key: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    v["key"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no key in {v}"))
+}

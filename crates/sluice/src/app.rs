@@ -5,7 +5,7 @@
 //! 1. **ingress** (`ingress` below) — request id (an incoming `x-request-id` is kept),
 //!    start time, panic catcher; the id is echoed on every response.
 //! 2. **authenticate** (`policy::auth`, also in `ingress`) — bearer / `x-api-key` ->
-//!    `Principal`. Every route needs it except [`PUBLIC_PATHS`].
+//!    `Principal`. Every route needs it except [`PUBLIC_PATHS`] (and `/metrics` with `server.public_metrics`).
 //! 3. **parse** (`api::openai::peek`) — body size limit (413), UTF-8, JSON, the fields the
 //!    gateway needs (model, stream, stream_options); everything else stays bytes.
 //! 4. **admit** (`policy::governance`) — for virtual keys: model access (403 naming the
@@ -154,10 +154,25 @@ pub fn router(state: AppState) -> Router {
         .merge(api::admin::routes())
         .route("/health/live", get(api::health::live))
         .route("/health/ready", get(api::health::ready))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), ingress))
         .with_state(state)
+}
+
+/// Prometheus text exposition (`server.public_metrics` makes it answer without a key).
+async fn metrics() -> Response {
+    match crate::telemetry::metrics::render() {
+        Some(text) => (
+            [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response(),
+        None => {
+            ApiError::Internal("metrics are not enabled in this process".into()).into_response()
+        }
+    }
 }
 
 async fn not_found(req: Request) -> Response {
@@ -187,7 +202,9 @@ async fn ingress(State(app): State<AppState>, mut req: Request, next: Next) -> R
         .map_or_else(|| app.next_request_id(), str::to_string);
 
     let path = req.uri().path();
-    let principal = if PUBLIC_PATHS.contains(&path) {
+    let public = PUBLIC_PATHS.contains(&path)
+        || (path == "/metrics" && app.gateway.load().config.server.public_metrics);
+    let principal = if public {
         crate::policy::auth::Principal::Anonymous
     } else {
         match app

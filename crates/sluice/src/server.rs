@@ -49,6 +49,8 @@ pub async fn run(
     let drain = cfg.server.drain_timeout;
     announce(&cfg, addr);
 
+    crate::telemetry::metrics::install();
+    crate::telemetry::metrics::spawn_upkeep();
     let tracker = TaskTracker::new();
     let (sink, writer) = UsageWriter::start(store.clone(), &tracker);
     let limits = Arc::new(MemoryLimits::new(cfg.governance.budget_offset_ms));

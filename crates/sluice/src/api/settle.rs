@@ -94,6 +94,7 @@ impl Settle {
             };
             a.settle(tokens, charged);
         }
+        crate::telemetry::metrics::record(&self.rec);
         self.sink.record(self.rec);
     }
 

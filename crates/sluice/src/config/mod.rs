@@ -44,6 +44,7 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     pub drain_timeout: Duration,
     pub allow_unauthenticated: bool,
+    pub public_metrics: bool,
 }
 
 #[derive(Debug, Clone)]

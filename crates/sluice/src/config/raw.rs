@@ -44,6 +44,9 @@ pub struct RawServer {
     /// Serve without any authentication on a non-loopback address. Off by default.
     #[serde(default)]
     pub allow_unauthenticated: bool,
+    /// Serve `GET /metrics` without credentials (for a Prometheus scraper on a private network).
+    #[serde(default)]
+    pub public_metrics: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -258,6 +258,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
             max_body_bytes,
             drain_timeout,
             allow_unauthenticated: raw.server.allow_unauthenticated,
+            public_metrics: raw.server.public_metrics,
         },
         store: StoreConfig { url: store_url },
         providers,

@@ -1,4 +1,6 @@
-//! Logging set-up: tracing to stderr, filtered by `SLUICE_LOG` (or `RUST_LOG`), `info` by default.
+//! Logging and metrics set-up. Logging: tracing to stderr, filtered by `SLUICE_LOG` (or `RUST_LOG`), `info` by default.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
