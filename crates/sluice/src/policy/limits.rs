@@ -1,4 +1,4 @@
-//! Rate limits and budgets, in memory: requests and tokens per minute over an exact sliding
+//! Rate limits and budgets, in memory: requests and tokens per minute over a sliding
 //! window, concurrent requests, and spend per budget period — each reserved at admission and
 //! settled after. One lock covers every scope a request touches, so a request is admitted
 //! against its key, its team and the team's parents atomically or not at all.
@@ -7,7 +7,7 @@
 //! admit / settle doing the same arithmetic.
 
 use super::clock::{civil_from_days, days_from_civil};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 const WINDOW_MS: i64 = 60_000;
@@ -146,7 +146,8 @@ pub struct SpendMove {
 /// What one admitted request holds until it settles.
 #[derive(Debug)]
 pub struct Grant {
-    seq: u64,
+    /// When it was admitted (its tokens sit in that second's bucket).
+    at: i64,
     scopes: Vec<Arc<str>>,
     pub tokens: u64,
     pub worst_cost: i64,
@@ -180,55 +181,126 @@ pub trait LimitStore: Send + Sync + 'static {
     fn calendar_offset_ms(&self) -> i64;
 }
 
+const BUCKET_MS: i64 = 1_000;
+const BUCKETS: usize = 60;
+
+/// A count over the last minute kept in sixty one-second buckets: constant memory whatever
+/// the rate (a log of every request would hold a million entries at 20k requests/s). A
+/// request leaves the window when its second does, between 59 and 60 s after it was admitted.
+struct Ring {
+    /// (second since the epoch, amount) per slot.
+    slots: [(i64, u64); BUCKETS],
+    sum: u64,
+}
+
+impl Default for Ring {
+    fn default() -> Self {
+        Self {
+            slots: [(i64::MIN, 0); BUCKETS],
+            sum: 0,
+        }
+    }
+}
+
+impl Ring {
+    fn slot(at: i64) -> (i64, usize) {
+        let second = at.div_euclid(BUCKET_MS);
+        (
+            second,
+            usize::try_from(second.rem_euclid(BUCKETS as i64)).unwrap_or(0),
+        )
+    }
+
+    fn prune(&mut self, now: i64) {
+        let oldest_kept = now.div_euclid(BUCKET_MS) - BUCKETS as i64 + 1;
+        for s in &mut self.slots {
+            if s.1 > 0 && s.0 < oldest_kept {
+                self.sum -= s.1;
+                *s = (i64::MIN, 0);
+            }
+        }
+    }
+
+    fn add(&mut self, at: i64, n: u64) {
+        let (second, i) = Self::slot(at);
+        let s = &mut self.slots[i];
+        if s.0 != second {
+            self.sum -= s.1;
+            *s = (second, 0);
+        }
+        s.1 += n;
+        self.sum += n;
+    }
+
+    /// Replaces an amount added at `at`, if it is still inside the window.
+    fn adjust(&mut self, at: i64, old: u64, new: u64) {
+        let (second, i) = Self::slot(at);
+        let s = &mut self.slots[i];
+        if s.0 == second {
+            let old = old.min(s.1);
+            s.1 = s.1 - old + new;
+            self.sum = self.sum - old + new;
+        }
+    }
+
+    /// Non-empty buckets, oldest first: (ms until it leaves the window, amount).
+    fn by_age(&self, now: i64) -> Vec<(i64, u64)> {
+        let mut v: Vec<(i64, u64)> = self
+            .slots
+            .iter()
+            .filter(|s| s.1 > 0)
+            .map(|s| ((s.0 + BUCKETS as i64) * BUCKET_MS - now, s.1))
+            .collect();
+        v.sort_unstable_by_key(|e| e.0);
+        v
+    }
+
+    fn reset_ms(&self, now: i64) -> i64 {
+        self.slots
+            .iter()
+            .filter(|s| s.1 > 0)
+            .map(|s| (s.0 + BUCKETS as i64) * BUCKET_MS - now)
+            .min()
+            .unwrap_or(0)
+    }
+}
+
 #[derive(Default)]
 struct Window {
-    requests: VecDeque<i64>,
-    tokens: VecDeque<(u64, i64, u64)>,
-    token_sum: u64,
+    requests: Ring,
+    tokens: Ring,
     inflight: u64,
 }
 
 impl Window {
     fn prune(&mut self, now: i64) {
-        while self.requests.front().is_some_and(|t| *t <= now - WINDOW_MS) {
-            self.requests.pop_front();
-        }
-        while let Some(&(_, t, n)) = self.tokens.front() {
-            if t > now - WINDOW_MS {
-                break;
-            }
-            self.token_sum -= n;
-            self.tokens.pop_front();
-        }
+        self.requests.prune(now);
+        self.tokens.prune(now);
     }
 
     fn requests_counter(&self, limit: u64, now: i64) -> Counter {
-        let used = self.requests.len() as u64;
         Counter {
             limit,
-            remaining: limit.saturating_sub(used),
-            reset_ms: self.requests.front().map_or(0, |t| t + WINDOW_MS - now),
+            remaining: limit.saturating_sub(self.requests.sum),
+            reset_ms: self.requests.reset_ms(now),
         }
     }
 
     fn tokens_counter(&self, limit: u64, now: i64) -> Counter {
         Counter {
             limit,
-            remaining: limit.saturating_sub(self.token_sum),
-            reset_ms: self
-                .tokens
-                .front()
-                .map_or(0, |(_, t, _)| t + WINDOW_MS - now),
+            remaining: limit.saturating_sub(self.tokens.sum),
+            reset_ms: self.tokens.reset_ms(now),
         }
     }
 
     /// Milliseconds until `need` more tokens fit under `limit`.
     fn tokens_free_in(&self, need: u64, limit: u64, now: i64) -> i64 {
-        let mut sum = self.token_sum;
-        for &(_, t, n) in &self.tokens {
+        let mut sum = self.tokens.sum;
+        for (expires_in, n) in self.tokens.by_age(now) {
             sum -= n;
             if sum + need <= limit {
-                return t + WINDOW_MS - now;
+                return expires_in;
             }
         }
         WINDOW_MS
@@ -256,7 +328,6 @@ impl Budget {
 struct State {
     windows: HashMap<Arc<str>, Window>,
     budgets: HashMap<Arc<str>, Budget>,
-    seq: u64,
 }
 
 /// The in-memory [`LimitStore`].
@@ -322,7 +393,7 @@ impl LimitStore for MemoryLimits {
             }
             if let Some(tpm) = s.tpm {
                 let c = w.tokens_counter(tpm, now);
-                if w.token_sum + tokens > tpm {
+                if w.tokens.sum + tokens > tpm {
                     headers.tokens = Some(c);
                     let retry = if tokens > tpm {
                         None
@@ -370,17 +441,14 @@ impl LimitStore for MemoryLimits {
                 }
             }
         }
-        st.seq += 1;
-        let seq = st.seq;
         for s in scopes {
             let w = st.windows.entry(s.id.clone()).or_default();
             // Only limited dimensions keep a log, so unlimited scopes cost no memory.
             if s.rpm.is_some() {
-                w.requests.push_back(now);
+                w.requests.add(now, 1);
             }
             if s.tpm.is_some() {
-                w.tokens.push_back((seq, now, tokens));
-                w.token_sum += tokens;
+                w.tokens.add(now, tokens);
             }
             w.inflight += 1;
             if s.budget.is_some() {
@@ -395,7 +463,7 @@ impl LimitStore for MemoryLimits {
             c.remaining = c.remaining.saturating_sub(tokens);
         }
         Ok(Grant {
-            seq,
+            at: now,
             scopes: scopes.iter().map(|s| s.id.clone()).collect(),
             tokens,
             worst_cost,
@@ -419,10 +487,8 @@ impl LimitStore for MemoryLimits {
         for id in &grant.scopes {
             if let Some(w) = st.windows.get_mut(id) {
                 w.inflight = w.inflight.saturating_sub(1);
-                if let Ok(i) = w.tokens.binary_search_by_key(&grant.seq, |e| e.0) {
-                    let old = w.tokens[i].2;
-                    w.tokens[i].2 = tokens;
-                    w.token_sum = w.token_sum - old + tokens;
+                if scopes.iter().any(|s| &s.id == id && s.tpm.is_some()) {
+                    w.tokens.adjust(grant.at, grant.tokens, tokens);
                 }
             }
             let scope = scopes.iter().find(|s| &s.id == id);
@@ -587,5 +653,38 @@ mod tests {
             Period::Daily.end_in(Period::Daily.start_in(late, plus2), plus2),
             Some(days_from_civil(2024, 3, 17) * DAY_MS - plus2)
         );
+    }
+
+    #[test]
+    fn memory_stays_constant_at_any_rate() {
+        let l = MemoryLimits::default();
+        let s = [scope(Some(u64::MAX), Some(u64::MAX), None)];
+        // 200k requests over three minutes: the window never holds more than 60 buckets.
+        for i in 0..200_000i64 {
+            let t = i * 900;
+            let g = l.admit(&s, 5, 0, t).unwrap();
+            l.settle(&g, &s, 3, 0, t);
+        }
+        let st = l.state.lock().unwrap();
+        let w = st.windows.values().next().unwrap();
+        // The last minute: 60_000 / 900 = 66.7 requests, each settled at 3 tokens.
+        assert!((66..=67).contains(&w.requests.sum), "{}", w.requests.sum);
+        assert_eq!(w.tokens.sum, w.requests.sum * 3);
+    }
+
+    #[test]
+    fn tokens_settled_after_their_second_left_the_window_change_nothing() {
+        let l = MemoryLimits::default();
+        let s = [scope(None, Some(100), None)];
+        let g = l.admit(&s, 50, 0, 0).unwrap();
+        let g2 = l.admit(&s, 10, 0, 61_000).unwrap();
+        // g's second has left the window: settling it must not touch g2's bucket.
+        l.settle(&g, &s, 5, 0, 61_500);
+        assert_eq!(
+            l.admit(&s, 91, 0, 61_600).unwrap_err().kind,
+            DeniedKind::Tokens
+        );
+        l.settle(&g2, &s, 10, 0, 61_700);
+        assert!(l.admit(&s, 90, 0, 61_800).is_ok());
     }
 }
