@@ -3,7 +3,8 @@
 
 use crate::store::UsageRecord;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -69,48 +70,112 @@ pub fn render() -> Option<String> {
         .map(PrometheusHandle::render)
 }
 
+/// The handles for one label set. Looking a metric up by labels costs ~14k instructions
+/// (key building, hashing, registry); an increment on a held handle is an atomic add.
+struct Handles {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+    ttft: metrics::Histogram,
+    overhead: metrics::Histogram,
+    tokens_in: metrics::Counter,
+    tokens_out: metrics::Counter,
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct LabelSet {
+    surface: &'static str,
+    model: String,
+    provider: String,
+    status: &'static str,
+    error: &'static str,
+}
+
+/// Label sets are bounded (configured names, status classes, error classes); the cap only
+/// guards against a bug making them unbounded.
+const MAX_CACHED: usize = 10_000;
+
+static CACHE: OnceLock<Mutex<HashMap<LabelSet, Arc<Handles>>>> = OnceLock::new();
+
+fn handles(l: LabelSet) -> Arc<Handles> {
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Ok(map) = cache.lock() {
+        if let Some(h) = map.get(&l) {
+            return h.clone();
+        }
+    }
+    let (surface, model, provider) = (l.surface, l.model.clone(), l.provider.clone());
+    let h = Arc::new(Handles {
+        requests: metrics::counter!(
+            "sluice_requests_total",
+            "surface" => surface,
+            "model" => model.clone(),
+            "provider" => provider.clone(),
+            "status" => l.status,
+            "error" => l.error,
+        ),
+        duration: metrics::histogram!(
+            "sluice_request_duration_seconds",
+            "surface" => surface,
+            "model" => model.clone(),
+            "provider" => provider.clone(),
+        ),
+        ttft: metrics::histogram!(
+            "sluice_time_to_first_token_seconds",
+            "model" => model.clone(),
+            "provider" => provider.clone(),
+        ),
+        overhead: metrics::histogram!("sluice_overhead_seconds", "surface" => surface),
+        tokens_in: metrics::counter!(
+            "sluice_tokens_total",
+            "model" => model.clone(),
+            "provider" => provider.clone(),
+            "kind" => "input",
+        ),
+        tokens_out: metrics::counter!(
+            "sluice_tokens_total",
+            "model" => model,
+            "provider" => provider,
+            "kind" => "output",
+        ),
+    });
+    if let Ok(mut map) = cache.lock() {
+        if map.len() < MAX_CACHED {
+            map.insert(l, h.clone());
+        }
+    }
+    h
+}
+
 /// Counts one finished request. Label values are bounded: the model label is the requested
-/// name only when it was a configured route (a 404 is `unknown`), never free text.
+/// name only when the request was routed to a provider (otherwise `unknown`), never free text.
 pub fn record(rec: &UsageRecord) {
     if HANDLE.get().is_none_or(Option::is_none) {
         return;
     }
-    let model = if rec.error_class == Some("model_not_found") || rec.requested_model.is_empty() {
-        "unknown".to_string()
-    } else {
-        rec.requested_model.clone()
+    let (model, provider) = match rec.provider.as_deref() {
+        Some(p) => (rec.requested_model.clone(), p.to_string()),
+        None => ("unknown".to_string(), "none".to_string()),
     };
-    let provider = rec.provider.as_deref().unwrap_or("none").to_string();
-    let status = status_class(rec.status);
-    metrics::counter!(
-        "sluice_requests_total",
-        "surface" => rec.surface,
-        "model" => model.clone(),
-        "provider" => provider.clone(),
-        "status" => status,
-        "error" => rec.error_class.unwrap_or("none"),
-    )
-    .increment(1);
-    metrics::histogram!(
-        "sluice_request_duration_seconds",
-        "surface" => rec.surface,
-        "model" => model.clone(),
-        "provider" => provider.clone(),
-    )
-    .record(rec.latency_us as f64 / 1e6);
+    let h = handles(LabelSet {
+        surface: rec.surface,
+        model,
+        provider,
+        status: status_class(rec.status),
+        error: rec.error_class.unwrap_or("none"),
+    });
+    h.requests.increment(1);
+    h.duration.record(rec.latency_us as f64 / 1e6);
     if let Some(t) = rec.ttft_us {
-        metrics::histogram!("sluice_time_to_first_token_seconds", "model" => model.clone(), "provider" => provider.clone())
-            .record(t as f64 / 1e6);
+        h.ttft.record(t as f64 / 1e6);
     }
     if let Some(o) = rec.overhead_us {
-        metrics::histogram!("sluice_overhead_seconds", "surface" => rec.surface)
-            .record(o as f64 / 1e6);
+        h.overhead.record(o as f64 / 1e6);
     }
-    for (kind, n) in [("input", rec.input_tokens), ("output", rec.output_tokens)] {
-        if let Some(n) = n.filter(|n| *n > 0) {
-            metrics::counter!("sluice_tokens_total", "model" => model.clone(), "provider" => provider.clone(), "kind" => kind)
-                .increment(n);
-        }
+    if let Some(n) = rec.input_tokens.filter(|n| *n > 0) {
+        h.tokens_in.increment(n);
+    }
+    if let Some(n) = rec.output_tokens.filter(|n| *n > 0) {
+        h.tokens_out.increment(n);
     }
     for hit in &rec.policy_hits {
         metrics::counter!(
