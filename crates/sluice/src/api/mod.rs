@@ -1,5 +1,6 @@
 //! Inbound surfaces: the OpenAI API, health checks, and what every request carries.
 
+pub mod admin;
 pub mod health;
 pub mod openai;
 pub mod settle;

@@ -49,9 +49,9 @@ fn passthrough_models(provider: &str, names: &[&str]) -> Vec<RawModel> {
             deployments: vec![RawDeployment {
                 provider: provider.to_string(),
                 model: (*m).to_string(),
-                weight: None,
+                ..RawDeployment::default()
             }],
-            fallbacks: Vec::new(),
+            ..RawModel::default()
         })
         .collect()
 }

@@ -8,7 +8,7 @@ pub mod secret;
 pub mod units;
 mod validate;
 
-pub use raw::Locality;
+pub use raw::{DataPolicy, Locality, Mode, Strategy};
 pub use secret::Secret;
 
 use crate::policy::content::PolicySet;
@@ -32,6 +32,8 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     /// Content policy rules, compiled, in config order.
     pub policies: Arc<PolicySet>,
+    /// `on_prem`: no cloud provider may be used.
+    pub mode: Mode,
     /// Where this came from, for start-up messages.
     pub source: Option<PathBuf>,
 }
@@ -89,6 +91,47 @@ pub struct ModelConfig {
     pub name: String,
     pub deployments: Vec<DeploymentConfig>,
     pub fallbacks: Vec<String>,
+    pub strategy: Strategy,
+    pub retries: RetryConfig,
+    pub breaker: BreakerConfig,
+    pub data_policy: DataPolicy,
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// `None`: one attempt per candidate (no second try of the same deployment).
+    pub max_attempts: Option<u32>,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub deadline: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: None,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker; 0 disables it.
+    pub failures: u32,
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            cooldown: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +140,12 @@ pub struct DeploymentConfig {
     pub provider: usize,
     pub model: String,
     pub weight: u32,
+    /// Tier, lower first.
+    pub priority: u32,
+    /// Overrides the provider's timeout.
+    pub timeout: Option<Duration>,
+    /// Micro-USD per 1M (input, output) tokens.
+    pub price: Option<(u64, u64)>,
 }
 
 /// One problem in a config, with the field path it concerns (`models[2].deployments[0].weight`).

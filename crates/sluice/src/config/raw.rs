@@ -17,6 +17,66 @@ pub struct RawConfig {
     /// Content policy rules, applied in order.
     #[serde(default)]
     pub policies: Vec<RawPolicy>,
+    /// `on_prem` refuses every cloud provider (at load and at request time).
+    pub mode: Option<Mode>,
+}
+
+/// Where data may go, gateway-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Cloud and on-prem providers alike.
+    #[default]
+    Hybrid,
+    /// No cloud provider may be configured or used.
+    OnPrem,
+}
+
+/// How a route orders its deployments within one priority tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Weighted random (the default).
+    #[default]
+    Weighted,
+    RoundRobin,
+    /// Power of two choices on in-flight requests.
+    LeastOutstanding,
+    /// Lowest EWMA time to first byte, with a little exploration.
+    LowestLatency,
+    /// Lowest configured `price` (input + output per 1M tokens).
+    LowestCost,
+}
+
+/// Per-route data policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPolicy {
+    #[default]
+    Any,
+    /// Only on-prem deployments may serve this route.
+    LocalOnly,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    /// Attempts in all (first try included), across the route's candidates.
+    pub max_attempts: Option<u32>,
+    /// First backoff before retrying a deployment already tried; doubles, full jitter.
+    pub backoff: Option<String>,
+    pub max_backoff: Option<String>,
+    /// Nothing is retried once this much time has passed since the request arrived.
+    pub deadline: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Consecutive failures that open the breaker (0 = never).
+    pub failures: Option<u32>,
+    /// How long an open breaker keeps a deployment out before one probe is let through.
+    pub cooldown: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,7 +156,7 @@ pub struct RawMock {
     pub chunk_delay: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     pub name: String,
@@ -104,14 +164,35 @@ pub struct RawModel {
     /// Other model names tried in order when every deployment fails with a retryable error.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Order within a priority tier.
+    pub strategy: Option<Strategy>,
+    pub retries: Option<RawRetries>,
+    pub breaker: Option<RawBreaker>,
+    pub data_policy: Option<DataPolicy>,
+    /// Other public names for this route.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDeployment {
     pub provider: String,
     pub model: String,
     pub weight: Option<u32>,
+    /// Tier: lower first; a higher tier is used only when every lower one failed or is open.
+    pub priority: Option<u32>,
+    /// Overrides the provider's `timeout` for this deployment.
+    pub timeout: Option<String>,
+    /// Micro-USD per 1M tokens, for `strategy: lowest_cost`.
+    pub price: Option<RawPrice>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input: u64,
+    pub output: u64,
 }
 
 #[derive(Debug, Deserialize)]

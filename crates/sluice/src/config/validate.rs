@@ -1,11 +1,13 @@
 //! Raw config -> [`Config`]: every rule checked, every problem reported with its field path.
 
-use super::raw::{RawConfig, RawMock, RawProvider, RawProviderKind, SizeOrText};
+use super::raw::{
+    RawBreaker, RawConfig, RawMock, RawProvider, RawProviderKind, RawRetries, SizeOrText,
+};
 use super::units::{parse_bytes, parse_duration};
 use super::{
-    defaults, Config, ConfigError, DeploymentConfig, EnvLookup, ModelConfig, ProviderConfig,
-    ProviderKind, ServerConfig, StoreConfig, DEFAULT_DRAIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY,
-    DEFAULT_STORE_URL,
+    defaults, BreakerConfig, Config, ConfigError, DataPolicy, DeploymentConfig, EnvLookup,
+    Locality, Mode, ModelConfig, ProviderConfig, ProviderKind, RetryConfig, ServerConfig,
+    StoreConfig, Strategy, DEFAULT_DRAIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_STORE_URL,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -97,7 +99,18 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         } else {
             by_name.insert(rp.name.clone(), providers.len());
         }
-        providers.push(provider(rp, &path, &mut errs));
+        let pc = provider(rp, &path, &mut errs);
+        if raw.mode == Some(Mode::OnPrem) && pc.locality == Locality::Cloud {
+            errs.push(ConfigError::new(
+                format!("{path}.locality"),
+                format!(
+                    "provider {:?} is cloud and `mode: on_prem` refuses cloud providers; \
+                     remove it or set `locality: on_prem` if it runs inside the organisation",
+                    pc.name
+                ),
+            ));
+        }
+        providers.push(pc);
     }
     if providers.is_empty() {
         errs.push(ConfigError::new(
@@ -155,17 +168,68 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
                     "must be at least 1",
                 ));
             }
+            let timeout = d.timeout.as_ref().map(|t| {
+                parse_duration(t).unwrap_or_else(|e| {
+                    errs.push(ConfigError::new(format!("{dpath}.timeout"), e));
+                    DEFAULT_TIMEOUT
+                })
+            });
             deployments.push(DeploymentConfig {
                 provider: idx.unwrap_or(0),
                 model: d.model.clone(),
                 weight,
+                priority: d.priority.unwrap_or(0),
+                timeout,
+                price: d.price.as_ref().map(|p| (p.input, p.output)),
             });
+        }
+        let strategy = rm.strategy.unwrap_or_default();
+        if strategy == Strategy::LowestCost {
+            for (j, d) in rm.deployments.iter().enumerate() {
+                if d.price.is_none() {
+                    errs.push(ConfigError::new(
+                        format!("{path}.deployments[{j}].price"),
+                        "required with strategy lowest_cost (micro-USD per 1M tokens: {input: 2500000, output: 10000000})",
+                    ));
+                }
+            }
+        }
+        let data_policy = rm.data_policy.unwrap_or_default();
+        if data_policy == DataPolicy::LocalOnly
+            && !deployments.iter().any(|d| {
+                providers
+                    .get(d.provider)
+                    .is_some_and(|p| p.locality == Locality::OnPrem)
+            })
+        {
+            errs.push(ConfigError::new(
+                format!("{path}.data_policy"),
+                "local_only needs at least one deployment on an on_prem provider",
+            ));
         }
         models.push(ModelConfig {
             name: rm.name.clone(),
             deployments,
             fallbacks: rm.fallbacks.clone(),
+            strategy,
+            retries: retries(rm.retries.as_ref(), &path, &mut errs),
+            breaker: breaker(rm.breaker.as_ref(), &path, &mut errs),
+            data_policy,
+            aliases: rm.aliases.clone(),
         });
+    }
+    for (i, rm) in raw_models.iter().enumerate() {
+        for (j, a) in rm.aliases.iter().enumerate() {
+            let apath = format!("models[{i}].aliases[{j}]");
+            if a.trim().is_empty() {
+                errs.push(ConfigError::new(apath, "must not be empty"));
+            } else if model_names.insert(a.clone(), i).is_some() {
+                errs.push(ConfigError::new(
+                    apath,
+                    format!("{a:?} is already a model name or alias"),
+                ));
+            }
+        }
     }
     let mut all_models: Vec<&str> = model_names.keys().map(String::as_str).collect();
     all_models.sort_unstable();
@@ -205,8 +269,55 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         providers,
         models,
         policies: std::sync::Arc::new(policies),
+        mode: raw.mode.unwrap_or_default(),
         source: None,
     })
+}
+
+fn retries(r: Option<&RawRetries>, path: &str, errs: &mut Vec<ConfigError>) -> RetryConfig {
+    let d = RetryConfig::default();
+    let Some(r) = r else { return d };
+    if r.max_attempts == Some(0) {
+        errs.push(ConfigError::new(
+            format!("{path}.retries.max_attempts"),
+            "must be at least 1",
+        ));
+    }
+    RetryConfig {
+        max_attempts: r.max_attempts,
+        backoff: duration(
+            &r.backoff,
+            &format!("{path}.retries.backoff"),
+            d.backoff,
+            errs,
+        ),
+        max_backoff: duration(
+            &r.max_backoff,
+            &format!("{path}.retries.max_backoff"),
+            d.max_backoff,
+            errs,
+        ),
+        deadline: duration(
+            &r.deadline,
+            &format!("{path}.retries.deadline"),
+            d.deadline,
+            errs,
+        ),
+    }
+}
+
+fn breaker(b: Option<&RawBreaker>, path: &str, errs: &mut Vec<ConfigError>) -> BreakerConfig {
+    let d = BreakerConfig::default();
+    let Some(b) = b else { return d };
+    BreakerConfig {
+        failures: b.failures.unwrap_or(d.failures),
+        cooldown: duration(
+            &b.cooldown,
+            &format!("{path}.breaker.cooldown"),
+            d.cooldown,
+            errs,
+        ),
+    }
 }
 
 fn provider(rp: RawProvider, path: &str, errs: &mut Vec<ConfigError>) -> ProviderConfig {

@@ -24,6 +24,9 @@ pub enum UpstreamErrorKind {
     Timeout { after: Duration },
     /// The connection broke before a complete response arrived.
     Protocol(String),
+    /// No deployment could be tried: every candidate's circuit breaker is open, or locality
+    /// rules left none.
+    Unavailable(String),
     /// The provider answered with an error status.
     Status {
         status: StatusCode,
@@ -73,6 +76,7 @@ impl UpstreamError {
                 "upstream provider `{p}` broke the connection before answering ({}): {detail}",
                 self.target
             ),
+            UpstreamErrorKind::Unavailable(detail) => detail.clone(),
             UpstreamErrorKind::Status {
                 status, message, ..
             } => format!(
@@ -101,6 +105,7 @@ impl UpstreamError {
             UpstreamErrorKind::Connect(_)
             | UpstreamErrorKind::Timeout { .. }
             | UpstreamErrorKind::Protocol(_) => true,
+            UpstreamErrorKind::Unavailable(_) => false,
             UpstreamErrorKind::Status { status, .. } => matches!(
                 status.as_u16(),
                 408 | 409 | 429 | 500 | 502 | 503 | 504 | 529
@@ -115,6 +120,7 @@ impl UpstreamError {
                 StatusCode::BAD_GATEWAY
             }
             UpstreamErrorKind::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamErrorKind::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamErrorKind::Status { status, .. } => *status,
         }
     }
@@ -124,6 +130,7 @@ impl UpstreamError {
             UpstreamErrorKind::Connect(_) => "upstream_unreachable",
             UpstreamErrorKind::Timeout { .. } => "upstream_timeout",
             UpstreamErrorKind::Protocol(_) => "upstream_protocol",
+            UpstreamErrorKind::Unavailable(_) => "no_available_deployment",
             UpstreamErrorKind::Status { status, .. } if status.is_client_error() => "upstream_4xx",
             UpstreamErrorKind::Status { .. } => "upstream_5xx",
         }
@@ -153,6 +160,7 @@ impl UpstreamError {
             UpstreamErrorKind::Connect(_) => Some("upstream_unreachable"),
             UpstreamErrorKind::Timeout { .. } => Some("upstream_timeout"),
             UpstreamErrorKind::Protocol(_) => Some("upstream_connection_error"),
+            UpstreamErrorKind::Unavailable(_) => Some("no_available_deployment"),
         }
     }
 

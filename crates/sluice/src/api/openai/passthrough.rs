@@ -11,13 +11,14 @@ use crate::api::{read_body, RequestCtx};
 use crate::app::AppState;
 use crate::canonical::usage::from_openai_json;
 use crate::config::Locality;
+use crate::config::Strategy;
 use crate::error::ApiError;
 use crate::policy::content::input::{self, InputOutcome};
 use crate::policy::content::stream::StreamGuard;
 use crate::policy::content::{output, PolicyError, Rule, Subject};
 use crate::providers::{Endpoint, UpstreamError, UpstreamErrorKind};
-use crate::router::dispatch::dispatch;
-use crate::router::Deployment;
+use crate::router::dispatch::{dispatch, Attempt};
+use crate::router::{Deployment, Route};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -117,7 +118,8 @@ async fn run(
             model: p.model.to_string(),
             available: gw.models.names().to_vec(),
         })?;
-    let mut candidates = gw.models.candidates(route);
+    let plan = gw.models.plan(route);
+    let mut candidates = plan.candidates;
     if let Some(rule) = guarded.route_local {
         candidates.retain(|d| d.provider.locality == Locality::OnPrem);
         if candidates.is_empty() {
@@ -128,17 +130,38 @@ async fn run(
             .into());
         }
     }
+    if candidates.is_empty() && plan.skipped_open == 0 && plan.skipped_locality > 0 {
+        return Err(ApiError::LocalOnly {
+            model: p.model.to_string(),
+            why: if gw.config.mode == crate::config::Mode::OnPrem {
+                "`mode: on_prem`"
+            } else {
+                "the route's `data_policy: local_only`"
+            },
+        });
+    }
     let wants_usage_injected = p.stream && p.include_usage != Some(true);
+    let attempt = Attempt {
+        start: ctx.start,
+        timeout: timeout_override(&parts.headers),
+    };
 
     // dispatch
-    let result = dispatch(&candidates, endpoint, &ctx.request_id, |d| {
-        encode(
-            &body,
-            &p,
-            d,
-            wants_usage_injected && d.provider.stream_usage,
-        )
-    })
+    let result = dispatch(
+        route,
+        &candidates,
+        endpoint,
+        &ctx.request_id,
+        &attempt,
+        |d| {
+            encode(
+                &body,
+                &p,
+                d,
+                wants_usage_injected && d.provider.stream_usage,
+            )
+        },
+    )
     .await;
     let ok = match result {
         Ok(ok) => ok,
@@ -153,6 +176,11 @@ async fn run(
             }
             return Err(fail.error.into());
         }
+    };
+    let route_info = RouteInfo {
+        attempts: ok.attempts,
+        fallback_reason: ok.fallback_reason,
+        route_reason: route_reason(route, ok.deployment, plan.skipped_open),
     };
     let d = ok.deployment;
     let Some(mut settle) = settle_slot.take() else {
@@ -186,18 +214,19 @@ async fn run(
             d.provider.stream_idle_timeout,
             settle,
             d.provider.name.clone(),
-        );
+        )
+        .holding(ok.in_flight);
         builder = builder
             .header(header::CACHE_CONTROL, "no-cache")
             .header("x-accel-buffering", "no");
         let resp = builder
             .body(Body::new(tap))
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        return Ok(with_route_headers(resp, d, overhead_us));
+        return Ok(with_route_headers(resp, d, overhead_us, &route_info));
     }
 
     let collect_started = Instant::now();
-    let collected = tokio::time::timeout(d.provider.timeout, upstream.body.collect()).await;
+    let collected = tokio::time::timeout(d.timeout, upstream.body.collect()).await;
     let collect_wait = collect_started.elapsed();
     let bytes = match collected {
         Ok(Ok(c)) => c.to_bytes(),
@@ -216,9 +245,7 @@ async fn run(
             let err = ApiError::from(UpstreamError::new(
                 &d.provider.name,
                 d.provider.target(endpoint),
-                UpstreamErrorKind::Timeout {
-                    after: d.provider.timeout,
-                },
+                UpstreamErrorKind::Timeout { after: d.timeout },
             ));
             settle.finish_error(&err);
             return Err(err);
@@ -254,7 +281,8 @@ async fn run(
         .body(Body::from(bytes))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     settle.finish(status, None);
-    Ok(with_route_headers(resp, d, overhead_us))
+    drop(ok.in_flight);
+    Ok(with_route_headers(resp, d, overhead_us, &route_info))
 }
 
 fn overhead(start: Instant, upstream_wait: std::time::Duration) -> u64 {
@@ -262,8 +290,63 @@ fn overhead(start: Instant, upstream_wait: std::time::Duration) -> u64 {
     u64::try_from(total.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn with_route_headers(mut resp: Response, d: &Deployment, overhead_us: u64) -> Response {
+/// What routing did, for the response headers.
+struct RouteInfo {
+    attempts: u32,
+    fallback_reason: Option<&'static str>,
+    route_reason: &'static str,
+}
+
+/// Why this deployment: the route's strategy, or that earlier candidates were unavailable.
+fn route_reason(route: &Route, d: &Deployment, skipped_open: u32) -> &'static str {
+    if skipped_open > 0 {
+        return "breaker_open_skipped";
+    }
+    if !route.deployments.iter().any(|x| std::ptr::eq(x, d)) {
+        return "fallback_route";
+    }
+    if route.deployments.len() == 1 {
+        return "single";
+    }
+    if d.priority > route.deployments[0].priority {
+        return "lower_tier";
+    }
+    match route.strategy {
+        Strategy::Weighted => "weighted",
+        Strategy::RoundRobin => "round_robin",
+        Strategy::LeastOutstanding => "least_outstanding",
+        Strategy::LowestLatency => "lowest_latency",
+        Strategy::LowestCost => "lowest_cost",
+    }
+}
+
+/// `x-sluice-timeout-ms`: a shorter per-attempt timeout (it never lengthens the configured one).
+fn timeout_override(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    let ms: u64 = headers
+        .get("x-sluice-timeout-ms")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (ms > 0).then(|| std::time::Duration::from_millis(ms))
+}
+
+fn with_route_headers(
+    mut resp: Response,
+    d: &Deployment,
+    overhead_us: u64,
+    info: &RouteInfo,
+) -> Response {
     let h = resp.headers_mut();
+    h.insert("x-sluice-attempts", HeaderValue::from(info.attempts));
+    h.insert(
+        "x-sluice-route-reason",
+        HeaderValue::from_static(info.route_reason),
+    );
+    if let Some(r) = info.fallback_reason {
+        h.insert("x-sluice-fallback-reason", HeaderValue::from_static(r));
+    }
     if let Ok(v) = HeaderValue::from_str(&d.provider.name) {
         h.insert("x-sluice-provider", v);
     }
