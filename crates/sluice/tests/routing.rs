@@ -292,3 +292,73 @@ async fn local_only_routes_never_reach_cloud_and_on_prem_mode_refuses_cloud_at_l
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_class_fallbacks_and_wildcard_routes() {
+    let (small, big, limited, filtered) = (
+        start_mock().await,
+        start_mock().await,
+        start_mock().await,
+        start_mock().await,
+    );
+    let cfg = format!(
+        "store: {{url: \"{{DB}}\"}}\nfallbacks_by_class: {{rate_limited: [big], content_filter: [big]}}\nproviders:\n{}{}{}{}models:\n{}",
+        provider(
+            "small",
+            &small,
+            "x-mock-status: \"400\", x-mock-error-code: context_length_exceeded"
+        ),
+        provider("big", &big, ""),
+        provider("limited", &limited, "x-mock-status: \"429\""),
+        provider(
+            "filtered",
+            &filtered,
+            "x-mock-status: \"400\", x-mock-error-code: content_filter"
+        ),
+        concat!(
+            "  - name: small\n    fallbacks_by_class: {context_window_exceeded: [big]}\n",
+            "    deployments: [{provider: small, model: s}]\n",
+            "  - {name: small-alone, deployments: [{provider: small, model: s}]}\n",
+            "  - {name: big, deployments: [{provider: big, model: b}]}\n",
+            "  - {name: limited, deployments: [{provider: limited, model: l}]}\n",
+            "  - {name: filtered, deployments: [{provider: filtered, model: f}]}\n",
+            "  - {name: \"up/*\", deployments: [{provider: big, model: \"*\"}]}\n",
+        )
+    );
+    let gw = Gateway::start(&cfg);
+    let url = format!("{}/v1/chat/completions", gw.url);
+
+    let r = post_json(&url, &chat("small")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-sluice-provider"), Some("big"));
+    assert_eq!(
+        r.header("x-sluice-fallback-reason"),
+        Some("context_window_exceeded")
+    );
+    assert_eq!(r.header("x-sluice-attempts"), Some("2"));
+    assert_eq!(r.header("x-sluice-route-reason"), Some("fallback_route"));
+    // Without a class fallback the client's error comes back, tried once.
+    let r = post_json(&url, &chat("small-alone")).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.openai_error()["code"], "context_length_exceeded");
+    assert_eq!(count(&small).await, 2);
+
+    for (model, reason) in [("limited", "rate_limited"), ("filtered", "content_filter")] {
+        let r = post_json(&url, &chat(model)).await;
+        assert_eq!(r.status, 200, "{model}");
+        assert_eq!(r.header("x-sluice-fallback-reason"), Some(reason));
+    }
+
+    let r = post_json(&url, &chat("up/any-model-1")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-sluice-model"), Some("any-model-1"));
+    let last = request("GET", &format!("{big}/v1/_mock/last_request"), &[], "").await;
+    assert!(
+        String::from_utf8_lossy(&last.body).contains("any-model-1"),
+        "{}",
+        String::from_utf8_lossy(&last.body)
+    );
+    let m = request("GET", &format!("{}/v1/models/up/x", gw.url), &[], "").await;
+    assert_eq!(m.status, 200);
+    assert_eq!(post_json(&url, &chat("up/")).await.status, 404);
+}

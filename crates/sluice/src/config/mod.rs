@@ -34,6 +34,8 @@ pub struct Config {
     pub policies: Arc<PolicySet>,
     /// `on_prem`: no cloud provider may be used.
     pub mode: Mode,
+    /// Global fallback routes per error class, indexed by `FallbackClass::index`.
+    pub class_fallbacks: ClassFallbacks,
     /// Where this came from, for start-up messages.
     pub source: Option<PathBuf>,
 }
@@ -91,12 +93,17 @@ pub struct ModelConfig {
     pub name: String,
     pub deployments: Vec<DeploymentConfig>,
     pub fallbacks: Vec<String>,
+    pub class_fallbacks: ClassFallbacks,
     pub strategy: Strategy,
     pub retries: RetryConfig,
     pub breaker: BreakerConfig,
     pub data_policy: DataPolicy,
     pub aliases: Vec<String>,
 }
+
+/// Route names per error class, indexed by [`crate::providers::FallbackClass::index`]:
+/// rate_limited, server_error, context_window_exceeded, content_filter.
+pub type ClassFallbacks = [Vec<String>; 4];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryConfig {

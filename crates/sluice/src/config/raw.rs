@@ -19,6 +19,22 @@ pub struct RawConfig {
     pub policies: Vec<RawPolicy>,
     /// `on_prem` refuses every cloud provider (at load and at request time).
     pub mode: Option<Mode>,
+    /// Fallback routes per error class for every route (after the route's own).
+    pub fallbacks_by_class: Option<RawClassFallbacks>,
+}
+
+/// Fallback routes per error class, each tried in order.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClassFallbacks {
+    #[serde(default)]
+    pub rate_limited: Vec<String>,
+    #[serde(default)]
+    pub server_error: Vec<String>,
+    #[serde(default)]
+    pub context_window_exceeded: Vec<String>,
+    #[serde(default)]
+    pub content_filter: Vec<String>,
 }
 
 /// Where data may go, gateway-wide.
@@ -164,6 +180,8 @@ pub struct RawModel {
     /// Other model names tried in order when every deployment fails with a retryable error.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Fallback routes for one error class, tried after `fallbacks` (and before the global ones).
+    pub fallbacks_by_class: Option<RawClassFallbacks>,
     /// Order within a priority tier.
     pub strategy: Option<Strategy>,
     pub retries: Option<RawRetries>,

@@ -1,13 +1,15 @@
 //! Raw config -> [`Config`]: every rule checked, every problem reported with its field path.
 
 use super::raw::{
-    RawBreaker, RawConfig, RawMock, RawProvider, RawProviderKind, RawRetries, SizeOrText,
+    RawBreaker, RawClassFallbacks, RawConfig, RawMock, RawProvider, RawProviderKind, RawRetries,
+    SizeOrText,
 };
 use super::units::{parse_bytes, parse_duration};
 use super::{
-    defaults, BreakerConfig, Config, ConfigError, DataPolicy, DeploymentConfig, EnvLookup,
-    Locality, Mode, ModelConfig, ProviderConfig, ProviderKind, RetryConfig, ServerConfig,
-    StoreConfig, Strategy, DEFAULT_DRAIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_STORE_URL,
+    defaults, BreakerConfig, ClassFallbacks, Config, ConfigError, DataPolicy, DeploymentConfig,
+    EnvLookup, Locality, Mode, ModelConfig, ProviderConfig, ProviderKind, RetryConfig,
+    ServerConfig, StoreConfig, Strategy, DEFAULT_DRAIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY,
+    DEFAULT_STORE_URL,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -136,6 +138,21 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
                 format!("duplicate model name {:?}", rm.name),
             ));
         }
+        let wildcard = rm.name.ends_with('*');
+        if rm.name.matches('*').count() > usize::from(wildcard) {
+            errs.push(ConfigError::new(
+                format!("{path}.name"),
+                "`*` is only allowed at the end (a wildcard route such as `openai/*`)",
+            ));
+        }
+        for (j, d) in rm.deployments.iter().enumerate() {
+            if d.model.contains('*') && (!wildcard || d.model != "*") {
+                errs.push(ConfigError::new(
+                    format!("{path}.deployments[{j}].model"),
+                    "`*` (the requested name after the route's prefix) is only allowed as the whole model of a wildcard route such as `openai/*`",
+                ));
+            }
+        }
         if rm.deployments.is_empty() {
             errs.push(ConfigError::new(
                 format!("{path}.deployments"),
@@ -211,6 +228,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
             name: rm.name.clone(),
             deployments,
             fallbacks: rm.fallbacks.clone(),
+            class_fallbacks: class_fallbacks(rm.fallbacks_by_class.as_ref()),
             strategy,
             retries: retries(rm.retries.as_ref(), &path, &mut errs),
             breaker: breaker(rm.breaker.as_ref(), &path, &mut errs),
@@ -233,20 +251,38 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
     }
     let mut all_models: Vec<&str> = model_names.keys().map(String::as_str).collect();
     all_models.sort_unstable();
+    let global_class = class_fallbacks(raw.fallbacks_by_class.as_ref());
+    let mut refs: Vec<(String, Option<&str>, &str)> = Vec::new();
+    for (c, list) in CLASS_NAMES.iter().zip(&global_class) {
+        for (j, f) in list.iter().enumerate() {
+            refs.push((format!("fallbacks_by_class.{c}[{j}]"), None, f));
+        }
+    }
     for (i, m) in models.iter().enumerate() {
         for (j, f) in m.fallbacks.iter().enumerate() {
-            let path = format!("models[{i}].fallbacks[{j}]");
-            if f == &m.name {
-                errs.push(ConfigError::new(path, "a model cannot fall back to itself"));
-            } else if !model_names.contains_key(f) {
-                let hint = did_you_mean(f, &all_models)
-                    .map(|s| format!("; did you mean {s:?}?"))
-                    .unwrap_or_default();
-                errs.push(ConfigError::new(
-                    path,
-                    format!("no model named {f:?}{hint}"),
+            refs.push((format!("models[{i}].fallbacks[{j}]"), Some(&m.name), f));
+        }
+        for (c, list) in CLASS_NAMES.iter().zip(&m.class_fallbacks) {
+            for (j, f) in list.iter().enumerate() {
+                refs.push((
+                    format!("models[{i}].fallbacks_by_class.{c}[{j}]"),
+                    Some(&m.name),
+                    f,
                 ));
             }
+        }
+    }
+    for (path, own, f) in refs {
+        if own == Some(f) {
+            errs.push(ConfigError::new(path, "a model cannot fall back to itself"));
+        } else if !model_names.contains_key(f) {
+            let hint = did_you_mean(f, &all_models)
+                .map(|s| format!("; did you mean {s:?}?"))
+                .unwrap_or_default();
+            errs.push(ConfigError::new(
+                path,
+                format!("no model named {f:?}{hint}"),
+            ));
         }
     }
 
@@ -270,7 +306,27 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         models,
         policies: std::sync::Arc::new(policies),
         mode: raw.mode.unwrap_or_default(),
+        class_fallbacks: global_class,
         source: None,
+    })
+}
+
+/// In [`ClassFallbacks`] order.
+const CLASS_NAMES: [&str; 4] = [
+    "rate_limited",
+    "server_error",
+    "context_window_exceeded",
+    "content_filter",
+];
+
+fn class_fallbacks(c: Option<&RawClassFallbacks>) -> ClassFallbacks {
+    c.map_or_else(Default::default, |c| {
+        [
+            c.rate_limited.clone(),
+            c.server_error.clone(),
+            c.context_window_exceeded.clone(),
+            c.content_filter.clone(),
+        ]
     })
 }
 

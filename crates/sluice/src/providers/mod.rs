@@ -6,7 +6,7 @@ mod error;
 mod mock;
 mod openai_compat;
 
-pub use error::{parse_error_body, ErrorSource, UpstreamError, UpstreamErrorKind};
+pub use error::{parse_error_body, ErrorSource, FallbackClass, UpstreamError, UpstreamErrorKind};
 
 use crate::config::{Locality, ProviderConfig, ProviderKind};
 use bytes::Bytes;

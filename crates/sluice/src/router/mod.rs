@@ -7,7 +7,7 @@ pub mod retry;
 pub mod strategy;
 
 use crate::config::{BreakerConfig, Config, DataPolicy, Locality, Mode, RetryConfig, Strategy};
-use crate::providers::Provider;
+use crate::providers::{FallbackClass, Provider};
 use bytes::Bytes;
 use health::Health;
 use std::collections::HashMap;
@@ -37,6 +37,8 @@ pub struct Route {
     /// Sorted by priority (stable, so config order holds within a tier).
     pub deployments: Vec<Deployment>,
     pub fallbacks: Vec<Arc<str>>,
+    /// Per error class (`FallbackClass::index`), tried after a failure of that class.
+    pub class_fallbacks: [Vec<Arc<str>>; 4],
     pub strategy: Strategy,
     pub retries: RetryConfig,
     pub breaker: BreakerConfig,
@@ -57,8 +59,11 @@ pub struct Plan<'a> {
 /// Every route, by public model name (aliases included).
 pub struct ModelTable {
     routes: HashMap<String, Arc<Route>>,
+    /// `prefix/*` routes, longest prefix first: any model name under the prefix.
+    wildcards: Vec<(String, Arc<Route>)>,
     names: Vec<String>,
     on_prem_only: bool,
+    global_class_fallbacks: [Vec<Arc<str>>; 4],
     /// Health by (provider, model), for the admin view and the next reload.
     health: Vec<(Arc<str>, Arc<str>, Arc<Health>)>,
 }
@@ -85,6 +90,7 @@ impl ModelTable {
         let mut health = Vec::new();
         let mut routes = HashMap::with_capacity(cfg.models.len());
         let mut names = Vec::with_capacity(cfg.models.len());
+        let mut wildcards = Vec::new();
         for m in &cfg.models {
             let mut deployments: Vec<Deployment> = m
                 .deployments
@@ -115,6 +121,7 @@ impl ModelTable {
                 name: Arc::from(m.name.as_str()),
                 deployments,
                 fallbacks: m.fallbacks.iter().map(|f| Arc::from(f.as_str())).collect(),
+                class_fallbacks: arcs(&m.class_fallbacks),
                 strategy: m.strategy,
                 retries: m.retries,
                 breaker: m.breaker,
@@ -125,20 +132,87 @@ impl ModelTable {
                 routes.insert(alias.clone(), route.clone());
                 names.push(alias.clone());
             }
+            if let Some(prefix) = m.name.strip_suffix('*') {
+                wildcards.push((prefix.to_string(), route));
+                continue;
+            }
             routes.insert(m.name.clone(), route);
             names.push(m.name.clone());
         }
         names.sort();
+        wildcards.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         Self {
             routes,
+            wildcards,
             names,
             on_prem_only: cfg.mode == Mode::OnPrem,
+            global_class_fallbacks: arcs(&cfg.class_fallbacks),
             health,
         }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Route>> {
         self.routes.get(name)
+    }
+
+    /// The route for a requested model name: an exact name or alias, else the longest
+    /// `prefix/*` route, whose `model: "*"` deployments then use the rest of the name.
+    pub fn resolve(&self, name: &str) -> Option<Arc<Route>> {
+        if let Some(r) = self.routes.get(name) {
+            return Some(r.clone());
+        }
+        let (prefix, template) = self
+            .wildcards
+            .iter()
+            .find(|(p, _)| name.len() > p.len() && name.starts_with(p.as_str()))?;
+        let rest = &name[prefix.len()..];
+        let rest_json = Bytes::from(serde_json::to_vec(rest).ok()?);
+        let deployments = template
+            .deployments
+            .iter()
+            .map(|d| {
+                let star = &*d.model == "*";
+                Deployment {
+                    provider: d.provider.clone(),
+                    model: if star {
+                        Arc::from(rest)
+                    } else {
+                        d.model.clone()
+                    },
+                    model_json: if star {
+                        rest_json.clone()
+                    } else {
+                        d.model_json.clone()
+                    },
+                    weight: d.weight,
+                    priority: d.priority,
+                    timeout: d.timeout,
+                    price: d.price,
+                    // Health is tracked per wildcard deployment (per provider), not per model.
+                    health: d.health.clone(),
+                }
+            })
+            .collect();
+        Some(Arc::new(Route {
+            name: Arc::from(name),
+            deployments,
+            fallbacks: template.fallbacks.clone(),
+            class_fallbacks: template.class_fallbacks.clone(),
+            strategy: template.strategy,
+            retries: template.retries,
+            breaker: template.breaker,
+            local_only: template.local_only,
+            rr: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Whether a model name is served (exactly, by alias or by a wildcard route).
+    pub fn serves(&self, name: &str) -> bool {
+        self.routes.contains_key(name)
+            || self
+                .wildcards
+                .iter()
+                .any(|(p, _)| name.len() > p.len() && name.starts_with(p.as_str()))
     }
 
     /// Public model names (aliases included), sorted.
@@ -188,6 +262,32 @@ impl ModelTable {
         plan
     }
 
+    /// The routes to try after `route` failed with an error of `class`: its own list for
+    /// the class, then the global one; never `route` itself.
+    pub fn class_fallbacks<'t>(
+        &'t self,
+        route: &'t Route,
+        class: FallbackClass,
+    ) -> impl Iterator<Item = &'t Arc<Route>> + 't {
+        let i = class.index();
+        route.class_fallbacks[i]
+            .iter()
+            .chain(&self.global_class_fallbacks[i])
+            .filter(move |name| ***name != *route.name)
+            .filter_map(|name| self.routes.get(&**name))
+    }
+
+    /// The plan for fallback route `target` of `requested` (whose locality rules apply).
+    pub fn plan_fallback<'a>(&'a self, requested: &Route, target: &'a Route) -> Plan<'a> {
+        let mut plan = Plan {
+            candidates: Vec::with_capacity(target.deployments.len()),
+            skipped_open: 0,
+            skipped_locality: 0,
+        };
+        self.push_route(requested, target, &mut plan);
+        plan
+    }
+
     fn allowed(&self, requested: &Route, d: &Deployment) -> bool {
         d.provider.locality == Locality::OnPrem || !(self.on_prem_only || requested.local_only)
     }
@@ -220,6 +320,12 @@ impl ModelTable {
             plan.candidates.extend_from_slice(&tier);
         }
     }
+}
+
+fn arcs(lists: &[Vec<String>; 4]) -> [Vec<Arc<str>>; 4] {
+    lists
+        .clone()
+        .map(|l| l.iter().map(|n| Arc::from(n.as_str())).collect())
 }
 
 #[cfg(test)]

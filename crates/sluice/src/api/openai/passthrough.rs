@@ -113,13 +113,14 @@ async fn run(
     // route
     let route = gw
         .models
-        .get(&p.model)
+        .resolve(&p.model)
         .ok_or_else(|| ApiError::ModelNotFound {
             model: p.model.to_string(),
             available: gw.models.names().to_vec(),
         })?;
-    let plan = gw.models.plan(route);
+    let plan = gw.models.plan(&route);
     let mut candidates = plan.candidates;
+    let route_local = guarded.route_local.is_some();
     if let Some(rule) = guarded.route_local {
         candidates.retain(|d| d.provider.locality == Locality::OnPrem);
         if candidates.is_empty() {
@@ -147,8 +148,8 @@ async fn run(
     };
 
     // dispatch
-    let result = dispatch(
-        route,
+    let mut result = dispatch(
+        &route,
         &candidates,
         endpoint,
         &ctx.request_id,
@@ -163,6 +164,50 @@ async fn run(
         },
     )
     .await;
+    // Per-class fallback routes, after the route's own candidates (and `fallbacks`) failed.
+    let failed_class = match &result {
+        Err(f) => f
+            .error
+            .fallback_class()
+            .map(|c| (c, f.attempts, f.upstream_wait)),
+        Ok(_) => None,
+    };
+    if let Some((class, mut attempts, mut waited)) = failed_class {
+        for target in gw.models.class_fallbacks(&route, class) {
+            let mut more = gw.models.plan_fallback(&route, target).candidates;
+            if route_local {
+                more.retain(|d| d.provider.locality == Locality::OnPrem);
+            }
+            if more.is_empty() {
+                continue;
+            }
+            let next = dispatch(target, &more, endpoint, &ctx.request_id, &attempt, |d| {
+                encode(
+                    &body,
+                    &p,
+                    d,
+                    wants_usage_injected && d.provider.stream_usage,
+                )
+            })
+            .await;
+            match next {
+                Ok(mut ok) => {
+                    ok.attempts += attempts;
+                    ok.upstream_wait += waited;
+                    ok.fallback_reason = Some(class.as_str());
+                    result = Ok(ok);
+                    break;
+                }
+                Err(mut f) => {
+                    attempts += f.attempts;
+                    waited += f.upstream_wait;
+                    f.attempts = attempts;
+                    f.upstream_wait = waited;
+                    result = Err(f);
+                }
+            }
+        }
+    }
     let ok = match result {
         Ok(ok) => ok,
         Err(fail) => {
@@ -180,7 +225,7 @@ async fn run(
     let route_info = RouteInfo {
         attempts: ok.attempts,
         fallback_reason: ok.fallback_reason,
-        route_reason: route_reason(route, ok.deployment, plan.skipped_open),
+        route_reason: route_reason(&route, ok.deployment, plan.skipped_open),
     };
     let d = ok.deployment;
     let Some(mut settle) = settle_slot.take() else {
