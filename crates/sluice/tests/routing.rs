@@ -362,3 +362,22 @@ async fn per_class_fallbacks_and_wildcard_routes() {
     assert_eq!(m.status, 200);
     assert_eq!(post_json(&url, &chat("up/")).await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_at_its_rpm_capacity_is_skipped() {
+    let (a, b) = (start_mock().await, start_mock().await);
+    let gw = start(
+        &[provider("a", &a, ""), provider("b", &b, "")],
+        "  - name: m\n    deployments: [{provider: a, model: x, rpm: 3}, {provider: b, model: y, priority: 1}]\n",
+    );
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let mut reasons = Vec::new();
+    for _ in 0..7 {
+        let r = post_json(&url, &chat("m")).await;
+        assert_eq!(r.status, 200);
+        reasons.push(r.header("x-sluice-route-reason").unwrap().to_string());
+    }
+    assert_eq!((count(&a).await, count(&b).await), (3, 4));
+    assert_eq!(reasons[0], "weighted");
+    assert_eq!(reasons[6], "unavailable_skipped");
+}

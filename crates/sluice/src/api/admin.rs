@@ -23,6 +23,7 @@ pub async fn routing(State(app): State<AppState>) -> Response {
                 "breaker_open_for_ms": h.open_for_ms(),
                 "ewma_latency_ms": h.ewma_us() as f64 / 1000.0,
                 "in_flight": h.in_flight.load(Ordering::Relaxed),
+                "rpm_used": h.rpm_used(),
                 "successes": h.successes.load(Ordering::Relaxed),
                 "failures": h.failures.load(Ordering::Relaxed),
             })

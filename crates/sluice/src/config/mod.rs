@@ -153,6 +153,8 @@ pub struct DeploymentConfig {
     pub timeout: Option<Duration>,
     /// Micro-USD per 1M (input, output) tokens.
     pub price: Option<(u64, u64)>,
+    /// Requests-per-minute capacity.
+    pub rpm: Option<u32>,
 }
 
 /// One problem in a config, with the field path it concerns (`models[2].deployments[0].weight`).

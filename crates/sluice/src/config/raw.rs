@@ -204,6 +204,8 @@ pub struct RawDeployment {
     pub timeout: Option<String>,
     /// Micro-USD per 1M tokens, for `strategy: lowest_cost`.
     pub price: Option<RawPrice>,
+    /// Requests per minute this deployment may receive; at capacity it is skipped.
+    pub rpm: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -178,6 +178,12 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
                     "must not be empty",
                 ));
             }
+            if d.rpm == Some(0) {
+                errs.push(ConfigError::new(
+                    format!("{dpath}.rpm"),
+                    "must be at least 1 (leave it out for no limit)",
+                ));
+            }
             let weight = d.weight.unwrap_or(1);
             if weight == 0 {
                 errs.push(ConfigError::new(
@@ -198,6 +204,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
                 priority: d.priority.unwrap_or(0),
                 timeout,
                 price: d.price.as_ref().map(|p| (p.input, p.output)),
+                rpm: d.rpm,
             });
         }
         let strategy = rm.strategy.unwrap_or_default();

@@ -71,7 +71,7 @@ pub async fn dispatch<'a>(
             if attempts >= max_attempts {
                 break 'passes;
             }
-            if !d.health.available() {
+            if !d.available() {
                 continue;
             }
             if pass > 0 {
@@ -91,6 +91,9 @@ pub async fn dispatch<'a>(
             }
             if !d.health.admit() {
                 continue;
+            }
+            if d.rpm.is_some() {
+                d.health.count_request();
             }
             attempts += 1;
             let in_flight = InFlight::new(&d.health);
@@ -162,7 +165,7 @@ pub fn unavailable(route: &str) -> UpstreamError {
         "no deployment",
         UpstreamErrorKind::Unavailable(format!(
             "no deployment of model `{route}` is available right now: their circuit breakers \
-             are open after repeated failures; retry later"
+             are open after repeated failures or their rpm capacity is used up; retry later"
         )),
     )
 }

@@ -39,6 +39,9 @@ pub struct Health {
     probing: AtomicBool,
     pub successes: AtomicU64,
     pub failures: AtomicU64,
+    /// Minute (since `epoch`) that `rpm_used` counts.
+    rpm_minute: AtomicU64,
+    rpm_used: AtomicU32,
 }
 
 impl Default for Health {
@@ -52,6 +55,8 @@ impl Default for Health {
             probing: AtomicBool::new(false),
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            rpm_minute: AtomicU64::new(0),
+            rpm_used: AtomicU32::new(0),
         }
     }
 }
@@ -92,6 +97,30 @@ impl Health {
             BreakerState::Open => false,
             BreakerState::HalfOpen => !self.probing.load(Ordering::Acquire),
         }
+    }
+
+    /// Requests counted in the current minute (a fixed window, so a burst can straddle two).
+    pub fn rpm_used(&self) -> u32 {
+        if self.rpm_minute.load(Ordering::Relaxed) == self.minute() {
+            self.rpm_used.load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Counts one request against the rpm capacity. Racy at a minute boundary by a request
+    /// or two, which a soft capacity tolerates.
+    pub fn count_request(&self) {
+        let m = self.minute();
+        if self.rpm_minute.swap(m, Ordering::Relaxed) == m {
+            self.rpm_used.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.rpm_used.store(1, Ordering::Relaxed);
+        }
+    }
+
+    fn minute(&self) -> u64 {
+        self.epoch.elapsed().as_secs() / 60
     }
 
     pub fn ewma_us(&self) -> u64 {

@@ -28,8 +28,17 @@ pub struct Deployment {
     pub timeout: Duration,
     /// Micro-USD per 1M input + output tokens (`u64::MAX` when unpriced).
     pub price: u64,
+    /// Requests-per-minute capacity.
+    pub rpm: Option<u32>,
     /// Live state, shared by every route using this (provider, model).
     pub health: Arc<Health>,
+}
+
+impl Deployment {
+    /// Breaker closed (or a probe free) and rpm capacity left.
+    pub fn available(&self) -> bool {
+        self.health.available() && self.rpm.is_none_or(|cap| self.health.rpm_used() < cap)
+    }
 }
 
 pub struct Route {
@@ -50,7 +59,7 @@ pub struct Route {
 /// The candidates for one request, in order, and why.
 pub struct Plan<'a> {
     pub candidates: Vec<&'a Deployment>,
-    /// Deployments left out because their breaker is open.
+    /// Deployments left out because their breaker is open or their rpm capacity is used up.
     pub skipped_open: u32,
     /// Deployments left out by locality (`mode: on_prem`, `data_policy: local_only`).
     pub skipped_locality: u32,
@@ -112,6 +121,7 @@ impl ModelTable {
                         weight: d.weight.max(1),
                         priority: d.priority,
                         price: d.price.map_or(u64::MAX, |(i, o)| i.saturating_add(o)),
+                        rpm: d.rpm,
                         health: h,
                     })
                 })
@@ -188,6 +198,7 @@ impl ModelTable {
                     priority: d.priority,
                     timeout: d.timeout,
                     price: d.price,
+                    rpm: d.rpm,
                     // Health is tracked per wildcard deployment (per provider), not per model.
                     health: d.health.clone(),
                 }
@@ -242,7 +253,7 @@ impl ModelTable {
         if route.deployments.len() == 1 && route.fallbacks.is_empty() {
             let d = &route.deployments[0];
             if self.allowed(route, d) {
-                if d.health.available() {
+                if d.available() {
                     plan.candidates.push(d);
                 } else {
                     plan.skipped_open = 1;
@@ -310,7 +321,7 @@ impl ModelTable {
                 }
                 if !self.allowed(requested, d) {
                     plan.skipped_locality += 1;
-                } else if !d.health.available() {
+                } else if !d.available() {
                     plan.skipped_open += 1;
                 } else {
                     tier.push(d);

@@ -65,3 +65,60 @@ fn weighted(tier: &mut [&Deployment], rng: &mut impl Rng) {
         tier.swap(start, start + idx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::tests::table;
+    use std::sync::atomic::Ordering;
+
+    const THREE: &str = concat!(
+        "providers:\n  - {name: a, kind: mock}\n  - {name: b, kind: mock}\n  - {name: c, kind: mock}\n",
+        "models:\n  - name: m\n    strategy: STRATEGY\n",
+        "    deployments: [{provider: a, model: x}, {provider: b, model: y}, {provider: c, model: z}]\n",
+    );
+
+    #[test]
+    fn least_outstanding_never_puts_the_busiest_first() {
+        let (t, _) = table(&THREE.replace("STRATEGY", "least_outstanding"));
+        let route = t.get("m").unwrap();
+        for (d, n) in route.deployments.iter().zip([5, 0, 9]) {
+            d.health.in_flight.store(n, Ordering::Relaxed);
+        }
+        let mut firsts = std::collections::HashMap::new();
+        for _ in 0..300 {
+            let c = t.candidates(route);
+            *firsts.entry(c[0].model.to_string()).or_insert(0) += 1;
+            // The rest follow by load.
+            let loads: Vec<u32> = c[1..]
+                .iter()
+                .map(|d| d.health.in_flight.load(Ordering::Relaxed))
+                .collect();
+            assert!(loads.windows(2).all(|w| w[0] <= w[1]), "{loads:?}");
+        }
+        assert_eq!(
+            firsts.get("z"),
+            None,
+            "the busiest loses every pair it is in"
+        );
+        // y (idle) wins whenever it is drawn: 2 of 3 pairs.
+        assert!(firsts["y"] > 150, "{firsts:?}");
+    }
+
+    #[test]
+    fn lowest_latency_prefers_the_fastest_and_still_explores() {
+        let (t, _) = table(&THREE.replace("STRATEGY", "lowest_latency"));
+        let route = t.get("m").unwrap();
+        for (d, us) in route.deployments.iter().zip([3000, 1000, 2000]) {
+            d.health.record_success(us);
+        }
+        let mut fastest = 0;
+        for _ in 0..1000 {
+            if &*t.candidates(route)[0].model == "y" {
+                fastest += 1;
+            }
+        }
+        // 1 in 20 explores (and may still pick y): between ~95 % and 100 % exclusive.
+        assert!((900..1000).contains(&fastest), "{fastest}");
+    }
+}

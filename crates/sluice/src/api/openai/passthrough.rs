@@ -23,7 +23,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderValue};
+use http::{header, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use std::ops::Range;
 use std::time::Instant;
@@ -335,6 +335,15 @@ fn overhead(start: Instant, upstream_wait: std::time::Duration) -> u64 {
     u64::try_from(total.as_micros()).unwrap_or(u64::MAX)
 }
 
+// Header names as constants: no parsing per request.
+const X_SLUICE_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-sluice-timeout-ms");
+const X_SLUICE_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
+const X_SLUICE_ROUTE_REASON: HeaderName = HeaderName::from_static("x-sluice-route-reason");
+const X_SLUICE_FALLBACK_REASON: HeaderName = HeaderName::from_static("x-sluice-fallback-reason");
+const X_SLUICE_PROVIDER: HeaderName = HeaderName::from_static("x-sluice-provider");
+const X_SLUICE_MODEL: HeaderName = HeaderName::from_static("x-sluice-model");
+const X_SLUICE_OVERHEAD_US: HeaderName = HeaderName::from_static("x-sluice-overhead-us");
+
 /// What routing did, for the response headers.
 struct RouteInfo {
     attempts: u32,
@@ -345,7 +354,7 @@ struct RouteInfo {
 /// Why this deployment: the route's strategy, or that earlier candidates were unavailable.
 fn route_reason(route: &Route, d: &Deployment, skipped_open: u32) -> &'static str {
     if skipped_open > 0 {
-        return "breaker_open_skipped";
+        return "unavailable_skipped";
     }
     if !route.deployments.iter().any(|x| std::ptr::eq(x, d)) {
         return "fallback_route";
@@ -368,7 +377,7 @@ fn route_reason(route: &Route, d: &Deployment, skipped_open: u32) -> &'static st
 /// `x-sluice-timeout-ms`: a shorter per-attempt timeout (it never lengthens the configured one).
 fn timeout_override(headers: &http::HeaderMap) -> Option<std::time::Duration> {
     let ms: u64 = headers
-        .get("x-sluice-timeout-ms")?
+        .get(&X_SLUICE_TIMEOUT_MS)?
         .to_str()
         .ok()?
         .trim()
@@ -384,21 +393,21 @@ fn with_route_headers(
     info: &RouteInfo,
 ) -> Response {
     let h = resp.headers_mut();
-    h.insert("x-sluice-attempts", HeaderValue::from(info.attempts));
+    h.insert(X_SLUICE_ATTEMPTS, HeaderValue::from(info.attempts));
     h.insert(
-        "x-sluice-route-reason",
+        X_SLUICE_ROUTE_REASON,
         HeaderValue::from_static(info.route_reason),
     );
     if let Some(r) = info.fallback_reason {
-        h.insert("x-sluice-fallback-reason", HeaderValue::from_static(r));
+        h.insert(X_SLUICE_FALLBACK_REASON, HeaderValue::from_static(r));
     }
     if let Ok(v) = HeaderValue::from_str(&d.provider.name) {
-        h.insert("x-sluice-provider", v);
+        h.insert(X_SLUICE_PROVIDER, v);
     }
     if let Ok(v) = HeaderValue::from_str(&d.model) {
-        h.insert("x-sluice-model", v);
+        h.insert(X_SLUICE_MODEL, v);
     }
-    h.insert("x-sluice-overhead-us", HeaderValue::from(overhead_us));
+    h.insert(X_SLUICE_OVERHEAD_US, HeaderValue::from(overhead_us));
     resp
 }
 
