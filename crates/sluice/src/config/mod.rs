@@ -130,6 +130,10 @@ pub struct BreakerConfig {
     /// Consecutive failures that open the breaker; 0 disables it.
     pub failures: u32,
     pub cooldown: Duration,
+    /// Percentage of failed requests in `window` that opens the breaker.
+    pub error_rate: Option<u32>,
+    pub window: Duration,
+    pub min_requests: u32,
 }
 
 impl Default for BreakerConfig {
@@ -137,6 +141,9 @@ impl Default for BreakerConfig {
         Self {
             failures: 5,
             cooldown: Duration::from_secs(30),
+            error_rate: None,
+            window: Duration::from_secs(30),
+            min_requests: 20,
         }
     }
 }

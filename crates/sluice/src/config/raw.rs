@@ -93,6 +93,12 @@ pub struct RawBreaker {
     pub failures: Option<u32>,
     /// How long an open breaker keeps a deployment out before one probe is let through.
     pub cooldown: Option<String>,
+    /// Also open when this percentage of requests in `window` failed (1-100; off when absent).
+    pub error_rate: Option<u32>,
+    /// The error-rate window (default 30s).
+    pub window: Option<String>,
+    /// Fewest requests in the window before the error rate counts (default 20).
+    pub min_requests: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

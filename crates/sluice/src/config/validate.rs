@@ -372,6 +372,12 @@ fn retries(r: Option<&RawRetries>, path: &str, errs: &mut Vec<ConfigError>) -> R
 fn breaker(b: Option<&RawBreaker>, path: &str, errs: &mut Vec<ConfigError>) -> BreakerConfig {
     let d = BreakerConfig::default();
     let Some(b) = b else { return d };
+    if b.error_rate.is_some_and(|r| r == 0 || r > 100) {
+        errs.push(ConfigError::new(
+            format!("{path}.breaker.error_rate"),
+            "must be a percentage from 1 to 100",
+        ));
+    }
     BreakerConfig {
         failures: b.failures.unwrap_or(d.failures),
         cooldown: duration(
@@ -380,6 +386,9 @@ fn breaker(b: Option<&RawBreaker>, path: &str, errs: &mut Vec<ConfigError>) -> B
             d.cooldown,
             errs,
         ),
+        error_rate: b.error_rate,
+        window: duration(&b.window, &format!("{path}.breaker.window"), d.window, errs),
+        min_requests: b.min_requests.unwrap_or(d.min_requests).max(1),
     }
 }
 

@@ -110,6 +110,9 @@ pub async fn dispatch<'a>(
                     upstream_wait += took;
                     d.health
                         .record_success(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+                    if route.breaker.error_rate.is_some() {
+                        d.health.count_in_window(&route.breaker, false);
+                    }
                     return Ok(Dispatched {
                         deployment: d,
                         response: resp,

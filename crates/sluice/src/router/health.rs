@@ -42,6 +42,10 @@ pub struct Health {
     /// Minute (since `epoch`) that `rpm_used` counts.
     rpm_minute: AtomicU64,
     rpm_used: AtomicU32,
+    /// Error-rate window (only with `breaker.error_rate`): start, requests, failures.
+    window_start_us: AtomicU64,
+    window_total: AtomicU32,
+    window_failed: AtomicU32,
 }
 
 impl Default for Health {
@@ -57,6 +61,9 @@ impl Default for Health {
             failures: AtomicU64::new(0),
             rpm_minute: AtomicU64::new(0),
             rpm_used: AtomicU32::new(0),
+            window_start_us: AtomicU64::new(0),
+            window_total: AtomicU32::new(0),
+            window_failed: AtomicU32::new(0),
         }
     }
 }
@@ -144,7 +151,31 @@ impl Health {
         if self.open_until_us.load(Ordering::Relaxed) != 0 {
             self.open_until_us.store(0, Ordering::Release);
             self.probing.store(false, Ordering::Release);
+            // A closed breaker starts a fresh error-rate window.
+            self.window_start_us.store(0, Ordering::Relaxed);
+            self.window_total.store(0, Ordering::Relaxed);
+            self.window_failed.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Counts one outcome in the error-rate window (a fixed window, restarted when it has
+    /// passed); returns (requests, failures) in it.
+    pub fn count_in_window(&self, cfg: &BreakerConfig, failed: bool) -> (u32, u32) {
+        let now = self.now_us();
+        let window = u64::try_from(cfg.window.as_micros()).unwrap_or(u64::MAX);
+        if now.saturating_sub(self.window_start_us.load(Ordering::Relaxed)) > window {
+            // Racy restart: concurrent outcomes may land in either window, which is harmless.
+            self.window_start_us.store(now, Ordering::Relaxed);
+            self.window_total.store(0, Ordering::Relaxed);
+            self.window_failed.store(0, Ordering::Relaxed);
+        }
+        let total = self.window_total.fetch_add(1, Ordering::Relaxed) + 1;
+        let failed = if failed {
+            self.window_failed.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.window_failed.load(Ordering::Relaxed)
+        };
+        (total, failed)
     }
 
     /// A failure the deployment is responsible for (not the client's).
@@ -152,7 +183,12 @@ impl Health {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let n = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
         let probe_failed = self.probing.swap(false, Ordering::AcqRel);
-        if cfg.failures > 0 && (n >= cfg.failures || probe_failed) {
+        let rate_exceeded = cfg.error_rate.is_some_and(|rate| {
+            let (total, failed) = self.count_in_window(cfg, true);
+            total >= cfg.min_requests
+                && u64::from(failed) * 100 >= u64::from(rate) * u64::from(total)
+        });
+        if rate_exceeded || (cfg.failures > 0 && (n >= cfg.failures || probe_failed)) {
             let cooldown = u64::try_from(cfg.cooldown.as_micros()).unwrap_or(u64::MAX);
             let until = self.now_us().saturating_add(cooldown).max(1);
             self.open_until_us.store(until, Ordering::Release);
@@ -198,6 +234,7 @@ mod tests {
         let cfg = BreakerConfig {
             failures: 3,
             cooldown: Duration::from_millis(30),
+            ..BreakerConfig::default()
         };
         let h = Health::default();
         h.record_failure(&cfg);
@@ -225,6 +262,30 @@ mod tests {
         h.record_success(10);
         assert_eq!(h.state(), BreakerState::Closed);
         assert!(h.admit() && h.admit());
+    }
+
+    #[test]
+    fn error_rate_over_the_window_opens_without_consecutive_failures() {
+        let cfg = BreakerConfig {
+            failures: 0,
+            cooldown: Duration::from_secs(60),
+            error_rate: Some(50),
+            window: Duration::from_secs(60),
+            min_requests: 10,
+        };
+        let h = Health::default();
+        // Alternate: never two failures in a row, but half of all requests fail.
+        for i in 0..9 {
+            if i % 2 == 0 {
+                h.count_in_window(&cfg, false);
+                h.record_success(10);
+            } else {
+                h.record_failure(&cfg);
+            }
+        }
+        assert_eq!(h.state(), BreakerState::Closed, "below min_requests");
+        h.record_failure(&cfg);
+        assert_eq!(h.state(), BreakerState::Open, "5 of 10 failed");
     }
 
     #[test]

@@ -403,6 +403,7 @@ mod plan_tests {
         let open = BreakerConfig {
             failures: 1,
             cooldown: Duration::from_secs(60),
+            ..BreakerConfig::default()
         };
         for case in 0..300 {
             let n = rng.gen_range(1..=10);
