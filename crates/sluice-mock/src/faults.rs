@@ -26,6 +26,8 @@ pub(crate) struct Plan {
     pub(crate) chunks: usize,
     pub(crate) status: Option<u16>,
     pub(crate) retry_after: Option<HeaderValue>,
+    /// `code` of an injected error body (`x-mock-error-code`), e.g. `context_length_exceeded`.
+    pub(crate) error_code: Option<&'static str>,
     pub(crate) failure_rate: f64,
     pub(crate) reset_rate: f64,
     pub(crate) fault: Option<Fault>,
@@ -60,6 +62,7 @@ impl Plan {
             chunks: settings.chunks,
             status: settings.status,
             retry_after: None,
+            error_code: None,
             failure_rate: settings.failure_rate,
             reset_rate: settings.reset_rate,
             fault: settings.stall_after.map(|_| Fault::Stall),
@@ -100,6 +103,15 @@ impl Plan {
                 "retry-after" => {
                     plan.retry_after = Some(value.clone());
                     true
+                }
+                "error-code" => {
+                    plan.error_code = match text {
+                        "context_length_exceeded" => Some("context_length_exceeded"),
+                        "content_filter" => Some("content_filter"),
+                        "rate_limit_exceeded" => Some("rate_limit_exceeded"),
+                        _ => None,
+                    };
+                    plan.error_code.is_some()
                 }
                 "failure-rate" => text.parse().map(|r| plan.failure_rate = r).is_ok(),
                 "reset-rate" => text.parse().map(|r| plan.reset_rate = r).is_ok(),

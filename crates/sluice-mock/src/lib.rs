@@ -290,7 +290,9 @@ impl Mock {
             .or_else(|| roll(plan.failure_rate).then_some(self.settings.failure_status));
         if let Some(status) = injected {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut response = error_response(&ApiError::injected(status));
+            let mut error = ApiError::injected(status);
+            error.code = plan.error_code;
+            let mut response = error_response(&error);
             if matches!(status.as_u16(), 429 | 503) {
                 let retry_after = plan
                     .retry_after

@@ -18,10 +18,13 @@
 //!    with placeholders), flag, route_local (step 7 keeps on-prem deployments only). With no
 //!    applicable rule the body is not parsed.
 //! 6. **cache_lookup** — reserved for the cache; nothing yet.
-//! 7. **route** (`router::ModelTable`) — model name -> ordered candidate deployments
-//!    (weighted random, then fallback routes); unknown model -> 404 listing the models.
+//! 7. **route** (`router::ModelTable::plan`) — model name or alias -> ordered candidate
+//!    deployments: priority tiers, each ordered by the route's strategy, then fallback
+//!    routes; open circuit breakers and locality (`mode: on_prem`, `data_policy:
+//!    local_only`) leave deployments out; unknown model -> 404 listing the models.
 //! 8. **dispatch** (`router::dispatch`) — splice the provider's model name into the body, send,
-//!    move to the next candidate only on a retryable error before any byte reached the client.
+//!    retry (next candidate, then backoff) only on a retryable error before any byte reached
+//!    the client, within the route's attempts and deadline; feeds breakers and latency.
 //! 9. **guard_output -> respond** (`policy::content::{output, stream}`, `api::openai::passthrough`,
 //!    `api::openai::stream`) — output rules and reversible-placeholder restore on the JSON
 //!    answer, or on the SSE stream with a bounded look-behind window; JSON as one body;
@@ -69,12 +72,18 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn build(config: Config) -> Result<Self, String> {
+        Self::build_after(config, None)
+    }
+
+    /// Builds from `config`, keeping the routing state (breakers, latency) of deployments
+    /// that `previous` also had.
+    pub fn build_after(config: Config, previous: Option<&Gateway>) -> Result<Self, String> {
         let providers = config
             .providers
             .iter()
             .map(|p| Provider::from_config(p).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let models = ModelTable::build(&config, &providers);
+        let models = ModelTable::build_with(&config, &providers, previous.map(|g| &g.models));
         let auth = Authenticator::new(config.server.master_key.clone());
         Ok(Self {
             config,
@@ -152,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{*model}", get(api::openai::get_model))
         .route("/v1/key/info", get(api::admin::key_info))
         .merge(api::admin::routes())
+        .route("/admin/routing", get(api::admin::routing))
         .route("/health/live", get(api::health::live))
         .route("/health/ready", get(api::health::ready))
         .route("/metrics", get(metrics))

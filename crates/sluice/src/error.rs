@@ -60,6 +60,9 @@ pub enum ApiError {
     /// Content policy: a block (400), or route_local with no on-prem deployment (422).
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// `mode: on_prem` or the route's `data_policy: local_only` left no deployment.
+    #[error("model `{model}` has no on-prem deployment, and {why} forbids sending data to a cloud provider")]
+    LocalOnly { model: String, why: &'static str },
     #[error("the gateway is shutting down; retry on another instance")]
     ShuttingDown,
     #[error("internal error: {0}")]
@@ -148,9 +151,8 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Upstream(e) => e.status_code(),
-            ApiError::Policy(PolicyError::NoLocalDeployment { .. }) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::Policy(PolicyError::NoLocalDeployment { .. })
+            | ApiError::LocalOnly { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Policy(_) => StatusCode::BAD_REQUEST,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -174,7 +176,8 @@ impl ApiError {
             ApiError::Conflict { .. } => "conflict",
             ApiError::Upstream(e) => e.class(),
             ApiError::Policy(PolicyError::Blocked { .. }) => "content_policy_violation",
-            ApiError::Policy(PolicyError::NoLocalDeployment { .. }) => "no_local_deployment",
+            ApiError::Policy(PolicyError::NoLocalDeployment { .. })
+            | ApiError::LocalOnly { .. } => "no_local_deployment",
             ApiError::Policy(PolicyError::BadBody(_)) => "bad_request",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
@@ -216,7 +219,8 @@ impl ApiError {
                 None,
                 Some("content_policy_violation"),
             ),
-            ApiError::Policy(PolicyError::NoLocalDeployment { .. }) => (
+            ApiError::Policy(PolicyError::NoLocalDeployment { .. })
+            | ApiError::LocalOnly { .. } => (
                 "invalid_request_error",
                 Some("model"),
                 Some("no_local_deployment"),

@@ -160,7 +160,7 @@ async fn reload_on_sighup(state: AppState, path: PathBuf) {
                 {
                     tracing::warn!("server.listen and store.url changes take effect on restart");
                 }
-                match Gateway::build(new_cfg) {
+                match Gateway::build_after(new_cfg, Some(&old)) {
                     Ok(gw) => {
                         state.gateway.store(std::sync::Arc::new(gw));
                         tracing::info!("configuration reloaded from {}", path.display());

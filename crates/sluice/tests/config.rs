@@ -114,6 +114,58 @@ fn every_broken_config_names_its_field_path() {
             "server.master_key: is empty",
         ),
         (
+            with_models("  - {name: a, strategy: fastest, deployments: [{provider: openai, model: x}]}\n"),
+            "models[0].strategy: unknown variant `fastest`, expected one of `weighted`, `round_robin`",
+        ),
+        (
+            with_models("  - {name: a, strategy: lowest_cost, deployments: [{provider: openai, model: x}]}\n"),
+            "models[0].deployments[0].price: required with strategy lowest_cost",
+        ),
+        (
+            with_models("  - {name: a, retries: {max_attempts: 0, backoff: soon}, deployments: [{provider: openai, model: x}]}\n"),
+            "models[0].retries.max_attempts: must be at least 1",
+        ),
+        (
+            with_models("  - {name: a, retries: {backoff: soon}, deployments: [{provider: openai, model: x}]}\n"),
+            "models[0].retries.backoff: invalid duration \"soon\"",
+        ),
+        (
+            with_models("  - {name: a, breaker: {cooldown: 1 week}, deployments: [{provider: openai, model: x}]}\n"),
+            "models[0].breaker.cooldown: invalid duration",
+        ),
+        (
+            with_models("  - {name: a, deployments: [{provider: openai, model: x, timeout: never}]}\n"),
+            "models[0].deployments[0].timeout: invalid duration \"never\"",
+        ),
+        (
+            with_models("  - {name: a, data_policy: local_only, deployments: [{provider: openai, model: x}]}\n"),
+            "models[0].data_policy: local_only needs at least one deployment on an on_prem provider",
+        ),
+        (
+            with_models("  - {name: a, aliases: [b], deployments: [{provider: openai, model: x}]}\n  - {name: b, deployments: [{provider: local, model: y}]}\n"),
+            r#"models[0].aliases[0]: "b" is already a model name or alias"#,
+        ),
+        (
+            with_models("  - {name: \"a/*/b\", deployments: [{provider: openai, model: x}]}\n"),
+            "models[0].name: `*` is only allowed at the end",
+        ),
+        (
+            with_models("  - {name: a, deployments: [{provider: openai, model: \"*\"}]}\n"),
+            "models[0].deployments[0].model: `*` (the requested name after the route's prefix) is only allowed",
+        ),
+        (
+            with_models("  - {name: a, fallbacks_by_class: {context_window_exceeded: [bigg]}, deployments: [{provider: openai, model: x}]}\n  - {name: big, deployments: [{provider: local, model: y}]}\n"),
+            r#"models[0].fallbacks_by_class.context_window_exceeded[0]: no model named "bigg"; did you mean "big"?"#,
+        ),
+        (
+            format!("fallbacks_by_class: {{rate_limited: [nope]}}\n{BASE_PROVIDERS}models:\n  - {{name: a, deployments: [{{provider: openai, model: x}}]}}\n"),
+            r#"fallbacks_by_class.rate_limited[0]: no model named "nope""#,
+        ),
+        (
+            format!("mode: on_prem\n{BASE_PROVIDERS}"),
+            r#"providers[0].locality: provider "openai" is cloud and `mode: on_prem` refuses cloud providers"#,
+        ),
+        (
             "routing: {}\n".into(),
             "routing: unknown field `routing`, expected one of",
         ),

@@ -49,11 +49,9 @@ fn passthrough_models(provider: &str, names: &[&str]) -> Vec<RawModel> {
             deployments: vec![RawDeployment {
                 provider: provider.to_string(),
                 model: (*m).to_string(),
-                weight: None,
-                price: None,
+                ..RawDeployment::default()
             }],
-            fallbacks: Vec::new(),
-            price: None,
+            ..RawModel::default()
         })
         .collect()
 }

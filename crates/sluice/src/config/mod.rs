@@ -8,7 +8,7 @@ pub mod secret;
 pub mod units;
 mod validate;
 
-pub use raw::Locality;
+pub use raw::{DataPolicy, Locality, Mode, Strategy};
 pub use secret::Secret;
 
 use crate::policy::content::PolicySet;
@@ -33,6 +33,10 @@ pub struct Config {
     pub governance: GovernanceConfig,
     /// Content policy rules, compiled, in config order.
     pub policies: Arc<PolicySet>,
+    /// `on_prem`: no cloud provider may be used.
+    pub mode: Mode,
+    /// Global fallback routes per error class, indexed by `FallbackClass::index`.
+    pub class_fallbacks: ClassFallbacks,
     /// Where this came from, for start-up messages.
     pub source: Option<PathBuf>,
 }
@@ -100,6 +104,59 @@ pub struct ModelConfig {
     pub fallbacks: Vec<String>,
     /// Price override for every deployment (micro-USD per 1M tokens).
     pub price: Option<crate::policy::prices::Price>,
+    pub class_fallbacks: ClassFallbacks,
+    pub strategy: Strategy,
+    pub retries: RetryConfig,
+    pub breaker: BreakerConfig,
+    pub data_policy: DataPolicy,
+    pub aliases: Vec<String>,
+}
+
+/// Route names per error class, indexed by [`crate::providers::FallbackClass::index`]:
+/// rate_limited, server_error, context_window_exceeded, content_filter.
+pub type ClassFallbacks = [Vec<String>; 4];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// `None`: one attempt per candidate (no second try of the same deployment).
+    pub max_attempts: Option<u32>,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub deadline: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: None,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker; 0 disables it.
+    pub failures: u32,
+    pub cooldown: Duration,
+    /// Percentage of failed requests in `window` that opens the breaker.
+    pub error_rate: Option<u32>,
+    pub window: Duration,
+    pub min_requests: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            cooldown: Duration::from_secs(30),
+            error_rate: None,
+            window: Duration::from_secs(30),
+            min_requests: 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +165,15 @@ pub struct DeploymentConfig {
     pub provider: usize,
     pub model: String,
     pub weight: u32,
+    /// Tier, lower first.
+    pub priority: u32,
+    /// Overrides the provider's timeout.
+    pub timeout: Option<Duration>,
+    /// Price override for this deployment (micro-USD per 1M tokens); `lowest_cost` compares
+    /// input + output.
     pub price: Option<crate::policy::prices::Price>,
+    /// Requests-per-minute capacity.
+    pub rpm: Option<u32>,
 }
 
 /// One problem in a config, with the field path it concerns (`models[2].deployments[0].weight`).

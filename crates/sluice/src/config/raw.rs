@@ -19,6 +19,61 @@ pub struct RawConfig {
     pub policies: Vec<RawPolicy>,
     #[serde(default)]
     pub governance: RawGovernance,
+    /// `on_prem` refuses every cloud provider (at load and at request time).
+    pub mode: Option<Mode>,
+    /// Fallback routes per error class for every route (after the route's own).
+    pub fallbacks_by_class: Option<RawClassFallbacks>,
+}
+
+/// Fallback routes per error class, each tried in order.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClassFallbacks {
+    #[serde(default)]
+    pub rate_limited: Vec<String>,
+    #[serde(default)]
+    pub server_error: Vec<String>,
+    #[serde(default)]
+    pub context_window_exceeded: Vec<String>,
+    #[serde(default)]
+    pub content_filter: Vec<String>,
+}
+
+/// Where data may go, gateway-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Cloud and on-prem providers alike.
+    #[default]
+    Hybrid,
+    /// No cloud provider may be configured or used.
+    OnPrem,
+}
+
+/// How a route orders its deployments within one priority tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Weighted random (the default).
+    #[default]
+    Weighted,
+    RoundRobin,
+    /// Power of two choices on in-flight requests.
+    LeastOutstanding,
+    /// Lowest EWMA time to first byte, with a little exploration.
+    LowestLatency,
+    /// Lowest configured `price` (input + output per 1M tokens).
+    LowestCost,
+}
+
+/// Per-route data policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPolicy {
+    #[default]
+    Any,
+    /// Only on-prem deployments may serve this route.
+    LocalOnly,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,6 +85,33 @@ pub struct RawGovernance {
     pub alert_thresholds: Option<Vec<u32>>,
     /// Time zone of budget calendars: `UTC` (default) or a fixed offset such as `+02:00`.
     pub budget_timezone: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    /// Attempts in all (first try included), across the route's candidates.
+    pub max_attempts: Option<u32>,
+    /// First backoff before retrying a deployment already tried; doubles, full jitter.
+    pub backoff: Option<String>,
+    pub max_backoff: Option<String>,
+    /// Nothing is retried once this much time has passed since the request arrived.
+    pub deadline: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Consecutive failures that open the breaker (0 = never).
+    pub failures: Option<u32>,
+    /// How long an open breaker keeps a deployment out before one probe is let through.
+    pub cooldown: Option<String>,
+    /// Also open when this percentage of requests in `window` failed (1-100; off when absent).
+    pub error_rate: Option<u32>,
+    /// The error-rate window (default 30s).
+    pub window: Option<String>,
+    /// Fewest requests in the window before the error rate counts (default 20).
+    pub min_requests: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,7 +191,7 @@ pub struct RawMock {
     pub chunk_delay: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     pub name: String,
@@ -117,6 +199,16 @@ pub struct RawModel {
     /// Other model names tried in order when every deployment fails with a retryable error.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Fallback routes for one error class, tried after `fallbacks` (and before the global ones).
+    pub fallbacks_by_class: Option<RawClassFallbacks>,
+    /// Order within a priority tier.
+    pub strategy: Option<Strategy>,
+    pub retries: Option<RawRetries>,
+    pub breaker: Option<RawBreaker>,
+    pub data_policy: Option<DataPolicy>,
+    /// Other public names for this route.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// Overrides the built-in catalog's price for every deployment of this model.
     pub price: Option<RawPrice>,
 }
@@ -139,14 +231,21 @@ pub enum UsdAmount {
     Text(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDeployment {
     pub provider: String,
     pub model: String,
     pub weight: Option<u32>,
-    /// Overrides the model's (and the catalog's) price for this deployment.
+    /// Tier: lower first; a higher tier is used only when every lower one failed or is open.
+    pub priority: Option<u32>,
+    /// Overrides the provider's `timeout` for this deployment.
+    pub timeout: Option<String>,
+    /// Overrides the model's (and the catalog's) price for this deployment (USD per 1M
+    /// tokens); also what `strategy: lowest_cost` compares.
     pub price: Option<RawPrice>,
+    /// Requests per minute this deployment may receive; at capacity it is skipped.
+    pub rpm: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,12 +1,14 @@
 //! Raw config -> [`Config`]: every rule checked, every problem reported with its field path.
 
 use super::raw::{
-    RawConfig, RawMock, RawPrice, RawProvider, RawProviderKind, SizeOrText, UsdAmount,
+    RawBreaker, RawClassFallbacks, RawConfig, RawMock, RawPrice, RawProvider, RawProviderKind,
+    RawRetries, SizeOrText, UsdAmount,
 };
 use super::units::{parse_bytes, parse_duration};
 use super::{
-    defaults, Config, ConfigError, DeploymentConfig, EnvLookup, ModelConfig, ProviderConfig,
-    ProviderKind, ServerConfig, StoreConfig, DEFAULT_DRAIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY,
+    defaults, BreakerConfig, ClassFallbacks, Config, ConfigError, DataPolicy, DeploymentConfig,
+    EnvLookup, Locality, Mode, ModelConfig, ProviderConfig, ProviderKind, RetryConfig,
+    ServerConfig, StoreConfig, Strategy, DEFAULT_DRAIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY,
     DEFAULT_STORE_URL,
 };
 use crate::policy::prices::Price;
@@ -100,7 +102,18 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         } else {
             by_name.insert(rp.name.clone(), providers.len());
         }
-        providers.push(provider(rp, &path, &mut errs));
+        let pc = provider(rp, &path, &mut errs);
+        if raw.mode == Some(Mode::OnPrem) && pc.locality == Locality::Cloud {
+            errs.push(ConfigError::new(
+                format!("{path}.locality"),
+                format!(
+                    "provider {:?} is cloud and `mode: on_prem` refuses cloud providers; \
+                     remove it or set `locality: on_prem` if it runs inside the organisation",
+                    pc.name
+                ),
+            ));
+        }
+        providers.push(pc);
     }
     if providers.is_empty() {
         errs.push(ConfigError::new(
@@ -125,6 +138,21 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
                 format!("{path}.name"),
                 format!("duplicate model name {:?}", rm.name),
             ));
+        }
+        let wildcard = rm.name.ends_with('*');
+        if rm.name.matches('*').count() > usize::from(wildcard) {
+            errs.push(ConfigError::new(
+                format!("{path}.name"),
+                "`*` is only allowed at the end (a wildcard route such as `openai/*`)",
+            ));
+        }
+        for (j, d) in rm.deployments.iter().enumerate() {
+            if d.model.contains('*') && (!wildcard || d.model != "*") {
+                errs.push(ConfigError::new(
+                    format!("{path}.deployments[{j}].model"),
+                    "`*` (the requested name after the route's prefix) is only allowed as the whole model of a wildcard route such as `openai/*`",
+                ));
+            }
         }
         if rm.deployments.is_empty() {
             errs.push(ConfigError::new(
@@ -151,6 +179,12 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
                     "must not be empty",
                 ));
             }
+            if d.rpm == Some(0) {
+                errs.push(ConfigError::new(
+                    format!("{dpath}.rpm"),
+                    "must be at least 1 (leave it out for no limit)",
+                ));
+            }
             let weight = d.weight.unwrap_or(1);
             if weight == 0 {
                 errs.push(ConfigError::new(
@@ -158,15 +192,52 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
                     "must be at least 1",
                 ));
             }
+            let timeout = d.timeout.as_ref().map(|t| {
+                parse_duration(t).unwrap_or_else(|e| {
+                    errs.push(ConfigError::new(format!("{dpath}.timeout"), e));
+                    DEFAULT_TIMEOUT
+                })
+            });
             deployments.push(DeploymentConfig {
                 provider: idx.unwrap_or(0),
                 model: d.model.clone(),
                 weight,
+                priority: d.priority.unwrap_or(0),
+                timeout,
                 price: d
                     .price
                     .as_ref()
                     .map(|p| price(p, &format!("{dpath}.price"), &mut errs)),
+                rpm: d.rpm,
             });
+        }
+        let strategy = rm.strategy.unwrap_or_default();
+        if strategy == Strategy::LowestCost {
+            for (j, d) in rm.deployments.iter().enumerate() {
+                let priced = d.price.is_some()
+                    || rm.price.is_some()
+                    || crate::policy::prices::builtin(&d.model).is_some()
+                    || crate::policy::prices::builtin(&rm.name).is_some();
+                if !priced {
+                    errs.push(ConfigError::new(
+                        format!("{path}.deployments[{j}].price"),
+                        "required with strategy lowest_cost unless the model has a price or is in the built-in catalog (USD per 1M tokens: {input: 2.5, output: 10})",
+                    ));
+                }
+            }
+        }
+        let data_policy = rm.data_policy.unwrap_or_default();
+        if data_policy == DataPolicy::LocalOnly
+            && !deployments.iter().any(|d| {
+                providers
+                    .get(d.provider)
+                    .is_some_and(|p| p.locality == Locality::OnPrem)
+            })
+        {
+            errs.push(ConfigError::new(
+                format!("{path}.data_policy"),
+                "local_only needs at least one deployment on an on_prem provider",
+            ));
         }
         models.push(ModelConfig {
             name: rm.name.clone(),
@@ -176,24 +247,61 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
                 .price
                 .as_ref()
                 .map(|p| price(p, &format!("{path}.price"), &mut errs)),
+            class_fallbacks: class_fallbacks(rm.fallbacks_by_class.as_ref()),
+            strategy,
+            retries: retries(rm.retries.as_ref(), &path, &mut errs),
+            breaker: breaker(rm.breaker.as_ref(), &path, &mut errs),
+            data_policy,
+            aliases: rm.aliases.clone(),
         });
+    }
+    for (i, rm) in raw_models.iter().enumerate() {
+        for (j, a) in rm.aliases.iter().enumerate() {
+            let apath = format!("models[{i}].aliases[{j}]");
+            if a.trim().is_empty() {
+                errs.push(ConfigError::new(apath, "must not be empty"));
+            } else if model_names.insert(a.clone(), i).is_some() {
+                errs.push(ConfigError::new(
+                    apath,
+                    format!("{a:?} is already a model name or alias"),
+                ));
+            }
+        }
     }
     let mut all_models: Vec<&str> = model_names.keys().map(String::as_str).collect();
     all_models.sort_unstable();
+    let global_class = class_fallbacks(raw.fallbacks_by_class.as_ref());
+    let mut refs: Vec<(String, Option<&str>, &str)> = Vec::new();
+    for (c, list) in CLASS_NAMES.iter().zip(&global_class) {
+        for (j, f) in list.iter().enumerate() {
+            refs.push((format!("fallbacks_by_class.{c}[{j}]"), None, f));
+        }
+    }
     for (i, m) in models.iter().enumerate() {
         for (j, f) in m.fallbacks.iter().enumerate() {
-            let path = format!("models[{i}].fallbacks[{j}]");
-            if f == &m.name {
-                errs.push(ConfigError::new(path, "a model cannot fall back to itself"));
-            } else if !model_names.contains_key(f) {
-                let hint = did_you_mean(f, &all_models)
-                    .map(|s| format!("; did you mean {s:?}?"))
-                    .unwrap_or_default();
-                errs.push(ConfigError::new(
-                    path,
-                    format!("no model named {f:?}{hint}"),
+            refs.push((format!("models[{i}].fallbacks[{j}]"), Some(&m.name), f));
+        }
+        for (c, list) in CLASS_NAMES.iter().zip(&m.class_fallbacks) {
+            for (j, f) in list.iter().enumerate() {
+                refs.push((
+                    format!("models[{i}].fallbacks_by_class.{c}[{j}]"),
+                    Some(&m.name),
+                    f,
                 ));
             }
+        }
+    }
+    for (path, own, f) in refs {
+        if own == Some(f) {
+            errs.push(ConfigError::new(path, "a model cannot fall back to itself"));
+        } else if !model_names.contains_key(f) {
+            let hint = did_you_mean(f, &all_models)
+                .map(|s| format!("; did you mean {s:?}?"))
+                .unwrap_or_default();
+            errs.push(ConfigError::new(
+                path,
+                format!("no model named {f:?}{hint}"),
+            ));
         }
     }
 
@@ -264,6 +372,8 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         providers,
         models,
         policies: std::sync::Arc::new(policies),
+        mode: raw.mode.unwrap_or_default(),
+        class_fallbacks: global_class,
         source: None,
     })
 }
@@ -317,6 +427,80 @@ fn price(p: &RawPrice, path: &str, errs: &mut Vec<ConfigError>) -> Price {
             .reasoning
             .as_ref()
             .map(|a| usd(a, &format!("{path}.reasoning"), errs)),
+    }
+}
+
+/// In [`ClassFallbacks`] order.
+const CLASS_NAMES: [&str; 4] = [
+    "rate_limited",
+    "server_error",
+    "context_window_exceeded",
+    "content_filter",
+];
+
+fn class_fallbacks(c: Option<&RawClassFallbacks>) -> ClassFallbacks {
+    c.map_or_else(Default::default, |c| {
+        [
+            c.rate_limited.clone(),
+            c.server_error.clone(),
+            c.context_window_exceeded.clone(),
+            c.content_filter.clone(),
+        ]
+    })
+}
+
+fn retries(r: Option<&RawRetries>, path: &str, errs: &mut Vec<ConfigError>) -> RetryConfig {
+    let d = RetryConfig::default();
+    let Some(r) = r else { return d };
+    if r.max_attempts == Some(0) {
+        errs.push(ConfigError::new(
+            format!("{path}.retries.max_attempts"),
+            "must be at least 1",
+        ));
+    }
+    RetryConfig {
+        max_attempts: r.max_attempts,
+        backoff: duration(
+            &r.backoff,
+            &format!("{path}.retries.backoff"),
+            d.backoff,
+            errs,
+        ),
+        max_backoff: duration(
+            &r.max_backoff,
+            &format!("{path}.retries.max_backoff"),
+            d.max_backoff,
+            errs,
+        ),
+        deadline: duration(
+            &r.deadline,
+            &format!("{path}.retries.deadline"),
+            d.deadline,
+            errs,
+        ),
+    }
+}
+
+fn breaker(b: Option<&RawBreaker>, path: &str, errs: &mut Vec<ConfigError>) -> BreakerConfig {
+    let d = BreakerConfig::default();
+    let Some(b) = b else { return d };
+    if b.error_rate.is_some_and(|r| r == 0 || r > 100) {
+        errs.push(ConfigError::new(
+            format!("{path}.breaker.error_rate"),
+            "must be a percentage from 1 to 100",
+        ));
+    }
+    BreakerConfig {
+        failures: b.failures.unwrap_or(d.failures),
+        cooldown: duration(
+            &b.cooldown,
+            &format!("{path}.breaker.cooldown"),
+            d.cooldown,
+            errs,
+        ),
+        error_rate: b.error_rate,
+        window: duration(&b.window, &format!("{path}.breaker.window"), d.window, errs),
+        min_requests: b.min_requests.unwrap_or(d.min_requests).max(1),
     }
 }
 

@@ -16,6 +16,41 @@ pub enum ErrorSource {
     Internal,
 }
 
+/// Error classes that can have their own fallback routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackClass {
+    /// 429, 503, 529: rate limited or overloaded.
+    RateLimited,
+    /// 5xx, timeouts, unreachable, broken connections.
+    ServerError,
+    /// The prompt does not fit the model's context window.
+    ContextWindowExceeded,
+    /// The provider's content filter refused the request.
+    ContentFilter,
+}
+
+impl FallbackClass {
+    pub const ALL: [FallbackClass; 4] = [
+        FallbackClass::RateLimited,
+        FallbackClass::ServerError,
+        FallbackClass::ContextWindowExceeded,
+        FallbackClass::ContentFilter,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackClass::RateLimited => "rate_limited",
+            FallbackClass::ServerError => "server_error",
+            FallbackClass::ContextWindowExceeded => "context_window_exceeded",
+            FallbackClass::ContentFilter => "content_filter",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum UpstreamErrorKind {
     /// Could not connect (refused, DNS, TLS handshake, connect timeout).
@@ -24,6 +59,9 @@ pub enum UpstreamErrorKind {
     Timeout { after: Duration },
     /// The connection broke before a complete response arrived.
     Protocol(String),
+    /// No deployment could be tried: every candidate's circuit breaker is open, or locality
+    /// rules left none.
+    Unavailable(String),
     /// The provider answered with an error status.
     Status {
         status: StatusCode,
@@ -73,6 +111,7 @@ impl UpstreamError {
                 "upstream provider `{p}` broke the connection before answering ({}): {detail}",
                 self.target
             ),
+            UpstreamErrorKind::Unavailable(detail) => detail.clone(),
             UpstreamErrorKind::Status {
                 status, message, ..
             } => format!(
@@ -101,6 +140,7 @@ impl UpstreamError {
             UpstreamErrorKind::Connect(_)
             | UpstreamErrorKind::Timeout { .. }
             | UpstreamErrorKind::Protocol(_) => true,
+            UpstreamErrorKind::Unavailable(_) => false,
             UpstreamErrorKind::Status { status, .. } => matches!(
                 status.as_u16(),
                 408 | 409 | 429 | 500 | 502 | 503 | 504 | 529
@@ -115,6 +155,7 @@ impl UpstreamError {
                 StatusCode::BAD_GATEWAY
             }
             UpstreamErrorKind::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamErrorKind::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamErrorKind::Status { status, .. } => *status,
         }
     }
@@ -124,6 +165,7 @@ impl UpstreamError {
             UpstreamErrorKind::Connect(_) => "upstream_unreachable",
             UpstreamErrorKind::Timeout { .. } => "upstream_timeout",
             UpstreamErrorKind::Protocol(_) => "upstream_protocol",
+            UpstreamErrorKind::Unavailable(_) => "no_available_deployment",
             UpstreamErrorKind::Status { status, .. } if status.is_client_error() => "upstream_4xx",
             UpstreamErrorKind::Status { .. } => "upstream_5xx",
         }
@@ -153,6 +195,7 @@ impl UpstreamError {
             UpstreamErrorKind::Connect(_) => Some("upstream_unreachable"),
             UpstreamErrorKind::Timeout { .. } => Some("upstream_timeout"),
             UpstreamErrorKind::Protocol(_) => Some("upstream_connection_error"),
+            UpstreamErrorKind::Unavailable(_) => Some("no_available_deployment"),
         }
     }
 
@@ -160,6 +203,43 @@ impl UpstreamError {
         match &self.kind {
             UpstreamErrorKind::Status { param, .. } => param.as_deref(),
             _ => None,
+        }
+    }
+
+    /// Which per-class fallback list applies, if any. Matches on the status and the
+    /// provider's structured `code` / `type` fields, never on the message.
+    pub fn fallback_class(&self) -> Option<FallbackClass> {
+        match &self.kind {
+            UpstreamErrorKind::Connect(_)
+            | UpstreamErrorKind::Timeout { .. }
+            | UpstreamErrorKind::Protocol(_) => Some(FallbackClass::ServerError),
+            UpstreamErrorKind::Unavailable(_) => None,
+            UpstreamErrorKind::Status {
+                status,
+                code,
+                error_type,
+                ..
+            } => {
+                let is = |names: &[&str]| {
+                    [code, error_type]
+                        .into_iter()
+                        .flatten()
+                        .any(|v| names.contains(&v.as_str()))
+                };
+                match status.as_u16() {
+                    429 | 503 | 529 => Some(FallbackClass::RateLimited),
+                    408 | 500..=599 => Some(FallbackClass::ServerError),
+                    400 | 413 | 422
+                        if is(&["context_length_exceeded", "context_window_exceeded"]) =>
+                    {
+                        Some(FallbackClass::ContextWindowExceeded)
+                    }
+                    400 | 403 | 422 if is(&["content_filter", "content_policy_violation"]) => {
+                        Some(FallbackClass::ContentFilter)
+                    }
+                    _ => None,
+                }
+            }
         }
     }
 

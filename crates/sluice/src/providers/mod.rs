@@ -6,7 +6,7 @@ mod error;
 mod mock;
 pub mod openai_compat;
 
-pub use error::{parse_error_body, ErrorSource, UpstreamError, UpstreamErrorKind};
+pub use error::{parse_error_body, ErrorSource, FallbackClass, UpstreamError, UpstreamErrorKind};
 
 use crate::config::{Locality, ProviderConfig, ProviderKind};
 use bytes::Bytes;
@@ -136,20 +136,30 @@ impl Provider {
         body: Bytes,
         request_id: &str,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        self.send_within(endpoint, body, request_id, self.timeout)
+            .await
+    }
+
+    /// [`Provider::send`] with another timeout (a deployment's own, or a client's shorter one).
+    pub async fn send_within(
+        &self,
+        endpoint: Endpoint,
+        body: Bytes,
+        request_id: &str,
+        timeout: Duration,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let fut = async {
             match &self.transport {
                 Transport::Http(h) => h.send(&self.name, endpoint, body, request_id).await,
                 Transport::Mock(m) => mock::send(m, &self.name, endpoint, body, request_id).await,
             }
         };
-        match tokio::time::timeout(self.timeout, fut).await {
+        match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(UpstreamError::new(
                 &self.name,
                 self.target(endpoint),
-                UpstreamErrorKind::Timeout {
-                    after: self.timeout,
-                },
+                UpstreamErrorKind::Timeout { after: timeout },
             )),
         }
     }

@@ -2,14 +2,19 @@
 //! over them (retrying the next candidate only on errors classified retryable).
 
 pub mod dispatch;
+pub mod health;
+pub mod retry;
+pub mod strategy;
 
-use crate::config::Config;
+use crate::config::{BreakerConfig, Config, DataPolicy, Locality, Mode, RetryConfig, Strategy};
 use crate::policy::prices::{self, Price};
-use crate::providers::Provider;
+use crate::providers::{FallbackClass, Provider};
 use bytes::Bytes;
-use rand::Rng;
+use health::Health;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One (provider, provider model) a route can send to.
 pub struct Deployment {
@@ -21,81 +26,166 @@ pub struct Deployment {
     /// Deployment override, else the model's, else the built-in catalog's (by provider model,
     /// then public model name). `None`: unpriced (cost 0).
     pub price: Option<Price>,
+    /// Tier, lower first.
+    pub priority: u32,
+    /// Until response headers (whole body when not streaming): this deployment's or its provider's.
+    pub timeout: Duration,
+    /// Micro-USD per 1M input + output tokens, for `lowest_cost` (`u64::MAX` when unpriced).
+    pub cost_rank: u64,
+    /// Requests-per-minute capacity.
+    pub rpm: Option<u32>,
+    /// Live state, shared by every route using this (provider, model).
+    pub health: Arc<Health>,
+}
+
+impl Deployment {
+    /// Breaker closed (or a probe free) and rpm capacity left.
+    pub fn available(&self) -> bool {
+        self.health.available() && self.rpm.is_none_or(|cap| self.health.rpm_used() < cap)
+    }
 }
 
 pub struct Route {
     pub name: Arc<str>,
+    /// Sorted by priority (stable, so config order holds within a tier).
     pub deployments: Vec<Deployment>,
     pub fallbacks: Vec<Arc<str>>,
     /// The dearest price among the deployments and fallbacks: what admission reserves at.
     pub reserve_price: Option<Price>,
+    /// Per error class (`FallbackClass::index`), tried after a failure of that class.
+    pub class_fallbacks: [Vec<Arc<str>>; 4],
+    pub strategy: Strategy,
+    pub retries: RetryConfig,
+    pub breaker: BreakerConfig,
+    pub local_only: bool,
+    /// Round-robin position.
+    rr: AtomicUsize,
 }
 
-/// Every route, by public model name.
+/// The candidates for one request, in order, and why.
+pub struct Plan<'a> {
+    pub candidates: Vec<&'a Deployment>,
+    /// Deployments left out because their breaker is open or their rpm capacity is used up.
+    pub skipped_open: u32,
+    /// Deployments left out by locality (`mode: on_prem`, `data_policy: local_only`).
+    pub skipped_locality: u32,
+}
+
+/// Every route, by public model name (aliases included).
 pub struct ModelTable {
     routes: HashMap<String, Arc<Route>>,
+    /// `prefix/*` routes, longest prefix first: any model name under the prefix.
+    wildcards: Vec<(String, Arc<Route>)>,
     names: Vec<String>,
     /// Stamped on every usage record: the built-in catalog, plus a digest of config overrides.
     pub catalog_version: Arc<str>,
+    on_prem_only: bool,
+    global_class_fallbacks: [Vec<Arc<str>>; 4],
+    /// Health by (provider, model), for the admin view and the next reload.
+    health: Vec<(Arc<str>, Arc<str>, Arc<Health>)>,
 }
 
 impl ModelTable {
     pub fn build(cfg: &Config, providers: &[Arc<Provider>]) -> Self {
+        Self::build_with(cfg, providers, None)
+    }
+
+    /// Builds the table, keeping the live state of deployments that `previous` also had.
+    pub fn build_with(
+        cfg: &Config,
+        providers: &[Arc<Provider>],
+        previous: Option<&ModelTable>,
+    ) -> Self {
+        let mut by_identity: HashMap<(Arc<str>, Arc<str>), Arc<Health>> = previous
+            .map(|p| {
+                p.health
+                    .iter()
+                    .map(|(pr, m, h)| ((pr.clone(), m.clone()), h.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut health = Vec::new();
         let mut routes = HashMap::with_capacity(cfg.models.len());
         let mut names = Vec::with_capacity(cfg.models.len());
+        let mut wildcards = Vec::new();
+        // What admission reserves at: the dearest price among a route's own deployments and
+        // those of its fallbacks.
+        let dearest: HashMap<&str, Option<Price>> = cfg
+            .models
+            .iter()
+            .map(|m| {
+                let p = m
+                    .deployments
+                    .iter()
+                    .filter_map(|d| deployment_price(m, d))
+                    .reduce(Price::max);
+                (m.name.as_str(), p)
+            })
+            .collect();
         for m in &cfg.models {
-            let deployments = m
+            let mut deployments: Vec<Deployment> = m
                 .deployments
                 .iter()
                 .filter_map(|d| {
                     let provider = providers.get(d.provider)?.clone();
                     let model_json = serde_json::to_vec(&d.model).ok()?;
-                    let price = d
-                        .price
-                        .or(m.price)
-                        .or_else(|| prices::builtin(&d.model))
-                        .or_else(|| prices::builtin(&m.name));
+                    let price = deployment_price(m, d);
+                    let model: Arc<str> = Arc::from(d.model.as_str());
+                    let key = (provider.name.clone(), model.clone());
+                    let h = by_identity.entry(key).or_default().clone();
+                    if !health.iter().any(|(_, _, x)| Arc::ptr_eq(x, &h)) {
+                        health.push((provider.name.clone(), model.clone(), h.clone()));
+                    }
                     Some(Deployment {
+                        timeout: d.timeout.unwrap_or(provider.timeout),
                         provider,
-                        model: Arc::from(d.model.as_str()),
+                        model,
                         model_json: Bytes::from(model_json),
                         weight: d.weight.max(1),
+                        priority: d.priority,
+                        cost_rank: price.map_or(u64::MAX, |p| p.input.saturating_add(p.output)),
                         price,
+                        rpm: d.rpm,
+                        health: h,
                     })
                 })
                 .collect();
-            routes.insert(
-                m.name.clone(),
-                Route {
-                    name: Arc::from(m.name.as_str()),
-                    deployments,
-                    fallbacks: m.fallbacks.iter().map(|f| Arc::from(f.as_str())).collect(),
-                    reserve_price: None,
-                },
-            );
+            deployments.sort_by_key(|d| d.priority);
+            let route = Arc::new(Route {
+                name: Arc::from(m.name.as_str()),
+                deployments,
+                fallbacks: m.fallbacks.iter().map(|f| Arc::from(f.as_str())).collect(),
+                reserve_price: std::iter::once(&m.name)
+                    .chain(m.fallbacks.iter())
+                    .filter_map(|n| dearest.get(n.as_str()).copied().flatten())
+                    .reduce(Price::max),
+                class_fallbacks: arcs(&m.class_fallbacks),
+                strategy: m.strategy,
+                retries: m.retries,
+                breaker: m.breaker,
+                local_only: m.data_policy == DataPolicy::LocalOnly,
+                rr: AtomicUsize::new(0),
+            });
+            for alias in &m.aliases {
+                routes.insert(alias.clone(), route.clone());
+                names.push(alias.clone());
+            }
+            if let Some(prefix) = m.name.strip_suffix('*') {
+                wildcards.push((prefix.to_string(), route));
+                continue;
+            }
+            routes.insert(m.name.clone(), route);
             names.push(m.name.clone());
         }
         names.sort();
-        let dearest = |r: &Route| {
-            r.deployments
-                .iter()
-                .filter_map(|d| d.price)
-                .reduce(Price::max)
-        };
-        let own: HashMap<String, Option<Price>> = routes
-            .iter()
-            .map(|(n, r)| (n.clone(), dearest(r)))
-            .collect();
-        for r in routes.values_mut() {
-            r.reserve_price = std::iter::once(&*r.name)
-                .chain(r.fallbacks.iter().map(|f| &**f))
-                .filter_map(|n| own.get(n).copied().flatten())
-                .reduce(Price::max);
-        }
-        let routes = routes.into_iter().map(|(n, r)| (n, Arc::new(r))).collect();
+        wildcards.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         Self {
             routes,
+            wildcards,
             names,
+            on_prem_only: cfg.mode == Mode::OnPrem,
+            global_class_fallbacks: arcs(&cfg.class_fallbacks),
+            health,
             catalog_version: catalog_version(cfg),
         }
     }
@@ -104,33 +194,197 @@ impl ModelTable {
         self.routes.get(name)
     }
 
-    /// Public model names, sorted.
+    /// The route for a requested model name: an exact name or alias, else the longest
+    /// `prefix/*` route, whose `model: "*"` deployments then use the rest of the name.
+    pub fn resolve(&self, name: &str) -> Option<Arc<Route>> {
+        if let Some(r) = self.routes.get(name) {
+            return Some(r.clone());
+        }
+        let (prefix, template) = self
+            .wildcards
+            .iter()
+            .find(|(p, _)| name.len() > p.len() && name.starts_with(p.as_str()))?;
+        let rest = &name[prefix.len()..];
+        let rest_json = Bytes::from(serde_json::to_vec(rest).ok()?);
+        let deployments = template
+            .deployments
+            .iter()
+            .map(|d| {
+                let star = &*d.model == "*";
+                // A `*` deployment serves whatever model was asked for: price it as that model.
+                let price = if star {
+                    d.price.or_else(|| prices::builtin(rest))
+                } else {
+                    d.price
+                };
+                Deployment {
+                    provider: d.provider.clone(),
+                    model: if star {
+                        Arc::from(rest)
+                    } else {
+                        d.model.clone()
+                    },
+                    model_json: if star {
+                        rest_json.clone()
+                    } else {
+                        d.model_json.clone()
+                    },
+                    weight: d.weight,
+                    priority: d.priority,
+                    timeout: d.timeout,
+                    price,
+                    cost_rank: price.map_or(u64::MAX, |p| p.input.saturating_add(p.output)),
+                    rpm: d.rpm,
+                    // Health is tracked per wildcard deployment (per provider), not per model.
+                    health: d.health.clone(),
+                }
+            })
+            .collect::<Vec<Deployment>>();
+        let reserve_price = deployments
+            .iter()
+            .filter_map(|d| d.price)
+            .reduce(Price::max)
+            .or(template.reserve_price);
+        Some(Arc::new(Route {
+            name: Arc::from(name),
+            deployments,
+            fallbacks: template.fallbacks.clone(),
+            reserve_price,
+            class_fallbacks: template.class_fallbacks.clone(),
+            strategy: template.strategy,
+            retries: template.retries,
+            breaker: template.breaker,
+            local_only: template.local_only,
+            rr: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Whether a model name is served (exactly, by alias or by a wildcard route).
+    pub fn serves(&self, name: &str) -> bool {
+        self.routes.contains_key(name)
+            || self
+                .wildcards
+                .iter()
+                .any(|(p, _)| name.len() > p.len() && name.starts_with(p.as_str()))
+    }
+
+    /// Public model names (aliases included), sorted.
     pub fn names(&self) -> &[String] {
         &self.names
     }
 
-    /// The order to try deployments in: the route's own (weighted random, without
-    /// replacement), then each fallback route's, skipping repeats.
+    /// Every deployment's live state, by (provider, model).
+    pub fn health(&self) -> &[(Arc<str>, Arc<str>, Arc<Health>)] {
+        &self.health
+    }
+
     pub fn candidates<'a>(&'a self, route: &'a Route) -> Vec<&'a Deployment> {
-        let mut out = Vec::with_capacity(route.deployments.len());
-        weighted_order(&route.deployments, &mut out);
+        self.plan(route).candidates
+    }
+
+    /// The order to try deployments in: the route's own, tier by tier (each tier ordered by
+    /// the route's strategy), then each fallback route's, skipping repeats, open breakers
+    /// and deployments the locality rules forbid.
+    pub fn plan<'a>(&'a self, route: &'a Route) -> Plan<'a> {
+        let mut plan = Plan {
+            candidates: Vec::with_capacity(route.deployments.len()),
+            skipped_open: 0,
+            skipped_locality: 0,
+        };
+        // The plain one-deployment route pays for nothing else.
+        if route.deployments.len() == 1 && route.fallbacks.is_empty() {
+            let d = &route.deployments[0];
+            if self.allowed(route, d) {
+                if d.available() {
+                    plan.candidates.push(d);
+                } else {
+                    plan.skipped_open = 1;
+                }
+            } else {
+                plan.skipped_locality = 1;
+            }
+            return plan;
+        }
+        self.push_route(route, route, &mut plan);
         for f in &route.fallbacks {
             if let Some(fr) = self.routes.get(&**f) {
-                let before = out.len();
-                weighted_order(&fr.deployments, &mut out);
-                // A deployment shared by two routes is tried once.
-                let mut i = before;
-                while i < out.len() {
-                    if out[..before].iter().any(|d| std::ptr::eq(*d, out[i])) {
-                        out.remove(i);
-                    } else {
-                        i += 1;
-                    }
-                }
+                // The locality of the requested route still applies to its fallbacks.
+                self.push_route(route, fr, &mut plan);
             }
         }
-        out
+        plan
     }
+
+    /// The routes to try after `route` failed with an error of `class`: its own list for
+    /// the class, then the global one; never `route` itself.
+    pub fn class_fallbacks<'t>(
+        &'t self,
+        route: &'t Route,
+        class: FallbackClass,
+    ) -> impl Iterator<Item = &'t Arc<Route>> + 't {
+        let i = class.index();
+        route.class_fallbacks[i]
+            .iter()
+            .chain(&self.global_class_fallbacks[i])
+            .filter(move |name| ***name != *route.name)
+            .filter_map(|name| self.routes.get(&**name))
+    }
+
+    /// The plan for fallback route `target` of `requested` (whose locality rules apply).
+    pub fn plan_fallback<'a>(&'a self, requested: &Route, target: &'a Route) -> Plan<'a> {
+        let mut plan = Plan {
+            candidates: Vec::with_capacity(target.deployments.len()),
+            skipped_open: 0,
+            skipped_locality: 0,
+        };
+        self.push_route(requested, target, &mut plan);
+        plan
+    }
+
+    fn allowed(&self, requested: &Route, d: &Deployment) -> bool {
+        d.provider.locality == Locality::OnPrem || !(self.on_prem_only || requested.local_only)
+    }
+
+    fn push_route<'a>(&self, requested: &Route, route: &'a Route, plan: &mut Plan<'a>) {
+        let mut tier: Vec<&'a Deployment> = Vec::with_capacity(route.deployments.len());
+        let mut i = 0;
+        while i < route.deployments.len() {
+            let priority = route.deployments[i].priority;
+            tier.clear();
+            while i < route.deployments.len() && route.deployments[i].priority == priority {
+                let d = &route.deployments[i];
+                i += 1;
+                if plan
+                    .candidates
+                    .iter()
+                    .any(|c| Arc::ptr_eq(&c.health, &d.health))
+                {
+                    continue;
+                }
+                if !self.allowed(requested, d) {
+                    plan.skipped_locality += 1;
+                } else if !d.available() {
+                    plan.skipped_open += 1;
+                } else {
+                    tier.push(d);
+                }
+            }
+            strategy::order(route.strategy, &mut tier, &route.rr);
+            plan.candidates.extend_from_slice(&tier);
+        }
+    }
+}
+
+/// The deployment's override, else the model's, else the built-in catalog's (by provider
+/// model, then public model name).
+fn deployment_price(
+    m: &crate::config::ModelConfig,
+    d: &crate::config::DeploymentConfig,
+) -> Option<Price> {
+    d.price
+        .or(m.price)
+        .or_else(|| prices::builtin(&d.model))
+        .or_else(|| prices::builtin(&m.name))
 }
 
 fn catalog_version(cfg: &Config) -> Arc<str> {
@@ -158,29 +412,10 @@ fn catalog_version(cfg: &Config) -> Arc<str> {
     }
 }
 
-fn weighted_order<'a>(deployments: &'a [Deployment], out: &mut Vec<&'a Deployment>) {
-    match deployments.len() {
-        0 => {}
-        1 => out.push(&deployments[0]),
-        _ => {
-            let mut rest: Vec<&Deployment> = deployments.iter().collect();
-            let mut rng = rand::thread_rng();
-            while !rest.is_empty() {
-                let total: u64 = rest.iter().map(|d| u64::from(d.weight)).sum();
-                let mut pick = rng.gen_range(0..total.max(1));
-                let mut idx = 0;
-                for (i, d) in rest.iter().enumerate() {
-                    let w = u64::from(d.weight);
-                    if pick < w {
-                        idx = i;
-                        break;
-                    }
-                    pick -= w;
-                }
-                out.push(rest.remove(idx));
-            }
-        }
-    }
+fn arcs(lists: &[Vec<String>; 4]) -> [Vec<Arc<str>>; 4] {
+    lists
+        .clone()
+        .map(|l| l.iter().map(|n| Arc::from(n.as_str())).collect())
 }
 
 #[cfg(test)]
@@ -188,7 +423,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn table(yaml: &str) -> (ModelTable, Vec<Arc<Provider>>) {
+    pub(super) fn table(yaml: &str) -> (ModelTable, Vec<Arc<Provider>>) {
         let cfg = crate::config::from_yaml(yaml, &|_| None).unwrap();
         let providers: Vec<Arc<Provider>> = cfg
             .providers
@@ -221,5 +456,122 @@ mod tests {
         // 90 % expected; allow generous slack so this never flakes.
         assert!((1650..=1950).contains(&first_a), "first_a = {first_a}");
         assert_eq!(&t.get("m").unwrap().deployments[0].model_json[..], b"\"x\"");
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    const STRATEGIES: [&str; 5] = [
+        "weighted",
+        "round_robin",
+        "least_outstanding",
+        "lowest_latency",
+        "lowest_cost",
+    ];
+
+    /// Property: whatever the strategy, tiers, breaker states and locality, a plan holds
+    /// exactly the allowed deployments whose breaker lets traffic through, each once, in
+    /// non-decreasing priority.
+    #[test]
+    fn plans_never_hold_open_or_disallowed_deployments() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let open = BreakerConfig {
+            failures: 1,
+            cooldown: Duration::from_secs(60),
+            ..BreakerConfig::default()
+        };
+        for case in 0..300 {
+            let n = rng.gen_range(1..=10);
+            let strategy = STRATEGIES[rng.gen_range(0..STRATEGIES.len())];
+            let local_only = rng.gen_bool(0.3);
+            let mut yaml = String::from("providers:\n");
+            for i in 0..n {
+                let loc = if rng.gen_bool(0.5) {
+                    "on_prem"
+                } else {
+                    "cloud"
+                };
+                yaml += &format!(
+                    "  - {{name: p{i}, kind: openai_compatible, base_url: \"http://127.0.0.1:9/v1\", locality: {loc}}}\n"
+                );
+            }
+            // local_only needs one on-prem deployment to validate.
+            yaml += &format!(
+                "  - {{name: onprem, kind: mock}}\nmodels:\n  - name: m\n    strategy: {strategy}\n    data_policy: {}\n    deployments:\n",
+                if local_only { "local_only" } else { "any" }
+            );
+            for i in 0..n {
+                yaml += &format!(
+                    "      - {{provider: p{i}, model: x{i}, weight: {}, priority: {}, price: {{input: {}, output: 1}}}}\n",
+                    rng.gen_range(1..5),
+                    rng.gen_range(0..3),
+                    rng.gen_range(0..100)
+                );
+            }
+            yaml += "      - {provider: onprem, model: local, price: {input: 1, output: 1}}\n";
+            let (t, _) = super::tests::table(&yaml);
+            let route = t.get("m").unwrap();
+            for d in &route.deployments {
+                if rng.gen_bool(0.3) {
+                    d.health.record_failure(&open);
+                }
+                d.health.record_success(rng.gen_range(1..10_000));
+                if rng.gen_bool(0.3) {
+                    d.health.record_failure(&open);
+                }
+            }
+            for _ in 0..5 {
+                let plan = t.plan(route);
+                let ok = |d: &Deployment| {
+                    d.health.available() && (!local_only || d.provider.locality == Locality::OnPrem)
+                };
+                for d in &plan.candidates {
+                    assert!(ok(d), "case {case}: {} should not be planned", d.model);
+                }
+                let expected = route.deployments.iter().filter(|d| ok(d)).count();
+                assert_eq!(plan.candidates.len(), expected, "case {case}");
+                assert!(
+                    plan.candidates
+                        .windows(2)
+                        .all(|w| w[0].priority <= w[1].priority),
+                    "case {case}: tiers in order"
+                );
+                assert_eq!(
+                    plan.candidates.len()
+                        + plan.skipped_open as usize
+                        + plan.skipped_locality as usize,
+                    route.deployments.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn round_robin_and_lowest_cost_orders() {
+        let yaml = concat!(
+            "providers:\n  - {name: a, kind: mock}\n  - {name: b, kind: mock}\n  - {name: c, kind: mock}\n",
+            "models:\n  - name: rr\n    strategy: round_robin\n    deployments: [{provider: a, model: x}, {provider: b, model: y}, {provider: c, model: z}]\n",
+            "  - name: cost\n    strategy: lowest_cost\n    deployments:\n",
+            "      - {provider: a, model: x, price: {input: 5, output: 5}}\n",
+            "      - {provider: b, model: y, price: {input: 1, output: 2}}\n",
+            "      - {provider: c, model: z, price: {input: 3, output: 3}}\n",
+        );
+        let (t, _) = super::tests::table(yaml);
+        let rr = t.get("rr").unwrap();
+        let firsts: Vec<String> = (0..6)
+            .map(|_| t.candidates(rr)[0].model.to_string())
+            .collect();
+        assert_eq!(firsts, ["x", "y", "z", "x", "y", "z"]);
+        let cost = t.get("cost").unwrap();
+        let order: Vec<String> = t
+            .candidates(cost)
+            .iter()
+            .map(|d| d.model.to_string())
+            .collect();
+        assert_eq!(order, ["y", "z", "x"]);
     }
 }

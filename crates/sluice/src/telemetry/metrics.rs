@@ -90,17 +90,24 @@ struct LabelSet {
     error: &'static str,
 }
 
-/// Label sets are bounded (configured names, status classes, error classes); the cap only
-/// guards against a bug making them unbounded.
+/// Label sets are bounded by configured names, status and error classes, except under
+/// wildcard routes (`prefix/*`), where the cap folds new model names into `other`.
 const MAX_CACHED: usize = 10_000;
 
 static CACHE: OnceLock<Mutex<HashMap<LabelSet, Arc<Handles>>>> = OnceLock::new();
 
-fn handles(l: LabelSet) -> Arc<Handles> {
+fn handles(mut l: LabelSet) -> Arc<Handles> {
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     if let Ok(map) = cache.lock() {
         if let Some(h) = map.get(&l) {
             return h.clone();
+        }
+        // Wildcard routes take any model name: past the cap, new names share one series.
+        if map.len() >= MAX_CACHED {
+            l.model = "other".to_string();
+            if let Some(h) = map.get(&l) {
+                return h.clone();
+            }
         }
     }
     let (surface, model, provider) = (l.surface, l.model.clone(), l.provider.clone());
@@ -139,7 +146,7 @@ fn handles(l: LabelSet) -> Arc<Handles> {
         ),
     });
     if let Ok(mut map) = cache.lock() {
-        if map.len() < MAX_CACHED {
+        if map.len() < MAX_CACHED || l.model == "other" {
             map.insert(l, h.clone());
         }
     }

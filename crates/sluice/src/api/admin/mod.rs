@@ -8,6 +8,7 @@
 
 mod input;
 mod keys;
+mod routing;
 mod teams;
 mod users;
 
@@ -22,6 +23,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 
 pub use keys::key_info;
+pub use routing::routing;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -67,7 +67,7 @@ pub async fn get_model(
 ) -> Response {
     let _ = req.extensions().get::<RequestCtx>();
     let gw = app.gateway.load();
-    if gw.models.get(&model).is_none() {
+    if !gw.models.serves(&model) {
         return ApiError::ModelNotFound {
             model,
             available: gw.models.names().to_vec(),

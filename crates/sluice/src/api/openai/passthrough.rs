@@ -11,6 +11,7 @@ use crate::api::{read_body, RequestCtx};
 use crate::app::AppState;
 use crate::canonical::usage::from_openai_json;
 use crate::config::Locality;
+use crate::config::Strategy;
 use crate::error::{put_rate_headers, ApiError};
 use crate::policy::auth::Principal;
 use crate::policy::content::input::{self, InputOutcome};
@@ -19,13 +20,13 @@ use crate::policy::content::{output, PolicyError, Rule, Subject};
 use crate::policy::limits::RateHeaders;
 use crate::policy::prices::Price;
 use crate::providers::{Endpoint, UpstreamError, UpstreamErrorKind};
-use crate::router::dispatch::dispatch;
-use crate::router::Deployment;
+use crate::router::dispatch::{dispatch, Attempt};
+use crate::router::{Deployment, Route};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderValue};
+use http::{header, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use std::ops::Range;
 use std::time::Instant;
@@ -115,7 +116,7 @@ async fn run(
     // route
     let route = gw
         .models
-        .get(&p.model)
+        .resolve(&p.model)
         .ok_or_else(|| ApiError::ModelNotFound {
             model: p.model.to_string(),
             available: gw.models.names().to_vec(),
@@ -133,7 +134,9 @@ async fn run(
         }
     }
 
-    let mut candidates = gw.models.candidates(route);
+    let plan = gw.models.plan(&route);
+    let mut candidates = plan.candidates;
+    let route_local = guarded.route_local.is_some();
     if let Some(rule) = guarded.route_local {
         candidates.retain(|d| d.provider.locality == Locality::OnPrem);
         if candidates.is_empty() {
@@ -144,18 +147,83 @@ async fn run(
             .into());
         }
     }
+    if candidates.is_empty() && plan.skipped_open == 0 && plan.skipped_locality > 0 {
+        return Err(ApiError::LocalOnly {
+            model: p.model.to_string(),
+            why: if gw.config.mode == crate::config::Mode::OnPrem {
+                "`mode: on_prem`"
+            } else {
+                "the route's `data_policy: local_only`"
+            },
+        });
+    }
     let wants_usage_injected = p.stream && p.include_usage != Some(true);
+    let attempt = Attempt {
+        start: ctx.start,
+        timeout: timeout_override(&parts.headers),
+    };
 
     // dispatch
-    let result = dispatch(&candidates, endpoint, &ctx.request_id, |d| {
-        encode(
-            &body,
-            &p,
-            d,
-            wants_usage_injected && d.provider.stream_usage,
-        )
-    })
+    let mut result = dispatch(
+        &route,
+        &candidates,
+        endpoint,
+        &ctx.request_id,
+        &attempt,
+        |d| {
+            encode(
+                &body,
+                &p,
+                d,
+                wants_usage_injected && d.provider.stream_usage,
+            )
+        },
+    )
     .await;
+    // Per-class fallback routes, after the route's own candidates (and `fallbacks`) failed.
+    let failed_class = match &result {
+        Err(f) => f
+            .error
+            .fallback_class()
+            .map(|c| (c, f.attempts, f.upstream_wait)),
+        Ok(_) => None,
+    };
+    if let Some((class, mut attempts, mut waited)) = failed_class {
+        for target in gw.models.class_fallbacks(&route, class) {
+            let mut more = gw.models.plan_fallback(&route, target).candidates;
+            if route_local {
+                more.retain(|d| d.provider.locality == Locality::OnPrem);
+            }
+            if more.is_empty() {
+                continue;
+            }
+            let next = dispatch(target, &more, endpoint, &ctx.request_id, &attempt, |d| {
+                encode(
+                    &body,
+                    &p,
+                    d,
+                    wants_usage_injected && d.provider.stream_usage,
+                )
+            })
+            .await;
+            match next {
+                Ok(mut ok) => {
+                    ok.attempts += attempts;
+                    ok.upstream_wait += waited;
+                    ok.fallback_reason = Some(class.as_str());
+                    result = Ok(ok);
+                    break;
+                }
+                Err(mut f) => {
+                    attempts += f.attempts;
+                    waited += f.upstream_wait;
+                    f.attempts = attempts;
+                    f.upstream_wait = waited;
+                    result = Err(f);
+                }
+            }
+        }
+    }
     let ok = match result {
         Ok(ok) => ok,
         Err(fail) => {
@@ -170,6 +238,11 @@ async fn run(
             }
             return Err(fail.error.into());
         }
+    };
+    let route_info = RouteInfo {
+        attempts: ok.attempts,
+        fallback_reason: ok.fallback_reason,
+        route_reason: route_reason(&route, ok.deployment, plan.skipped_open),
     };
     let d = ok.deployment;
     let Some(mut settle) = settle_slot.take() else {
@@ -204,7 +277,8 @@ async fn run(
             d.provider.stream_idle_timeout,
             settle,
             d.provider.name.clone(),
-        );
+        )
+        .holding(ok.in_flight);
         builder = builder
             .header(header::CACHE_CONTROL, "no-cache")
             .header("x-accel-buffering", "no");
@@ -212,13 +286,13 @@ async fn run(
             .body(Body::new(tap))
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         return Ok(with_rate_headers(
-            with_route_headers(resp, d, overhead_us),
+            with_route_headers(resp, d, overhead_us, &route_info),
             rate_headers,
         ));
     }
 
     let collect_started = Instant::now();
-    let collected = tokio::time::timeout(d.provider.timeout, upstream.body.collect()).await;
+    let collected = tokio::time::timeout(d.timeout, upstream.body.collect()).await;
     let collect_wait = collect_started.elapsed();
     let bytes = match collected {
         Ok(Ok(c)) => c.to_bytes(),
@@ -237,9 +311,7 @@ async fn run(
             let err = ApiError::from(UpstreamError::new(
                 &d.provider.name,
                 d.provider.target(endpoint),
-                UpstreamErrorKind::Timeout {
-                    after: d.provider.timeout,
-                },
+                UpstreamErrorKind::Timeout { after: d.timeout },
             ));
             settle.finish_error(&err);
             return Err(err);
@@ -275,8 +347,9 @@ async fn run(
         .body(Body::from(bytes))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     settle.finish(status, None);
+    drop(ok.in_flight);
     Ok(with_rate_headers(
-        with_route_headers(resp, d, overhead_us),
+        with_route_headers(resp, d, overhead_us, &route_info),
         rate_headers,
     ))
 }
@@ -305,15 +378,79 @@ fn overhead(start: Instant, upstream_wait: std::time::Duration) -> u64 {
     u64::try_from(total.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn with_route_headers(mut resp: Response, d: &Deployment, overhead_us: u64) -> Response {
+// Header names as constants: no parsing per request.
+const X_SLUICE_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-sluice-timeout-ms");
+const X_SLUICE_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
+const X_SLUICE_ROUTE_REASON: HeaderName = HeaderName::from_static("x-sluice-route-reason");
+const X_SLUICE_FALLBACK_REASON: HeaderName = HeaderName::from_static("x-sluice-fallback-reason");
+const X_SLUICE_PROVIDER: HeaderName = HeaderName::from_static("x-sluice-provider");
+const X_SLUICE_MODEL: HeaderName = HeaderName::from_static("x-sluice-model");
+const X_SLUICE_OVERHEAD_US: HeaderName = HeaderName::from_static("x-sluice-overhead-us");
+
+/// What routing did, for the response headers.
+struct RouteInfo {
+    attempts: u32,
+    fallback_reason: Option<&'static str>,
+    route_reason: &'static str,
+}
+
+/// Why this deployment: the route's strategy, or that earlier candidates were unavailable.
+fn route_reason(route: &Route, d: &Deployment, skipped_open: u32) -> &'static str {
+    if skipped_open > 0 {
+        return "unavailable_skipped";
+    }
+    if !route.deployments.iter().any(|x| std::ptr::eq(x, d)) {
+        return "fallback_route";
+    }
+    if route.deployments.len() == 1 {
+        return "single";
+    }
+    if d.priority > route.deployments[0].priority {
+        return "lower_tier";
+    }
+    match route.strategy {
+        Strategy::Weighted => "weighted",
+        Strategy::RoundRobin => "round_robin",
+        Strategy::LeastOutstanding => "least_outstanding",
+        Strategy::LowestLatency => "lowest_latency",
+        Strategy::LowestCost => "lowest_cost",
+    }
+}
+
+/// `x-sluice-timeout-ms`: a shorter per-attempt timeout (it never lengthens the configured one).
+fn timeout_override(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    let ms: u64 = headers
+        .get(&X_SLUICE_TIMEOUT_MS)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (ms > 0).then(|| std::time::Duration::from_millis(ms))
+}
+
+fn with_route_headers(
+    mut resp: Response,
+    d: &Deployment,
+    overhead_us: u64,
+    info: &RouteInfo,
+) -> Response {
     let h = resp.headers_mut();
+    h.insert(X_SLUICE_ATTEMPTS, HeaderValue::from(info.attempts));
+    h.insert(
+        X_SLUICE_ROUTE_REASON,
+        HeaderValue::from_static(info.route_reason),
+    );
+    if let Some(r) = info.fallback_reason {
+        h.insert(X_SLUICE_FALLBACK_REASON, HeaderValue::from_static(r));
+    }
     if let Ok(v) = HeaderValue::from_str(&d.provider.name) {
-        h.insert("x-sluice-provider", v);
+        h.insert(X_SLUICE_PROVIDER, v);
     }
     if let Ok(v) = HeaderValue::from_str(&d.model) {
-        h.insert("x-sluice-model", v);
+        h.insert(X_SLUICE_MODEL, v);
     }
-    h.insert("x-sluice-overhead-us", HeaderValue::from(overhead_us));
+    h.insert(X_SLUICE_OVERHEAD_US, HeaderValue::from(overhead_us));
     resp
 }
 

@@ -7,6 +7,7 @@ use crate::canonical::usage::{from_openai_json, Usage};
 use crate::policy::content::stream::{error_event, EventAction, StreamGuard};
 use crate::policy::content::PolicyHit;
 use crate::providers::{BodyError, UpstreamBody};
+use crate::router::health::InFlight;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use memchr::memmem;
@@ -237,6 +238,8 @@ pub struct TapBody {
     /// Seen while coalescing; handled on the next poll.
     upstream_done: bool,
     deferred_error: Option<BodyError>,
+    /// Counts this stream as in flight on its deployment until the body is dropped.
+    _in_flight: Option<InFlight>,
 }
 
 /// Frames already waiting are merged into one write, up to this size.
@@ -263,7 +266,15 @@ impl TapBody {
             finished: false,
             upstream_done: false,
             deferred_error: None,
+            _in_flight: None,
         }
+    }
+
+    /// Keeps the deployment's in-flight count up for as long as the stream lives.
+    #[must_use]
+    pub fn holding(mut self, guard: InFlight) -> Self {
+        self._in_flight = Some(guard);
+        self
     }
 
     /// Appends every upstream frame that is already available (never waits), so a burst
