@@ -471,28 +471,37 @@ async fn sluice_extras(
     cfg: &std::path::Path,
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    if let Some(p) = &sys.proc {
-        let hold = Target::new(&sys.chat_url(), &[], &body("bench-hold", true)).expect("t");
-        let mut tasks = Vec::new();
-        for _ in 0..plan.open_streams {
-            let c = client.clone();
-            let t = hold.clone();
-            tasks.push(tokio::spawn(
-                async move { load::stream_once(&c, &t).await.ok },
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(if plan.smoke { 200 } else { 1500 })).await;
-        let rss = p.rss_mib();
-        let mut ok = 0;
-        for t in tasks {
-            if matches!(t.await, Ok(true)) {
-                ok += 1;
+    // Open streams on a fresh gateway: the process that just served the load phases keeps
+    // freed heap (glibc returns it lazily), which would be counted against the streams.
+    if sys.proc.is_some() {
+        if let Ok(p) = systems::start_sluice(bin, cfg, Some(GATEWAY_CPU)) {
+            let url = format!("{}/v1/chat/completions", p.url);
+            let hold = Target::new(&url, &[], &body("bench-hold", true)).expect("t");
+            let mut tasks = Vec::new();
+            for _ in 0..plan.open_streams {
+                let c = client.clone();
+                let t = hold.clone();
+                tasks.push(tokio::spawn(
+                    async move { load::stream_once(&c, &t).await.ok },
+                ));
             }
+            tokio::time::sleep(Duration::from_millis(if plan.smoke { 200 } else { 1500 })).await;
+            let rss = p.rss_mib();
+            let mut ok = 0;
+            for t in tasks {
+                if matches!(t.await, Ok(true)) {
+                    ok += 1;
+                }
+            }
+            out.push((
+                format!(
+                    "RSS with {} open streams (fresh process)",
+                    plan.open_streams
+                ),
+                format!("{rss:.1} MiB ({ok} completed)"),
+            ));
+            p.stop();
         }
-        out.push((
-            format!("RSS with {} open streams", plan.open_streams),
-            format!("{rss:.1} MiB ({ok} completed)"),
-        ));
     }
     // The same gateway on the load generator's core: what is left of the added latency
     // when no request has to wake another core (cross-core wake-ups dominate otherwise).

@@ -339,7 +339,7 @@ impl Report {
         std::fs::write(plots.join("memory.svg"), self.memory_svg())?;
         let mut text = self.render();
         text.push_str("\n## Plots\n\n![p99 latency vs offered load](plots/latency-vs-load.svg)\n\n![memory](plots/memory.svg)\n");
-        text.push_str("\nRegenerate with `cargo run --release -p sluice-bench` (peers are installed into `bench/.peers/` on first use).\n");
+        text.push_str("\nRegenerate with `cargo run --release -p sluice-bench` (peers are installed into `bench/.peers/` on first use). How to read these figures, and what profiles say about the targets missed: [bench/README.md](README.md).\n");
         std::fs::write(out, text)?;
         Ok(())
     }

@@ -7,6 +7,7 @@ pub mod stream;
 use crate::api::RequestCtx;
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::policy::auth::Principal;
 use crate::providers::Endpoint;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -43,12 +44,30 @@ struct ModelObject<'a> {
     owned_by: &'static str,
 }
 
+/// The public model names this caller may use (a virtual key sees only what its model
+/// lists allow).
+pub fn visible_models(gw: &crate::app::Gateway, principal: &Principal) -> Vec<String> {
+    match principal {
+        Principal::Key(k) => gw
+            .models
+            .names()
+            .iter()
+            .filter(|n| k.model_refused_by(n).is_none())
+            .cloned()
+            .collect(),
+        _ => gw.models.names().to_vec(),
+    }
+}
+
 /// The models this caller may use.
-pub async fn list_models(State(app): State<AppState>) -> Response {
+pub async fn list_models(State(app): State<AppState>, req: Request) -> Response {
     let gw = app.gateway.load();
-    let data: Vec<ModelObject<'_>> = gw
-        .models
-        .names()
+    let principal = req
+        .extensions()
+        .get::<RequestCtx>()
+        .map_or(Principal::Anonymous, |c| c.principal.clone());
+    let names = visible_models(&gw, &principal);
+    let data: Vec<ModelObject<'_>> = names
         .iter()
         .map(|id| ModelObject {
             id,
@@ -65,12 +84,16 @@ pub async fn get_model(
     Path(model): Path<String>,
     req: Request,
 ) -> Response {
-    let _ = req.extensions().get::<RequestCtx>();
     let gw = app.gateway.load();
-    if !gw.models.serves(&model) {
+    let principal = req
+        .extensions()
+        .get::<RequestCtx>()
+        .map_or(Principal::Anonymous, |c| c.principal.clone());
+    let refused = matches!(&principal, Principal::Key(k) if k.model_refused_by(&model).is_some());
+    if !gw.models.serves(&model) || refused {
         return ApiError::ModelNotFound {
             model,
-            available: gw.models.names().to_vec(),
+            available: visible_models(&gw, &principal),
         }
         .into_response();
     }

@@ -119,7 +119,7 @@ async fn run(
         .resolve(&p.model)
         .ok_or_else(|| ApiError::ModelNotFound {
             model: p.model.to_string(),
-            available: gw.models.names().to_vec(),
+            available: super::visible_models(&gw, &ctx.principal),
         })?;
 
     // admit
