@@ -170,7 +170,12 @@ fn limits_body(l: LimitArgs, body: &mut Map<String, Value>) -> anyhow::Result<()
             "week" | "weekly" => "weekly",
             "month" | "monthly" => "monthly",
             "total" => "total",
-            other => bail!("--budget: unknown period {other:?} (day, week, month, total)"),
+            "rolling_day" | "rolling_daily" | "24h" => "rolling_daily",
+            "rolling_week" | "rolling_weekly" | "7d" => "rolling_weekly",
+            "rolling_month" | "rolling_monthly" | "30d" => "rolling_monthly",
+            other => {
+                bail!("--budget: unknown period {other:?} (day, week, month, total, 24h, 7d, 30d)")
+            }
         };
         body.insert("budget_usd".into(), json!(amount));
         body.insert("budget_period".into(), json!(period));

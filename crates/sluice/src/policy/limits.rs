@@ -19,6 +19,12 @@ pub enum Period {
     Weekly,
     Monthly,
     Total,
+    /// The last 24 hours, sliding (spend leaves the window hour by hour).
+    RollingDaily,
+    /// The last 7 days, sliding.
+    RollingWeekly,
+    /// The last 30 days, sliding.
+    RollingMonthly,
 }
 
 impl Period {
@@ -28,6 +34,9 @@ impl Period {
             "weekly" | "week" => Period::Weekly,
             "monthly" | "month" => Period::Monthly,
             "total" | "lifetime" => Period::Total,
+            "rolling_daily" | "rolling_day" | "24h" => Period::RollingDaily,
+            "rolling_weekly" | "rolling_week" | "7d" => Period::RollingWeekly,
+            "rolling_monthly" | "rolling_month" | "30d" => Period::RollingMonthly,
             _ => return None,
         })
     }
@@ -38,11 +47,31 @@ impl Period {
             Period::Weekly => "weekly",
             Period::Monthly => "monthly",
             Period::Total => "total",
+            Period::RollingDaily => "rolling_daily",
+            Period::RollingWeekly => "rolling_weekly",
+            Period::RollingMonthly => "rolling_monthly",
+        }
+    }
+
+    /// Every accepted spelling, for error messages.
+    pub const NAMES: &'static str =
+        "daily, weekly, monthly, total, rolling_daily, rolling_weekly, rolling_monthly";
+
+    /// Length of a rolling window; `None` for calendar periods.
+    pub fn rolling_len(self) -> Option<i64> {
+        match self {
+            Period::RollingDaily => Some(DAY_MS),
+            Period::RollingWeekly => Some(7 * DAY_MS),
+            Period::RollingMonthly => Some(30 * DAY_MS),
+            _ => None,
         }
     }
 
     /// Start of the calendar period (UTC) containing `now_ms`.
     pub fn start(self, now_ms: i64) -> i64 {
+        if let Some(len) = self.rolling_len() {
+            return now_ms - len;
+        }
         let day = now_ms.div_euclid(DAY_MS);
         match self {
             Period::Daily => day * DAY_MS,
@@ -52,7 +81,7 @@ impl Period {
                 let (y, m, _) = civil_from_days(day);
                 days_from_civil(y, m, 1) * DAY_MS
             }
-            Period::Total => 0,
+            _ => 0,
         }
     }
 
@@ -60,6 +89,7 @@ impl Period {
     pub fn start_in(self, now_ms: i64, offset_ms: i64) -> i64 {
         match self {
             Period::Total => 0,
+            _ if self.rolling_len().is_some() => self.start(now_ms),
             _ => self.start(now_ms + offset_ms) - offset_ms,
         }
     }
@@ -79,10 +109,13 @@ impl Period {
                 let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
                 Some(days_from_civil(y, m, 1) * DAY_MS)
             }
-            Period::Total => None,
+            // Rolling windows never reset; see `Budget::frees_at`.
+            _ => None,
         }
     }
 }
+
+const HOUR_MS: i64 = 3_600_000;
 
 /// The limits of one scope (a key, a team), built when the principal cache is.
 #[derive(Debug, Clone)]
@@ -312,14 +345,48 @@ struct Budget {
     period_start: i64,
     spent: i64,
     reserved: i64,
+    /// Rolling periods: spend per hour, oldest first (a charge counts until its hour has
+    /// been in the window for the whole period: between `len` and `len` + 1 h).
+    hours: std::collections::VecDeque<(i64, i64)>,
 }
 
 impl Budget {
     fn roll(&mut self, period: Period, now: i64, offset: i64) {
+        if let Some(len) = period.rolling_len() {
+            let expired = (now - len).div_euclid(HOUR_MS);
+            while let Some(&(h, c)) = self.hours.front() {
+                if h >= expired {
+                    break;
+                }
+                self.spent -= c;
+                self.hours.pop_front();
+            }
+            return;
+        }
         let start = period.start_in(now, offset);
         if self.period_start != start {
             self.period_start = start;
             self.spent = 0;
+        }
+    }
+
+    fn charge(&mut self, period: Period, now: i64, cost: i64) {
+        self.spent += cost;
+        if period.rolling_len().is_some() {
+            let h = now.div_euclid(HOUR_MS);
+            match self.hours.back_mut() {
+                Some((bh, c)) if *bh == h => *c += cost,
+                _ => self.hours.push_back((h, cost)),
+            }
+        }
+    }
+
+    /// When spend next frees up: the calendar period's end, or for a rolling window the
+    /// moment its oldest hour leaves.
+    fn frees_at(&self, period: Period, offset: i64) -> Option<i64> {
+        match period.rolling_len() {
+            Some(len) => self.hours.front().map(|(h, _)| (h + 1) * HOUR_MS + len),
+            None => period.end_in(self.period_start, offset),
         }
     }
 }
@@ -425,7 +492,7 @@ impl LimitStore for MemoryLimits {
                 let b = st.budgets.entry(s.id.clone()).or_default();
                 b.roll(period, now, self.offset_ms);
                 if b.spent + b.reserved >= limit {
-                    let resets_at_ms = period.end_in(b.period_start, self.offset_ms);
+                    let resets_at_ms = b.frees_at(period, self.offset_ms);
                     return Err(Box::new(Denied {
                         kind: DeniedKind::Budget {
                             limit,
@@ -497,7 +564,7 @@ impl LimitStore for MemoryLimits {
                 if let Some((limit, period)) = scope.and_then(|s| s.budget) {
                     b.roll(period, now, self.offset_ms);
                     let before = b.spent;
-                    b.spent += cost;
+                    b.charge(period, now, cost);
                     if let Some(s) = scope {
                         moves.push(SpendMove {
                             label: s.label.clone(),
@@ -520,7 +587,11 @@ impl LimitStore for MemoryLimits {
         if let Ok(mut st) = self.state.lock() {
             let b = st.budgets.entry(scope.id.clone()).or_default();
             b.period_start = period.start_in(now, self.offset_ms);
-            b.spent = spent;
+            b.spent = 0;
+            b.hours.clear();
+            // Rolling: the recorded spend is charged now, so it leaves the window last
+            // (conservative: it may count up to one period longer than it would).
+            b.charge(period, now, spent);
         }
     }
 
@@ -686,5 +757,42 @@ mod tests {
         );
         l.settle(&g2, &s, 10, 0, 61_700);
         assert!(l.admit(&s, 90, 0, 61_800).is_ok());
+    }
+
+    #[test]
+    fn rolling_budget_frees_spend_hour_by_hour() {
+        let l = MemoryLimits::default();
+        let mut sc = scope(None, None, None);
+        sc.budget = Some((100, Period::RollingDaily));
+        let s = [sc];
+        let h = HOUR_MS;
+        // 60 spent at 01:00, 40 at 05:00: full.
+        let g = l.admit(&s, 0, 60, h).unwrap();
+        l.settle(&g, &s, 0, 60, h);
+        let g = l.admit(&s, 0, 40, 5 * h).unwrap();
+        l.settle(&g, &s, 0, 40, 5 * h);
+        let d = l.admit(&s, 0, 1, 6 * h).unwrap_err();
+        // No calendar reset at midnight: the 01:00 spend leaves at 02:00 the next day.
+        assert_eq!(d.retry_after_ms, Some(2 * h + DAY_MS - 6 * h));
+        assert!(
+            l.admit(&s, 0, 1, DAY_MS + h).is_err(),
+            "still inside the window"
+        );
+        let g = l.admit(&s, 0, 50, DAY_MS + 2 * h).unwrap();
+        l.settle(&g, &s, 0, 50, DAY_MS + 2 * h);
+        assert_eq!(l.spend(&s[0], DAY_MS + 2 * h).0, 90);
+        assert_eq!(
+            l.spend(&s[0], DAY_MS + 6 * h).0,
+            50,
+            "the 05:00 spend left too"
+        );
+        assert_eq!(
+            Period::parse("rolling_monthly"),
+            Some(Period::RollingMonthly)
+        );
+        assert_eq!(
+            Period::parse("30d").map(Period::as_str),
+            Some("rolling_monthly")
+        );
     }
 }

@@ -136,7 +136,7 @@ impl EntityInput {
         if let Some(p) = self.budget_period.take() {
             let period = Period::parse(&p).ok_or_else(|| {
                 ApiError::bad_request(
-                    format!("`budget_period`: {p:?} is not one of daily, weekly, monthly, total"),
+                    format!("`budget_period`: {p:?} is not one of {}", Period::NAMES),
                     Some("budget_period"),
                 )
             })?;

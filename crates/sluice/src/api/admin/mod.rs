@@ -133,7 +133,7 @@ fn openapi_document() -> serde_json::Value {
         "tpm": {"type": "integer", "minimum": 0},
         "max_concurrency": {"type": "integer", "minimum": 0},
         "budget_usd": {"type": ["number", "string"], "description": "USD, >= 0"},
-        "budget_period": {"type": "string", "enum": ["daily", "weekly", "monthly", "total"]},
+        "budget_period": {"type": "string", "enum": ["daily", "weekly", "monthly", "total", "rolling_daily", "rolling_weekly", "rolling_monthly"]},
         "metadata": {"type": "object"}
     });
     let mut key_props = limits.clone();

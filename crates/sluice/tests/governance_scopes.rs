@@ -1,5 +1,5 @@
-//! A virtual key sees only the models it may use: in `GET /v1/models`, `GET /v1/models/{id}`
-//! and in the list a 404 for an unknown model offers.
+//! Governance through the real binary: a virtual key sees only the models it may use (in
+//! `GET /v1/models`, `GET /v1/models/{id}` and a 404 list), and rolling budget periods.
 
 mod common;
 use common::*;
@@ -66,4 +66,47 @@ async fn a_key_sees_only_its_models() {
     // The master key still sees everything.
     let all = request("GET", &format!("{}/v1/models", gw.url), &master[..1], "").await;
     assert_eq!(all.json()["data"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_budget_periods_through_the_admin_api() {
+    let gw = Gateway::start(CONFIG);
+    let master = [
+        ("authorization", "Bearer sk-vis-master"),
+        ("content-type", "application/json"),
+    ];
+    let url = format!("{}/admin/keys", gw.url);
+    let r = request(
+        "POST",
+        &url,
+        &master,
+        r#"{"budget_usd":"0.000001","budget_period":"rolling_daily"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["budget_period"], "rolling_daily");
+    let key = format!("Bearer {}", r.json()["key"].as_str().unwrap());
+    let chat = format!("{}/v1/chat/completions", gw.url);
+    let auth = [("authorization", key.as_str())];
+    // The first request is admitted (nothing spent yet) and spends more than the budget.
+    assert_eq!(request("POST", &chat, &auth, CHAT).await.status, 200);
+    let over = request("POST", &chat, &auth, CHAT).await;
+    assert_eq!(over.status, 429);
+    assert_eq!(over.openai_error()["type"], "insufficient_quota");
+    let retry: i64 = over.header("retry-after").unwrap().parse().unwrap();
+    // A rolling day frees the spend 24-25 hours after it was charged, not at midnight.
+    assert!((86_000..=90_000).contains(&retry), "retry-after {retry}");
+
+    let bad = request(
+        "POST",
+        &url,
+        &master,
+        r#"{"budget_usd":"1","budget_period":"fortnightly"}"#,
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.openai_error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("rolling_monthly"));
 }
