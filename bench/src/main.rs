@@ -95,6 +95,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map(|k| vec![("authorization", format!("Bearer {k}"))])
             .unwrap_or_default();
         let t = Target::new(&d[1], &headers, CHAT_BODY)?;
+        // SLUICE_BENCH_RATE=R: open loop at R requests/s instead (N = seconds), for profiling.
+        if let Some(rate) = std::env::var("SLUICE_BENCH_RATE")
+            .ok()
+            .and_then(|r| r.parse().ok())
+        {
+            let out =
+                load::open_loop(&load::client(), &t, rate, Duration::from_secs(n as u64)).await;
+            println!(
+                "open loop {rate}/s for {n} s: {} ok, {} errors, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+                out.ok, out.errors, out.ms(0.5), out.ms(0.99), out.ms(0.999), out.hist.max() as f64 / 1e6
+            );
+            return Ok(());
+        }
         let out = load::one_at_a_time(&load::client(), &t, n).await;
         println!("sent {n}: {} ok, {} errors", out.ok, out.errors);
         return Ok(());
@@ -384,6 +397,9 @@ async fn measure(
         if (rate as f64) > max.rps() * 1.5 {
             continue; // far past saturation: the queue only grows
         }
+        // Let the previous phase's after-work (e.g. usage records still being written) finish,
+        // so a fixed-rate phase measures that rate alone.
+        settle_down(sys.proc.as_ref()).await;
         rates.push((rate, load::open_loop(client, &json, rate, plan.dur()).await));
     }
 
@@ -445,6 +461,21 @@ async fn measure(
         stream_gap_ms,
         stream_max,
         extras: Vec::new(),
+    }
+}
+
+/// Waits (at most 20 s) until the process uses less than 2 % of a core.
+async fn settle_down(p: Option<&procs::Proc>) {
+    let Some(p) = p else { return };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = p.cpu();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = p.cpu();
+        if now.saturating_sub(last) <= Duration::from_millis(10) {
+            return;
+        }
+        last = now;
     }
 }
 
