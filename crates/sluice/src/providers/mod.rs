@@ -17,13 +17,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// The wire format a provider speaks natively. A request in the same format is forwarded as
-/// bytes (passthrough); other formats are translated through the canonical types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WireFormat {
-    OpenAiChat,
-}
-
 /// An upstream operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -91,6 +84,8 @@ enum Transport {
 /// A configured provider, ready to send requests.
 pub struct Provider {
     pub name: Arc<str>,
+    /// `name` as the `x-sluice-provider` response header, built once.
+    pub name_header: Option<http::HeaderValue>,
     pub kind: ProviderKind,
     pub locality: Locality,
     /// Ask for a final usage event on streams (`stream_options.include_usage`).
@@ -110,6 +105,7 @@ impl Provider {
             ProviderKind::Mock => Transport::Mock(sluice_mock::Mock::new(cfg.mock.clone())),
         };
         Ok(Self {
+            name_header: http::HeaderValue::from_str(&name).ok(),
             name,
             kind: cfg.kind,
             locality: cfg.locality,
@@ -118,14 +114,6 @@ impl Provider {
             stream_idle_timeout: cfg.stream_idle_timeout,
             transport,
         })
-    }
-
-    pub fn wire_format(&self) -> WireFormat {
-        match self.kind {
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::Mock => {
-                WireFormat::OpenAiChat
-            }
-        }
     }
 
     /// Sends an already-encoded body; resolves when the response headers arrive (or the

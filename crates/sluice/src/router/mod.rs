@@ -22,6 +22,8 @@ pub struct Deployment {
     pub model: Arc<str>,
     /// `model` as a JSON string literal, ready to splice into a body.
     pub model_json: Bytes,
+    /// `model` as the `x-sluice-model` response header, built once.
+    pub model_header: Option<http::HeaderValue>,
     pub weight: u32,
     /// Deployment override, else the model's, else the built-in catalog's (by provider model,
     /// then public model name). `None`: unpriced (cost 0).
@@ -137,6 +139,7 @@ impl ModelTable {
                         health.push((provider.name.clone(), model.clone(), h.clone()));
                     }
                     Some(Deployment {
+                        model_header: http::HeaderValue::from_str(&model).ok(),
                         timeout: d.timeout.unwrap_or(provider.timeout),
                         provider,
                         model,
@@ -228,6 +231,11 @@ impl ModelTable {
                         rest_json.clone()
                     } else {
                         d.model_json.clone()
+                    },
+                    model_header: if star {
+                        http::HeaderValue::from_str(rest).ok()
+                    } else {
+                        d.model_header.clone()
                     },
                     weight: d.weight,
                     priority: d.priority,

@@ -2,7 +2,7 @@
 //! `GET /v1/key/info` for a key to read its own limits and remaining budget.
 
 use super::input::{check_name, parse, parse_time, EntityInput};
-use super::{authorize, reload, store_error, usd, Reach};
+use super::{authorize, stored, usd, Reach};
 use crate::api::RequestCtx;
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -131,12 +131,7 @@ pub(super) async fn create(
         ..KeyRecord::default()
     };
     apply(input, &mut rec, &reach)?;
-    app.gov
-        .store()
-        .insert_key(&rec)
-        .await
-        .map_err(store_error)?;
-    reload(&app).await?;
+    stored(&app, app.gov.store().insert_key(&rec).await).await?;
     let p = fresh(&app, &rec.id)?;
     Ok((
         StatusCode::CREATED,
@@ -192,12 +187,7 @@ pub(super) async fn update(
     let input: EntityInput = parse(&body)?;
     let mut rec = visible(&app, &reach, &id)?.record.clone();
     apply(input, &mut rec, &reach)?;
-    app.gov
-        .store()
-        .update_key(&rec)
-        .await
-        .map_err(store_error)?;
-    reload(&app).await?;
+    stored(&app, app.gov.store().update_key(&rec).await).await?;
     Ok(Json(key_json(&app, &*fresh(&app, &id)?)).into_response())
 }
 
@@ -212,12 +202,7 @@ pub(super) async fn revoke(
         rec.revoked_ms = Some(app.gov.clock.now_ms());
         rec.previous_hash = None;
         rec.previous_valid_until_ms = None;
-        app.gov
-            .store()
-            .update_key(&rec)
-            .await
-            .map_err(store_error)?;
-        reload(&app).await?;
+        stored(&app, app.gov.store().update_key(&rec).await).await?;
     }
     Ok(Json(key_json(&app, &*fresh(&app, &id)?)).into_response())
 }
@@ -263,12 +248,7 @@ pub(super) async fn rotate(
     rec.previous_valid_until_ms = (grace_ms > 0).then(|| now.saturating_add(grace_ms));
     rec.hash = keys::hash_hex(&secret);
     rec.prefix = keys::visible_prefix(&secret);
-    app.gov
-        .store()
-        .update_key(&rec)
-        .await
-        .map_err(store_error)?;
-    reload(&app).await?;
+    stored(&app, app.gov.store().update_key(&rec).await).await?;
     let mut v = with_secret(key_json(&app, &*fresh(&app, &id)?), &secret);
     v["previous_key_valid_until"] = serde_json::json!(rec.previous_valid_until_ms.map(rfc3339));
     Ok(Json(v).into_response())

@@ -106,6 +106,13 @@ pub(crate) fn store_error(e: GovStoreError) -> ApiError {
     }
 }
 
+/// A store write's outcome as the API answers it; on success the in-memory index is
+/// rebuilt at once, so the next request (here or on this replica) sees the change.
+pub(crate) async fn stored(app: &AppState, r: Result<(), GovStoreError>) -> Result<(), ApiError> {
+    r.map_err(store_error)?;
+    reload(app).await
+}
+
 pub(crate) async fn reload(app: &AppState) -> Result<(), ApiError> {
     app.gov
         .reload()

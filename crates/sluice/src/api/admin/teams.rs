@@ -1,7 +1,7 @@
 //! `/admin/teams`: create, list, get, update, delete.
 
 use super::input::{check_name, parse, EntityInput};
-use super::{authorize, reload, store_error, usd, Reach};
+use super::{authorize, stored, usd, Reach};
 use crate::api::RequestCtx;
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -78,12 +78,7 @@ pub(super) async fn create(
         ..TeamRecord::default()
     };
     apply(input, &mut team)?;
-    app.gov
-        .store()
-        .insert_team(&team)
-        .await
-        .map_err(store_error)?;
-    reload(&app).await?;
+    stored(&app, app.gov.store().insert_team(&team).await).await?;
     Ok((StatusCode::CREATED, Json(team_json(&app, &team))).into_response())
 }
 
@@ -144,12 +139,7 @@ pub(super) async fn update(
     }
     let mut team = visible(&app.gov.index(), &Reach::All, &name)?.clone();
     apply(input, &mut team)?;
-    app.gov
-        .store()
-        .update_team(&team)
-        .await
-        .map_err(store_error)?;
-    reload(&app).await?;
+    stored(&app, app.gov.store().update_team(&team).await).await?;
     Ok(Json(team_json(&app, &team)).into_response())
 }
 
@@ -161,11 +151,6 @@ pub(super) async fn delete(
     if authorize(&ctx, true)? != Reach::All {
         return Err(ApiError::Forbidden("only admins may delete teams".into()));
     }
-    app.gov
-        .store()
-        .delete_team(&name)
-        .await
-        .map_err(store_error)?;
-    reload(&app).await?;
+    stored(&app, app.gov.store().delete_team(&name).await).await?;
     Ok(Json(serde_json::json!({"name": name, "deleted": true})).into_response())
 }

@@ -2,7 +2,7 @@
 //! of its keys together. A `team_admin` manages the users of its own team.
 
 use super::input::{check_name, parse, EntityInput};
-use super::{authorize, reload, store_error, usd, Reach};
+use super::{authorize, stored, usd, Reach};
 use crate::api::RequestCtx;
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -83,12 +83,7 @@ pub(super) async fn create(
         ..UserRecord::default()
     };
     apply(input, &mut user, &reach)?;
-    app.gov
-        .store()
-        .insert_user(&user)
-        .await
-        .map_err(store_error)?;
-    reload(&app).await?;
+    stored(&app, app.gov.store().insert_user(&user).await).await?;
     Ok((StatusCode::CREATED, Json(user_json(&app, &user))).into_response())
 }
 
@@ -133,12 +128,7 @@ pub(super) async fn update(
     }
     let mut user = visible(&app, &reach, &name)?;
     apply(input, &mut user, &reach)?;
-    app.gov
-        .store()
-        .update_user(&user)
-        .await
-        .map_err(store_error)?;
-    reload(&app).await?;
+    stored(&app, app.gov.store().update_user(&user).await).await?;
     Ok(Json(user_json(&app, &user)).into_response())
 }
 
@@ -149,11 +139,6 @@ pub(super) async fn delete(
 ) -> Result<Response, ApiError> {
     let reach = authorize(&ctx, true)?;
     visible(&app, &reach, &name)?;
-    app.gov
-        .store()
-        .delete_user(&name)
-        .await
-        .map_err(store_error)?;
-    reload(&app).await?;
+    stored(&app, app.gov.store().delete_user(&name).await).await?;
     Ok(Json(serde_json::json!({"name": name, "deleted": true})).into_response())
 }

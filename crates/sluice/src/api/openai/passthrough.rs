@@ -444,11 +444,11 @@ fn with_route_headers(
     if let Some(r) = info.fallback_reason {
         h.insert(X_SLUICE_FALLBACK_REASON, HeaderValue::from_static(r));
     }
-    if let Ok(v) = HeaderValue::from_str(&d.provider.name) {
-        h.insert(X_SLUICE_PROVIDER, v);
+    if let Some(v) = &d.provider.name_header {
+        h.insert(X_SLUICE_PROVIDER, v.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&d.model) {
-        h.insert(X_SLUICE_MODEL, v);
+    if let Some(v) = &d.model_header {
+        h.insert(X_SLUICE_MODEL, v.clone());
     }
     h.insert(X_SLUICE_OVERHEAD_US, HeaderValue::from(overhead_us));
     resp
