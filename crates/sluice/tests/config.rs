@@ -268,3 +268,18 @@ fn config_check_command_exits_non_zero_and_prints_paths() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 providers, 1 models)"));
 }
+
+#[test]
+fn design_contract_spelling_least_latency_is_accepted() {
+    let cfg = from_yaml(
+        &with_models(
+            "  - {name: a, strategy: least_latency, deployments: [{provider: openai, model: x}]}\n",
+        ),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.models[0].strategy,
+        sluice::config::raw::Strategy::LowestLatency
+    );
+}

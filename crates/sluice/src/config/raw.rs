@@ -60,7 +60,9 @@ pub enum Strategy {
     RoundRobin,
     /// Power of two choices on in-flight requests.
     LeastOutstanding,
-    /// Lowest EWMA time to first byte, with a little exploration.
+    /// Lowest EWMA time to first byte, with a little exploration (`least_latency`, the
+    /// spelling in DESIGN.md's config contract, is accepted too).
+    #[serde(alias = "least_latency")]
     LowestLatency,
     /// Lowest configured `price` (input + output per 1M tokens).
     LowestCost,
