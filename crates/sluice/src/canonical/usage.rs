@@ -10,6 +10,22 @@ pub struct Usage {
     pub cached_input_tokens: u64,
     /// Reasoning tokens (a subset of `output_tokens`).
     pub reasoning_tokens: u64,
+    /// Input tokens written to the provider's prompt cache (a subset of `input_tokens`;
+    /// Anthropic and Bedrock charge them above the plain input price).
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    /// Combines partial reports (a stream's start and end): each field takes the larger.
+    pub fn merge(self, o: &Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.max(o.input_tokens),
+            output_tokens: self.output_tokens.max(o.output_tokens),
+            cached_input_tokens: self.cached_input_tokens.max(o.cached_input_tokens),
+            reasoning_tokens: self.reasoning_tokens.max(o.reasoning_tokens),
+            cache_write_tokens: self.cache_write_tokens.max(o.cache_write_tokens),
+        }
+    }
 }
 
 /// OpenAI's `usage` object (chat completions and embeddings).
@@ -29,6 +45,9 @@ pub struct OpenAiUsage {
 pub struct PromptDetails {
     #[serde(default)]
     pub cached_tokens: Option<u64>,
+    /// Ours, for translated providers that report prompt-cache writes.
+    #[serde(default)]
+    pub cache_write_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,7 +63,12 @@ impl From<OpenAiUsage> for Usage {
             output_tokens: u.completion_tokens,
             cached_input_tokens: u
                 .prompt_tokens_details
+                .as_ref()
                 .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            cache_write_tokens: u
+                .prompt_tokens_details
+                .and_then(|d| d.cache_write_tokens)
                 .unwrap_or(0),
             reasoning_tokens: u
                 .completion_tokens_details
@@ -98,7 +122,8 @@ mod tests {
                 input_tokens: 10,
                 output_tokens: 5,
                 cached_input_tokens: 4,
-                reasoning_tokens: 2
+                reasoning_tokens: 2,
+                cache_write_tokens: 0,
             })
         );
         assert_eq!(from_openai_json(br#"{"usage":null}"#), None);

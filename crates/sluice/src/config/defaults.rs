@@ -29,15 +29,7 @@ fn provider(name: &str, kind: RawProviderKind) -> RawProvider {
     RawProvider {
         name: name.to_string(),
         kind,
-        api_key: None,
-        base_url: None,
-        locality: None,
-        headers: Default::default(),
-        timeout: None,
-        connect_timeout: None,
-        stream_idle_timeout: None,
-        stream_usage: None,
-        mock: None,
+        ..RawProvider::default()
     }
 }
 

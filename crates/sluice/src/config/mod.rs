@@ -3,6 +3,7 @@
 mod defaults;
 mod interpolate;
 mod policies;
+mod providers;
 pub mod raw;
 pub mod secret;
 pub mod units;
@@ -68,6 +69,13 @@ pub struct StoreConfig {
 pub enum ProviderKind {
     OpenAi,
     OpenAiCompatible,
+    AzureOpenAi,
+    Anthropic,
+    Gemini,
+    Vertex,
+    Bedrock,
+    Cohere,
+    Ollama,
     Mock,
 }
 
@@ -76,9 +84,44 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::OpenAiCompatible => "openai_compatible",
+            ProviderKind::AzureOpenAi => "azure_openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Vertex => "vertex",
+            ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Cohere => "cohere",
+            ProviderKind::Ollama => "ollama",
             ProviderKind::Mock => "mock",
         }
     }
+
+    /// Speaks OpenAI chat completions on the wire (no translation).
+    pub fn is_openai_format(self) -> bool {
+        matches!(
+            self,
+            ProviderKind::OpenAi
+                | ProviderKind::OpenAiCompatible
+                | ProviderKind::AzureOpenAi
+                | ProviderKind::Mock
+        )
+    }
+}
+
+/// Settings only some provider kinds use (see the raw config for each field's meaning).
+#[derive(Debug, Clone, Default)]
+pub struct NativeSettings {
+    pub preset: Option<String>,
+    pub api_version: Option<String>,
+    pub region: Option<String>,
+    pub project: Option<String>,
+    pub credentials_file: Option<String>,
+    pub aws_access_key_id: Option<Secret<String>>,
+    pub aws_secret_access_key: Option<Secret<String>>,
+    pub aws_session_token: Option<Secret<String>>,
+    pub bearer_token: Option<Secret<String>>,
+    pub default_max_tokens: u64,
+    pub unsupported_params: raw::UnsupportedParams,
+    pub supports_responses: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +138,7 @@ pub struct ProviderConfig {
     pub stream_idle_timeout: Duration,
     pub stream_usage: bool,
     pub mock: sluice_mock::MockSettings,
+    pub native: NativeSettings,
 }
 
 #[derive(Debug, Clone)]

@@ -146,12 +146,31 @@ pub enum SizeOrText {
     Text(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RawProviderKind {
     Openai,
+    #[default]
     OpenaiCompatible,
+    AzureOpenai,
+    Anthropic,
+    Gemini,
+    Vertex,
+    Bedrock,
+    Cohere,
+    Ollama,
     Mock,
+}
+
+/// What a translated provider does with a request parameter it cannot take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnsupportedParams {
+    /// Leave it out and name it in `x-sluice-dropped-params`.
+    #[default]
+    Drop,
+    /// Answer 400 naming it.
+    Reject,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -162,7 +181,7 @@ pub enum Locality {
     OnPrem,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub name: String,
@@ -182,6 +201,29 @@ pub struct RawProvider {
     pub stream_usage: Option<bool>,
     /// Settings of the built-in mock (kind `mock` only).
     pub mock: Option<RawMock>,
+    /// `openai_compatible` only: a known vendor (groq, together, ...) giving the base URL.
+    pub preset: Option<String>,
+    /// `azure_openai`: the `api-version` query parameter; `anthropic`: `anthropic-version`.
+    pub api_version: Option<String>,
+    /// `bedrock` and `vertex`: the cloud region (e.g. us-east-1, europe-west4).
+    pub region: Option<String>,
+    /// `vertex`: the Google Cloud project id (read from the credentials file when absent).
+    pub project: Option<String>,
+    /// `vertex`: path of a service-account JSON key file.
+    pub credentials_file: Option<String>,
+    /// `bedrock`: static credentials (else the standard AWS environment variables).
+    pub aws_access_key_id: Option<Secret<String>>,
+    pub aws_secret_access_key: Option<Secret<String>>,
+    pub aws_session_token: Option<Secret<String>>,
+    /// `azure_openai`: a Microsoft Entra ID bearer token instead of `api_key`.
+    pub bearer_token: Option<Secret<String>>,
+    /// `anthropic` (and Anthropic models on Vertex/Bedrock): `max_tokens` when the client
+    /// sends none (the Messages API requires one).
+    pub default_max_tokens: Option<u64>,
+    /// Parameters a translated provider cannot take: `drop` (default) or `reject`.
+    pub unsupported_params: Option<UnsupportedParams>,
+    /// `openai_compatible`: the upstream implements `/v1/responses` natively.
+    pub supports_responses: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

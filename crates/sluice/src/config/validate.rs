@@ -1,24 +1,22 @@
 //! Raw config -> [`Config`]: every rule checked, every problem reported with its field path.
 
 use super::raw::{
-    RawBreaker, RawClassFallbacks, RawConfig, RawMock, RawPrice, RawProvider, RawProviderKind,
-    RawRetries, SizeOrText, UsdAmount,
+    RawBreaker, RawClassFallbacks, RawConfig, RawPrice, RawRetries, SizeOrText, UsdAmount,
 };
 use super::units::{parse_bytes, parse_duration};
 use super::{
     defaults, BreakerConfig, ClassFallbacks, Config, ConfigError, DataPolicy, DeploymentConfig,
-    EnvLookup, Locality, Mode, ModelConfig, ProviderConfig, ProviderKind, RetryConfig,
-    ServerConfig, StoreConfig, Strategy, DEFAULT_DRAIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY,
-    DEFAULT_STORE_URL,
+    EnvLookup, Locality, Mode, ModelConfig, RetryConfig, ServerConfig, StoreConfig, Strategy,
+    DEFAULT_DRAIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_STORE_URL,
 };
 use crate::policy::prices::Price;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const DEFAULT_STREAM_IDLE: Duration = Duration::from_secs(300);
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+pub(super) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_STREAM_IDLE: Duration = Duration::from_secs(300);
 
 pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<ConfigError>> {
     let mut errs = Vec::new();
@@ -102,7 +100,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         } else {
             by_name.insert(rp.name.clone(), providers.len());
         }
-        let pc = provider(rp, &path, &mut errs);
+        let pc = super::providers::provider(rp, &path, &mut errs);
         if raw.mode == Some(Mode::OnPrem) && pc.locality == Locality::Cloud {
             errs.push(ConfigError::new(
                 format!("{path}.locality"),
@@ -504,145 +502,7 @@ fn breaker(b: Option<&RawBreaker>, path: &str, errs: &mut Vec<ConfigError>) -> B
     }
 }
 
-fn provider(rp: RawProvider, path: &str, errs: &mut Vec<ConfigError>) -> ProviderConfig {
-    let kind = match rp.kind {
-        RawProviderKind::Openai => ProviderKind::OpenAi,
-        RawProviderKind::OpenaiCompatible => ProviderKind::OpenAiCompatible,
-        RawProviderKind::Mock => ProviderKind::Mock,
-    };
-    let api_key = rp.api_key.filter(|k| !k.expose().trim().is_empty());
-    let mut base_url = rp
-        .base_url
-        .map(|u| u.trim().trim_end_matches('/').to_string());
-    match kind {
-        ProviderKind::OpenAi => {
-            if api_key.is_none() {
-                errs.push(ConfigError::new(
-                    format!("{path}.api_key"),
-                    "required for kind openai (e.g. api_key: ${OPENAI_API_KEY})",
-                ));
-            }
-            if base_url.is_none() {
-                base_url = Some("https://api.openai.com/v1".to_string());
-            }
-        }
-        ProviderKind::OpenAiCompatible => {
-            if base_url.is_none() {
-                errs.push(ConfigError::new(
-                    format!("{path}.base_url"),
-                    "required for kind openai_compatible (e.g. http://127.0.0.1:8000/v1)",
-                ));
-            }
-        }
-        ProviderKind::Mock => {
-            if base_url.is_some() {
-                errs.push(ConfigError::new(
-                    format!("{path}.base_url"),
-                    "not used by kind mock (the mock runs inside Sluice); to use a sluice-mock server, use kind openai_compatible",
-                ));
-            }
-        }
-    }
-    if kind != ProviderKind::Mock && rp.mock.is_some() {
-        errs.push(ConfigError::new(
-            format!("{path}.mock"),
-            "only valid for kind mock",
-        ));
-    }
-    if let Some(url) = &base_url {
-        if let Err(e) = check_url(url) {
-            errs.push(ConfigError::new(format!("{path}.base_url"), e));
-        }
-    }
-    let mut headers = Vec::with_capacity(rp.headers.len());
-    for (name, value) in &rp.headers {
-        let hpath = format!("{path}.headers.{name}");
-        match (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_str(value),
-        ) {
-            (Ok(n), Ok(mut v)) => {
-                v.set_sensitive(true);
-                headers.push((n, v));
-            }
-            (Err(_), _) => errs.push(ConfigError::new(hpath, "invalid header name")),
-            (_, Err(_)) => errs.push(ConfigError::new(
-                hpath,
-                "invalid header value (control characters or non-ASCII)",
-            )),
-        }
-    }
-    let timeout = duration(
-        &rp.timeout,
-        &format!("{path}.timeout"),
-        DEFAULT_TIMEOUT,
-        errs,
-    );
-    let connect_timeout = duration(
-        &rp.connect_timeout,
-        &format!("{path}.connect_timeout"),
-        DEFAULT_CONNECT_TIMEOUT,
-        errs,
-    );
-    let stream_idle_timeout = duration(
-        &rp.stream_idle_timeout,
-        &format!("{path}.stream_idle_timeout"),
-        DEFAULT_STREAM_IDLE,
-        errs,
-    );
-    let mock = mock_settings(rp.mock.unwrap_or_default(), &format!("{path}.mock"), errs);
-    ProviderConfig {
-        name: rp.name,
-        kind,
-        api_key,
-        base_url,
-        locality: rp.locality.unwrap_or(match kind {
-            ProviderKind::Mock => super::Locality::OnPrem,
-            _ => super::Locality::Cloud,
-        }),
-        headers,
-        timeout,
-        connect_timeout,
-        stream_idle_timeout,
-        stream_usage: rp.stream_usage.unwrap_or(true),
-        mock,
-    }
-}
-
-fn mock_settings(m: RawMock, path: &str, errs: &mut Vec<ConfigError>) -> sluice_mock::MockSettings {
-    let mut s = sluice_mock::MockSettings::default();
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    s.latency_ms = ms(duration(
-        &m.latency,
-        &format!("{path}.latency"),
-        Duration::ZERO,
-        errs,
-    ));
-    s.ttft_ms = ms(duration(
-        &m.ttft,
-        &format!("{path}.ttft"),
-        Duration::ZERO,
-        errs,
-    ));
-    s.chunk_delay_ms = ms(duration(
-        &m.chunk_delay,
-        &format!("{path}.chunk_delay"),
-        Duration::ZERO,
-        errs,
-    ));
-    if let Some(c) = m.chunks {
-        if c == 0 {
-            errs.push(ConfigError::new(
-                format!("{path}.chunks"),
-                "must be at least 1",
-            ));
-        }
-        s.chunks = c.max(1);
-    }
-    s
-}
-
-fn duration(
+pub(super) fn duration(
     v: &Option<String>,
     path: &str,
     default: Duration,

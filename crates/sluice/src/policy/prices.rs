@@ -141,6 +141,7 @@ mod tests {
             output_tokens: 100,
             cached_input_tokens: 400,
             reasoning_tokens: 50,
+            cache_write_tokens: 0,
         };
         // 600 * 2.5 + 400 * 1.25 + 100 * 10 = 1500 + 500 + 1000 micro-USD.
         assert_eq!(p.cost(&u), 3000);

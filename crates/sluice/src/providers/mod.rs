@@ -2,8 +2,10 @@
 //! in-process (`mock.rs`). The gateway hands a provider an encoded body for an endpoint and
 //! gets back the raw upstream response, so same-format requests pass through untouched.
 
+pub mod anthropic;
 mod error;
 mod mock;
+pub mod native;
 pub mod openai_compat;
 
 pub use error::{parse_error_body, ErrorSource, FallbackClass, UpstreamError, UpstreamErrorKind};
@@ -39,6 +41,10 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 pub enum UpstreamBody {
     Http(hyper::body::Incoming),
     Mock(sluice_mock::MockBody),
+    /// A native provider's answer, re-encoded as OpenAI bytes.
+    Translated(Box<native::TranslateBody>),
+    /// A body Sluice made (a translated error); `None` once sent.
+    Full(Option<Bytes>),
 }
 
 impl Body for UpstreamBody {
@@ -52,6 +58,8 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             UpstreamBody::Http(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Mock(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Translated(b) => Pin::new(b.as_mut()).poll_frame(cx),
+            UpstreamBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
@@ -59,6 +67,8 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Http(b) => b.is_end_stream(),
             UpstreamBody::Mock(b) => b.is_end_stream(),
+            UpstreamBody::Translated(b) => b.is_end_stream(),
+            UpstreamBody::Full(b) => b.is_none(),
         }
     }
 
@@ -66,6 +76,8 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Http(b) => b.size_hint(),
             UpstreamBody::Mock(b) => b.size_hint(),
+            UpstreamBody::Translated(b) => b.size_hint(),
+            UpstreamBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
 }
@@ -78,6 +90,7 @@ pub struct UpstreamResponse {
 
 enum Transport {
     Http(Box<openai_compat::HttpUpstream>),
+    Native(Box<native::NativeUpstream>),
     Mock(Arc<sluice_mock::Mock>),
 }
 
@@ -99,10 +112,18 @@ impl Provider {
     pub fn from_config(cfg: &ProviderConfig) -> Result<Self, String> {
         let name: Arc<str> = Arc::from(cfg.name.as_str());
         let transport = match cfg.kind {
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::AzureOpenAi => {
                 Transport::Http(Box::new(openai_compat::HttpUpstream::new(cfg)?))
             }
             ProviderKind::Mock => Transport::Mock(sluice_mock::Mock::new(cfg.mock.clone())),
+            ProviderKind::Anthropic => Transport::Native(Box::new(anthropic::upstream(cfg)?)),
+            other => {
+                return Err(format!(
+                    "provider {}: kind {} is not available in this build",
+                    cfg.name,
+                    other.as_str()
+                ))
+            }
         };
         Ok(Self {
             name_header: http::HeaderValue::from_str(&name).ok(),
@@ -121,10 +142,11 @@ impl Provider {
     pub async fn send(
         &self,
         endpoint: Endpoint,
+        model: &str,
         body: Bytes,
         request_id: &str,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        self.send_within(endpoint, body, request_id, self.timeout)
+        self.send_within(endpoint, model, body, request_id, self.timeout)
             .await
     }
 
@@ -132,13 +154,15 @@ impl Provider {
     pub async fn send_within(
         &self,
         endpoint: Endpoint,
+        model: &str,
         body: Bytes,
         request_id: &str,
         timeout: Duration,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let fut = async {
             match &self.transport {
-                Transport::Http(h) => h.send(&self.name, endpoint, body, request_id).await,
+                Transport::Http(h) => h.send(&self.name, endpoint, model, body, request_id).await,
+                Transport::Native(n) => n.send(&self.name, endpoint, body, request_id).await,
                 Transport::Mock(m) => mock::send(m, &self.name, endpoint, body, request_id).await,
             }
         };
@@ -156,6 +180,7 @@ impl Provider {
     pub fn target(&self, endpoint: Endpoint) -> String {
         match &self.transport {
             Transport::Http(h) => format!("POST {}", h.uri(endpoint)),
+            Transport::Native(n) => format!("POST {}", n.base_url()),
             Transport::Mock(_) => format!("built-in mock {}", endpoint.path()),
         }
     }

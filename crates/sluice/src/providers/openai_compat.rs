@@ -29,13 +29,76 @@ pub fn basic_client() -> HttpsClient {
     Client::builder(TokioExecutor::new()).build(https)
 }
 
+/// The pooled upstream client: keep-alive, HTTP/2 by ALPN, rustls, the provider's connect
+/// timeout.
+pub fn pooled_client(cfg: &ProviderConfig) -> HttpsClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(cfg.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        // Fixed-size reads: the adaptive strategy grows a busy stream's buffer towards
+        // 400 KiB per connection, which a thousand open streams cannot afford.
+        .http1_read_buf_exact_size(8 * 1024)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https)
+}
+
+/// Sends a request, mapping transport failures to classified upstream errors.
+pub async fn execute(
+    client: &HttpsClient,
+    provider: &Arc<str>,
+    req: http::Request<Full<Bytes>>,
+    target: &str,
+) -> Result<UpstreamResponse, UpstreamError> {
+    match client.request(req).await {
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            Ok(UpstreamResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body: UpstreamBody::Http(body),
+            })
+        }
+        Err(e) => {
+            let detail = error_chain(&e);
+            let kind = if e.is_connect() {
+                UpstreamErrorKind::Connect(detail)
+            } else {
+                UpstreamErrorKind::Protocol(detail)
+            };
+            Err(UpstreamError::new(provider, target.to_string(), kind))
+        }
+    }
+}
+
 pub struct HttpUpstream {
     client: HttpsClient,
     chat_uri: Uri,
     embeddings_uri: Uri,
     /// Authorization plus the configured extra headers, sent on every request.
     headers: HeaderMap,
+    /// Azure OpenAI: the deployment (our model name) is in the URL, with `api-version`.
+    azure: Option<Azure>,
 }
+
+struct Azure {
+    base: String,
+    api_version: String,
+}
+
+/// Azure's default `api-version` (the GA data-plane version with tools and json_schema).
+pub const AZURE_API_VERSION: &str = "2024-10-21";
 
 impl HttpUpstream {
     pub fn new(cfg: &ProviderConfig) -> Result<Self, String> {
@@ -48,26 +111,7 @@ impl HttpUpstream {
                 .parse::<Uri>()
                 .map_err(|e| format!("provider {}: bad URL {base}{p}: {e}", cfg.name))
         };
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            // Fixed-size reads: the adaptive strategy grows a busy stream's buffer towards
-            // 400 KiB per connection, which a thousand open streams cannot afford.
-            .http1_read_buf_exact_size(8 * 1024)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
+        let client = pooled_client(cfg);
 
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -75,20 +119,47 @@ impl HttpUpstream {
             USER_AGENT,
             HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION"))),
         );
-        if let Some(key) = &cfg.api_key {
+        let is_azure = cfg.kind == crate::config::ProviderKind::AzureOpenAi;
+        let bearer = if is_azure {
+            cfg.native.bearer_token.as_ref()
+        } else {
+            cfg.api_key.as_ref()
+        };
+        if let Some(key) = bearer {
             let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
                 .map_err(|_| format!("provider {}: api_key has invalid characters", cfg.name))?;
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         }
+        if is_azure {
+            if let Some(key) = &cfg.api_key {
+                let mut v = HeaderValue::from_str(key.expose()).map_err(|_| {
+                    format!("provider {}: api_key has invalid characters", cfg.name)
+                })?;
+                v.set_sensitive(true);
+                headers.insert("api-key", v);
+            }
+        }
         for (n, v) in &cfg.headers {
             headers.insert(n.clone(), v.clone());
         }
+        let azure = is_azure.then(|| Azure {
+            base: base.to_string(),
+            api_version: cfg
+                .native
+                .api_version
+                .clone()
+                .unwrap_or_else(|| AZURE_API_VERSION.to_string()),
+        });
+        // Azure's v1 API takes the model in the body, like OpenAI.
+        let v1 = azure.as_ref().is_some_and(|a| a.api_version == "v1");
+        let prefix = if v1 { "/openai/v1" } else { "" };
         Ok(Self {
             client,
-            chat_uri: uri(Endpoint::ChatCompletions.path())?,
-            embeddings_uri: uri(Endpoint::Embeddings.path())?,
+            chat_uri: uri(&format!("{prefix}{}", Endpoint::ChatCompletions.path()))?,
+            embeddings_uri: uri(&format!("{prefix}{}", Endpoint::Embeddings.path()))?,
             headers,
+            azure: azure.filter(|_| !v1),
         })
     }
 
@@ -99,14 +170,30 @@ impl HttpUpstream {
         }
     }
 
+    /// The URL for `model` (differs from [`HttpUpstream::uri`] only on Azure deployments).
+    pub fn uri_for(&self, endpoint: Endpoint, model: &str) -> Uri {
+        match &self.azure {
+            Some(a) => format!(
+                "{}/openai/deployments/{model}{}?api-version={}",
+                a.base,
+                endpoint.path(),
+                a.api_version
+            )
+            .parse()
+            .unwrap_or_else(|_| self.uri(endpoint).clone()),
+            None => self.uri(endpoint).clone(),
+        }
+    }
+
     pub async fn send(
         &self,
         provider: &Arc<str>,
         endpoint: Endpoint,
+        model: &str,
         body: Bytes,
         request_id: &str,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let uri = self.uri(endpoint);
+        let uri = &self.uri_for(endpoint, model);
         let mut req = http::Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = uri.clone();
@@ -122,25 +209,7 @@ impl HttpUpstream {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-request-id", v);
         }
-        match self.client.request(req).await {
-            Ok(resp) => {
-                let (parts, body) = resp.into_parts();
-                Ok(UpstreamResponse {
-                    status: parts.status,
-                    headers: parts.headers,
-                    body: UpstreamBody::Http(body),
-                })
-            }
-            Err(e) => {
-                let detail = error_chain(&e);
-                let kind = if e.is_connect() {
-                    UpstreamErrorKind::Connect(detail)
-                } else {
-                    UpstreamErrorKind::Protocol(detail)
-                };
-                Err(UpstreamError::new(provider, format!("POST {uri}"), kind))
-            }
-        }
+        execute(&self.client, provider, req, &format!("POST {uri}")).await
     }
 }
 

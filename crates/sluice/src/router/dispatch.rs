@@ -102,7 +102,7 @@ pub async fn dispatch<'a>(
             let sent = Instant::now();
             let result = d
                 .provider
-                .send_within(endpoint, body, request_id, timeout)
+                .send_within(endpoint, &d.model, body, request_id, timeout)
                 .await;
             let err = match result {
                 Ok(resp) if resp.status.is_success() => {

@@ -264,6 +264,9 @@ async fn run(
     if let Some(ct) = upstream.headers.get(header::CONTENT_TYPE) {
         builder = builder.header(header::CONTENT_TYPE, ct);
     }
+    if let Some(v) = upstream.headers.get(&X_SLUICE_DROPPED_PARAMS) {
+        builder = builder.header(X_SLUICE_DROPPED_PARAMS, v);
+    }
     if p.stream && is_sse {
         let overhead_us = overhead(ctx.start, ok.upstream_wait);
         settle.rec.overhead_us = Some(overhead_us);
@@ -385,6 +388,7 @@ const X_SLUICE_ROUTE_REASON: HeaderName = HeaderName::from_static("x-sluice-rout
 const X_SLUICE_FALLBACK_REASON: HeaderName = HeaderName::from_static("x-sluice-fallback-reason");
 const X_SLUICE_PROVIDER: HeaderName = HeaderName::from_static("x-sluice-provider");
 const X_SLUICE_MODEL: HeaderName = HeaderName::from_static("x-sluice-model");
+const X_SLUICE_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-sluice-dropped-params");
 const X_SLUICE_OVERHEAD_US: HeaderName = HeaderName::from_static("x-sluice-overhead-us");
 
 /// What routing did, for the response headers.
