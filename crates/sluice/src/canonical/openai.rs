@@ -245,19 +245,20 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
 }
 
 fn decode_message(m: WireMessage, i: usize) -> Result<Message, RequestError> {
-    let role =
-        match m.role.as_str() {
-            "system" | "developer" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            "tool" | "function" => Role::Tool,
-            other => return Err(RequestError::new(
+    let role = match m.role.as_str() {
+        "system" | "developer" => Role::System,
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        "tool" | "function" => Role::Tool,
+        other => {
+            return Err(RequestError::new(
                 format!(
                     "Invalid role '{other}' (expected system, developer, user, assistant or tool)"
                 ),
                 Some(&format!("messages[{i}].role")),
-            )),
-        };
+            ))
+        }
+    };
     let content = decode_content(m.content, i)?;
     let mut msg = Message::new(role, content);
     msg.tool_calls = m
