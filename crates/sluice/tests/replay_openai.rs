@@ -3,7 +3,7 @@
 //! (JSON and SSE at any chunk split) decode to what the transcript says, and re-encoding
 //! the decoded stream as our own chunks decodes to the same answer.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
 
 #[path = "replay/cassette.rs"]
 mod cassette;
