@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::control::Recorded;
+use crate::gemini::{self, GoogleOp};
 use crate::openai::Payload;
 use crate::{anthropic, ApiError};
 
@@ -13,6 +14,8 @@ use crate::{anthropic, ApiError};
 pub(crate) enum Op {
     /// Anthropic `POST /v1/messages`.
     AnthropicMessages,
+    /// Gemini on AI Studio and Vertex, Anthropic on Vertex, Google's token endpoint.
+    Google(GoogleOp),
 }
 
 impl Op {
@@ -20,7 +23,7 @@ impl Op {
     pub(crate) fn of(path: &str) -> Option<Op> {
         match path {
             "/v1/messages" => Some(Op::AnthropicMessages),
-            _ => None,
+            _ => gemini::op(path).map(Op::Google),
         }
     }
 
@@ -32,12 +35,23 @@ impl Op {
     ) -> Result<Payload, ApiError> {
         match self {
             Op::AnthropicMessages => anthropic::messages(&recorded.body, number, chunks),
+            Op::Google(op) => gemini::answer(
+                op,
+                &recorded.uri,
+                &recorded.headers,
+                &recorded.body,
+                number,
+                chunks,
+            ),
         }
     }
 
     pub(crate) fn error_body(self, error: &ApiError) -> Bytes {
         match self {
-            Op::AnthropicMessages => anthropic::error_body(error),
+            Op::AnthropicMessages | Op::Google(GoogleOp::RawPredict(_)) => {
+                anthropic::error_body(error)
+            }
+            Op::Google(_) => gemini::error_body(error),
         }
     }
 
