@@ -25,6 +25,8 @@ pub(crate) enum GoogleOp {
     Generate,
     Stream,
     Embed,
+    /// Vertex embeddings (`instances[].content`).
+    Predict,
     /// Anthropic on Vertex; `true` for `streamRawPredict`.
     RawPredict(bool),
     Token,
@@ -45,6 +47,7 @@ pub(crate) fn op(path: &str) -> Option<GoogleOp> {
         ("generateContent", true, _) => Some(GoogleOp::Generate),
         ("streamGenerateContent", true, _) => Some(GoogleOp::Stream),
         ("batchEmbedContents", true, _) => Some(GoogleOp::Embed),
+        ("predict", true, _) if vertex => Some(GoogleOp::Predict),
         ("rawPredict", _, true) => Some(GoogleOp::RawPredict(false)),
         ("streamRawPredict", _, true) => Some(GoogleOp::RawPredict(true)),
         _ => None,
@@ -83,6 +86,7 @@ pub(crate) fn answer(
     let model = model_of(uri.path());
     match op {
         GoogleOp::Embed => embed(body),
+        GoogleOp::Predict => predict(body),
         GoogleOp::RawPredict(_) => {
             let mut req: Value = serde_json::from_slice(body).map_err(ApiError::bad_json)?;
             if req.get("model").is_some() {
@@ -297,15 +301,42 @@ fn embed(body: &[u8]) -> Result<Payload, ApiError> {
             .as_u64()
             .and_then(|d| usize::try_from(d).ok())
             .unwrap_or(DIMS);
-        // FNV-1a of the text: the same input gives the same vector.
-        let seed = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        out.push(json!({ "values": vector(seed, dims) }));
+        out.push(json!({ "values": vector(seed(&text), dims) }));
     }
     Ok(Payload::Json(Bytes::from(
         json!({ "embeddings": out }).to_string(),
     )))
+}
+
+/// Vertex `:predict` for embedding models.
+fn predict(body: &[u8]) -> Result<Payload, ApiError> {
+    let req: Value = serde_json::from_slice(body).map_err(ApiError::bad_json)?;
+    let instances = req["instances"]
+        .as_array()
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ApiError::invalid("instances is not specified", Some("instances")))?;
+    let dims = req["parameters"]["outputDimensionality"]
+        .as_u64()
+        .and_then(|d| usize::try_from(d).ok())
+        .unwrap_or(768);
+    let predictions: Vec<Value> = instances
+        .iter()
+        .map(|i| {
+            let text = i["content"].as_str().unwrap_or_default();
+            json!({"embeddings": {"values": vector(seed(text), dims),
+                "statistics": {"token_count": text.split_whitespace().count(), "truncated": false}}})
+        })
+        .collect();
+    Ok(Payload::Json(Bytes::from(
+        json!({ "predictions": predictions }).to_string(),
+    )))
+}
+
+/// FNV-1a of the text: the same input gives the same vector.
+fn seed(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// `{"error":{"code","message","status"}}` with Google's status names.

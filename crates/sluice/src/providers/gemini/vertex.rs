@@ -143,12 +143,53 @@ impl Codec for Vertex {
         }
     }
 
+    /// Vertex embeds with `:predict` (`instances[].content`), not `batchEmbedContents`.
     fn encode_embeddings(&self, body: &[u8]) -> Option<Result<Encoded, RequestError>> {
-        Some(self.gemini.embeddings(body))
+        Some(self.gemini.embeddings(body).map(|mut enc| {
+            let v: Value = serde_json::from_slice(&enc.body).unwrap_or(Value::Null);
+            let reqs = v["requests"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let instances: Vec<Value> = reqs
+                .iter()
+                .map(|r| json!({"content": r["content"]["parts"][0]["text"]}))
+                .collect();
+            let mut b = json!({ "instances": instances });
+            if let Some(d) = reqs.first().and_then(|r| r.get("outputDimensionality")) {
+                b["parameters"] = json!({ "outputDimensionality": d });
+            }
+            enc.path = self.gemini.path(&enc.ctx.model, "predict");
+            enc.body = serde_json::to_vec(&b).unwrap_or_default();
+            enc
+        }))
     }
 
     fn decode_embeddings(&self, body: &[u8], ctx: &DecodeCtx) -> Result<Vec<u8>, DecodeError> {
-        super::decode_embeddings(body, ctx)
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| DecodeError::new(format!("Vertex embeddings answer is not JSON: {e}")))?;
+        let preds = v["predictions"]
+            .as_array()
+            .ok_or_else(|| DecodeError::new("Vertex embeddings answer has no `predictions`"))?;
+        let mut data = Vec::with_capacity(preds.len());
+        let mut counted: u64 = 0;
+        for (i, p) in preds.iter().enumerate() {
+            let e = &p["embeddings"];
+            counted += e["statistics"]["token_count"].as_u64().unwrap_or(0);
+            data.push(json!({"object": "embedding", "index": i, "embedding": e["values"]}));
+        }
+        // Vertex counts tokens; the estimate stands in when it does not.
+        let tokens = if counted > 0 {
+            counted
+        } else {
+            ctx.json_tool
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        let out = json!({"object": "list", "data": data, "model": ctx.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}});
+        Ok(serde_json::to_vec(&out).unwrap_or_default())
     }
 }
 
@@ -498,6 +539,37 @@ mod tests {
             v.encode(&req).unwrap().path,
             "/v1/projects/p/locations/us-east5/publishers/google/models/gemini-2.5-flash:generateContent"
         );
+    }
+
+    #[test]
+    fn embeddings_use_predict() {
+        let v = Vertex::new("p", "us-central1", 4096);
+        let enc = v
+            .encode_embeddings(
+                br#"{"model":"text-embedding-005","input":["a","b"],"dimensions":4}"#,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            enc.path,
+            "/v1/projects/p/locations/us-central1/publishers/google/models/text-embedding-005:predict"
+        );
+        let b: Value = serde_json::from_slice(&enc.body).unwrap();
+        assert_eq!(
+            b,
+            json!({"instances": [{"content": "a"}, {"content": "b"}],
+                   "parameters": {"outputDimensionality": 4}})
+        );
+        let out = v
+            .decode_embeddings(
+                br#"{"predictions":[{"embeddings":{"values":[0.5],"statistics":{"token_count":2}}},
+                    {"embeddings":{"values":[0.25],"statistics":{"token_count":3}}}]}"#,
+                &enc.ctx,
+            )
+            .unwrap();
+        let o: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(o["data"][1]["embedding"], json!([0.25]));
+        assert_eq!(o["usage"]["prompt_tokens"], 5);
     }
 
     #[test]
