@@ -305,7 +305,7 @@ fn contents(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
     for (i, m) in msgs.iter().enumerate() {
         let (role, parts) = match m.role {
             Role::System => continue,
-            Role::User => ("user", content_parts(&m.content)),
+            Role::User => ("user", content_parts(&m.content)?),
             Role::Tool => ("user", vec![function_response(msgs, i, m)?]),
             Role::Assistant => ("model", model_parts(m)?),
         };
@@ -323,20 +323,52 @@ fn contents(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
         .collect())
 }
 
-fn content_parts(parts: &[Part]) -> Vec<Value> {
-    parts
-        .iter()
-        .filter_map(|p| match p {
-            Part::Text { text, .. } if text.is_empty() => None,
-            Part::Text { text, .. } => Some(json!({ "text": text })),
+fn content_parts(parts: &[Part]) -> Result<Vec<Value>, RequestError> {
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        out.push(match p {
+            Part::Text { text, .. } if text.is_empty() => continue,
+            Part::Text { text, .. } => json!({ "text": text }),
             Part::Image(Image::Base64 { media_type, data }) => {
-                Some(json!({"inlineData": {"mimeType": media_type, "data": data}}))
+                json!({"inlineData": {"mimeType": media_type, "data": data}})
             }
             Part::Image(Image::Url(u)) => {
-                Some(json!({"fileData": {"mimeType": mime_from_url(u), "fileUri": u}}))
+                json!({"fileData": {"mimeType": mime_from_url(u), "fileUri": u}})
             }
-        })
-        .collect()
+            Part::Other(v) => other_part(v)?,
+        });
+    }
+    Ok(out)
+}
+
+/// OpenAI `file` (inline data) and `input_audio` parts as inline data; Gemini reads PDFs,
+/// text and audio.
+fn other_part(v: &Value) -> Result<Value, RequestError> {
+    let kind = v["type"].as_str().unwrap_or_default();
+    match kind {
+        "file" => {
+            if let Some(Image::Base64 { media_type, data }) =
+                v["file"]["file_data"].as_str().map(Image::from_url)
+            {
+                return Ok(json!({"inlineData": {"mimeType": media_type, "data": data}}));
+            }
+        }
+        "input_audio" => {
+            let a = &v["input_audio"];
+            if let (Some(data), Some(format)) = (a["data"].as_str(), a["format"].as_str()) {
+                return Ok(
+                    json!({"inlineData": {"mimeType": format!("audio/{format}"), "data": data}}),
+                );
+            }
+        }
+        _ => {}
+    }
+    Err(RequestError::new(
+        format!(
+            "content part type '{kind}' cannot be sent to Gemini (text, image_url, input_audio and inline file parts can)"
+        ),
+        Some("messages"),
+    ))
 }
 
 /// The media type of a file URL, from its extension (Gemini needs one for `fileData`).
@@ -370,7 +402,7 @@ fn model_parts(m: &Message) -> Result<Vec<Value>, RequestError> {
             parts.push(json!({"text": t.text, "thought": true}));
         }
     }
-    parts.extend(content_parts(&m.content));
+    parts.extend(content_parts(&m.content)?);
     let first_call = parts.len();
     for c in &m.tool_calls {
         let args: Value = if c.arguments.trim().is_empty() {
