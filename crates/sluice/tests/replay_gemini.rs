@@ -497,6 +497,25 @@ fn tool_turns_have_the_recorded_structure() {
         json!({"output": "Mexico"})
     );
 
+    // A call that comes back without its signature (history from another provider) gets
+    // Google's placeholder on Gemini 3, which refuses unsigned calls, and nothing elsewhere.
+    let unsigned = |model: &str| {
+        encode(&json!({"model": model, "tools": tools, "messages": [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "get_country", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "Mexico"}]}))
+        .1["contents"][1]["parts"][0]
+            .clone()
+    };
+    assert_eq!(
+        unsigned("gemini-3-pro-preview")["thoughtSignature"],
+        "skip_thought_signature_validator"
+    );
+    assert!(unsigned("gemini-2.5-flash")
+        .get("thoughtSignature")
+        .is_none());
+
     // tool_choice required / named -> mode ANY (+ allowedFunctionNames).
     let i = &cassette::load("google/test_google_tool_config_any_with_tool_without_args.yaml")[0];
     let rec = norm(&i.request);

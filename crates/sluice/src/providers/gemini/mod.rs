@@ -46,6 +46,9 @@ pub fn upstream(cfg: &ProviderConfig) -> Result<NativeUpstream, String> {
     NativeUpstream::new(cfg, Arc::new(Gemini::ai_studio()), headers, None)
 }
 
+/// Google's documented stand-in for a missing thought signature on a function call.
+const BYPASS_SIGNATURE: &str = "skip_thought_signature_validator";
+
 /// A built body, the parameters left out, and what the decoder needs.
 pub type BodyParts = (Map<String, Value>, Vec<String>, DecodeCtx);
 
@@ -75,7 +78,11 @@ impl Gemini {
             json_tool: None,
         };
         let mut b = Map::new();
-        b.insert("contents".into(), Value::Array(contents(&req.messages)?));
+        let unsigned_calls_need_bypass = req.model.contains("gemini-3");
+        b.insert(
+            "contents".into(),
+            Value::Array(contents(&req.messages, unsigned_calls_need_bypass)?),
+        );
         let system: Vec<Value> = req
             .messages
             .iter()
@@ -300,14 +307,17 @@ fn thinking_config(req: &ChatRequest, dropped: &mut Vec<String>) -> Option<Value
     Some(json!({"thinkingBudget": budget, "includeThoughts": budget > 0}))
 }
 
-fn contents(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
+/// `bypass`: the model refuses function calls in history without a thought signature
+/// (Gemini 3); calls that come back unsigned (history from another provider, or a client that
+/// dropped `thinking_blocks`) get Google's documented placeholder signature instead.
+fn contents(msgs: &[Message], bypass: bool) -> Result<Vec<Value>, RequestError> {
     let mut out: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for (i, m) in msgs.iter().enumerate() {
         let (role, parts) = match m.role {
             Role::System => continue,
             Role::User => ("user", content_parts(&m.content)?),
             Role::Tool => ("user", vec![function_response(msgs, i, m)?]),
-            Role::Assistant => ("model", model_parts(m)?),
+            Role::Assistant => ("model", model_parts(m, bypass)?),
         };
         if parts.is_empty() {
             continue;
@@ -395,7 +405,7 @@ pub fn mime_from_url(url: &str) -> &'static str {
 
 /// An assistant turn: thoughts, text, function calls; signatures go back on the first
 /// function call parts in order, or on the last text part when there are no calls.
-fn model_parts(m: &Message) -> Result<Vec<Value>, RequestError> {
+fn model_parts(m: &Message, bypass: bool) -> Result<Vec<Value>, RequestError> {
     let mut parts = Vec::new();
     for t in &m.thinking {
         if !t.text.is_empty() && t.redacted.is_none() {
@@ -424,8 +434,15 @@ fn model_parts(m: &Message) -> Result<Vec<Value>, RequestError> {
             p["thoughtSignature"] = json!(sig);
         }
     } else {
+        let mut signed = false;
         for (p, sig) in parts[first_call..].iter_mut().zip(sigs) {
             p["thoughtSignature"] = json!(sig);
+            signed = true;
+        }
+        if bypass && !signed {
+            if let Some(p) = parts.get_mut(first_call) {
+                p["thoughtSignature"] = json!(BYPASS_SIGNATURE);
+            }
         }
     }
     Ok(parts)
