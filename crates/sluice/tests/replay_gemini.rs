@@ -219,6 +219,27 @@ fn streams_decode_to_what_the_transcript_says_at_any_split() {
     assert!(with_tools >= 3, "{with_tools} streams with tool calls");
 }
 
+/// Without `alt=sse`, `streamGenerateContent` answers with a JSON array of the same chunks:
+/// it decodes to the same answer as the SSE stream.
+#[test]
+fn chunk_arrays_decode_like_streams() {
+    let mut checked = 0;
+    for file in cassette::list("google") {
+        for i in cassette::load(&file) {
+            if i.status != 200 || !i.content_type().starts_with("text/event-stream") {
+                continue;
+            }
+            let array = Value::Array(sse_chunks(&i.response));
+            let r = codec()
+                .decode(&serde_json::to_vec(&array).unwrap(), &ctx("gemini"))
+                .unwrap();
+            assert_eq!(r, stream(&i.response, 64), "{file}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10);
+}
+
 /// Streamed function calls come whole: one start and one argument delta each, in order.
 #[test]
 fn streamed_function_calls_are_one_start_and_one_delta() {
