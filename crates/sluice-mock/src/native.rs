@@ -14,6 +14,8 @@ use crate::{anthropic, ApiError};
 pub(crate) enum Op {
     /// Anthropic `POST /v1/messages`.
     AnthropicMessages,
+    /// Anthropic `POST /v1/messages/count_tokens`.
+    AnthropicCountTokens,
     /// Gemini on AI Studio and Vertex, Anthropic on Vertex, Google's token endpoint.
     Google(GoogleOp),
 }
@@ -23,6 +25,7 @@ impl Op {
     pub(crate) fn of(path: &str) -> Option<Op> {
         match path {
             "/v1/messages" => Some(Op::AnthropicMessages),
+            "/v1/messages/count_tokens" => Some(Op::AnthropicCountTokens),
             _ => gemini::op(path).map(Op::Google),
         }
     }
@@ -35,6 +38,7 @@ impl Op {
     ) -> Result<Payload, ApiError> {
         match self {
             Op::AnthropicMessages => anthropic::messages(&recorded.body, number, chunks),
+            Op::AnthropicCountTokens => anthropic::count_tokens(&recorded.body),
             Op::Google(op) => gemini::answer(
                 op,
                 &recorded.uri,
@@ -48,9 +52,9 @@ impl Op {
 
     pub(crate) fn error_body(self, error: &ApiError) -> Bytes {
         match self {
-            Op::AnthropicMessages | Op::Google(GoogleOp::RawPredict(_)) => {
-                anthropic::error_body(error)
-            }
+            Op::AnthropicMessages
+            | Op::AnthropicCountTokens
+            | Op::Google(GoogleOp::RawPredict(_)) => anthropic::error_body(error),
             Op::Google(_) => gemini::error_body(error),
         }
     }
