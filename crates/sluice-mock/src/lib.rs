@@ -9,6 +9,7 @@ mod anthropic;
 mod body;
 mod control;
 mod faults;
+mod gemini;
 mod native;
 mod openai;
 mod server;

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::control::Recorded;
+use crate::gemini::{self, GoogleOp};
 use crate::openai::Payload;
 use crate::{anthropic, ApiError};
 
@@ -15,6 +16,8 @@ pub(crate) enum Op {
     AnthropicMessages,
     /// Anthropic `POST /v1/messages/count_tokens`.
     AnthropicCountTokens,
+    /// Gemini on AI Studio and Vertex, Anthropic on Vertex, Google's token endpoint.
+    Google(GoogleOp),
 }
 
 impl Op {
@@ -23,7 +26,7 @@ impl Op {
         match path {
             "/v1/messages" => Some(Op::AnthropicMessages),
             "/v1/messages/count_tokens" => Some(Op::AnthropicCountTokens),
-            _ => None,
+            _ => gemini::op(path).map(Op::Google),
         }
     }
 
@@ -36,12 +39,23 @@ impl Op {
         match self {
             Op::AnthropicMessages => anthropic::messages(&recorded.body, number, chunks),
             Op::AnthropicCountTokens => anthropic::count_tokens(&recorded.body),
+            Op::Google(op) => gemini::answer(
+                op,
+                &recorded.uri,
+                &recorded.headers,
+                &recorded.body,
+                number,
+                chunks,
+            ),
         }
     }
 
     pub(crate) fn error_body(self, error: &ApiError) -> Bytes {
         match self {
-            Op::AnthropicMessages | Op::AnthropicCountTokens => anthropic::error_body(error),
+            Op::AnthropicMessages
+            | Op::AnthropicCountTokens
+            | Op::Google(GoogleOp::RawPredict(_)) => anthropic::error_body(error),
+            Op::Google(_) => gemini::error_body(error),
         }
     }
 

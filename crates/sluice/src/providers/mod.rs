@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 mod error;
+pub mod gemini;
 mod mock;
 pub mod native;
 pub mod openai_compat;
@@ -117,6 +118,8 @@ impl Provider {
             }
             ProviderKind::Mock => Transport::Mock(sluice_mock::Mock::new(cfg.mock.clone())),
             ProviderKind::Anthropic => Transport::Native(Box::new(anthropic::upstream(cfg)?)),
+            ProviderKind::Gemini => Transport::Native(Box::new(gemini::upstream(cfg)?)),
+            ProviderKind::Vertex => Transport::Native(Box::new(gemini::vertex::upstream(cfg)?)),
             other => {
                 return Err(format!(
                     "provider {}: kind {} is not available in this build",
