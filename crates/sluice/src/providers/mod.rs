@@ -3,6 +3,7 @@
 //! gets back the raw upstream response, so same-format requests pass through untouched.
 
 pub mod anthropic;
+pub mod bedrock;
 mod error;
 mod mock;
 pub mod native;
@@ -117,6 +118,7 @@ impl Provider {
             }
             ProviderKind::Mock => Transport::Mock(sluice_mock::Mock::new(cfg.mock.clone())),
             ProviderKind::Anthropic => Transport::Native(Box::new(anthropic::upstream(cfg)?)),
+            ProviderKind::Bedrock => Transport::Native(Box::new(bedrock::upstream(cfg)?)),
             other => {
                 return Err(format!(
                     "provider {}: kind {} is not available in this build",
