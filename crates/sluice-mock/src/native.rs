@@ -7,12 +7,14 @@ use http::{HeaderName, HeaderValue};
 
 use crate::control::Recorded;
 use crate::openai::Payload;
-use crate::{anthropic, ApiError};
+use crate::{anthropic, bedrock, ApiError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
     /// Anthropic `POST /v1/messages`.
     AnthropicMessages,
+    /// Bedrock `POST /model/{modelId}/converse`, `/converse-stream` and `/invoke`.
+    Bedrock(bedrock::Action),
 }
 
 impl Op {
@@ -20,7 +22,7 @@ impl Op {
     pub(crate) fn of(path: &str) -> Option<Op> {
         match path {
             "/v1/messages" => Some(Op::AnthropicMessages),
-            _ => None,
+            _ => bedrock::action_of(path).map(Op::Bedrock),
         }
     }
 
@@ -32,17 +34,22 @@ impl Op {
     ) -> Result<Payload, ApiError> {
         match self {
             Op::AnthropicMessages => anthropic::messages(&recorded.body, number, chunks),
+            Op::Bedrock(action) => bedrock::answer(action, recorded, number, chunks),
         }
     }
 
     pub(crate) fn error_body(self, error: &ApiError) -> Bytes {
         match self {
             Op::AnthropicMessages => anthropic::error_body(error),
+            Op::Bedrock(_) => bedrock::error_body(error),
         }
     }
 
     /// Extra headers on an error (Bedrock's `x-amzn-errortype`, ...).
-    pub(crate) fn error_headers(self, _error: &ApiError) -> Vec<(HeaderName, HeaderValue)> {
-        Vec::new()
+    pub(crate) fn error_headers(self, error: &ApiError) -> Vec<(HeaderName, HeaderValue)> {
+        match self {
+            Op::Bedrock(_) => bedrock::error_headers(error),
+            Op::AnthropicMessages => Vec::new(),
+        }
     }
 }

@@ -261,4 +261,5 @@ macro_rules! conformance {
 conformance! {
     openai_compatible => "kind: openai_compatible\nbase_url: \"{mock}/v1\"",
     anthropic => "kind: anthropic\nbase_url: \"{mock}\"\napi_key: test-key",
+    bedrock => "kind: bedrock\nbase_url: \"{mock}\"\nregion: us-east-1\naws_access_key_id: AKIDMOCK\naws_secret_access_key: mock-secret",
 }
