@@ -194,8 +194,8 @@ pub fn decode_converse(body: &[u8], ctx: &DecodeCtx) -> Result<ChatResponse, Dec
 }
 
 /// Bedrock's error body (`{"message": ...}`) and status in OpenAI's vocabulary: throttling
-/// stays 429, validation 400 (context overflow gets `context_length_exceeded`), model
-/// errors (424) become 502 and model timeouts (408) 504.
+/// stays 429, validation 400 (context overflow gets `context_length_exceeded`), a model not
+/// ready yet 503, model errors (424) become 502 and model timeouts (408) 504.
 pub fn map_error(status: StatusCode, body: &[u8]) -> MappedError {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let message = v["message"]
@@ -208,6 +208,10 @@ pub fn map_error(status: StatusCode, body: &[u8]) -> MappedError {
     let status = match status.as_u16() {
         424 => StatusCode::BAD_GATEWAY,
         408 => StatusCode::GATEWAY_TIMEOUT,
+        // ModelNotReadyException comes as 429 but is no quota matter: the model is loading.
+        429 if message.to_ascii_lowercase().contains("not ready") => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => status,
     };
     let code = if is_context_overflow(&message) {

@@ -49,12 +49,20 @@ impl SigV4 {
     /// Credentials from the provider's config, else from `AWS_ACCESS_KEY_ID` /
     /// `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`; an error when neither has them.
     pub fn from_config(cfg: &ProviderConfig, region: &str) -> Result<Self, String> {
+        Self::from_sources(cfg, region, |k| std::env::var(k).ok())
+    }
+
+    fn from_sources(
+        cfg: &ProviderConfig,
+        region: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
         let n = &cfg.native;
         if let (Some(id), Some(secret)) = (&n.aws_access_key_id, &n.aws_secret_access_key) {
             let token = n.aws_session_token.as_ref().map(|t| t.expose().to_string());
             return Ok(Self::new(id.expose(), secret.expose(), token, region));
         }
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
         match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
             (Some(id), Some(secret)) => {
                 Ok(Self::new(&id, &secret, env("AWS_SESSION_TOKEN"), region))
@@ -204,6 +212,41 @@ mod tests {
         assert_eq!(
             r2.headers()["authorization"].to_str().unwrap(),
             expected_authorization(b"{}")
+        );
+    }
+
+    fn cfg(keys: Option<(&str, &str)>) -> ProviderConfig {
+        let yaml = match keys {
+            Some((id, secret)) => format!(
+                "providers:\n  - {{name: b, kind: bedrock, region: us-east-1, aws_access_key_id: {id}, aws_secret_access_key: {secret}}}\n"
+            ),
+            None => "providers:\n  - {name: b, kind: bedrock, region: us-east-1}\n".to_string(),
+        };
+        crate::config::from_yaml(&yaml, &|_| None)
+            .unwrap()
+            .providers
+            .remove(0)
+    }
+
+    #[test]
+    fn credentials_come_from_config_then_environment_else_a_clear_error() {
+        let env = |k: &str| match k {
+            "AWS_ACCESS_KEY_ID" => Some("ENVKEY".to_string()),
+            "AWS_SECRET_ACCESS_KEY" => Some("envsecret".to_string()),
+            "AWS_SESSION_TOKEN" => Some("envtoken".to_string()),
+            _ => None,
+        };
+        let none = |_: &str| None;
+        let s = SigV4::from_sources(&cfg(Some(("CFGKEY", "cfgsecret"))), "us-east-1", env).unwrap();
+        assert_eq!(s.credentials.access_key_id(), "CFGKEY");
+        assert_eq!(s.credentials.session_token(), None);
+        let s = SigV4::from_sources(&cfg(None), "us-east-1", env).unwrap();
+        assert_eq!(s.credentials.access_key_id(), "ENVKEY");
+        assert_eq!(s.credentials.session_token(), Some("envtoken"));
+        let e = SigV4::from_sources(&cfg(None), "us-east-1", none).unwrap_err();
+        assert!(
+            e.contains("AWS_ACCESS_KEY_ID") && e.contains("provider b"),
+            "{e}"
         );
     }
 
