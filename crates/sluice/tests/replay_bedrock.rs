@@ -634,6 +634,32 @@ fn images_go_inline_and_urls_are_refused() {
 }
 
 #[test]
+fn inline_files_become_documents() {
+    let i = &cassette::load("bedrock/test_text_as_binary_content_input.yaml")[0];
+    let rec = &i.request;
+    let doc = &rec["messages"][0]["content"][1]["document"];
+    let openai = json!({"model": model_of(&i.uri), "messages": [
+        {"role": "system", "content": rec["system"][0]["text"]},
+        {"role": "user", "content": [
+            {"type": "text", "text": rec["messages"][0]["content"][0]["text"]},
+            {"type": "file", "file": {"filename": "notes.txt",
+                "file_data": format!("data:text/plain;base64,{}", doc["source"]["bytes"].as_str().unwrap())}},
+        ]},
+    ]});
+    let (_, body) = encode(&openai);
+    assert_eq!(&body, rec);
+    let req = decode_request(
+        json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let err = codec().encode(&req).err().unwrap();
+    assert!(err.message.contains("input_audio"), "{}", err.message);
+}
+
+#[test]
 fn json_schema_uses_a_forced_tool_and_none_leaves_tools_out() {
     let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
     let (_, body) = encode(&json!({"model": "us.amazon.nova-micro-v1:0",

@@ -232,12 +232,14 @@ fn tool_config(req: &ChatRequest, b: &mut Map<String, Value>) -> Option<String> 
 
 fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
     let mut out: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    // Document names must be unique in a request: "Document 1", "Document 2", ...
+    let mut docs = 0;
     for m in msgs {
         let (role, blocks) = match m.role {
             Role::System => continue,
-            Role::User => ("user", content_blocks(&m.content)?),
+            Role::User => ("user", content_blocks(&m.content, &mut docs)?),
             Role::Tool => {
-                let mut content = content_blocks(&m.content)?;
+                let mut content = content_blocks(&m.content, &mut docs)?;
                 content.retain(|b| b.get("cachePoint").is_none());
                 if content.is_empty() {
                     // Converse rejects an empty result; say so in words.
@@ -260,7 +262,7 @@ fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
                             "reasoningText": {"text": t.text, "signature": sig}}}));
                     }
                 }
-                blocks.extend(content_blocks(&m.content)?);
+                blocks.extend(content_blocks(&m.content, &mut docs)?);
                 for c in &m.tool_calls {
                     let input: Value = if c.arguments.trim().is_empty() {
                         json!({})
@@ -293,7 +295,7 @@ fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
         .collect())
 }
 
-fn content_blocks(parts: &[Part]) -> Result<Vec<Value>, RequestError> {
+fn content_blocks(parts: &[Part], docs: &mut usize) -> Result<Vec<Value>, RequestError> {
     let mut out = Vec::with_capacity(parts.len());
     for p in parts {
         match p {
@@ -330,7 +332,51 @@ fn content_blocks(parts: &[Part]) -> Result<Vec<Value>, RequestError> {
                     Some("messages"),
                 ))
             }
+            Part::Other(v) => {
+                *docs += 1;
+                out.push(document(v, *docs)?);
+            }
         }
     }
     Ok(out)
+}
+
+/// An OpenAI `file` part with inline data as a Converse `document` block.
+fn document(v: &Value, n: usize) -> Result<Value, RequestError> {
+    let kind = v["type"].as_str().unwrap_or_default();
+    let inline = (kind == "file")
+        .then(|| v["file"]["file_data"].as_str().map(Image::from_url))
+        .flatten();
+    if let Some(Image::Base64 { media_type, data }) = inline {
+        let format = match media_type.as_str() {
+            "application/pdf" => Some("pdf"),
+            "text/plain" => Some("txt"),
+            "text/csv" => Some("csv"),
+            "text/html" => Some("html"),
+            "text/markdown" => Some("md"),
+            "application/msword" => Some("doc"),
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => {
+                Some("docx")
+            }
+            "application/vnd.ms-excel" => Some("xls"),
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => Some("xlsx"),
+            _ => None,
+        };
+        if let Some(format) = format {
+            return Ok(
+                json!({"document": {"name": format!("Document {n}"), "format": format,
+                "source": {"bytes": data}}}),
+            );
+        }
+        return Err(RequestError::new(
+            format!("Bedrock does not take {media_type} documents (pdf, txt, csv, html, md, doc, docx, xls and xlsx it does)"),
+            Some("messages"),
+        ));
+    }
+    Err(RequestError::new(
+        format!(
+            "content part type '{kind}' cannot be sent to Bedrock (text, inline image_url and inline file parts can)"
+        ),
+        Some("messages"),
+    ))
 }
