@@ -364,6 +364,11 @@ fn stream_exceptions_and_broken_frames_are_errors() {
     // A stream that stops inside a frame.
     let err = stream(&recorded[..recorded.len() - 5], 64, &ctx()).unwrap_err();
     assert!(err.contains("ended inside a frame"), "{err}");
+    // A forged frame length is refused before anything is buffered.
+    let mut forged = recorded.clone();
+    forged[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+    let err = stream(&forged, 64, &ctx()).unwrap_err();
+    assert!(err.contains("malformed"), "{err}");
     // A flipped payload byte fails the CRC.
     let mut bad = recorded.clone();
     bad[30] ^= 0x20;
@@ -767,4 +772,45 @@ fn embeddings_titan_and_cohere() {
     .unwrap();
     assert_eq!(out["data"][1]["index"], 1);
     assert_eq!(out["data"][1]["embedding"], json!([2.0]));
+}
+
+/// Damaged streams (bytes flipped, cut, lengths forged) give errors or partial answers,
+/// never a panic or a runaway allocation. A bounded stand-in for the fuzz target.
+#[test]
+fn damaged_event_streams_never_panic() {
+    let recorded = event_stream_bytes(
+        &cassette::load("bedrock/test_bedrock_model_thinking_part_stream.yaml")[0],
+    );
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut errors, mut total) = (0, 0);
+    for round in 0..400 {
+        let mut b = recorded.clone();
+        let n = (next() % 4 + 1) as usize;
+        for _ in 0..n {
+            let at = (next() as usize) % b.len();
+            b[at] = next() as u8;
+        }
+        if round % 4 == 0 {
+            // A forged total length in the first prelude.
+            b[..4].copy_from_slice(&(next() as u32).to_be_bytes());
+        }
+        if round % 5 == 0 {
+            b.truncate((next() as usize) % b.len());
+        }
+        let split = (next() % 97 + 1) as usize;
+        total += 1;
+        if stream(&b, split, &ctx()).is_err() {
+            errors += 1;
+        }
+    }
+    assert!(
+        errors > total / 2,
+        "most damaged streams are refused ({errors}/{total})"
+    );
 }

@@ -12,6 +12,9 @@ use aws_smithy_types::event_stream::Message;
 use bytes::BytesMut;
 use serde_json::Value;
 
+/// Event-stream messages are at most 16 MiB of payload plus 128 KiB of headers.
+const MAX_FRAME: u32 = 16 * 1024 * 1024 + 128 * 1024 + 16;
+
 pub struct ConverseStream {
     frames: MessageFrameDecoder,
     buf: BytesMut,
@@ -19,8 +22,8 @@ pub struct ConverseStream {
     /// Per content-block index: what the block is.
     blocks: Vec<(u64, Block)>,
     tools: u32,
-    /// Bytes of an unfinished frame were taken (the decoder keeps the prelude it read).
-    mid_frame: bool,
+    /// The decoder took the prelude of an unfinished frame (it keeps it, not `buf`).
+    prelude_taken: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -47,7 +50,7 @@ impl ConverseStream {
             ctx,
             blocks: Vec::new(),
             tools: 0,
-            mid_frame: false,
+            prelude_taken: false,
         }
     }
 
@@ -168,14 +171,24 @@ impl StreamDecoder for ConverseStream {
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), DecodeError> {
         self.buf.extend_from_slice(bytes);
         loop {
-            let had_bytes = !self.buf.is_empty();
+            // The decoder waits for a frame's whole declared length before it checks any
+            // CRC: bound the length first so a forged prelude cannot make us buffer gigabytes.
+            if !self.prelude_taken && self.buf.len() >= 4 {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                if !(16..=MAX_FRAME).contains(&len) {
+                    return Err(DecodeError::new(format!(
+                        "Bedrock event stream is malformed: a frame of {len} bytes"
+                    )));
+                }
+            }
+            let before = self.buf.len();
             match self.frames.decode_frame(&mut self.buf) {
                 Ok(DecodedFrame::Complete(m)) => {
-                    self.mid_frame = false;
+                    self.prelude_taken = false;
                     self.on_message(&m, out)?;
                 }
                 Ok(DecodedFrame::Incomplete) => {
-                    self.mid_frame |= had_bytes;
+                    self.prelude_taken |= self.buf.len() < before;
                     return Ok(());
                 }
                 Err(e) => {
@@ -188,7 +201,7 @@ impl StreamDecoder for ConverseStream {
     }
 
     fn finish(&mut self, _out: &mut Vec<StreamEvent>) -> Result<(), DecodeError> {
-        if !self.mid_frame {
+        if !self.prelude_taken && self.buf.is_empty() {
             Ok(())
         } else {
             Err(DecodeError::new(format!(
