@@ -74,7 +74,7 @@ fn signed(recorded: &Recorded) -> bool {
         .headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential="))
+        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential=") || v.starts_with("Bearer "))
 }
 
 pub(crate) fn answer(

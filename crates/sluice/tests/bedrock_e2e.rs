@@ -106,6 +106,25 @@ async fn thinking_stream_signed_paths_and_embeddings() {
     assert_ne!(v["data"][0]["embedding"], v["data"][1]["embedding"]);
 }
 
+/// A Bedrock API key (`api_key`) is sent as a bearer token instead of signing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_is_a_bearer_token() {
+    let mock = start_mock().await;
+    let gw = Gateway::start(&format!(
+        "store: {{url: \"{{DB}}\"}}\nproviders:\n  - {{name: aws, kind: bedrock, base_url: \"{mock}\", region: us-west-2, api_key: br-key}}\nmodels:\n  - {{name: nova, deployments: [{{provider: aws, model: us.amazon.nova-micro-v1:0}}]}}\n"
+    ));
+    let r = post_json(
+        &format!("{}/v1/chat/completions", gw.url),
+        &json!({"model": "nova", "messages": [{"role": "user", "content": "Say hello"}]})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let seen = last_request(&mock).await;
+    assert_eq!(seen["headers"]["authorization"], "Bearer br-key");
+    assert!(seen["headers"]["x-amz-date"].is_null());
+}
+
 #[test]
 fn no_credentials_is_a_clear_start_up_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,6 +143,7 @@ fn no_credentials_is_a_clear_start_up_error() {
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_BEARER_TOKEN_BEDROCK")
         .env("SLUICE_LOG", "warn")
         .output()
         .unwrap();

@@ -17,7 +17,7 @@ use super::native::{
 use crate::canonical::openai::RequestError;
 use crate::canonical::{ChatRequest, ChatResponse, FinishReason, Thinking, ToolCall, Usage};
 use crate::config::ProviderConfig;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 use std::sync::Arc;
@@ -39,6 +39,9 @@ pub fn model_path(model: &str, action: &str) -> String {
     format!("/model/{}/{action}", utf8_percent_encode(model, LABEL))
 }
 
+/// Credentials, in order: SigV4 keys in the config, a Bedrock API key in the config
+/// (`api_key`, sent as a bearer token), SigV4 keys in the environment, then
+/// `AWS_BEARER_TOKEN_BEDROCK`.
 pub fn upstream(cfg: &ProviderConfig) -> Result<NativeUpstream, String> {
     let region = cfg
         .native
@@ -47,11 +50,35 @@ pub fn upstream(cfg: &ProviderConfig) -> Result<NativeUpstream, String> {
         .or_else(|| std::env::var("AWS_REGION").ok())
         .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
         .unwrap_or_else(|| "us-east-1".to_string());
-    let auth = SigV4::from_config(cfg, &region)?;
-    let codec = Bedrock {
+    let codec = Arc::new(Bedrock {
         default_max_tokens: cfg.native.default_max_tokens,
+    });
+    let bearer = |key: &str| {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", key.trim())).map_err(|_| {
+            format!(
+                "provider {}: the Bedrock API key has invalid characters",
+                cfg.name
+            )
+        })?;
+        v.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, v);
+        NativeUpstream::new(cfg, codec.clone(), headers, None)
     };
-    NativeUpstream::new(cfg, Arc::new(codec), HeaderMap::new(), Some(Arc::new(auth)))
+    if cfg.native.aws_access_key_id.is_none() {
+        if let Some(key) = &cfg.api_key {
+            return bearer(key.expose());
+        }
+    }
+    match SigV4::from_config(cfg, &region) {
+        Ok(auth) => NativeUpstream::new(cfg, codec.clone(), HeaderMap::new(), Some(Arc::new(auth))),
+        Err(e) => match std::env::var("AWS_BEARER_TOKEN_BEDROCK") {
+            Ok(key) if !key.trim().is_empty() => bearer(&key),
+            _ => Err(format!(
+                "{e}, or a Bedrock API key (api_key, or AWS_BEARER_TOKEN_BEDROCK)"
+            )),
+        },
+    }
 }
 
 /// The Converse codec.
