@@ -17,6 +17,13 @@ from conftest import Process
 # kind -> provider block (without name); "{mock}" is the mock's base URL.
 NATIVE: dict[str, dict] = {
     "anthropic": {"kind": "anthropic", "base_url": "{mock}", "api_key": "sk-ant-test"},
+    "bedrock": {
+        "kind": "bedrock",
+        "base_url": "{mock}",
+        "region": "us-east-1",
+        "aws_access_key_id": "AKIDTEST",
+        "aws_secret_access_key": "test-secret",
+    },
 }
 
 TOOLS = [

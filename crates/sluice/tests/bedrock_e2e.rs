@@ -68,6 +68,34 @@ async fn thinking_stream_signed_paths_and_embeddings() {
         json!({"type": "enabled", "budget_tokens": 1024})
     );
 
+    // The signed reasoning, sent back in the next turn, reaches Bedrock intact.
+    let r = post_json(
+        &chat,
+        &json!({"model": "claude", "reasoning_effort": "low",
+                "messages": [{"role": "user", "content": "Think, then say hi"}]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let msg = r.json()["choices"][0]["message"].clone();
+    let blocks = msg["thinking_blocks"].clone();
+    let sig = blocks[0]["signature"].as_str().unwrap().to_string();
+    assert!(sig.starts_with("sig_mock_"), "{msg}");
+    let r = post_json(
+        &chat,
+        &json!({"model": "claude", "reasoning_effort": "low", "messages": [
+            {"role": "user", "content": "Think, then say hi"},
+            {"role": "assistant", "content": msg["content"], "thinking_blocks": blocks},
+            {"role": "user", "content": "Again"}]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sent = last_request(&mock).await["body"].clone();
+    let rt = &sent["messages"][1]["content"][0]["reasoningContent"]["reasoningText"];
+    assert_eq!(rt["signature"], sig.as_str(), "{sent}");
+    assert_eq!(rt["text"], msg["reasoning_content"]);
+
     // A parameter Converse cannot take is dropped and named.
     let r = post_json(
         &chat,
