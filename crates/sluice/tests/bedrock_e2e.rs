@@ -153,6 +153,43 @@ async fn api_key_is_a_bearer_token() {
     assert!(seen["headers"]["x-amz-date"].is_null());
 }
 
+/// With no config, AWS keys and a region in the environment make a `bedrock` provider with
+/// `bedrock/<model id>` routes (the endpoint override is the AWS SDKs' own variable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_from_the_aws_environment() {
+    let mock = start_mock().await;
+    let gw = Gateway::start_with(
+        None,
+        &[],
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDENV"),
+            ("AWS_SECRET_ACCESS_KEY", "env-secret"),
+            ("AWS_REGION", "ap-southeast-2"),
+            ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &mock),
+        ],
+    );
+    let r = post_json(
+        &format!("{}/v1/chat/completions", gw.url),
+        &json!({"model": "bedrock/us.amazon.nova-micro-v1:0",
+                "messages": [{"role": "user", "content": "Say hello"}]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "Mock reply to: Say hello"
+    );
+    let seen = last_request(&mock).await;
+    assert_eq!(seen["path"], "/model/us.amazon.nova-micro-v1%3A0/converse");
+    let auth = seen["headers"]["authorization"].as_str().unwrap();
+    assert!(
+        auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDENV/")
+            && auth.contains("/ap-southeast-2/bedrock/"),
+        "{auth}"
+    );
+}
+
 #[test]
 fn no_credentials_is_a_clear_start_up_error() {
     let dir = tempfile::tempdir().unwrap();
