@@ -34,10 +34,11 @@ impl SigV4 {
         region: &str,
     ) -> Self {
         Self {
+            // Keys pasted from files often end in a newline.
             credentials: Credentials::new(
-                access_key_id,
-                secret_access_key,
-                session_token,
+                access_key_id.trim(),
+                secret_access_key.trim(),
+                session_token.map(|t| t.trim().to_string()),
                 None,
                 "sluice",
             ),
@@ -53,6 +54,28 @@ impl SigV4 {
     }
 
     fn from_sources(
+        cfg: &ProviderConfig,
+        region: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let s = Self::find(cfg, region, env)?;
+        // aws-sigv4 panics on header values it cannot build: refuse such keys at start-up.
+        let printable = |v: &str| v.bytes().all(|b| b.is_ascii_graphic());
+        let c = &s.credentials;
+        if !printable(c.access_key_id())
+            || !printable(c.secret_access_key())
+            || !c.session_token().is_none_or(printable)
+            || !printable(region)
+        {
+            return Err(format!(
+                "provider {}: the AWS credentials or region contain spaces or characters that are not printable ASCII",
+                cfg.name
+            ));
+        }
+        Ok(s)
+    }
+
+    fn find(
         cfg: &ProviderConfig,
         region: &str,
         env: impl Fn(&str) -> Option<String>,
