@@ -21,6 +21,9 @@ use crate::ApiError;
 const THINKING: &str = "The user wants a mock answer; I will give one.";
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("application/vnd.amazon.eventstream");
 const X_AMZN_ERRORTYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
+/// `x-mock-bedrock-exception: throttlingException`: the stream breaks off after its first
+/// content delta with an exception frame of that type (Bedrock's mid-stream errors).
+const X_MOCK_BEDROCK_EXCEPTION: HeaderName = HeaderName::from_static("x-mock-bedrock-exception");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -99,7 +102,15 @@ pub(crate) fn answer(
             let req: Value = serde_json::from_slice(&recorded.body).map_err(ApiError::bad_json)?;
             let (a, thinking) = converse_answer(&req)?;
             if action == Action::ConverseStream {
-                Ok(Payload::Stream(stream(number, &a, chunks, thinking)))
+                let mut events = stream(number, &a, chunks, thinking);
+                if let Some(kind) = recorded
+                    .headers
+                    .get(X_MOCK_BEDROCK_EXCEPTION)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    exception_after_first_delta(&mut events, kind);
+                }
+                Ok(Payload::Stream(events))
             } else {
                 Ok(Payload::Json(Bytes::from(
                     converse_json(number, &a, thinking).to_string(),
@@ -295,6 +306,33 @@ fn stream(number: u64, a: &Answer, chunks: usize, thinking: bool) -> Events {
         &json!({"usage": usage(a), "metrics": {"latencyMs": 0}}),
     );
     ev
+}
+
+/// Keeps messageStart and the first delta, then ends with an exception frame.
+fn exception_after_first_delta(ev: &mut Events, kind: &str) {
+    let keep = ev.lens.len().min(2);
+    let cut: usize = ev.lens[..keep].iter().sum();
+    ev.buf.truncate(cut);
+    ev.lens.truncate(keep);
+    let kind = kind.to_string();
+    let _ = ev.push(|buf| {
+        let payload = json!({"message": format!("mock {kind} in the stream")});
+        let message = Message::new(serde_json::to_vec(&payload)?)
+            .add_header(Header::new(
+                ":exception-type",
+                FrameValue::String(kind.into()),
+            ))
+            .add_header(Header::new(
+                ":content-type",
+                FrameValue::String("application/json".into()),
+            ))
+            .add_header(Header::new(
+                ":message-type",
+                FrameValue::String("exception".into()),
+            ));
+        write_message_to(&message, buf)
+            .map_err(|e| <serde_json::Error as serde::ser::Error>::custom(e.to_string()))
+    });
 }
 
 fn seed(text: &str) -> u64 {

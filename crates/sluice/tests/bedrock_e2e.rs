@@ -134,6 +134,45 @@ async fn thinking_stream_signed_paths_and_embeddings() {
     assert_ne!(v["data"][0]["embedding"], v["data"][1]["embedding"]);
 }
 
+/// An exception frame in the middle of a ConverseStream reaches the client after the text
+/// that came before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exception_inside_a_stream() {
+    let mock = start_mock().await;
+    let gw = Gateway::start(&format!(
+        "store: {{url: \"{{DB}}\"}}\nproviders:\n  - {{name: aws, kind: bedrock, base_url: \"{mock}\", region: us-east-1, aws_access_key_id: AKID, aws_secret_access_key: s, headers: {{x-mock-bedrock-exception: throttlingException}}}}\nmodels:\n  - {{name: nova, deployments: [{{provider: aws, model: us.amazon.nova-micro-v1:0}}]}}\n"
+    ));
+    let (status, _, body) = open_stream(
+        &format!("{}/v1/chat/completions", gw.url),
+        &json!({"model": "nova", "stream": true,
+                "messages": [{"role": "user", "content": "Say hello"}]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let frames = read_frames(body).await;
+    let text: String = frames
+        .iter()
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    let content: String = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    let full = "Mock reply to: Say hello";
+    assert!(
+        !content.is_empty() && content.len() < full.len() && full.starts_with(&content),
+        "the text before the exception arrives, and no more: {text}"
+    );
+    let err = events.last().unwrap()["error"]["message"].as_str().unwrap();
+    assert!(err.contains("throttlingException"), "{text}");
+}
+
 /// A Bedrock API key (`api_key`) is sent as a bearer token instead of signing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_is_a_bearer_token() {

@@ -24,6 +24,9 @@ pub struct ConverseStream {
     tools: u32,
     /// The decoder took the prelude of an unfinished frame (it keeps it, not `buf`).
     prelude_taken: bool,
+    /// An error that followed events decoded in the same `feed`: those go out first (the
+    /// transport drops a feed's events when it fails), the error on the next call.
+    pending: Option<DecodeError>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,7 @@ impl ConverseStream {
             blocks: Vec::new(),
             tools: 0,
             prelude_taken: false,
+            pending: None,
         }
     }
 
@@ -169,6 +173,36 @@ impl ConverseStream {
 
 impl StreamDecoder for ConverseStream {
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), DecodeError> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
+        let before = out.len();
+        match self.decode(bytes, out) {
+            Err(e) if out.len() > before => {
+                self.pending = Some(e);
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    fn finish(&mut self, _out: &mut Vec<StreamEvent>) -> Result<(), DecodeError> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
+        if !self.prelude_taken && self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::new(format!(
+                "Bedrock event stream ended inside a frame ({} bytes left)",
+                self.buf.len()
+            )))
+        }
+    }
+}
+
+impl ConverseStream {
+    fn decode(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), DecodeError> {
         self.buf.extend_from_slice(bytes);
         loop {
             // The decoder waits for a frame's whole declared length before it checks any
@@ -197,17 +231,6 @@ impl StreamDecoder for ConverseStream {
                     )))
                 }
             }
-        }
-    }
-
-    fn finish(&mut self, _out: &mut Vec<StreamEvent>) -> Result<(), DecodeError> {
-        if !self.prelude_taken && self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(DecodeError::new(format!(
-                "Bedrock event stream ended inside a frame ({} bytes left)",
-                self.buf.len()
-            )))
         }
     }
 }
