@@ -13,6 +13,8 @@ use crate::{anthropic, bedrock, ApiError};
 pub(crate) enum Op {
     /// Anthropic `POST /v1/messages`.
     AnthropicMessages,
+    /// Anthropic `POST /v1/messages/count_tokens`.
+    AnthropicCountTokens,
     /// Bedrock `POST /model/{modelId}/converse`, `/converse-stream` and `/invoke`.
     Bedrock(bedrock::Action),
 }
@@ -22,6 +24,7 @@ impl Op {
     pub(crate) fn of(path: &str) -> Option<Op> {
         match path {
             "/v1/messages" => Some(Op::AnthropicMessages),
+            "/v1/messages/count_tokens" => Some(Op::AnthropicCountTokens),
             _ => bedrock::action_of(path).map(Op::Bedrock),
         }
     }
@@ -34,13 +37,14 @@ impl Op {
     ) -> Result<Payload, ApiError> {
         match self {
             Op::AnthropicMessages => anthropic::messages(&recorded.body, number, chunks),
+            Op::AnthropicCountTokens => anthropic::count_tokens(&recorded.body),
             Op::Bedrock(action) => bedrock::answer(action, recorded, number, chunks),
         }
     }
 
     pub(crate) fn error_body(self, error: &ApiError) -> Bytes {
         match self {
-            Op::AnthropicMessages => anthropic::error_body(error),
+            Op::AnthropicMessages | Op::AnthropicCountTokens => anthropic::error_body(error),
             Op::Bedrock(_) => bedrock::error_body(error),
         }
     }
@@ -49,7 +53,7 @@ impl Op {
     pub(crate) fn error_headers(self, error: &ApiError) -> Vec<(HeaderName, HeaderValue)> {
         match self {
             Op::Bedrock(_) => bedrock::error_headers(error),
-            Op::AnthropicMessages => Vec::new(),
+            Op::AnthropicMessages | Op::AnthropicCountTokens => Vec::new(),
         }
     }
 }

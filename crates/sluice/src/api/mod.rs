@@ -1,9 +1,11 @@
 //! Inbound surfaces: the OpenAI API, health checks, and what every request carries.
 
 pub mod admin;
+pub mod anthropic;
 pub mod health;
 pub mod openai;
 pub mod settle;
+pub mod surface;
 
 use crate::error::ApiError;
 use crate::policy::auth::Principal;
