@@ -26,6 +26,13 @@ NATIVE: dict[str, dict] = {
         "project": "test-project",
         "api_key": "ya29.test-token",
     },
+    "bedrock": {
+        "kind": "bedrock",
+        "base_url": "{mock}",
+        "region": "us-east-1",
+        "aws_access_key_id": "AKIDTEST",
+        "aws_secret_access_key": "test-secret",
+    },
 }
 
 TOOLS = [

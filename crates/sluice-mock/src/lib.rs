@@ -6,6 +6,7 @@
 //! request is answered, the format modules decide *what* the answer looks like.
 
 mod anthropic;
+mod bedrock;
 mod body;
 mod control;
 mod faults;

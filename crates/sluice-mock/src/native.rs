@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue};
 use crate::control::Recorded;
 use crate::gemini::{self, GoogleOp};
 use crate::openai::Payload;
-use crate::{anthropic, ApiError};
+use crate::{anthropic, bedrock, ApiError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -18,6 +18,8 @@ pub(crate) enum Op {
     AnthropicCountTokens,
     /// Gemini on AI Studio and Vertex, Anthropic on Vertex, Google's token endpoint.
     Google(GoogleOp),
+    /// Bedrock `POST /model/{modelId}/converse`, `/converse-stream` and `/invoke`.
+    Bedrock(bedrock::Action),
 }
 
 impl Op {
@@ -26,7 +28,9 @@ impl Op {
         match path {
             "/v1/messages" => Some(Op::AnthropicMessages),
             "/v1/messages/count_tokens" => Some(Op::AnthropicCountTokens),
-            _ => gemini::op(path).map(Op::Google),
+            _ => gemini::op(path)
+                .map(Op::Google)
+                .or_else(|| bedrock::action_of(path).map(Op::Bedrock)),
         }
     }
 
@@ -47,6 +51,7 @@ impl Op {
                 number,
                 chunks,
             ),
+            Op::Bedrock(action) => bedrock::answer(action, recorded, number, chunks),
         }
     }
 
@@ -56,11 +61,15 @@ impl Op {
             | Op::AnthropicCountTokens
             | Op::Google(GoogleOp::RawPredict(_)) => anthropic::error_body(error),
             Op::Google(_) => gemini::error_body(error),
+            Op::Bedrock(_) => bedrock::error_body(error),
         }
     }
 
     /// Extra headers on an error (Bedrock's `x-amzn-errortype`, ...).
-    pub(crate) fn error_headers(self, _error: &ApiError) -> Vec<(HeaderName, HeaderValue)> {
-        Vec::new()
+    pub(crate) fn error_headers(self, error: &ApiError) -> Vec<(HeaderName, HeaderValue)> {
+        match self {
+            Op::Bedrock(_) => bedrock::error_headers(error),
+            Op::AnthropicMessages | Op::AnthropicCountTokens | Op::Google(_) => Vec::new(),
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! gets back the raw upstream response, so same-format requests pass through untouched.
 
 pub mod anthropic;
+pub mod bedrock;
 mod error;
 pub mod gemini;
 mod mock;
@@ -120,6 +121,7 @@ impl Provider {
             ProviderKind::Anthropic => Transport::Native(Box::new(anthropic::upstream(cfg)?)),
             ProviderKind::Gemini => Transport::Native(Box::new(gemini::upstream(cfg)?)),
             ProviderKind::Vertex => Transport::Native(Box::new(gemini::vertex::upstream(cfg)?)),
+            ProviderKind::Bedrock => Transport::Native(Box::new(bedrock::upstream(cfg)?)),
             other => {
                 return Err(format!(
                     "provider {}: kind {} is not available in this build",
