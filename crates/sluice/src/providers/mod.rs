@@ -3,9 +3,11 @@
 //! gets back the raw upstream response, so same-format requests pass through untouched.
 
 pub mod anthropic;
+pub mod cohere;
 mod error;
 mod mock;
 pub mod native;
+pub mod ollama;
 pub mod openai_compat;
 
 pub use error::{parse_error_body, ErrorSource, FallbackClass, UpstreamError, UpstreamErrorKind};
@@ -117,6 +119,8 @@ impl Provider {
             }
             ProviderKind::Mock => Transport::Mock(sluice_mock::Mock::new(cfg.mock.clone())),
             ProviderKind::Anthropic => Transport::Native(Box::new(anthropic::upstream(cfg)?)),
+            ProviderKind::Cohere => Transport::Native(Box::new(cohere::upstream(cfg)?)),
+            ProviderKind::Ollama => Transport::Native(Box::new(ollama::upstream(cfg)?)),
             other => {
                 return Err(format!(
                     "provider {}: kind {} is not available in this build",
