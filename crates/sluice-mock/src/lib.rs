@@ -5,9 +5,11 @@
 //! Wire formats live in their own modules (`openai`); this one decides *whether* and *when* a
 //! request is answered, the format modules decide *what* the answer looks like.
 
+mod anthropic;
 mod body;
 mod control;
 mod faults;
+mod native;
 mod openai;
 mod server;
 
@@ -109,12 +111,17 @@ enum Route {
     Stats,
     LastRequest,
     Reset,
+    /// A provider's own wire format (Anthropic, Gemini, Bedrock, ...).
+    Native(native::Op),
     Unknown,
 }
 
 impl Route {
     /// Provider paths answer with and without the `/v1` prefix.
     fn of(path: &str) -> Route {
+        if let Some(op) = native::Op::of(path) {
+            return Route::Native(op);
+        }
         let path = match path.strip_prefix("/v1") {
             Some(rest) if rest.starts_with('/') => rest,
             _ => path,
@@ -133,7 +140,9 @@ impl Route {
 
     fn method(self) -> Method {
         match self {
-            Route::ChatCompletions | Route::Embeddings | Route::Reset => Method::POST,
+            Route::ChatCompletions | Route::Embeddings | Route::Reset | Route::Native(_) => {
+                Method::POST
+            }
             _ => Method::GET,
         }
     }
@@ -209,6 +218,20 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<MockBody> {
 
 fn error_response(error: &ApiError) -> Response<MockBody> {
     json_response(error.status, openai::error_body(error))
+}
+
+/// An error in the wire format of `route`.
+fn error_response_for(route: Route, error: &ApiError) -> Response<MockBody> {
+    match route {
+        Route::Native(op) => {
+            let mut r = json_response(error.status, op.error_body(error));
+            for (name, value) in op.error_headers(error) {
+                r.headers_mut().insert(name, value);
+            }
+            r
+        }
+        _ => error_response(error),
+    }
 }
 
 impl Mock {
@@ -292,7 +315,7 @@ impl Mock {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut error = ApiError::injected(status);
             error.code = plan.error_code;
-            let mut response = error_response(&error);
+            let mut response = error_response_for(route, &error);
             if matches!(status.as_u16(), 429 | 503) {
                 let retry_after = plan
                     .retry_after
@@ -314,13 +337,14 @@ impl Mock {
                     .map_or("", |(_, id)| id);
                 openai::model(id)
             }
+            Route::Native(op) => op.answer(recorded, number, plan.chunks),
             Route::Stats | Route::LastRequest | Route::Reset | Route::Unknown => Err(
                 ApiError::internal("control route reached the provider path"),
             ),
         };
         match payload {
             Ok(payload) => deliver(payload, plan).await,
-            Err(error) => MockReply::Response(error_response(&error)),
+            Err(error) => MockReply::Response(error_response_for(route, &error)),
         }
     }
 }
@@ -376,9 +400,10 @@ async fn deliver(payload: Payload, plan: &Plan) -> MockReply {
                 limit,
                 end,
             );
+            let content_type = events.content_type.unwrap_or(EVENT_STREAM);
             let mut response = Response::new(BodyExt::boxed(body));
             let headers = response.headers_mut();
-            headers.insert(CONTENT_TYPE, EVENT_STREAM);
+            headers.insert(CONTENT_TYPE, content_type);
             headers.insert(CACHE_CONTROL, NO_CACHE);
             response
         }

@@ -4,8 +4,9 @@ mod chat;
 mod embeddings;
 mod stream;
 
-pub(crate) use chat::chat;
+pub(crate) use chat::{answer_question, chat, Answer, Content, TOOL_ARGUMENTS};
 pub(crate) use embeddings::embeddings;
+pub(crate) use stream::pieces;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -28,10 +29,12 @@ pub(crate) enum Payload {
 pub(crate) struct Events {
     pub(crate) buf: Vec<u8>,
     pub(crate) lens: Vec<usize>,
+    /// `None`: `text/event-stream`.
+    pub(crate) content_type: Option<http::HeaderValue>,
 }
 
 impl Events {
-    fn push(
+    pub(crate) fn push(
         &mut self,
         write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
     ) -> serde_json::Result<()> {

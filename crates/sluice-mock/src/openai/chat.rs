@@ -14,7 +14,7 @@ use crate::ApiError;
 const GREETING: &str = "Hello from sluice-mock!";
 const REPLY_PREFIX: &str = "Mock reply to: ";
 const ECHO_LIMIT_CHARS: usize = 200;
-pub(super) const TOOL_ARGUMENTS: &str = "{\"mock\":true}";
+pub(crate) const TOOL_ARGUMENTS: &str = "{\"mock\":true}";
 
 #[derive(Deserialize)]
 struct ChatRequest<'a> {
@@ -117,14 +117,14 @@ fn content_text(content: Option<&RawValue>) -> Result<Cow<'_, str>, ApiError> {
 
 /// The deterministic answer to a chat request.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Answer {
-    pub(super) content: Content,
-    pub(super) prompt_tokens: u64,
-    pub(super) completion_tokens: u64,
+pub(crate) struct Answer {
+    pub(crate) content: Content,
+    pub(crate) prompt_tokens: u64,
+    pub(crate) completion_tokens: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Content {
+pub(crate) enum Content {
     Text(String),
     ToolCall { name: String },
 }
@@ -186,34 +186,43 @@ fn answer(request: &ChatRequest<'_>) -> Result<Answer, ApiError> {
             Some("messages"),
         ));
     }
-    let mut prompt_tokens = 0;
-    let mut last_user = Cow::Borrowed("");
+    let mut turns = Vec::with_capacity(messages.len());
     for message in messages {
-        let text = content_text(message.content)?;
+        turns.push((message.role == "user", content_text(message.content)?));
+    }
+    Ok(answer_question(&turns, chosen_tool(request)?))
+}
+
+/// The deterministic answer to a conversation in any wire format: `turns` are
+/// (is the user speaking, text); `tool` is the tool the request forces, if any.
+pub(crate) fn answer_question(turns: &[(bool, Cow<'_, str>)], tool: Option<String>) -> Answer {
+    let mut prompt_tokens = 0;
+    let mut last_user = "";
+    for (is_user, text) in turns {
         prompt_tokens += estimate_tokens(text.chars().count()) + 3;
-        if message.role == "user" {
+        if *is_user {
             last_user = text;
         }
     }
-    let (content, completion_tokens) = match chosen_tool(request)? {
+    let (content, completion_tokens) = match tool {
         Some(name) => {
             let tokens = estimate_tokens(name.chars().count() + TOOL_ARGUMENTS.len());
             (Content::ToolCall { name }, tokens)
         }
         None => {
-            let reply = reply_to(&last_user);
+            let reply = reply_to(last_user);
             let tokens = words(&reply);
             (Content::Text(reply), tokens)
         }
     };
-    Ok(Answer {
+    Answer {
         content,
         prompt_tokens,
         completion_tokens,
-    })
+    }
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

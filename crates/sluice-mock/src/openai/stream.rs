@@ -20,7 +20,7 @@ fn push_u64(buf: &mut Vec<u8>, n: u64) {
 
 /// Splits `text` into exactly `count` pieces of (nearly) equal length in characters, whose
 /// concatenation is `text`. Pieces are empty when there are more pieces than characters.
-fn pieces(text: &str, count: usize) -> impl Iterator<Item = &str> {
+pub(crate) fn pieces(text: &str, count: usize) -> impl Iterator<Item = &str> {
     let count = count.max(1);
     let total = text.chars().count();
     let mut chars = text.char_indices();

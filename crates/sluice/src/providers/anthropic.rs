@@ -56,12 +56,12 @@ pub struct Anthropic {
 
 const JSON_TOOL: &str = "json_response";
 
+/// A Messages API body, the parameters left out, and what the decoder must know.
+pub type MessagesBody = (Map<String, Value>, Vec<String>, DecodeCtx);
+
 impl Anthropic {
     /// The Messages API body (also the body of Anthropic-on-Vertex/Bedrock requests).
-    pub fn body(
-        &self,
-        req: &ChatRequest,
-    ) -> Result<(Map<String, Value>, Vec<String>, DecodeCtx), RequestError> {
+    pub fn body(&self, req: &ChatRequest) -> Result<MessagesBody, RequestError> {
         let mut dropped = Vec::new();
         let mut ctx = DecodeCtx {
             model: req.model.clone(),
