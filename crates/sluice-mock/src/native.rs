@@ -7,12 +7,20 @@ use http::{HeaderName, HeaderValue};
 
 use crate::control::Recorded;
 use crate::openai::Payload;
-use crate::{anthropic, ApiError};
+use crate::{anthropic, cohere, ollama, ApiError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
     /// Anthropic `POST /v1/messages`.
     AnthropicMessages,
+    /// Cohere `POST /v2/chat`.
+    CohereChat,
+    /// Cohere `POST /v2/embed`.
+    CohereEmbed,
+    /// Ollama `POST /api/chat`.
+    OllamaChat,
+    /// Ollama `POST /api/embed`.
+    OllamaEmbed,
 }
 
 impl Op {
@@ -20,6 +28,10 @@ impl Op {
     pub(crate) fn of(path: &str) -> Option<Op> {
         match path {
             "/v1/messages" => Some(Op::AnthropicMessages),
+            "/v2/chat" => Some(Op::CohereChat),
+            "/v2/embed" => Some(Op::CohereEmbed),
+            "/api/chat" => Some(Op::OllamaChat),
+            "/api/embed" => Some(Op::OllamaEmbed),
             _ => None,
         }
     }
@@ -32,12 +44,18 @@ impl Op {
     ) -> Result<Payload, ApiError> {
         match self {
             Op::AnthropicMessages => anthropic::messages(&recorded.body, number, chunks),
+            Op::CohereChat => cohere::chat(&recorded.body, number, chunks),
+            Op::CohereEmbed => cohere::embed(&recorded.body, number),
+            Op::OllamaChat => ollama::chat(&recorded.body, chunks),
+            Op::OllamaEmbed => ollama::embed(&recorded.body),
         }
     }
 
     pub(crate) fn error_body(self, error: &ApiError) -> Bytes {
         match self {
             Op::AnthropicMessages => anthropic::error_body(error),
+            Op::CohereChat | Op::CohereEmbed => cohere::error_body(error),
+            Op::OllamaChat | Op::OllamaEmbed => ollama::error_body(error),
         }
     }
 

@@ -261,4 +261,7 @@ macro_rules! conformance {
 conformance! {
     openai_compatible => "kind: openai_compatible\nbase_url: \"{mock}/v1\"",
     anthropic => "kind: anthropic\nbase_url: \"{mock}\"\napi_key: test-key",
+    cohere => "kind: cohere\nbase_url: \"{mock}\"\napi_key: test-key",
+    ollama => "kind: ollama\nbase_url: \"{mock}\"",
+    azure_openai => "kind: azure_openai\nbase_url: \"{mock}\"\napi_key: test-key",
 }
