@@ -207,3 +207,48 @@ async fn azure_cohere_and_ollama_requests_on_the_wire() {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
 }
+
+/// Preset quirks, checked on the wire: Mistral (like the recorded Mistral requests, which
+/// never carry `stream_options`) gets no `stream_options` even when the client sends one;
+/// Groq takes it, so Sluice asks for usage on the client's behalf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presets_send_only_what_the_vendor_accepts() {
+    let mock = start_mock().await;
+    let gw = Gateway::start(&format!(
+        r#"store: {{url: "{{DB}}"}}
+providers:
+  - {{name: mi, kind: openai_compatible, preset: mistral, base_url: "{mock}/v1", api_key: k}}
+  - {{name: gq, kind: openai_compatible, preset: groq, base_url: "{mock}/v1", api_key: k}}
+models:
+  - {{name: mi, deployments: [{{provider: mi, model: mistral-small-latest}}]}}
+  - {{name: gq, deployments: [{{provider: gq, model: llama-3.3-70b-versatile}}]}}
+"#
+    ));
+    let chat = format!("{}/v1/chat/completions", gw.url);
+    for body in [
+        json!({"model": "mi", "stream": true, "stream_options": {"include_usage": true},
+               "messages": [{"role": "user", "content": "Say hello"}]}),
+        json!({"stream_options": {"include_usage": false}, "model": "mi", "stream": true,
+               "messages": [{"role": "user", "content": "Say hello"}]}),
+    ] {
+        let s = stream(&chat, &body.to_string()).await;
+        assert_eq!(s.status, 200, "{}", s.text());
+        let l = last(&mock).await;
+        assert_eq!(l["body"]["model"], "mistral-small-latest", "{l}");
+        assert!(l["body"].get("stream_options").is_none(), "{l}");
+        assert_eq!(l["body"]["stream"], true);
+    }
+    let s = stream(
+        &chat,
+        &json!({"model": "gq", "stream": true,
+                "messages": [{"role": "user", "content": "Say hello"}]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(s.status, 200);
+    assert_eq!(
+        last(&mock).await["body"]["stream_options"],
+        json!({"include_usage": true})
+    );
+    assert!(s.events().iter().all(|e| !e["usage"].is_object()));
+}
