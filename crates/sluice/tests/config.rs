@@ -83,7 +83,7 @@ fn every_broken_config_names_its_field_path() {
         ),
         (
             "providers:\n  - {name: p, kind: anthropik}\n".into(),
-            "providers[0].kind: unknown variant `anthropik`, expected one of `openai`, `openai_compatible`, `mock`",
+            "providers[0].kind: unknown variant `anthropik`, expected one of `openai`, `openai_compatible`, `azure_openai`, `anthropic`, `gemini`, `vertex`, `bedrock`, `cohere`, `ollama`, `mock`",
         ),
         (
             "providers:\n  - {name: p, kind: mock, timeout: 10 days}\n".into(),
@@ -225,6 +225,81 @@ fn zero_config_has_the_mock_and_discovers_openai_from_the_environment() {
         sluice::config::load(None, &|n| (n == "OPENAI_API_KEY").then(|| "sk-env".into())).unwrap();
     assert!(cfg.providers.iter().any(|p| p.name == "openai"));
     assert!(cfg.models.iter().any(|m| m.name == "gpt-4o-mini"));
+    let cfg = sluice::config::load(None, &|n| {
+        (n == "ANTHROPIC_API_KEY").then(|| "sk-ant-env".into())
+    })
+    .unwrap();
+    let p = cfg
+        .providers
+        .iter()
+        .find(|p| p.name == "anthropic")
+        .unwrap();
+    assert_eq!(p.base_url.as_deref(), Some("https://api.anthropic.com"));
+    assert!(cfg.models.iter().any(|m| m.name == "claude-sonnet-4-5"));
+    assert!(cfg.models.iter().any(|m| m.name == "anthropic/*"));
+}
+
+#[test]
+fn native_provider_kinds_need_their_settings() {
+    let cases = [
+        (
+            "{name: a, kind: anthropic}",
+            "providers[0].api_key",
+            "ANTHROPIC_API_KEY",
+        ),
+        (
+            "{name: b, kind: bedrock}",
+            "providers[0].region",
+            "us-east-1",
+        ),
+        (
+            "{name: v, kind: vertex, region: us-central1}",
+            "providers[0].credentials_file",
+            "service-account",
+        ),
+        (
+            "{name: z, kind: azure_openai, api_key: k}",
+            "providers[0].base_url",
+            "openai.azure.com",
+        ),
+        (
+            "{name: g, kind: openai_compatible, preset: grok}",
+            "providers[0].preset",
+            "known: groq",
+        ),
+        (
+            "{name: g, kind: anthropic, api_key: k, preset: groq}",
+            "providers[0].preset",
+            "only valid for kind openai_compatible",
+        ),
+        (
+            "{name: g, kind: anthropic, api_key: k, region: x}",
+            "providers[0].region",
+            "only valid for kind bedrock or vertex",
+        ),
+        (
+            "{name: g, kind: anthropic, api_key: k, unsupported_params: ignore}",
+            "providers[0].unsupported_params",
+            "unknown variant",
+        ),
+    ];
+    for (provider, path, hint) in cases {
+        let yaml = format!("providers:\n  - {provider}\nmodels: []\n");
+        let err = errors(&yaml).join("\n");
+        assert!(err.contains(path), "{provider}: {err}");
+        assert!(err.contains(hint), "{provider}: {err}");
+    }
+    let ok = from_yaml(
+        "providers:\n  - {name: g, kind: openai_compatible, preset: groq, api_key: k}\n  - {name: l, kind: openai_compatible, preset: vllm}\nmodels: []\n",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        ok.providers[0].base_url.as_deref(),
+        Some("https://api.groq.com/openai/v1")
+    );
+    assert_eq!(ok.providers[0].locality, sluice::config::Locality::Cloud);
+    assert_eq!(ok.providers[1].locality, sluice::config::Locality::OnPrem);
 }
 
 #[test]

@@ -93,6 +93,9 @@ pub enum Part {
         cache_control: Option<Value>,
     },
     Image(Image),
+    /// A part we do not model (`input_audio`, `file`, ...), as the client sent it. OpenAI-
+    /// format upstreams get it unchanged; native codecs map what they can and refuse the rest.
+    Other(Value),
 }
 
 impl Part {
@@ -177,6 +180,7 @@ pub enum ResponseFormat {
     JsonObject,
     JsonSchema {
         name: String,
+        description: Option<String>,
         schema: Value,
         strict: Option<bool>,
     },

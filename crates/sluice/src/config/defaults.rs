@@ -48,6 +48,28 @@ fn passthrough_models(provider: &str, names: &[&str]) -> Vec<RawModel> {
         .collect()
 }
 
+/// Anthropic models served under their own names when `ANTHROPIC_API_KEY` is set (any other
+/// is reachable as `anthropic/<model>`).
+pub const ANTHROPIC_MODELS: &[&str] = &[
+    "claude-opus-4-1",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+    "claude-3-5-haiku-latest",
+];
+
+/// A `prefix/*` route passing any model name under the prefix to `provider`.
+fn wildcard_model(provider: &str) -> RawModel {
+    RawModel {
+        name: format!("{provider}/*"),
+        deployments: vec![RawDeployment {
+            provider: provider.to_string(),
+            model: "*".to_string(),
+            ..RawDeployment::default()
+        }],
+        ..RawModel::default()
+    }
+}
+
 /// Providers and models used when the config does not list any.
 pub fn discovered(env: EnvLookup<'_>) -> (Vec<RawProvider>, Vec<RawModel>) {
     let mut providers = vec![provider("mock", RawProviderKind::Mock)];
@@ -58,6 +80,15 @@ pub fn discovered(env: EnvLookup<'_>) -> (Vec<RawProvider>, Vec<RawModel>) {
         p.base_url = env("OPENAI_BASE_URL").filter(|u| !u.trim().is_empty());
         providers.push(p);
         models.extend(passthrough_models("openai", OPENAI_MODELS));
+        models.push(wildcard_model("openai"));
+    }
+    if let Some(key) = env("ANTHROPIC_API_KEY").filter(|k| !k.trim().is_empty()) {
+        let mut p = provider("anthropic", RawProviderKind::Anthropic);
+        p.api_key = Some(Secret::new(key));
+        p.base_url = env("ANTHROPIC_BASE_URL").filter(|u| !u.trim().is_empty());
+        providers.push(p);
+        models.extend(passthrough_models("anthropic", ANTHROPIC_MODELS));
+        models.push(wildcard_model("anthropic"));
     }
     (providers, models)
 }

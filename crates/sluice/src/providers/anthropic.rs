@@ -242,9 +242,9 @@ fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
     for m in msgs {
         let (role, blocks) = match m.role {
             Role::System => continue,
-            Role::User => ("user", content_blocks(&m.content)),
+            Role::User => ("user", content_blocks(&m.content)?),
             Role::Tool => {
-                let content = content_blocks(&m.content);
+                let content = content_blocks(&m.content)?;
                 let mut block = json!({"type": "tool_result",
                     "tool_use_id": m.tool_call_id.clone().unwrap_or_default()});
                 if !content.is_empty() {
@@ -264,7 +264,7 @@ fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
                         );
                     }
                 }
-                blocks.extend(content_blocks(&m.content));
+                blocks.extend(content_blocks(&m.content)?);
                 for c in &m.tool_calls {
                     let input: Value = if c.arguments.trim().is_empty() {
                         json!({})
@@ -297,30 +297,51 @@ fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
         .collect())
 }
 
-fn content_blocks(parts: &[Part]) -> Vec<Value> {
-    parts
-        .iter()
-        .filter_map(|p| match p {
+fn content_blocks(parts: &[Part]) -> Result<Vec<Value>, RequestError> {
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        out.push(match p {
             Part::Text {
                 text,
                 cache_control,
             } => {
                 if text.is_empty() {
-                    return None;
+                    continue;
                 }
                 let mut v = json!({"type": "text", "text": text});
                 if let Some(cc) = cache_control {
                     v["cache_control"] = cc.clone();
                 }
-                Some(v)
+                v
             }
-            Part::Image(Image::Base64 { media_type, data }) => Some(json!({"type": "image",
-                "source": {"type": "base64", "media_type": media_type, "data": data}})),
+            Part::Image(Image::Base64 { media_type, data }) => json!({"type": "image",
+                "source": {"type": "base64", "media_type": media_type, "data": data}}),
             Part::Image(Image::Url(u)) => {
-                Some(json!({"type": "image", "source": {"type": "url", "url": u}}))
+                json!({"type": "image", "source": {"type": "url", "url": u}})
             }
-        })
-        .collect()
+            Part::Other(v) => document(v)?,
+        });
+    }
+    Ok(out)
+}
+
+/// An OpenAI `file` part (inline PDF or text) as an Anthropic `document` block.
+fn document(v: &Value) -> Result<Value, RequestError> {
+    let kind = v["type"].as_str().unwrap_or_default();
+    if kind == "file" {
+        if let Some(Image::Base64 { media_type, data }) =
+            v["file"]["file_data"].as_str().map(Image::from_url)
+        {
+            return Ok(json!({"type": "document",
+                "source": {"type": "base64", "media_type": media_type, "data": data}}));
+        }
+    }
+    Err(RequestError::new(
+        format!(
+            "content part type '{kind}' cannot be sent to Anthropic (text, image_url and inline file parts can)"
+        ),
+        Some("messages"),
+    ))
 }
 
 pub fn finish_reason(s: &str) -> FinishReason {

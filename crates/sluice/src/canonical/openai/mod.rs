@@ -169,6 +169,10 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
                         .and_then(Value::as_str)
                         .unwrap_or("response")
                         .to_string(),
+                    description: js
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
                     schema: js.get("schema").cloned().unwrap_or_else(|| json!({})),
                     strict: js.get("strict").and_then(Value::as_bool),
                 }
@@ -337,12 +341,13 @@ fn decode_content(c: Option<Value>, i: usize) -> Result<Vec<Part>, RequestError>
                             })?;
                         out.push(Part::Image(Image::from_url(url)));
                     }
-                    other => {
+                    "" => {
                         return Err(RequestError::new(
-                            format!("Unsupported content part type '{other}' (text and image_url are supported)"),
+                            "content parts need a type",
                             Some(&format!("messages[{i}].content[{j}].type")),
                         ))
                     }
+                    _ => out.push(Part::Other(p)),
                 }
             }
             Ok(out)
@@ -639,7 +644,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("messages[0].tool_call_id"));
         let e = decode_request(
-            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"audio"}]}]}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":[{"text":"x"}]}]}"#,
         )
         .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("messages[0].content[0].type"));
@@ -677,3 +682,6 @@ mod tests {
         assert!(text.ends_with("data: [DONE]\n\n"));
     }
 }
+
+mod upstream;
+pub use upstream::{decode_response, encode_request, OpenAiStream};
