@@ -17,6 +17,16 @@ from conftest import Process
 # kind -> provider block (without name); "{mock}" is the mock's base URL.
 NATIVE: dict[str, dict] = {
     "anthropic": {"kind": "anthropic", "base_url": "{mock}", "api_key": "sk-ant-test"},
+    "cohere": {"kind": "cohere", "base_url": "{mock}", "api_key": "co-test"},
+    "ollama": {"kind": "ollama", "base_url": "{mock}"},
+    "azure_openai": {"kind": "azure_openai", "base_url": "{mock}", "api_key": "az-test"},
+}
+
+# Kinds with embeddings (through the same mock), and the path the mock must have seen.
+EMBEDDINGS = {
+    "cohere": "/v2/embed",
+    "ollama": "/api/embed",
+    "azure_openai": "/openai/deployments/mock-native/embeddings",
 }
 
 TOOLS = [
@@ -158,3 +168,15 @@ def test_anthropic_thinking_round_trips_with_signature(native: OpenAI, mock):
     assert first_block["type"] == "thinking"
     assert first_block["signature"] == blocks[0]["signature"]
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+
+
+@pytest.mark.parametrize("kind", list(EMBEDDINGS))
+def test_embeddings_through_the_sdk(native: OpenAI, mock, kind: str):
+    """The SDK asks for base64 by default; native providers answer float lists, which it
+    takes as they are."""
+    r = native.embeddings.create(model=f"{kind}-model", input=["hello", "world"])
+    assert [d.index for d in r.data] == [0, 1]
+    assert all(isinstance(x, float) for x in r.data[0].embedding) and len(r.data[0].embedding) > 0
+    assert r.data[0].embedding != r.data[1].embedding
+    assert r.usage.prompt_tokens > 0
+    assert mock.last_request()["path"] == EMBEDDINGS[kind]

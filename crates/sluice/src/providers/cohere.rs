@@ -48,6 +48,7 @@ pub struct Cohere;
 impl Cohere {
     /// The `/v2/chat` body, and the parameters that were left out.
     pub fn body(req: &ChatRequest) -> Result<(Map<String, Value>, Vec<String>), RequestError> {
+        refuse_unmodelled(&req.messages, "Cohere")?;
         let mut dropped = Vec::new();
         let mut b = Map::new();
         b.insert("model".into(), json!(req.model));
@@ -189,6 +190,23 @@ impl Codec for Cohere {
     }
 }
 
+/// Content parts other than text and images (`input_audio`, `file`, ...) have no form in
+/// Cohere's or Ollama's chat: a 400 naming the part.
+pub(super) fn refuse_unmodelled(msgs: &[Message], provider: &str) -> Result<(), RequestError> {
+    for (i, m) in msgs.iter().enumerate() {
+        for (j, p) in m.content.iter().enumerate() {
+            if let Part::Other(v) = p {
+                let kind = v["type"].as_str().unwrap_or("unknown");
+                return Err(RequestError::new(
+                    format!("{provider} does not take `{kind}` content parts (text and image_url are supported)"),
+                    Some(&format!("messages[{i}].content[{j}].type")),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn messages(msgs: &[Message]) -> Vec<Value> {
     msgs.iter()
         .map(|m| match m.role {
@@ -219,6 +237,8 @@ fn content(parts: &[Part]) -> Value {
             .map(|p| match p {
                 Part::Text { text, .. } => json!({"type": "text", "text": text}),
                 Part::Image(i) => json!({"type": "image_url", "image_url": {"url": i.to_url()}}),
+                // Refused by `refuse_unmodelled` before encoding.
+                Part::Other(v) => v.clone(),
             })
             .collect(),
     )
@@ -642,6 +662,20 @@ mod tests {
             json!({"role": "tool", "tool_call_id": "c1", "content": "42"})
         );
         assert_eq!(dropped, vec!["user".to_string(), "logit_bias".to_string()]);
+    }
+
+    #[test]
+    fn unmodelled_parts_are_refused_by_name() {
+        let req = decode_request(
+            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"},
+                {"type":"input_audio","input_audio":{"data":"AA","format":"wav"}}]}]}"#,
+        )
+        .unwrap();
+        let e = Cohere.encode(&req).err().unwrap();
+        assert_eq!(e.param.as_deref(), Some("messages[0].content[1].type"));
+        assert!(e.message.contains("input_audio"), "{}", e.message);
+        let e = crate::providers::ollama::Ollama.encode(&req).err().unwrap();
+        assert_eq!(e.param.as_deref(), Some("messages[0].content[1].type"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! whole and without ids: we give each one an id, and map a tool result's `tool_call_id`
 //! back to the function name Ollama wants (`tool_name`). Images must be inline.
 
-use super::cohere::{embeddings_list, texts};
+use super::cohere::{embeddings_list, refuse_unmodelled, texts};
 use super::native::{
     is_context_overflow, openai_error_type, Codec, DecodeCtx, DecodeError, Encoded, MappedError,
     NativeUpstream, StreamDecoder,
@@ -43,6 +43,7 @@ pub struct Ollama;
 impl Ollama {
     /// The `/api/chat` body, and the parameters that were left out.
     pub fn body(req: &ChatRequest) -> Result<(Map<String, Value>, Vec<String>), RequestError> {
+        refuse_unmodelled(&req.messages, "Ollama")?;
         let mut dropped = Vec::new();
         let mut b = Map::new();
         b.insert("model".into(), json!(req.model));
@@ -195,7 +196,7 @@ fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
                         Some(&format!("messages[{i}].content[{j}].image_url")),
                     ))
                 }
-                Part::Text { .. } => {}
+                Part::Text { .. } | Part::Other(_) => {}
             }
         }
         if !images.is_empty() {
