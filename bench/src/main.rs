@@ -207,6 +207,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         p.stop();
     }
 
+    // 2c. Sluice translating: OpenAI client -> Anthropic provider (the mock's /v1/messages).
+    match systems::start_sluice(&sluice_bin, &cfg, Some(GATEWAY_CPU)) {
+        Ok(p) => {
+            let sys = System {
+                name: "Sluice (c) OpenAI->Anthropic".into(),
+                base: p.url.clone(),
+                proc: Some(p),
+                headers: vec![],
+                model: "bench-anthropic",
+                paced_model: Some("bench-anthropic-paced"),
+                version: String::new(),
+            };
+            results.push(measure(&client, &sys, &plan, None).await);
+            if let Some(p) = sys.proc {
+                p.stop();
+            }
+        }
+        Err(e) => eprintln!("(c) OpenAI->Anthropic: {e:#}"),
+    }
+
     // 2d. Sluice with governance on: virtual key, RPM/TPM limits, budget, usage records.
     let gov_cfg = tmp.join("sluice-governed.yaml");
     std::fs::write(&gov_cfg, systems::sluice_governed_config(&mock.url, &tmp))?;
@@ -259,9 +279,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         skipped.push("peers: not run in this mode".into());
     }
-    skipped.push(
-        "(c) OpenAI client -> Anthropic provider: needs the anthropic provider (issue 3)".into(),
-    );
     skipped.push("(e) cache hit: needs the cache".into());
     let mock_rss = mock.rss_mib();
     mock.stop();

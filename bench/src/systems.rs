@@ -42,10 +42,18 @@ providers:
     kind: openai_compatible
     base_url: "{mock}/v1"
     headers: {{x-mock-chunk-delay-ms: "50"}}
+  - {{name: anthropic, kind: anthropic, base_url: "{mock}", api_key: sk-bench}}
+  - name: anthropic-paced
+    kind: anthropic
+    base_url: "{mock}"
+    api_key: sk-bench
+    headers: {{x-mock-chunk-delay-ms: "1"}}
 models:
   - {{name: bench, deployments: [{{provider: upstream, model: bench}}]}}
   - {{name: bench-paced, deployments: [{{provider: paced, model: bench}}]}}
   - {{name: bench-hold, deployments: [{{provider: hold, model: bench}}]}}
+  - {{name: bench-anthropic, deployments: [{{provider: anthropic, model: bench}}]}}
+  - {{name: bench-anthropic-paced, deployments: [{{provider: anthropic-paced, model: bench}}]}}
 "#,
         db = dir.join("sluice.db").display()
     )

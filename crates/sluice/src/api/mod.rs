@@ -4,6 +4,7 @@ pub mod admin;
 pub mod health;
 pub mod openai;
 pub mod settle;
+pub mod surface;
 
 use crate::error::ApiError;
 use crate::policy::auth::Principal;

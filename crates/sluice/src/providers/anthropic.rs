@@ -583,10 +583,48 @@ impl AnthropicStream {
         if data.is_empty() {
             return Ok(());
         }
+        // Hot path: text and tool-argument deltas, read without building a JSON tree.
+        if data.starts_with(b"{\"type\":\"content_block_delta\"") {
+            if let Ok(d) = serde_json::from_slice::<FastDelta<'_>>(data) {
+                match (d.delta.kind, self.kind(d.index)) {
+                    ("text_delta", _) => {
+                        out.push(StreamEvent::Text(
+                            d.delta.text.unwrap_or_default().into_owned(),
+                        ));
+                        return Ok(());
+                    }
+                    ("input_json_delta", BlockKind::Tool(i)) => {
+                        out.push(StreamEvent::ToolCallArgs {
+                            index: i,
+                            delta: d.delta.partial_json.unwrap_or_default().into_owned(),
+                        });
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+            }
+        }
         let v: Value = serde_json::from_slice(data)
             .map_err(|e| DecodeError::new(format!("Anthropic stream event is not JSON: {e}")))?;
         self.on_event(&v, out)
     }
+}
+
+#[derive(serde::Deserialize)]
+struct FastDelta<'a> {
+    index: u64,
+    #[serde(borrow)]
+    delta: FastInner<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct FastInner<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow, default)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Anthropic's error body and status, in OpenAI's vocabulary: 529 overloaded -> 503.

@@ -442,7 +442,12 @@ pub struct StreamEncoder {
     usage: Option<Usage>,
     saw_tool_call: bool,
     done: bool,
+    /// `data: {"id":..,"object":..,"created":..,"model":..,"choices":[{"index":0,"delta":`,
+    /// rendered once when the stream starts (text deltas then cost one string escape).
+    prefix: Vec<u8>,
 }
+
+const CHUNK_TAIL: &[u8] = b",\"logprobs\":null,\"finish_reason\":null}]}\n\n";
 
 impl StreamEncoder {
     pub fn new(id: String, model: String, created: u64, include_usage: bool) -> Self {
@@ -456,22 +461,38 @@ impl StreamEncoder {
             usage: None,
             saw_tool_call: false,
             done: false,
+            prefix: Vec::new(),
         }
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: &Value, finish: Option<&str>) {
-        let v = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        frame(out, &v);
+        out.extend_from_slice(&self.prefix);
+        let _ = serde_json::to_writer(&mut *out, delta);
+        match finish {
+            None => out.extend_from_slice(CHUNK_TAIL),
+            Some(f) => {
+                out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":\"");
+                out.extend_from_slice(f.as_bytes());
+                out.extend_from_slice(b"\"}]}\n\n");
+            }
+        }
     }
 
     fn ensure_started(&mut self, out: &mut Vec<u8>) {
         if !self.started {
             self.started = true;
-            self.chunk(out, &json!({"role": "assistant", "content": ""}), None);
+            let mut p = Vec::with_capacity(128 + self.id.len() + self.model.len());
+            p.extend_from_slice(b"data: {\"id\":");
+            let _ = serde_json::to_writer(&mut p, &self.id);
+            p.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+            p.extend_from_slice(self.created.to_string().as_bytes());
+            p.extend_from_slice(b",\"model\":");
+            let _ = serde_json::to_writer(&mut p, &self.model);
+            p.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
+            self.prefix = p;
+            out.extend_from_slice(&self.prefix);
+            out.extend_from_slice(b"{\"role\":\"assistant\",\"content\":\"\"}");
+            out.extend_from_slice(CHUNK_TAIL);
         }
     }
 
@@ -492,7 +513,11 @@ impl StreamEncoder {
                     return;
                 }
                 self.ensure_started(out);
-                self.chunk(out, &json!({"content": t}), None);
+                out.extend_from_slice(&self.prefix);
+                out.extend_from_slice(b"{\"content\":");
+                let _ = serde_json::to_writer(&mut *out, t);
+                out.push(b'}');
+                out.extend_from_slice(CHUNK_TAIL);
             }
             StreamEvent::Thinking(t) => {
                 if t.is_empty() {
