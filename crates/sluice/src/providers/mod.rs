@@ -4,10 +4,12 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod cohere;
 mod error;
 pub mod gemini;
 mod mock;
 pub mod native;
+pub mod ollama;
 pub mod openai_compat;
 
 pub use error::{parse_error_body, ErrorSource, FallbackClass, UpstreamError, UpstreamErrorKind};
@@ -122,13 +124,8 @@ impl Provider {
             ProviderKind::Gemini => Transport::Native(Box::new(gemini::upstream(cfg)?)),
             ProviderKind::Vertex => Transport::Native(Box::new(gemini::vertex::upstream(cfg)?)),
             ProviderKind::Bedrock => Transport::Native(Box::new(bedrock::upstream(cfg)?)),
-            other => {
-                return Err(format!(
-                    "provider {}: kind {} is not available in this build",
-                    cfg.name,
-                    other.as_str()
-                ))
-            }
+            ProviderKind::Cohere => Transport::Native(Box::new(cohere::upstream(cfg)?)),
+            ProviderKind::Ollama => Transport::Native(Box::new(ollama::upstream(cfg)?)),
         };
         Ok(Self {
             name_header: http::HeaderValue::from_str(&name).ok(),
