@@ -28,6 +28,9 @@ use std::time::Duration;
 pub enum Endpoint {
     ChatCompletions,
     Embeddings,
+    /// Anthropic's `/v1/messages`, body and answer passed through untouched (Anthropic
+    /// clients to Anthropic providers).
+    AnthropicMessages,
 }
 
 impl Endpoint {
@@ -35,6 +38,7 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::AnthropicMessages => "/messages",
         }
     }
 }

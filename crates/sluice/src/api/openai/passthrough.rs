@@ -157,7 +157,9 @@ async fn run(
             },
         });
     }
-    let wants_usage_injected = p.stream && p.include_usage != Some(true);
+    // Anthropic bodies (passed through to Anthropic) always carry usage in their events.
+    let wants_usage_injected =
+        p.stream && p.include_usage != Some(true) && endpoint == Endpoint::ChatCompletions;
     let attempt = Attempt {
         start: ctx.start,
         timeout: timeout_override(&parts.headers),
