@@ -38,6 +38,7 @@ fn provider(name: &str, kind: RawProviderKind) -> RawProvider {
         stream_idle_timeout: None,
         stream_usage: None,
         mock: None,
+        health_check: None,
     }
 }
 
