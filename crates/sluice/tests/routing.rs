@@ -606,6 +606,12 @@ async fn most_headroom_follows_rate_limit_headers_and_tpm_capacity_is_honoured()
     assert!(cc <= 1, "c got {cc}");
     assert!(ca <= 2 && cb >= 27, "a {ca}, b {cb}, c {cc}");
     assert!(reasons.contains("most_headroom"), "{reasons:?}");
+    let admin = request("GET", &format!("{}/admin/routing", gw.url), &[], "").await;
+    let deps = admin.json()["deployments"].as_array().unwrap().clone();
+    let by = |p: &str| deps.iter().find(|d| d["provider"] == p).unwrap().clone();
+    assert_eq!(by("c")["upstream_exhausted"], true);
+    assert_eq!(by("a")["upstream_headroom_permille"], 100);
+    assert_eq!(by("b")["upstream_headroom_permille"], 900);
 
     // Each request is estimated at prompt / 4 + max_tokens (1000): three fit in 3000 tpm.
     let body = r#"{"model":"tpm","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;

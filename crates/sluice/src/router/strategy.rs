@@ -57,9 +57,11 @@ pub fn order(
             None => tier.sort_by_key(|d| d.cost_rank),
         },
         Strategy::MostHeadroom => {
-            // Most remaining capacity first; ties (e.g. nothing known) go to the less loaded.
-            weighted(tier, &mut rng);
-            tier.sort_by_key(|d| {
+            // Most remaining capacity first; ties (e.g. nothing known) go to the less loaded,
+            // then to a random rotation. Keys are computed once (each reads the clock).
+            let start = rng.gen_range(0..tier.len());
+            tier.rotate_left(start);
+            tier.sort_by_cached_key(|d| {
                 (
                     std::cmp::Reverse(d.health.headroom_permille(d.rpm, d.tpm)),
                     d.health.in_flight.load(Ordering::Relaxed),
