@@ -506,10 +506,14 @@ async fn hedging_serves_the_fast_deployment_and_cancels_the_slow_one() {
         &[
             provider("slow", &slow, "x-mock-ttft-ms: \"1500\""),
             provider("fast", &fast, "x-mock-ttft-ms: \"100\""),
+            provider("slow-json", &slow, "x-mock-latency-ms: \"1500\""),
+            provider("fast-json", &fast, "x-mock-latency-ms: \"100\""),
         ],
         concat!(
             "  - name: h\n    hedge: {after: 200ms}\n",
             "    deployments: [{provider: slow, model: s}, {provider: fast, model: f, priority: 1}]\n",
+            "  - name: h-json\n    hedge: {after: 200ms}\n",
+            "    deployments: [{provider: slow-json, model: s}, {provider: fast-json, model: f, priority: 1}]\n",
             "  - name: quick-first\n    hedge: {after: 300ms}\n",
             "    deployments: [{provider: fast, model: f}, {provider: slow, model: s, priority: 1}]\n",
         ),
@@ -548,6 +552,18 @@ async fn hedging_serves_the_fast_deployment_and_cancels_the_slow_one() {
     assert_eq!(s.headers["x-sluice-attempts"], "1");
     assert_eq!(count(&slow).await, 1, "no hedge was sent");
 
+    // Without a stream the first token comes with the headers: the same race on them.
+    let t = Instant::now();
+    let r = post_json(&url, &chat("h-json")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-sluice-provider"), Some("fast-json"));
+    assert_eq!(r.header("x-sluice-route-reason"), Some("hedged"));
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+
     // Both attempts are in the usage records: the winner, and the cancelled one on its own.
     assert_eq!(gw.stop(Duration::from_secs(10)), Some(0));
     let rows = usage_rows(&gw.db_path()).await;
@@ -555,19 +571,22 @@ async fn hedging_serves_the_fast_deployment_and_cancels_the_slow_one() {
         .iter()
         .filter(|r| r["request_id"].as_str().unwrap().ends_with(":hedge"))
         .collect();
-    assert_eq!(hedged.len(), 1, "{rows:#?}");
-    assert_eq!(hedged[0]["provider"], "slow");
-    assert_eq!(hedged[0]["status"], 499);
-    assert_eq!(hedged[0]["error_class"], "hedge_cancelled");
-    let winner_id = hedged[0]["request_id"]
-        .as_str()
-        .unwrap()
-        .trim_end_matches(":hedge");
-    let winner = rows.iter().find(|r| r["request_id"] == winner_id).unwrap();
-    assert_eq!(
-        (winner["provider"].as_str(), winner["status"].as_i64()),
-        (Some("fast"), Some(200))
-    );
+    assert_eq!(hedged.len(), 2, "one per hedged request: {rows:#?}");
+    for (h, loser, winner) in [
+        (hedged[0], "slow", "fast"),
+        (hedged[1], "slow-json", "fast-json"),
+    ] {
+        assert_eq!(h["provider"], loser);
+        assert_eq!(h["status"], 499);
+        assert_eq!(h["error_class"], "hedge_cancelled");
+        let winner_id = h["request_id"].as_str().unwrap().trim_end_matches(":hedge");
+        let w = rows.iter().find(|r| r["request_id"] == winner_id).unwrap();
+        assert_eq!(
+            (w["provider"].as_str(), w["status"].as_i64()),
+            (Some(winner), Some(200))
+        );
+    }
+    assert_eq!(rows.len(), 5, "3 requests, 2 of them hedged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

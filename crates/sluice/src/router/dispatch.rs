@@ -502,3 +502,86 @@ async fn status_error(d: &Deployment, endpoint: Endpoint, resp: UpstreamResponse
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn hedge_delay_is_fixed_or_the_observed_p95_within_bounds() {
+        let (t, _) = super::super::tests::table(concat!(
+            "providers:\n  - {name: a, kind: mock}\n  - {name: b, kind: mock}\n",
+            "models:\n  - {name: fixed, hedge: {after: 250ms}, deployments: [{provider: a, model: x}, {provider: b, model: y}]}\n",
+            "  - {name: p95, hedge: {after: p95, initial: 2s, min: 30ms}, deployments: [{provider: a, model: x}, {provider: b, model: y}]}\n",
+            "  - {name: none, deployments: [{provider: a, model: x}]}\n",
+        ));
+        assert_eq!(hedge_delay(t.get("none").unwrap()), None);
+        assert_eq!(
+            hedge_delay(t.get("fixed").unwrap()),
+            Some(Duration::from_millis(250))
+        );
+        let r = t.get("p95").unwrap();
+        assert_eq!(
+            hedge_delay(r),
+            Some(Duration::from_secs(2)),
+            "no samples yet"
+        );
+        for _ in 0..100 {
+            r.ttft.record(Duration::from_millis(1));
+        }
+        assert_eq!(
+            hedge_delay(r),
+            Some(Duration::from_millis(30)),
+            "never below min"
+        );
+        for _ in 0..100 {
+            r.ttft.record(Duration::from_millis(200));
+        }
+        let d = hedge_delay(r).unwrap();
+        assert!(
+            d >= Duration::from_millis(200) && d < Duration::from_millis(300),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn client_overrides_only_shorten_the_configured_timeouts() {
+        let (t, _) = super::super::tests::table(concat!(
+            "providers:\n  - {name: a, kind: openai_compatible, base_url: \"http://127.0.0.1:9/v1\", timeout: 30s}\n",
+            "models:\n  - {name: m, deployments: [{provider: a, model: x, timeouts: {connect: 1s, first_token: 2s, idle: 3s}}]}\n",
+            "  - {name: n, deployments: [{provider: a, model: y}]}\n",
+        ));
+        let d = &t.get("m").unwrap().deployments[0];
+        let ms = Duration::from_millis;
+        let l = Limits::of(d, &Overrides::default());
+        assert_eq!(
+            (l.headers, l.first_token, l.idle, l.total),
+            (ms(30_000), Some(ms(2000)), ms(3000), None)
+        );
+        let long = Overrides {
+            headers: Some(ms(60_000)),
+            first_token: Some(ms(9000)),
+            idle: Some(ms(9000)),
+            total: Some(ms(1500)),
+        };
+        let l = Limits::of(d, &long);
+        assert_eq!(l.headers, ms(30_000), "cannot lengthen");
+        assert_eq!(l.first_token, Some(ms(1500)), "bounded by the total");
+        assert_eq!((l.idle, l.total), (ms(3000), Some(ms(1500))));
+        // A first-token override where none is configured is bounded by `timeout`.
+        let n = &t.get("n").unwrap().deployments[0];
+        let l = Limits::of(
+            n,
+            &Overrides {
+                first_token: Some(ms(90_000)),
+                ..Overrides::default()
+            },
+        );
+        assert_eq!(l.first_token, Some(ms(30_000)));
+        // Its own connect timeout: its own provider instance (and connection pool).
+        assert!(!Arc::ptr_eq(&d.provider, &n.provider));
+        assert_eq!(d.provider.name, n.provider.name);
+    }
+}
