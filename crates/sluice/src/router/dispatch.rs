@@ -13,6 +13,7 @@ use crate::providers::{
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::BodyExt;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// Largest upstream error body we read to extract its message.
@@ -273,6 +274,44 @@ fn hedge_delay(route: &Route) -> Option<Duration> {
 
 type Tried<'a> = Result<(&'a Deployment, Answer), (UpstreamError, &'a Deployment)>;
 
+/// A running attempt and its hedge: the first to answer wins and the other is dropped
+/// (cancelled) on return; if one fails, its error goes to `last` and the other is awaited.
+async fn race<'a>(
+    (first, d1): (
+        impl Future<Output = Result<Answer, UpstreamError>>,
+        &'a Deployment,
+    ),
+    (second, d2): (
+        impl Future<Output = Result<Answer, UpstreamError>>,
+        &'a Deployment,
+    ),
+    last: &mut Option<(UpstreamError, &'a Deployment)>,
+) -> (Tried<'a>, Hedged<'a>) {
+    tokio::pin!(first, second);
+    let hedged = |won_by_hedge, cancelled| Hedged {
+        won_by_hedge,
+        cancelled,
+    };
+    tokio::select! {
+        r = &mut first => match r {
+            Ok(a) => (Ok((d1, a)), hedged(false, Some(d2))),
+            Err(e) => {
+                *last = Some((e, d1));
+                let r = second.await.map(|a| (d2, a)).map_err(|e| (e, d2));
+                (r, hedged(true, None))
+            }
+        },
+        r = &mut second => match r {
+            Ok(a) => (Ok((d2, a)), hedged(true, Some(d1))),
+            Err(e) => {
+                *last = Some((e, d2));
+                let r = first.await.map(|a| (d1, a)).map_err(|e| (e, d1));
+                (r, hedged(false, None))
+            }
+        },
+    }
+}
+
 pub async fn dispatch<'a>(
     route: &Route,
     candidates: &[&'a Deployment],
@@ -336,51 +375,29 @@ pub async fn dispatch<'a>(
                 None => first.await.map(|a| (d, a)).map_err(|e| (e, d)),
                 Some(after) => {
                     tokio::pin!(first);
-                    tokio::select! {
-                        r = &mut first => r.map(|a| (d, a)).map_err(|e| (e, d)),
-                        () = tokio::time::sleep(after) => {
-                            // The next candidate that can take a request now.
-                            let mut second_d = None;
-                            while i < n {
-                                let c = candidates[i];
-                                i += 1;
-                                if c.available() && c.health.admit() {
-                                    second_d = Some(c);
-                                    break;
-                                }
+                    if let Ok(r) = tokio::time::timeout(after, &mut first).await {
+                        r.map(|a| (d, a)).map_err(|e| (e, d))
+                    } else {
+                        // No first token yet: the next candidate that can take a request now.
+                        let mut second_d = None;
+                        while i < n {
+                            let c = candidates[i];
+                            i += 1;
+                            if c.available() && c.health.admit() {
+                                second_d = Some(c);
+                                break;
                             }
-                            match second_d {
-                                None => first.await.map(|a| (d, a)).map_err(|e| (e, d)),
-                                Some(d2) => {
-                                    attempts += 1;
-                                    tracing::debug!(route = %route.name, after_ms = after.as_millis() as u64, "hedging to {}", d2.provider.name);
-                                    let second = try_one(route, d2, endpoint, encode(d2), request_id, at);
-                                    tokio::pin!(second);
-                                    tokio::select! {
-                                        r = &mut first => match r {
-                                            Ok(a) => {
-                                                hedge = Some(Hedged { won_by_hedge: false, cancelled: Some(d2) });
-                                                Ok((d, a))
-                                            }
-                                            Err(e) => {
-                                                hedge = Some(Hedged { won_by_hedge: true, cancelled: None });
-                                                last = Some((e, d));
-                                                second.await.map(|a| (d2, a)).map_err(|e| (e, d2))
-                                            }
-                                        },
-                                        r = &mut second => match r {
-                                            Ok(a) => {
-                                                hedge = Some(Hedged { won_by_hedge: true, cancelled: Some(d) });
-                                                Ok((d2, a))
-                                            }
-                                            Err(e) => {
-                                                hedge = Some(Hedged { won_by_hedge: false, cancelled: None });
-                                                last = Some((e, d2));
-                                                first.await.map(|a| (d, a)).map_err(|e| (e, d))
-                                            }
-                                        },
-                                    }
-                                }
+                        }
+                        match second_d {
+                            None => first.await.map(|a| (d, a)).map_err(|e| (e, d)),
+                            Some(d2) => {
+                                attempts += 1;
+                                tracing::debug!(route = %route.name, "hedging to {}", d2.provider.name);
+                                let second =
+                                    try_one(route, d2, endpoint, encode(d2), request_id, at);
+                                let (tried, h) = race((first, d), (second, d2), &mut last).await;
+                                hedge = Some(h);
+                                tried
                             }
                         }
                     }
