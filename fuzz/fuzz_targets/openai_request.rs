@@ -6,6 +6,7 @@ use sluice::canonical::openai::{decode_request, encode_request};
 use sluice::providers::anthropic::Anthropic;
 use sluice::providers::gemini::{vertex::Vertex, Gemini};
 use sluice::providers::native::Codec;
+use sluice::providers::{cohere::Cohere, ollama::Ollama};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(req) = decode_request(data) else {
@@ -25,4 +26,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = v.encode(&req);
     let _ = v.encode(&claude);
     let _ = v.encode_embeddings(data);
+    let _ = Cohere.encode(&req);
+    let _ = Ollama.encode(&req);
 });

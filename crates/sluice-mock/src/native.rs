@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue};
 use crate::control::Recorded;
 use crate::gemini::{self, GoogleOp};
 use crate::openai::Payload;
-use crate::{anthropic, ApiError};
+use crate::{anthropic, bedrock, cohere, ollama, ApiError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -18,6 +18,16 @@ pub(crate) enum Op {
     AnthropicCountTokens,
     /// Gemini on AI Studio and Vertex, Anthropic on Vertex, Google's token endpoint.
     Google(GoogleOp),
+    /// Bedrock `POST /model/{modelId}/converse`, `/converse-stream` and `/invoke`.
+    Bedrock(bedrock::Action),
+    /// Cohere `POST /v2/chat`.
+    CohereChat,
+    /// Cohere `POST /v2/embed`.
+    CohereEmbed,
+    /// Ollama `POST /api/chat`.
+    OllamaChat,
+    /// Ollama `POST /api/embed`.
+    OllamaEmbed,
 }
 
 impl Op {
@@ -26,7 +36,13 @@ impl Op {
         match path {
             "/v1/messages" => Some(Op::AnthropicMessages),
             "/v1/messages/count_tokens" => Some(Op::AnthropicCountTokens),
-            _ => gemini::op(path).map(Op::Google),
+            "/v2/chat" => Some(Op::CohereChat),
+            "/v2/embed" => Some(Op::CohereEmbed),
+            "/api/chat" => Some(Op::OllamaChat),
+            "/api/embed" => Some(Op::OllamaEmbed),
+            _ => gemini::op(path)
+                .map(Op::Google)
+                .or_else(|| bedrock::action_of(path).map(Op::Bedrock)),
         }
     }
 
@@ -47,6 +63,11 @@ impl Op {
                 number,
                 chunks,
             ),
+            Op::Bedrock(action) => bedrock::answer(action, recorded, number, chunks),
+            Op::CohereChat => cohere::chat(&recorded.body, number, chunks),
+            Op::CohereEmbed => cohere::embed(&recorded.body, number),
+            Op::OllamaChat => ollama::chat(&recorded.body, chunks),
+            Op::OllamaEmbed => ollama::embed(&recorded.body),
         }
     }
 
@@ -56,11 +77,17 @@ impl Op {
             | Op::AnthropicCountTokens
             | Op::Google(GoogleOp::RawPredict(_)) => anthropic::error_body(error),
             Op::Google(_) => gemini::error_body(error),
+            Op::Bedrock(_) => bedrock::error_body(error),
+            Op::CohereChat | Op::CohereEmbed => cohere::error_body(error),
+            Op::OllamaChat | Op::OllamaEmbed => ollama::error_body(error),
         }
     }
 
     /// Extra headers on an error (Bedrock's `x-amzn-errortype`, ...).
-    pub(crate) fn error_headers(self, _error: &ApiError) -> Vec<(HeaderName, HeaderValue)> {
-        Vec::new()
+    pub(crate) fn error_headers(self, error: &ApiError) -> Vec<(HeaderName, HeaderValue)> {
+        match self {
+            Op::Bedrock(_) => bedrock::error_headers(error),
+            _ => Vec::new(),
+        }
     }
 }

@@ -3,10 +3,13 @@
 //! gets back the raw upstream response, so same-format requests pass through untouched.
 
 pub mod anthropic;
+pub mod bedrock;
+pub mod cohere;
 mod error;
 pub mod gemini;
 mod mock;
 pub mod native;
+pub mod ollama;
 pub mod openai_compat;
 
 pub use error::{parse_error_body, ErrorSource, FallbackClass, UpstreamError, UpstreamErrorKind};
@@ -120,13 +123,9 @@ impl Provider {
             ProviderKind::Anthropic => Transport::Native(Box::new(anthropic::upstream(cfg)?)),
             ProviderKind::Gemini => Transport::Native(Box::new(gemini::upstream(cfg)?)),
             ProviderKind::Vertex => Transport::Native(Box::new(gemini::vertex::upstream(cfg)?)),
-            other => {
-                return Err(format!(
-                    "provider {}: kind {} is not available in this build",
-                    cfg.name,
-                    other.as_str()
-                ))
-            }
+            ProviderKind::Bedrock => Transport::Native(Box::new(bedrock::upstream(cfg)?)),
+            ProviderKind::Cohere => Transport::Native(Box::new(cohere::upstream(cfg)?)),
+            ProviderKind::Ollama => Transport::Native(Box::new(ollama::upstream(cfg)?)),
         };
         Ok(Self {
             name_header: http::HeaderValue::from_str(&name).ok(),
