@@ -4,6 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use sluice::canonical::openai::{decode_request, encode_request};
 use sluice::providers::anthropic::Anthropic;
+use sluice::providers::gemini::{vertex::Vertex, Gemini};
 use sluice::providers::native::Codec;
 use sluice::providers::{cohere::Cohere, ollama::Ollama};
 
@@ -18,6 +19,13 @@ fuzz_target!(|data: &[u8]| {
         model_in_body: true,
     };
     let _ = a.encode(&req);
+    let _ = Gemini::ai_studio().encode(&req);
+    let mut claude = req.clone();
+    claude.model = format!("claude-{}", req.model);
+    let v = Vertex::new("p", "us-central1", 4096);
+    let _ = v.encode(&req);
+    let _ = v.encode(&claude);
+    let _ = v.encode_embeddings(data);
     let _ = Cohere.encode(&req);
     let _ = Ollama.encode(&req);
 });
