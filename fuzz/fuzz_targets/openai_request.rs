@@ -17,4 +17,8 @@ fuzz_target!(|data: &[u8]| {
         model_in_body: true,
     };
     let _ = a.encode(&req);
+    let b = sluice::providers::bedrock::Bedrock {
+        default_max_tokens: 4096,
+    };
+    let _ = b.encode(&req);
 });
