@@ -28,4 +28,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = v.encode_embeddings(data);
     let _ = Cohere.encode(&req);
     let _ = Ollama.encode(&req);
+    let b = sluice::providers::bedrock::Bedrock {
+        default_max_tokens: 4096,
+    };
+    let _ = b.encode(&req);
 });
