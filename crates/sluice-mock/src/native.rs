@@ -13,6 +13,8 @@ use crate::{anthropic, ApiError};
 pub(crate) enum Op {
     /// Anthropic `POST /v1/messages`.
     AnthropicMessages,
+    /// Anthropic `POST /v1/messages/count_tokens`.
+    AnthropicCountTokens,
 }
 
 impl Op {
@@ -20,6 +22,7 @@ impl Op {
     pub(crate) fn of(path: &str) -> Option<Op> {
         match path {
             "/v1/messages" => Some(Op::AnthropicMessages),
+            "/v1/messages/count_tokens" => Some(Op::AnthropicCountTokens),
             _ => None,
         }
     }
@@ -32,12 +35,13 @@ impl Op {
     ) -> Result<Payload, ApiError> {
         match self {
             Op::AnthropicMessages => anthropic::messages(&recorded.body, number, chunks),
+            Op::AnthropicCountTokens => anthropic::count_tokens(&recorded.body),
         }
     }
 
     pub(crate) fn error_body(self, error: &ApiError) -> Bytes {
         match self {
-            Op::AnthropicMessages => anthropic::error_body(error),
+            Op::AnthropicMessages | Op::AnthropicCountTokens => anthropic::error_body(error),
         }
     }
 

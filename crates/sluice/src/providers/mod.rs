@@ -176,6 +176,26 @@ impl Provider {
         }
     }
 
+    /// A POST of `body` to `path` under a native provider's base URL with its auth (e.g.
+    /// Anthropic's count_tokens); the whole answer.
+    pub async fn post_native(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), UpstreamError> {
+        match &self.transport {
+            Transport::Native(n) => n.post_raw(&self.name, path, body, self.timeout).await,
+            _ => Err(UpstreamError::new(
+                &self.name,
+                path.to_string(),
+                UpstreamErrorKind::Unavailable(format!(
+                    "provider `{}` has no native endpoint {path}",
+                    self.name
+                )),
+            )),
+        }
+    }
+
     /// What a request to `endpoint` is sent to, for error messages.
     pub fn target(&self, endpoint: Endpoint) -> String {
         match &self.transport {
