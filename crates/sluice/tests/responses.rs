@@ -645,6 +645,28 @@ async fn responses_errors_and_completions() {
     .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.openai_error()["param"], "echo");
+
+    // Usage records carry the surface (after shutdown has flushed them).
+    let mut gw = gw;
+    assert_eq!(gw.stop(std::time::Duration::from_secs(10)), Some(0));
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", gw.db_path().display()))
+        .await
+        .unwrap();
+    let surfaces: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT surface, COUNT(*) FROM usage_records GROUP BY surface ORDER BY surface",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // 2 JSON + 2 streamed completions (+1 refused before the pipeline: not recorded);
+    // responses: the unknown model and the max_output_tokens one.
+    assert_eq!(
+        surfaces,
+        [
+            ("openai.completions".to_string(), 4),
+            ("openai.responses".to_string(), 2)
+        ]
+    );
 }
 
 /// Streams a response and, the moment `response.completed` arrives (before the stream has
