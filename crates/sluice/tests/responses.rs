@@ -727,3 +727,123 @@ async fn follow_ups_sent_on_response_completed_find_the_response() {
         assert_eq!(status, 200, "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reasoning_and_broken_streams() {
+    let mock = start_mock().await;
+    let cfg = config(&mock, "30d").replace(
+        "models:\n",
+        &format!(
+            "  - {{name: broken, kind: openai_compatible, base_url: \"{mock}/v1\", headers: {{x-mock-fault: reset-after-headers}}}}\nmodels:\n  - {{name: broken, deployments: [{{provider: broken, model: m}}], retries: {{max_attempts: 1}}}}\n"
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+
+    // Anthropic thinking becomes a reasoning item before the message ...
+    let r = create(
+        &gw,
+        json!({"model": "an", "input": "think first", "reasoning": {"effort": "low"}}),
+    )
+    .await;
+    assert!(last_request(&mock).await["thinking"]["budget_tokens"].is_u64());
+    let kinds: Vec<&str> = r["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["reasoning", "message"], "{r}");
+    let thought = r["output"][0]["content"][0]["text"].as_str().unwrap();
+    assert!(!thought.is_empty());
+    assert_eq!(r["output"][0]["content"][0]["type"], "reasoning_text");
+    // ... streamed as reasoning_text deltas in their own output item ...
+    let s = call(
+        &gw,
+        MASTER,
+        "POST",
+        "/v1/responses",
+        &json!({"model": "an", "input": "think first", "reasoning": {"effort": "low"},
+                "stream": true}),
+    )
+    .await;
+    let events = sse(&s.body);
+    let done = check_stream(&events);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[2], "response.output_item.added");
+    assert_eq!(events[2].1["item"]["type"], "reasoning");
+    let deltas: String = events
+        .iter()
+        .filter(|(n, _)| n == "response.reasoning_text.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(deltas, thought);
+    assert!(names.contains(&"response.reasoning_text.done"));
+    assert_eq!(done["output"][0]["content"][0]["text"], thought);
+    assert_eq!(done["output"][1]["type"], "message");
+    assert_eq!(
+        done["output"][1]["content"][0]["text"],
+        r["output"][1]["content"][0]["text"]
+    );
+    // ... and a continuation carries the conversation (the thinking, unsigned through the
+    // chat hop, is left out for Anthropic).
+    let next = create(
+        &gw,
+        json!({"model": "an", "input": "next", "reasoning": {"effort": "low"},
+               "previous_response_id": r["id"]}),
+    )
+    .await;
+    assert_eq!(next["status"], "completed");
+    assert_eq!(
+        sent_texts(&last_request(&mock).await),
+        [
+            "user:think first".to_string(),
+            format!(
+                "assistant:{}",
+                r["output"][1]["content"][0]["text"].as_str().unwrap()
+            ),
+            "user:next".into()
+        ]
+    );
+
+    // The provider breaks after the stream started: `error`, then `response.failed`; the
+    // failed response is not stored.
+    let s = call(
+        &gw,
+        MASTER,
+        "POST",
+        "/v1/responses",
+        &json!({"model": "broken", "input": "x", "stream": true}),
+    )
+    .await;
+    assert_eq!(s.status, 200);
+    let events = sse(&s.body);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "response.created",
+            "response.in_progress",
+            "error",
+            "response.failed"
+        ]
+    );
+    for (i, (_, d)) in events.iter().enumerate() {
+        assert_eq!(d["sequence_number"], i);
+    }
+    assert_eq!(events[2].1["code"], "server_error");
+    let failed = &events[3].1["response"];
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("broken"));
+    let r = call(
+        &gw,
+        MASTER,
+        "GET",
+        &format!("/v1/responses/{}", failed["id"].as_str().unwrap()),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+}
