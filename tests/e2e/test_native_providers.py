@@ -17,6 +17,22 @@ from conftest import Process
 # kind -> provider block (without name); "{mock}" is the mock's base URL.
 NATIVE: dict[str, dict] = {
     "anthropic": {"kind": "anthropic", "base_url": "{mock}", "api_key": "sk-ant-test"},
+    "gemini": {"kind": "gemini", "base_url": "{mock}", "api_key": "gemini-test-key"},
+    # api_key on vertex is a ready OAuth access token.
+    "vertex": {
+        "kind": "vertex",
+        "base_url": "{mock}",
+        "region": "us-central1",
+        "project": "test-project",
+        "api_key": "ya29.test-token",
+    },
+    "bedrock": {
+        "kind": "bedrock",
+        "base_url": "{mock}",
+        "region": "us-east-1",
+        "aws_access_key_id": "AKIDTEST",
+        "aws_secret_access_key": "test-secret",
+    },
 }
 
 TOOLS = [
@@ -158,3 +174,31 @@ def test_anthropic_thinking_round_trips_with_signature(native: OpenAI, mock):
     assert first_block["type"] == "thinking"
     assert first_block["signature"] == blocks[0]["signature"]
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+
+
+def test_gemini_thinking_round_trips_with_signature(native: OpenAI, mock):
+    """reasoning_effort turns Gemini thoughts on; the signature Gemini puts on the answer comes
+    back to the client and, sent back in the next turn, reaches Gemini on the text part."""
+    r = native.chat.completions.create(
+        model="gemini-model",
+        messages=[{"role": "user", "content": "Think, then say hi"}],
+        reasoning_effort="low",
+    )
+    msg = r.choices[0].message.model_dump()
+    assert msg["reasoning_content"]
+    blocks = msg["thinking_blocks"]
+    assert blocks[0]["signature"].startswith("sig_mock_")
+    native.chat.completions.create(
+        model="gemini-model",
+        messages=[
+            {"role": "user", "content": "Think, then say hi"},
+            {"role": "assistant", "content": msg["content"], "thinking_blocks": blocks},
+            {"role": "user", "content": "Again"},
+        ],
+    )
+    sent = mock.last_request()
+    body = json.loads(sent["body"]) if isinstance(sent.get("body"), str) else sent["body"]
+    parts = body["contents"][1]["parts"]
+    assert parts[0] == {"text": blocks[0]["thinking"], "thought": True}
+    assert parts[1]["text"] == msg["content"]
+    assert parts[1]["thoughtSignature"] == blocks[0]["signature"]

@@ -6,9 +6,11 @@
 //! request is answered, the format modules decide *what* the answer looks like.
 
 mod anthropic;
+mod bedrock;
 mod body;
 mod control;
 mod faults;
+mod gemini;
 mod native;
 mod openai;
 mod server;

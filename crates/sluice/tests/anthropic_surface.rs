@@ -30,7 +30,11 @@ async fn post(url: &str, body: &Value) -> Reply {
     request(
         "POST",
         url,
-        &[AUTH, ("content-type", "application/json"), ("anthropic-version", "2023-06-01")],
+        &[
+            AUTH,
+            ("content-type", "application/json"),
+            ("anthropic-version", "2023-06-01"),
+        ],
         body.to_string(),
     )
     .await
@@ -55,7 +59,11 @@ fn sse(body: &[u8]) -> Vec<(String, Value)> {
                 data = serde_json::from_str(d).unwrap();
             }
         }
-        assert_eq!(data["type"], name.as_str(), "event name matches its type: {block}");
+        assert_eq!(
+            data["type"],
+            name.as_str(),
+            "event name matches its type: {block}"
+        );
         out.push((name, data));
     }
     out
@@ -75,13 +83,22 @@ async fn anthropic_surface_to_any_provider() {
                     "messages": [{"role": "user", "content": "Say hello"}]}),
         )
         .await;
-        assert_eq!(r.status, 200, "{model}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            200,
+            "{model}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         let v = r.json();
         assert_eq!(v["type"], "message");
         assert_eq!(v["role"], "assistant");
         assert_eq!(v["model"], model);
         assert!(v["id"].as_str().unwrap().starts_with("msg_"));
-        assert_eq!(v["content"], json!([{"type": "text", "text": "Mock reply to: Say hello"}]), "{model}");
+        assert_eq!(
+            v["content"],
+            json!([{"type": "text", "text": "Mock reply to: Say hello"}]),
+            "{model}"
+        );
         assert_eq!(v["stop_reason"], "end_turn");
         assert_eq!(v["usage"]["output_tokens"], 5, "{model}");
         assert!(v["usage"]["input_tokens"].as_u64().unwrap() > 0);
@@ -97,9 +114,18 @@ async fn anthropic_surface_to_any_provider() {
         assert_eq!(r.header("content-type"), Some("text/event-stream"));
         let ev = sse(&r.body);
         let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names[..3], ["message_start", "ping", "content_block_start"], "{names:?}");
-        assert_eq!(names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
-        assert!(names[3..names.len() - 3].iter().all(|n| *n == "content_block_delta"));
+        assert_eq!(
+            names[..3],
+            ["message_start", "ping", "content_block_start"],
+            "{names:?}"
+        );
+        assert_eq!(
+            names[names.len() - 3..],
+            ["content_block_stop", "message_delta", "message_stop"]
+        );
+        assert!(names[3..names.len() - 3]
+            .iter()
+            .all(|n| *n == "content_block_delta"));
         let text: String = ev
             .iter()
             .filter_map(|(_, d)| d["delta"]["text"].as_str().map(str::to_string))
@@ -116,13 +142,22 @@ async fn anthropic_surface_to_any_provider() {
                           "messages": [{"role": "user", "content": "Weather in Paris?"}]});
         let v = post(&url, &body).await.json();
         assert_eq!(v["stop_reason"], "tool_use", "{v}");
-        let block = v["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap().clone();
+        let block = v["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "tool_use")
+            .unwrap()
+            .clone();
         assert_eq!(block["name"], "get_weather");
         assert_eq!(block["input"], json!({"mock": true}));
         let mut sbody = body.clone();
         sbody["stream"] = json!(true);
         let ev = sse(&post(&url, &sbody).await.body);
-        let start = ev.iter().find(|(n, d)| n == "content_block_start" && d["content_block"]["type"] == "tool_use").unwrap();
+        let start = ev
+            .iter()
+            .find(|(n, d)| n == "content_block_start" && d["content_block"]["type"] == "tool_use")
+            .unwrap();
         assert_eq!(start.1["content_block"]["name"], "get_weather");
         let idx = start.1["index"].clone();
         let args: String = ev
@@ -130,7 +165,10 @@ async fn anthropic_surface_to_any_provider() {
             .filter(|(_, d)| d["index"] == idx && d["delta"]["type"] == "input_json_delta")
             .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"mock": true}));
+        assert_eq!(
+            serde_json::from_str::<Value>(&args).unwrap(),
+            json!({"mock": true})
+        );
         assert_eq!(ev[ev.len() - 2].1["delta"]["stop_reason"], "tool_use");
 
         // The tool result goes back; the conversation continues.
@@ -145,14 +183,27 @@ async fn anthropic_surface_to_any_provider() {
             ]}),
         )
         .await;
-        assert_eq!(v.status, 200, "{model}: {}", String::from_utf8_lossy(&v.body));
-        assert_eq!(v.json()["content"][0]["text"], "Mock reply to: Thanks", "{model}");
+        assert_eq!(
+            v.status,
+            200,
+            "{model}: {}",
+            String::from_utf8_lossy(&v.body)
+        );
+        assert_eq!(
+            v.json()["content"][0]["text"],
+            "Mock reply to: Thanks",
+            "{model}"
+        );
 
         // count_tokens: exact from Anthropic, estimated otherwise; more text, more tokens.
         let count = |text: &str| {
             let url = format!("{}/v1/messages/count_tokens", gw.url);
             let body = json!({"model": model, "messages": [{"role": "user", "content": text}]});
-            async move { post(&url, &body).await.json()["input_tokens"].as_u64().unwrap() }
+            async move {
+                post(&url, &body).await.json()["input_tokens"]
+                    .as_u64()
+                    .unwrap()
+            }
         };
         let short = count("hi").await;
         let long = count(&"the quick brown fox ".repeat(50)).await;
@@ -164,8 +215,15 @@ async fn anthropic_surface_to_any_provider() {
     assert_eq!(e.status, 400);
     assert_eq!(e.json()["type"], "error");
     assert_eq!(e.json()["error"]["type"], "invalid_request_error");
-    assert!(e.json()["error"]["message"].as_str().unwrap().contains("max_tokens"));
-    let e = post(&url, &json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})).await;
+    assert!(e.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_tokens"));
+    let e = post(
+        &url,
+        &json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(e.status, 404);
     assert_eq!(e.json()["error"]["type"], "not_found_error");
     let e = request(
@@ -185,11 +243,18 @@ async fn anthropic_surface_to_any_provider() {
     // Recorded under the Anthropic surface.
     gw.stop(std::time::Duration::from_secs(10));
     let rows = usage_rows(&gw.db_path()).await;
-    assert!(rows.iter().filter(|r| r["status"] == 200).count() >= 10, "{rows:?}");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", gw.db_path().display())).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_records WHERE surface = 'anthropic.messages'")
-        .fetch_one(&pool)
+    assert!(
+        rows.iter().filter(|r| r["status"] == 200).count() >= 10,
+        "{rows:?}"
+    );
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", gw.db_path().display()))
         .await
         .unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM usage_records WHERE surface = 'anthropic.messages'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert!(n >= 10, "{n}");
 }

@@ -57,6 +57,16 @@ pub const ANTHROPIC_MODELS: &[&str] = &[
     "claude-3-5-haiku-latest",
 ];
 
+/// Gemini models served under their own names when `GEMINI_API_KEY` is set (any other is
+/// reachable as `gemini/<model>`).
+pub const GEMINI_MODELS: &[&str] = &[
+    "gemini-2.5-pro",
+    "gemini-2.5-flash",
+    "gemini-2.5-flash-lite",
+    "gemini-2.0-flash",
+    "gemini-embedding-001",
+];
+
 /// A `prefix/*` route passing any model name under the prefix to `provider`.
 fn wildcard_model(provider: &str) -> RawModel {
     RawModel {
@@ -89,6 +99,26 @@ pub fn discovered(env: EnvLookup<'_>) -> (Vec<RawProvider>, Vec<RawModel>) {
         providers.push(p);
         models.extend(passthrough_models("anthropic", ANTHROPIC_MODELS));
         models.push(wildcard_model("anthropic"));
+    }
+    if let Some(key) = env("GEMINI_API_KEY").filter(|k| !k.trim().is_empty()) {
+        let mut p = provider("gemini", RawProviderKind::Gemini);
+        p.api_key = Some(Secret::new(key));
+        p.base_url = env("GEMINI_BASE_URL").filter(|u| !u.trim().is_empty());
+        providers.push(p);
+        models.extend(passthrough_models("gemini", GEMINI_MODELS));
+        models.push(wildcard_model("gemini"));
+    }
+    // Bedrock: AWS keys (or a Bedrock API key) and a region; the keys themselves are read
+    // from the environment again when the provider starts. Models as `bedrock/<model id>`.
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let keys = set("AWS_ACCESS_KEY_ID").is_some() && set("AWS_SECRET_ACCESS_KEY").is_some();
+    let region = set("AWS_REGION").or_else(|| set("AWS_DEFAULT_REGION"));
+    if let (true, Some(region)) = (keys || set("AWS_BEARER_TOKEN_BEDROCK").is_some(), region) {
+        let mut p = provider("bedrock", RawProviderKind::Bedrock);
+        p.region = Some(region);
+        p.base_url = set("AWS_ENDPOINT_URL_BEDROCK_RUNTIME");
+        providers.push(p);
+        models.push(wildcard_model("bedrock"));
     }
     (providers, models)
 }

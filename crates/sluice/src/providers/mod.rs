@@ -3,7 +3,9 @@
 //! gets back the raw upstream response, so same-format requests pass through untouched.
 
 pub mod anthropic;
+pub mod bedrock;
 mod error;
+pub mod gemini;
 mod mock;
 pub mod native;
 pub mod openai_compat;
@@ -117,6 +119,9 @@ impl Provider {
             }
             ProviderKind::Mock => Transport::Mock(sluice_mock::Mock::new(cfg.mock.clone())),
             ProviderKind::Anthropic => Transport::Native(Box::new(anthropic::upstream(cfg)?)),
+            ProviderKind::Gemini => Transport::Native(Box::new(gemini::upstream(cfg)?)),
+            ProviderKind::Vertex => Transport::Native(Box::new(gemini::vertex::upstream(cfg)?)),
+            ProviderKind::Bedrock => Transport::Native(Box::new(bedrock::upstream(cfg)?)),
             other => {
                 return Err(format!(
                     "provider {}: kind {} is not available in this build",
