@@ -784,8 +784,13 @@ async fn reasoning_and_broken_streams() {
         done["output"][1]["content"][0]["text"],
         r["output"][1]["content"][0]["text"]
     );
-    // ... and a continuation carries the conversation (the thinking, unsigned through the
-    // chat hop, is left out for Anthropic).
+    // The thinking signature rides in encrypted_content (JSON and stream) ...
+    let sig = r["output"][0]["encrypted_content"].as_str().unwrap();
+    assert!(!sig.is_empty(), "{r}");
+    assert!(done["output"][0]["encrypted_content"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    // ... so a continuation hands Anthropic its signed thinking block back.
     let next = create(
         &gw,
         json!({"model": "an", "input": "next", "reasoning": {"effort": "low"},
@@ -793,8 +798,9 @@ async fn reasoning_and_broken_streams() {
     )
     .await;
     assert_eq!(next["status"], "completed");
+    let sent = last_request(&mock).await;
     assert_eq!(
-        sent_texts(&last_request(&mock).await),
+        sent_texts(&sent),
         [
             "user:think first".to_string(),
             format!(
@@ -804,6 +810,10 @@ async fn reasoning_and_broken_streams() {
             "user:next".into()
         ]
     );
+    let block = &sent["messages"][1]["content"][0];
+    assert_eq!(block["type"], "thinking", "{sent}");
+    assert_eq!(block["thinking"], thought);
+    assert_eq!(block["signature"], sig);
 
     // The provider breaks after the stream started: `error`, then `response.failed`; the
     // failed response is not stored.
