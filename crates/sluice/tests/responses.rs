@@ -465,6 +465,51 @@ async fn responses_through_openai_and_anthropic_mocks() {
     }
 }
 
+/// A conversation started on one provider continues on another: the store, not the provider,
+/// holds the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_moves_between_providers() {
+    let mock = start_mock().await;
+    let gw = Gateway::start(&config(&mock, "30d"));
+    let first = create(
+        &gw,
+        json!({"model": "oa", "input": "weather?", "tools": tools(), "tool_choice": "required"}),
+    )
+    .await;
+    let call_id = first["output"][0]["call_id"].as_str().unwrap();
+    let second = create(
+        &gw,
+        json!({"model": "an", "previous_response_id": first["id"], "tools": tools(),
+               "input": [{"type": "function_call_output", "call_id": call_id, "output": "sunny"}]}),
+    )
+    .await;
+    let answer = second["output"][0]["content"][0]["text"].as_str().unwrap();
+    let sent = last_request(&mock).await;
+    // Anthropic got the OpenAI-made call as tool_use and its result as tool_result.
+    assert_eq!(
+        sent["messages"][1]["content"][0]["type"], "tool_use",
+        "{sent}"
+    );
+    assert_eq!(sent["messages"][1]["content"][0]["id"], call_id);
+    assert_eq!(sent["messages"][2]["content"][0]["tool_use_id"], call_id);
+    let third = create(
+        &gw,
+        json!({"model": "oa", "previous_response_id": second["id"], "input": "thanks"}),
+    )
+    .await;
+    assert_eq!(third["status"], "completed");
+    assert_eq!(
+        sent_texts(&last_request(&mock).await),
+        [
+            "user:weather?".to_string(),
+            "call:get_weather".into(),
+            "tool:sunny".into(),
+            format!("assistant:{answer}"),
+            "user:thanks".into()
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_responses_belong_to_their_key() {
     let mock = start_mock().await;
