@@ -490,3 +490,117 @@ impl SurfaceEncoder for ResponsesEncoder {
         self.emit(out, "response.failed", json!({"response": r}));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn run(events: &[StreamEvent]) -> Vec<Value> {
+        let mut enc = ResponsesEncoder::new("resp_ab".into(), 7, Map::new(), None);
+        let mut out = Vec::new();
+        for e in events {
+            enc.event(e, &mut out);
+        }
+        enc.finish(&mut out);
+        String::from_utf8(out)
+            .unwrap()
+            .split("\n\n")
+            .filter(|b| !b.is_empty())
+            .map(|b| {
+                serde_json::from_str(b.lines().nth(1).unwrap().strip_prefix("data: ").unwrap())
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn types(evs: &[Value]) -> Vec<&str> {
+        evs.iter().map(|e| e["type"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn interleaved_parallel_calls_each_get_their_arguments() {
+        let call = |index, id: &str| StreamEvent::ToolCallStart {
+            index,
+            id: id.into(),
+            name: "f".into(),
+        };
+        let args = |index, d: &str| StreamEvent::ToolCallArgs {
+            index,
+            delta: d.into(),
+        };
+        let evs = run(&[
+            StreamEvent::Text("a".into()),
+            call(0, "c0"),
+            call(1, "c1"),
+            args(0, "{\"x\":"),
+            args(1, "{}"),
+            args(0, "1}"),
+            StreamEvent::Finish(FinishReason::ToolCalls),
+        ]);
+        let done = &evs.last().unwrap()["response"];
+        assert_eq!(done["status"], "completed");
+        let out = done["output"].as_array().unwrap();
+        assert_eq!(out[0]["type"], "message");
+        assert_eq!(
+            (out[1]["call_id"].as_str(), out[1]["arguments"].as_str()),
+            (Some("c0"), Some("{\"x\":1}"))
+        );
+        assert_eq!(
+            (out[2]["call_id"].as_str(), out[2]["arguments"].as_str()),
+            (Some("c1"), Some("{}"))
+        );
+        // The message closes when the first call starts; calls close at the end, in order.
+        let t = types(&evs);
+        let msg_done = t
+            .iter()
+            .position(|x| *x == "response.output_item.done")
+            .unwrap();
+        let first_call = t
+            .iter()
+            .rposition(|x| *x == "response.output_item.added")
+            .unwrap();
+        assert!(msg_done < first_call, "{t:?}");
+        let deltas: Vec<_> = evs
+            .iter()
+            .filter(|e| e["type"] == "response.function_call_arguments.delta")
+            .map(|e| {
+                (
+                    e["output_index"].as_u64().unwrap(),
+                    e["delta"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            deltas,
+            [(1, "{\"x\":".into()), (2, "{}".into()), (1, "1}".into())]
+        );
+        assert!(evs
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e["sequence_number"] == i));
+    }
+
+    #[test]
+    fn length_stop_is_incomplete() {
+        let evs = run(&[
+            StreamEvent::Text("a".into()),
+            StreamEvent::Finish(FinishReason::Length),
+        ]);
+        let last = evs.last().unwrap();
+        assert_eq!(last["type"], "response.incomplete");
+        assert_eq!(last["response"]["status"], "incomplete");
+        assert_eq!(
+            last["response"]["incomplete_details"]["reason"],
+            "max_output_tokens"
+        );
+        let r = ChatResponse {
+            text: Some("a".into()),
+            finish: FinishReason::Length,
+            ..ChatResponse::default()
+        };
+        let v = whole(&r, "resp_x", 1, &Map::new());
+        assert_eq!(v["status"], "incomplete");
+        assert_eq!(v["output"][0]["id"], "msg_x01");
+    }
+}
