@@ -37,7 +37,7 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
             .map_err(|_| format!("invalid duration {text:?}; use e.g. 30d, 12h"))?;
         return Ok(Duration::from_secs(n.saturating_mul(86_400)));
     }
-    parse_duration(text)
+    parse_duration(text).map_err(|_| format!("invalid duration {text:?}; use e.g. 30d, 12h, 90m"))
 }
 
 impl RawResponses {
@@ -72,7 +72,9 @@ mod tests {
         );
         assert_eq!(v("90m").unwrap().retention, Some(Duration::from_secs(5400)));
         assert_eq!(v("0").unwrap().retention, None);
-        assert_eq!(v("x").unwrap_err().0, "responses.retention");
+        let e = v("x").unwrap_err();
+        assert_eq!(e.0, "responses.retention");
+        assert!(e.1.contains("30d"), "{}", e.1);
         assert_eq!(
             RawResponses::default().validate().unwrap().retention,
             Some(DEFAULT_RETENTION)
