@@ -5,6 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use sluice::canonical::openai::{decode_request, encode_request};
 use sluice::providers::anthropic::Anthropic;
 use sluice::providers::native::Codec;
+use sluice::providers::{cohere::Cohere, ollama::Ollama};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(req) = decode_request(data) else {
@@ -17,4 +18,6 @@ fuzz_target!(|data: &[u8]| {
         model_in_body: true,
     };
     let _ = a.encode(&req);
+    let _ = Cohere.encode(&req);
+    let _ = Ollama.encode(&req);
 });

@@ -33,6 +33,16 @@ NATIVE: dict[str, dict] = {
         "aws_access_key_id": "AKIDTEST",
         "aws_secret_access_key": "test-secret",
     },
+    "cohere": {"kind": "cohere", "base_url": "{mock}", "api_key": "co-test"},
+    "ollama": {"kind": "ollama", "base_url": "{mock}"},
+    "azure_openai": {"kind": "azure_openai", "base_url": "{mock}", "api_key": "az-test"},
+}
+
+# Kinds with embeddings (through the same mock), and the path the mock must have seen.
+EMBEDDINGS = {
+    "cohere": "/v2/embed",
+    "ollama": "/api/embed",
+    "azure_openai": "/openai/deployments/mock-native/embeddings",
 }
 
 TOOLS = [
@@ -202,3 +212,15 @@ def test_gemini_thinking_round_trips_with_signature(native: OpenAI, mock):
     assert parts[0] == {"text": blocks[0]["thinking"], "thought": True}
     assert parts[1]["text"] == msg["content"]
     assert parts[1]["thoughtSignature"] == blocks[0]["signature"]
+
+
+@pytest.mark.parametrize("kind", list(EMBEDDINGS))
+def test_embeddings_through_the_sdk(native: OpenAI, mock, kind: str):
+    """The SDK asks for base64 by default; native providers answer float lists, which it
+    takes as they are."""
+    r = native.embeddings.create(model=f"{kind}-model", input=["hello", "world"])
+    assert [d.index for d in r.data] == [0, 1]
+    assert all(isinstance(x, float) for x in r.data[0].embedding) and len(r.data[0].embedding) > 0
+    assert r.data[0].embedding != r.data[1].embedding
+    assert r.usage.prompt_tokens > 0
+    assert mock.last_request()["path"] == EMBEDDINGS[kind]

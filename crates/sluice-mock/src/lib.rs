@@ -8,10 +8,12 @@
 mod anthropic;
 mod bedrock;
 mod body;
+mod cohere;
 mod control;
 mod faults;
 mod gemini;
 mod native;
+mod ollama;
 mod openai;
 mod server;
 
@@ -124,6 +126,7 @@ impl Route {
         if let Some(op) = native::Op::of(path) {
             return Route::Native(op);
         }
+        let path = azure_path(path).unwrap_or(path);
         let path = match path.strip_prefix("/v1") {
             Some(rest) if rest.starts_with('/') => rest,
             _ => path,
@@ -152,6 +155,20 @@ impl Route {
     fn is_control(self) -> bool {
         matches!(self, Route::Stats | Route::LastRequest | Route::Reset)
     }
+}
+
+/// Azure OpenAI paths, as the OpenAI path they stand for: deployments
+/// (`/openai/deployments/{d}/chat/completions`, the `api-version` is in the query) and the
+/// v1 API (`/openai/v1/...`).
+fn azure_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/openai")?;
+    if let Some(deployment) = rest.strip_prefix("/deployments/") {
+        let (name, op) = deployment.split_once('/')?;
+        return (!name.is_empty())
+            .then_some(&deployment[name.len()..])
+            .filter(|_| op == "chat/completions" || op == "embeddings");
+    }
+    rest.starts_with("/v1/").then_some(rest)
 }
 
 /// An error answer, rendered in the wire format of the endpoint.
@@ -436,6 +453,28 @@ mod tests {
         assert_eq!(Route::of("/v1"), Route::Unknown);
         assert_eq!(Route::of("/v1x/chat/completions"), Route::Unknown);
         assert_eq!(Route::of("/_mock/stats"), Route::Stats);
+        assert_eq!(
+            Route::of("/openai/deployments/gpt-4o/chat/completions"),
+            Route::ChatCompletions
+        );
+        assert_eq!(
+            Route::of("/openai/deployments/emb/embeddings"),
+            Route::Embeddings
+        );
+        assert_eq!(
+            Route::of("/openai/v1/chat/completions"),
+            Route::ChatCompletions
+        );
+        assert_eq!(
+            Route::of("/openai/deployments//chat/completions"),
+            Route::Unknown
+        );
+        assert_eq!(Route::of("/openai/deployments/d/models"), Route::Unknown);
+        assert_eq!(Route::of("/v2/chat"), Route::Native(native::Op::CohereChat));
+        assert_eq!(
+            Route::of("/api/chat"),
+            Route::Native(native::Op::OllamaChat)
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue};
 use crate::control::Recorded;
 use crate::gemini::{self, GoogleOp};
 use crate::openai::Payload;
-use crate::{anthropic, bedrock, ApiError};
+use crate::{anthropic, bedrock, cohere, ollama, ApiError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -20,6 +20,14 @@ pub(crate) enum Op {
     Google(GoogleOp),
     /// Bedrock `POST /model/{modelId}/converse`, `/converse-stream` and `/invoke`.
     Bedrock(bedrock::Action),
+    /// Cohere `POST /v2/chat`.
+    CohereChat,
+    /// Cohere `POST /v2/embed`.
+    CohereEmbed,
+    /// Ollama `POST /api/chat`.
+    OllamaChat,
+    /// Ollama `POST /api/embed`.
+    OllamaEmbed,
 }
 
 impl Op {
@@ -28,6 +36,10 @@ impl Op {
         match path {
             "/v1/messages" => Some(Op::AnthropicMessages),
             "/v1/messages/count_tokens" => Some(Op::AnthropicCountTokens),
+            "/v2/chat" => Some(Op::CohereChat),
+            "/v2/embed" => Some(Op::CohereEmbed),
+            "/api/chat" => Some(Op::OllamaChat),
+            "/api/embed" => Some(Op::OllamaEmbed),
             _ => gemini::op(path)
                 .map(Op::Google)
                 .or_else(|| bedrock::action_of(path).map(Op::Bedrock)),
@@ -52,6 +64,10 @@ impl Op {
                 chunks,
             ),
             Op::Bedrock(action) => bedrock::answer(action, recorded, number, chunks),
+            Op::CohereChat => cohere::chat(&recorded.body, number, chunks),
+            Op::CohereEmbed => cohere::embed(&recorded.body, number),
+            Op::OllamaChat => ollama::chat(&recorded.body, chunks),
+            Op::OllamaEmbed => ollama::embed(&recorded.body),
         }
     }
 
@@ -62,6 +78,8 @@ impl Op {
             | Op::Google(GoogleOp::RawPredict(_)) => anthropic::error_body(error),
             Op::Google(_) => gemini::error_body(error),
             Op::Bedrock(_) => bedrock::error_body(error),
+            Op::CohereChat | Op::CohereEmbed => cohere::error_body(error),
+            Op::OllamaChat | Op::OllamaEmbed => ollama::error_body(error),
         }
     }
 
@@ -69,7 +87,7 @@ impl Op {
     pub(crate) fn error_headers(self, error: &ApiError) -> Vec<(HeaderName, HeaderValue)> {
         match self {
             Op::Bedrock(_) => bedrock::error_headers(error),
-            Op::AnthropicMessages | Op::AnthropicCountTokens | Op::Google(_) => Vec::new(),
+            _ => Vec::new(),
         }
     }
 }

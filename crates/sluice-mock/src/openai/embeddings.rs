@@ -92,6 +92,16 @@ pub(crate) fn vector(seed: u64, dims: usize) -> Vec<f32> {
     values
 }
 
+/// The vector every wire format gives for one text input (native formats reuse it).
+pub(crate) fn text_vector(text: &str, dims: usize) -> Vec<f32> {
+    vector(Item::Text(text).seed(), dims)
+}
+
+/// Token count every wire format reports for one text input.
+pub(crate) fn text_tokens(text: &str) -> u64 {
+    Item::Text(text).tokens()
+}
+
 /// Standard base64 with padding, as OpenAI uses for `encoding_format: "base64"`.
 pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

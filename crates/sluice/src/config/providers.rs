@@ -199,7 +199,8 @@ pub(super) fn provider(rp: RawProvider, path: &str, errs: &mut Vec<ConfigError>)
             }
         }
         ProviderKind::OpenAiCompatible => {
-            if base_url.is_none() {
+            // An unknown preset is already reported; one error per mistake.
+            if base_url.is_none() && rp.preset.is_none() {
                 need(
                     errs,
                     "base_url",

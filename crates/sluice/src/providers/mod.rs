@@ -4,10 +4,12 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod cohere;
 mod error;
 pub mod gemini;
 mod mock;
 pub mod native;
+pub mod ollama;
 pub mod openai_compat;
 
 pub use error::{parse_error_body, ErrorSource, FallbackClass, UpstreamError, UpstreamErrorKind};
@@ -26,6 +28,9 @@ use std::time::Duration;
 pub enum Endpoint {
     ChatCompletions,
     Embeddings,
+    /// Anthropic's `/v1/messages`, body and answer passed through untouched (Anthropic
+    /// clients to Anthropic providers).
+    AnthropicMessages,
 }
 
 impl Endpoint {
@@ -33,6 +38,7 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::AnthropicMessages => "/messages",
         }
     }
 }
@@ -122,13 +128,8 @@ impl Provider {
             ProviderKind::Gemini => Transport::Native(Box::new(gemini::upstream(cfg)?)),
             ProviderKind::Vertex => Transport::Native(Box::new(gemini::vertex::upstream(cfg)?)),
             ProviderKind::Bedrock => Transport::Native(Box::new(bedrock::upstream(cfg)?)),
-            other => {
-                return Err(format!(
-                    "provider {}: kind {} is not available in this build",
-                    cfg.name,
-                    other.as_str()
-                ))
-            }
+            ProviderKind::Cohere => Transport::Native(Box::new(cohere::upstream(cfg)?)),
+            ProviderKind::Ollama => Transport::Native(Box::new(ollama::upstream(cfg)?)),
         };
         Ok(Self {
             name_header: http::HeaderValue::from_str(&name).ok(),

@@ -157,7 +157,9 @@ async fn run(
             },
         });
     }
-    let wants_usage_injected = p.stream && p.include_usage != Some(true);
+    // Anthropic bodies (passed through to Anthropic) always carry usage in their events.
+    let wants_usage_injected =
+        p.stream && p.include_usage != Some(true) && endpoint == Endpoint::ChatCompletions;
     let attempt = Attempt {
         start: ctx.start,
         timeout: timeout_override(&parts.headers),
@@ -459,15 +461,26 @@ fn with_route_headers(
 }
 
 /// The body for one deployment: the client's bytes with the model renamed and, when asked,
-/// `stream_options.include_usage` forced on. Untouched bytes are shared, not copied.
+/// `stream_options.include_usage` forced on. Providers that reject `stream_options` (Mistral,
+/// ..., `stream_usage: false`) get the body without it. Untouched bytes are shared, not copied.
 pub fn encode(body: &Bytes, p: &Peek<'_>, d: &Deployment, inject_usage: bool) -> Bytes {
     let same_model = body.get(p.model_span.clone()) == Some(&d.model_json[..]);
-    if same_model && !inject_usage {
+    let strip_options = if d.provider.stream_usage {
+        None
+    } else {
+        p.stream_options_span
+            .clone()
+            .and_then(|v| member_span(body, v, b"\"stream_options\""))
+    };
+    if same_model && !inject_usage && strip_options.is_none() {
         return body.clone();
     }
     let mut edits: Vec<(Range<usize>, Bytes)> = Vec::with_capacity(2);
     if !same_model {
         edits.push((p.model_span.clone(), d.model_json.clone()));
+    }
+    if let Some(span) = strip_options {
+        edits.push((span, Bytes::new()));
     }
     if inject_usage {
         match &p.stream_options_span {
@@ -492,6 +505,9 @@ pub fn encode(body: &Bytes, p: &Peek<'_>, d: &Deployment, inject_usage: bool) ->
         }
     }
     edits.sort_by_key(|(r, _)| r.start);
+    if edits.windows(2).any(|w| w[0].0.end > w[1].0.start) {
+        return body.clone();
+    }
     let extra: usize = edits.iter().map(|(_, b)| b.len()).sum();
     let mut out = BytesMut::with_capacity(body.len() + extra);
     let mut pos = 0;
@@ -502,4 +518,78 @@ pub fn encode(body: &Bytes, p: &Peek<'_>, d: &Deployment, inject_usage: bool) ->
     }
     out.extend_from_slice(&body[pos..]);
     out.freeze()
+}
+
+/// The bytes of one object member, `"key": value`, with the comma that separates it from
+/// its neighbour, given the value's span; `None` unless the key is spelled plainly.
+fn member_span(body: &[u8], value: Range<usize>, key: &[u8]) -> Option<Range<usize>> {
+    let skip_back = |mut i: usize| {
+        while i > 0 && body[i - 1].is_ascii_whitespace() {
+            i -= 1;
+        }
+        i
+    };
+    let colon = skip_back(value.start).checked_sub(1)?;
+    if body.get(colon) != Some(&b':') {
+        return None;
+    }
+    let key_end = skip_back(colon);
+    let key_start = key_end.checked_sub(key.len())?;
+    if body.get(key_start..key_end) != Some(key) {
+        return None;
+    }
+    let before = skip_back(key_start).checked_sub(1)?;
+    match body.get(before) {
+        Some(b',') => Some(before..value.end),
+        Some(b'{') => {
+            let mut end = value.end;
+            while body.get(end).is_some_and(u8::is_ascii_whitespace) {
+                end += 1;
+            }
+            match body.get(end) {
+                Some(b',') => Some(key_start..end + 1),
+                _ => Some(key_start..value.end),
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod member_tests {
+    use super::member_span;
+
+    fn cut(body: &str) -> String {
+        let start = body.find("{\"include").unwrap_or(0);
+        let end = body[start..].find('}').map_or(0, |e| start + e + 1);
+        match member_span(body.as_bytes(), start..end, b"\"stream_options\"") {
+            Some(r) => format!("{}{}", &body[..r.start], &body[r.end..]),
+            None => body.to_string(),
+        }
+    }
+
+    #[test]
+    fn removes_stream_options_wherever_it_stands() {
+        for (body, want) in [
+            (
+                r#"{"model":"m","stream_options":{"include_usage":true},"stream":true}"#,
+                r#"{"model":"m","stream":true}"#,
+            ),
+            (
+                r#"{"stream_options" : {"include_usage":true} , "model":"m"}"#,
+                r#"{ "model":"m"}"#,
+            ),
+            (
+                r#"{"model":"m", "stream_options": {"include_usage":false}}"#,
+                r#"{"model":"m"}"#,
+            ),
+            (r#"{"stream_options":{"include_usage":true}}"#, "{}"),
+            (
+                r#"{"x":"stream_options",{"include_usage":true}}"#,
+                r#"{"x":"stream_options",{"include_usage":true}}"#,
+            ),
+        ] {
+            assert_eq!(cut(body), want, "{body}");
+        }
+    }
 }

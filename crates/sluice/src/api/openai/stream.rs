@@ -156,7 +156,8 @@ impl SseScanner {
                 self.saw_done = true;
             } else if has_usage_object(payload) {
                 if let Some(u) = from_openai_json(payload) {
-                    self.usage = Some(u);
+                    // Anthropic reports input at the start and output at the end.
+                    self.usage = Some(self.usage.map_or(u, |prev| prev.merge(&u)));
                     if self.strip_usage_event && memmem::find(payload, b"\"choices\":[]").is_some()
                     {
                         self.drop_event = true;
