@@ -703,15 +703,22 @@ async fn responses_errors_and_completions() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    // 2 JSON + 2 streamed completions (+1 refused before the pipeline: not recorded);
-    // responses: the unknown model and the max_output_tokens one.
+    // Completions: 2 JSON + 2 streamed + 1 refused (echo). Responses: 4 refused (built-in
+    // tool, audio part, no input, bad JSON), the unknown model, the max_output_tokens one.
     assert_eq!(
         surfaces,
         [
-            ("openai.completions".to_string(), 4),
-            ("openai.responses".to_string(), 2)
+            ("openai.completions".to_string(), 5),
+            ("openai.responses".to_string(), 6)
         ]
     );
+    let refused: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM usage_records WHERE status = 400 AND error_class = 'bad_request'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(refused, 5);
 }
 
 /// Streams a response and, the moment `response.completed` arrives (before the stream has

@@ -160,7 +160,10 @@ pub async fn completions(State(app): State<AppState>, req: Request) -> Response 
     };
     let d = match decode(&body) {
         Ok(d) => d,
-        Err(e) => return invalid(&e),
+        Err(e) => {
+            super::responses::record_refusal(&app, &parts, SURFACE);
+            return invalid(&e);
+        }
     };
     let request_id = parts
         .extensions

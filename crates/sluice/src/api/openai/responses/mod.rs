@@ -41,6 +41,15 @@ pub fn routes() -> Router<AppState> {
         .route("/responses/{id}/input_items", get(input_items))
 }
 
+/// Records a request refused before the chat pipeline ran (it records everything else), as
+/// the chat surface records its own bad requests.
+pub(crate) fn record_refusal(app: &AppState, parts: &http::request::Parts, surface: &'static str) {
+    if let Some(c) = parts.extensions.get::<RequestCtx>() {
+        crate::api::settle::Settle::new(app.sink.clone(), c, surface)
+            .finish(400, Some("bad_request"));
+    }
+}
+
 fn invalid(e: &RequestError, code: Option<&str>) -> Response {
     let body = json!({"error": {"message": e.message, "type": "invalid_request_error",
                                 "param": e.param, "code": code}});
@@ -119,7 +128,10 @@ pub async fn create(State(app): State<AppState>, req: Request) -> Response {
     };
     let mut d = match request::decode(&body) {
         Ok(d) => d,
-        Err(e) => return invalid(&e, None),
+        Err(e) => {
+            record_refusal(&app, &parts, SURFACE);
+            return invalid(&e, None);
+        }
     };
     let rctx = ctx(&parts);
     let history = match &d.previous_response_id {
@@ -131,22 +143,27 @@ pub async fn create(State(app): State<AppState>, req: Request) -> Response {
         {
             Ok(Some(r)) => r.conversation(),
             Ok(None) => {
+                record_refusal(&app, &parts, SURFACE);
                 return invalid(
                     &RequestError::new(
                         format!("Previous response with id '{prev}' not found."),
                         Some("previous_response_id"),
                     ),
                     Some("previous_response_not_found"),
-                )
+                );
             }
             Err(e) => return store_error(&e),
         },
     };
     d.chat.messages = match request::messages_for(d.instructions.as_deref(), &history, &d.items) {
         Ok(m) => m,
-        Err(e) => return invalid(&e, None),
+        Err(e) => {
+            record_refusal(&app, &parts, SURFACE);
+            return invalid(&e, None);
+        }
     };
     if d.chat.messages.is_empty() {
+        record_refusal(&app, &parts, SURFACE);
         return invalid(
             &RequestError::new("Missing required parameter: 'input'.", Some("input")),
             None,
