@@ -909,3 +909,31 @@ async fn reasoning_and_broken_streams() {
     .await;
     assert_eq!(r.status, 404);
 }
+
+/// Past `responses.retention` a response can neither be read nor continued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_expires_stored_responses() {
+    let mock = start_mock().await;
+    let gw = Gateway::start(&config(&mock, "1s"));
+    let r = create(&gw, json!({"model": "oa", "input": "short-lived"})).await;
+    let path = format!("/v1/responses/{}", r["id"].as_str().unwrap());
+    assert_eq!(
+        call(&gw, MASTER, "GET", &path, &Value::Null).await.status,
+        200
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert_eq!(
+        call(&gw, MASTER, "GET", &path, &Value::Null).await.status,
+        404
+    );
+    let next = call(
+        &gw,
+        MASTER,
+        "POST",
+        "/v1/responses",
+        &json!({"model": "oa", "input": "x", "previous_response_id": r["id"]}),
+    )
+    .await;
+    assert_eq!(next.status, 400);
+    assert_eq!(next.openai_error()["code"], "previous_response_not_found");
+}
