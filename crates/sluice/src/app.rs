@@ -47,6 +47,7 @@ use crate::policy::auth::Authenticator;
 use crate::policy::governance::Governance;
 use crate::providers::Provider;
 use crate::router::ModelTable;
+use crate::store::responses::ResponseStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::UsageSink;
 use arc_swap::ArcSwap;
@@ -102,6 +103,8 @@ pub struct Shared {
     pub gateway: ArcSwap<Gateway>,
     pub sink: UsageSink,
     pub store: SqliteStore,
+    /// Stored Responses API objects (`store: true`).
+    pub responses: Arc<ResponseStore>,
     pub gov: Arc<Governance>,
     pub tracker: TaskTracker,
     pub shutting_down: AtomicBool,
@@ -131,6 +134,7 @@ impl AppState {
         Self(Arc::new(Shared {
             gateway: ArcSwap::from_pointee(gateway),
             sink,
+            responses: Arc::new(ResponseStore::new(store.pool().clone())),
             store,
             gov,
             tracker,
@@ -158,6 +162,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(api::openai::chat_completions))
         .route("/chat/completions", post(api::openai::chat_completions))
+        .route(
+            "/v1/completions",
+            post(api::openai::completions::completions),
+        )
+        .route("/completions", post(api::openai::completions::completions))
+        .merge(api::openai::responses::routes())
         .route("/v1/embeddings", post(api::openai::embeddings))
         .route("/embeddings", post(api::openai::embeddings))
         .route("/v1/models", get(api::openai::list_models))

@@ -5,6 +5,7 @@ mod interpolate;
 mod policies;
 mod providers;
 pub mod raw;
+pub mod responses;
 pub mod routing;
 pub mod secret;
 pub mod units;
@@ -33,6 +34,8 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     pub governance: GovernanceConfig,
+    /// Stored Responses API objects.
+    pub responses: responses::ResponsesConfig,
     /// Content policy rules, compiled, in config order.
     pub policies: Arc<PolicySet>,
     /// `on_prem`: no cloud provider may be used.

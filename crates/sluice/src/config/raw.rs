@@ -23,6 +23,9 @@ pub struct RawConfig {
     pub mode: Option<Mode>,
     /// Fallback routes per error class for every route (after the route's own).
     pub fallbacks_by_class: Option<RawClassFallbacks>,
+    /// Stored Responses API objects: retention.
+    #[serde(default)]
+    pub responses: super::responses::RawResponses,
 }
 
 /// Fallback routes per error class, each tried in order.

@@ -385,6 +385,11 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         }),
     };
 
+    let responses = raw.responses.validate().unwrap_or_else(|(path, e)| {
+        errs.push(ConfigError::new(path, e));
+        super::responses::ResponsesConfig::default()
+    });
+
     let model_set = model_names.keys().cloned().collect();
     let policies = super::policies::policies(raw.policies, &model_set, &mut errs);
 
@@ -392,6 +397,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         return Err(errs);
     }
     Ok(Config {
+        responses,
         governance: super::GovernanceConfig {
             alert_webhook,
             alert_thresholds,

@@ -2,6 +2,7 @@
 //! batching sink that keeps database writes off the request path.
 
 pub mod gov;
+pub mod responses;
 pub mod sink;
 pub mod sqlite;
 

@@ -60,6 +60,23 @@ CREATE TABLE gov_keys (
 CREATE TABLE gov_users (name TEXT PRIMARY KEY, team TEXT, data TEXT NOT NULL);
 CREATE INDEX usage_records_user ON usage_records (user_name, ts_ms);
 ",
+    // 5 and 6 are reserved for the usage-records branch; at merge its steps replace these
+    // no-ops (they are no-ops so that a database migrated here stays consistent).
+    r"SELECT 1;",
+    r"SELECT 1;",
+    // 7: stored Responses API objects (store::responses). IF NOT EXISTS: safe to renumber.
+    r"
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL,
+    key_id TEXT,
+    team TEXT,
+    model TEXT NOT NULL,
+    input_items TEXT NOT NULL,
+    response TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS responses_created ON responses (created_ms);
+",
 ];
 
 #[derive(Clone)]

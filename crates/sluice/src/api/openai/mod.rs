@@ -1,7 +1,10 @@
-//! The OpenAI surface: `/v1/chat/completions`, `/v1/embeddings`, `/v1/models`.
+//! The OpenAI surface: `/v1/chat/completions`, `/v1/embeddings`, `/v1/models`, and (through
+//! the chat pipeline) `/v1/responses` and the legacy `/v1/completions`.
 
+pub mod completions;
 pub mod passthrough;
 pub mod peek;
+pub mod responses;
 pub mod stream;
 
 use crate::api::RequestCtx;
