@@ -278,6 +278,7 @@ impl NativeUpstream {
                 events: Vec::new(),
                 collected: Vec::new(),
                 done: false,
+                failed: None,
             })),
         })
     }
@@ -452,6 +453,8 @@ pub struct TranslateBody {
     /// A JSON answer, gathered whole before it is translated.
     collected: Vec<u8>,
     done: bool,
+    /// A stream error held back while the events decoded before it are sent.
+    failed: Option<DecodeError>,
 }
 
 impl TranslateBody {
@@ -511,6 +514,10 @@ impl Body for TranslateBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            this.done = true;
+            return Poll::Ready(Some(Err(box_err(e))));
+        }
         loop {
             if this.done {
                 return Poll::Ready(None);
@@ -529,6 +536,10 @@ impl Body for TranslateBody {
                         Mode::Stream { decoder, .. } => {
                             if let Err(e) = decoder.feed(&data, &mut this.events) {
                                 // Send what came before the error, then the error.
+                                if let Some(b) = this.drain() {
+                                    this.failed = Some(e);
+                                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                                }
                                 this.done = true;
                                 return Poll::Ready(Some(Err(box_err(e))));
                             }
@@ -667,6 +678,36 @@ pub fn is_context_overflow(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn events_before_an_in_stream_error_are_sent_then_the_error() {
+        let codec: Arc<dyn Codec> = Arc::new(crate::providers::anthropic::Anthropic {
+            default_max_tokens: 10,
+            path: "/v1/messages".into(),
+            model_in_body: true,
+        });
+        let ctx = DecodeCtx::default();
+        // One read holding a text delta and then an error event.
+        let wire = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":3}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"partial answer\"}}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        let mut body = TranslateBody {
+            inner: UpstreamBody::Full(Some(Bytes::from_static(wire))),
+            mode: Mode::Stream {
+                decoder: codec.stream_decoder(&ctx),
+                encoder: StreamEncoder::new("id".into(), "m".into(), 0, false),
+            },
+            codec,
+            ctx,
+            events: Vec::new(),
+            collected: Vec::new(),
+            done: false,
+            failed: None,
+        };
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("partial answer"));
+        let second = body.frame().await.unwrap();
+        assert!(second.unwrap_err().to_string().contains("Overloaded"));
+        assert!(body.frame().await.is_none());
+    }
 
     #[test]
     fn sse_parser_handles_any_split() {
