@@ -20,6 +20,15 @@ NATIVE: dict[str, dict] = {
     "cohere": {"kind": "cohere", "base_url": "{mock}", "api_key": "co-test"},
     "ollama": {"kind": "ollama", "base_url": "{mock}"},
     "azure_openai": {"kind": "azure_openai", "base_url": "{mock}", "api_key": "az-test"},
+    "gemini": {"kind": "gemini", "base_url": "{mock}", "api_key": "gemini-test-key"},
+    # api_key on vertex is a ready OAuth access token.
+    "vertex": {
+        "kind": "vertex",
+        "base_url": "{mock}",
+        "region": "us-central1",
+        "project": "test-project",
+        "api_key": "ya29.test-token",
+    },
 }
 
 # Kinds with embeddings (through the same mock), and the path the mock must have seen.
@@ -180,3 +189,31 @@ def test_embeddings_through_the_sdk(native: OpenAI, mock, kind: str):
     assert r.data[0].embedding != r.data[1].embedding
     assert r.usage.prompt_tokens > 0
     assert mock.last_request()["path"] == EMBEDDINGS[kind]
+
+
+def test_gemini_thinking_round_trips_with_signature(native: OpenAI, mock):
+    """reasoning_effort turns Gemini thoughts on; the signature Gemini puts on the answer comes
+    back to the client and, sent back in the next turn, reaches Gemini on the text part."""
+    r = native.chat.completions.create(
+        model="gemini-model",
+        messages=[{"role": "user", "content": "Think, then say hi"}],
+        reasoning_effort="low",
+    )
+    msg = r.choices[0].message.model_dump()
+    assert msg["reasoning_content"]
+    blocks = msg["thinking_blocks"]
+    assert blocks[0]["signature"].startswith("sig_mock_")
+    native.chat.completions.create(
+        model="gemini-model",
+        messages=[
+            {"role": "user", "content": "Think, then say hi"},
+            {"role": "assistant", "content": msg["content"], "thinking_blocks": blocks},
+            {"role": "user", "content": "Again"},
+        ],
+    )
+    sent = mock.last_request()
+    body = json.loads(sent["body"]) if isinstance(sent.get("body"), str) else sent["body"]
+    parts = body["contents"][1]["parts"]
+    assert parts[0] == {"text": blocks[0]["thinking"], "thought": True}
+    assert parts[1]["text"] == msg["content"]
+    assert parts[1]["thoughtSignature"] == blocks[0]["signature"]

@@ -29,18 +29,52 @@ fn text_of(content: &Value) -> Cow<'_, str> {
     }
 }
 
+/// `POST /v1/messages/count_tokens`: the prompt tokens the answer would report.
+pub(crate) fn count_tokens(body: &[u8]) -> Result<Payload, ApiError> {
+    let req: Value = serde_json::from_slice(body).map_err(ApiError::bad_json)?;
+    let (turns, _) = question(&req)?;
+    let answer = answer_question(&turns, None);
+    Ok(Payload::Json(Bytes::from(
+        json!({"input_tokens": answer.prompt_tokens}).to_string(),
+    )))
+}
+
 /// `POST /v1/messages`
 pub(crate) fn messages(body: &[u8], number: u64, chunks: usize) -> Result<Payload, ApiError> {
     let req: Value = serde_json::from_slice(body).map_err(ApiError::bad_json)?;
-    let model = req["model"]
-        .as_str()
-        .ok_or_else(|| ApiError::invalid("model: Field required", Some("model")))?;
     if req["max_tokens"].as_u64().is_none() {
         return Err(ApiError::invalid(
             "max_tokens: Field required",
             Some("max_tokens"),
         ));
     }
+    let (turns, model) = question(&req)?;
+    let tool = match req["tool_choice"]["type"].as_str() {
+        Some("any") => req["tools"][0]["name"].as_str().map(str::to_string),
+        Some("tool") => req["tool_choice"]["name"].as_str().map(str::to_string),
+        _ => None,
+    };
+    let answer = answer_question(&turns, tool);
+    let thinking = req["thinking"]["type"] == "enabled";
+    if req["stream"] == true {
+        Ok(Payload::Stream(stream(
+            number, model, &answer, chunks, thinking,
+        )))
+    } else {
+        Ok(Payload::Json(Bytes::from(
+            message_json(number, model, &answer, thinking).to_string(),
+        )))
+    }
+}
+
+/// A conversation as (is the user speaking, text) turns.
+type Turns<'a> = Vec<(bool, Cow<'a, str>)>;
+
+/// The conversation and the model.
+fn question(req: &Value) -> Result<(Turns<'_>, &str), ApiError> {
+    let model = req["model"]
+        .as_str()
+        .ok_or_else(|| ApiError::invalid("model: Field required", Some("model")))?;
     let msgs = req["messages"]
         .as_array()
         .filter(|m| !m.is_empty())
@@ -67,22 +101,7 @@ pub(crate) fn messages(body: &[u8], number: u64, chunks: usize) -> Result<Payloa
         last_role = role;
         turns.push((role == "user", text_of(&m["content"])));
     }
-    let tool = match req["tool_choice"]["type"].as_str() {
-        Some("any") => req["tools"][0]["name"].as_str().map(str::to_string),
-        Some("tool") => req["tool_choice"]["name"].as_str().map(str::to_string),
-        _ => None,
-    };
-    let answer = answer_question(&turns, tool);
-    let thinking = req["thinking"]["type"] == "enabled";
-    if req["stream"] == true {
-        Ok(Payload::Stream(stream(
-            number, model, &answer, chunks, thinking,
-        )))
-    } else {
-        Ok(Payload::Json(Bytes::from(
-            message_json(number, model, &answer, thinking).to_string(),
-        )))
-    }
+    Ok((turns, model))
 }
 
 fn usage(a: &Answer) -> Value {

@@ -10,6 +10,7 @@ mod body;
 mod cohere;
 mod control;
 mod faults;
+mod gemini;
 mod native;
 mod ollama;
 mod openai;

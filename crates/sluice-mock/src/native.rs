@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::control::Recorded;
+use crate::gemini::{self, GoogleOp};
 use crate::openai::Payload;
 use crate::{anthropic, cohere, ollama, ApiError};
 
@@ -21,6 +22,10 @@ pub(crate) enum Op {
     OllamaChat,
     /// Ollama `POST /api/embed`.
     OllamaEmbed,
+    /// Anthropic `POST /v1/messages/count_tokens`.
+    AnthropicCountTokens,
+    /// Gemini on AI Studio and Vertex, Anthropic on Vertex, Google's token endpoint.
+    Google(GoogleOp),
 }
 
 impl Op {
@@ -32,7 +37,8 @@ impl Op {
             "/v2/embed" => Some(Op::CohereEmbed),
             "/api/chat" => Some(Op::OllamaChat),
             "/api/embed" => Some(Op::OllamaEmbed),
-            _ => None,
+            "/v1/messages/count_tokens" => Some(Op::AnthropicCountTokens),
+            _ => gemini::op(path).map(Op::Google),
         }
     }
 
@@ -48,12 +54,24 @@ impl Op {
             Op::CohereEmbed => cohere::embed(&recorded.body, number),
             Op::OllamaChat => ollama::chat(&recorded.body, chunks),
             Op::OllamaEmbed => ollama::embed(&recorded.body),
+            Op::AnthropicCountTokens => anthropic::count_tokens(&recorded.body),
+            Op::Google(op) => gemini::answer(
+                op,
+                &recorded.uri,
+                &recorded.headers,
+                &recorded.body,
+                number,
+                chunks,
+            ),
         }
     }
 
     pub(crate) fn error_body(self, error: &ApiError) -> Bytes {
         match self {
-            Op::AnthropicMessages => anthropic::error_body(error),
+            Op::AnthropicMessages
+            | Op::AnthropicCountTokens
+            | Op::Google(GoogleOp::RawPredict(_)) => anthropic::error_body(error),
+            Op::Google(_) => gemini::error_body(error),
             Op::CohereChat | Op::CohereEmbed => cohere::error_body(error),
             Op::OllamaChat | Op::OllamaEmbed => ollama::error_body(error),
         }

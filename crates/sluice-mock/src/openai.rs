@@ -5,7 +5,7 @@ mod embeddings;
 mod stream;
 
 pub(crate) use chat::{answer_question, chat, Answer, Content, TOOL_ARGUMENTS};
-pub(crate) use embeddings::{embeddings, text_tokens, text_vector};
+pub(crate) use embeddings::{embeddings, text_tokens, text_vector, vector};
 pub(crate) use stream::pieces;
 
 use bytes::Bytes;

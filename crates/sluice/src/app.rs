@@ -159,6 +159,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(api::openai::list_models))
         .route("/models", get(api::openai::list_models))
         .route("/v1/models/{*model}", get(api::openai::get_model))
+        .route("/v1/messages", post(api::anthropic::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(api::anthropic::count_tokens),
+        )
         .route("/v1/key/info", get(api::admin::key_info))
         .merge(api::admin::routes())
         .route("/admin/routing", get(api::admin::routing))
@@ -212,6 +217,7 @@ async fn ingress(State(app): State<AppState>, mut req: Request, next: Next) -> R
         .map_or_else(|| app.next_request_id(), str::to_string);
 
     let path = req.uri().path();
+    let anthropic = path.starts_with("/v1/messages");
     let public = PUBLIC_PATHS.contains(&path)
         || (path == "/metrics" && app.gateway.load().config.server.public_metrics);
     let principal = if public {
@@ -224,7 +230,13 @@ async fn ingress(State(app): State<AppState>, mut req: Request, next: Next) -> R
             .authenticate(req.headers(), Some(&app.gov))
         {
             Ok(p) => p,
-            Err(e) => return with_request_id(e.into_response(), &request_id),
+            Err(e) => {
+                let mut resp = e.into_response();
+                if anthropic {
+                    resp = api::anthropic::to_anthropic_error(resp).await;
+                }
+                return with_request_id(resp, &request_id);
+            }
         }
     };
     let (team, key_id) = match &principal {
@@ -240,6 +252,7 @@ async fn ingress(State(app): State<AppState>, mut req: Request, next: Next) -> R
         key_id,
     });
     let resp = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(r) if anthropic => api::anthropic::to_anthropic_error(r).await,
         Ok(r) => r,
         Err(_) => {
             tracing::error!(request_id, "a request handler panicked");

@@ -237,6 +237,17 @@ fn zero_config_has_the_mock_and_discovers_openai_from_the_environment() {
     assert_eq!(p.base_url.as_deref(), Some("https://api.anthropic.com"));
     assert!(cfg.models.iter().any(|m| m.name == "claude-sonnet-4-5"));
     assert!(cfg.models.iter().any(|m| m.name == "anthropic/*"));
+    let cfg = sluice::config::load(None, &|n| {
+        (n == "GEMINI_API_KEY").then(|| "AIza-env".into())
+    })
+    .unwrap();
+    let p = cfg.providers.iter().find(|p| p.name == "gemini").unwrap();
+    assert_eq!(
+        p.base_url.as_deref(),
+        Some("https://generativelanguage.googleapis.com")
+    );
+    assert!(cfg.models.iter().any(|m| m.name == "gemini-2.5-flash"));
+    assert!(cfg.models.iter().any(|m| m.name == "gemini/*"));
 }
 
 #[test]

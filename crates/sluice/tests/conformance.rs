@@ -46,7 +46,14 @@ fn tools() -> Value {
 }
 
 async fn suite(kind: Kind) {
+    suite_with(kind, |_| {}).await;
+}
+
+/// The suite, with `prepare` run once the mock's base URL is known (files the provider's
+/// config points at).
+async fn suite_with(kind: Kind, prepare: impl FnOnce(&str)) {
     let mock = start_mock().await;
+    prepare(&mock);
     let gw = Gateway::start(&config(&kind, &mock));
     let url = format!("{}/v1/chat/completions", gw.url);
     let who = kind.provider.split('\n').next().unwrap();
@@ -264,4 +271,29 @@ conformance! {
     cohere => "kind: cohere\nbase_url: \"{mock}\"\napi_key: test-key",
     ollama => "kind: ollama\nbase_url: \"{mock}\"",
     azure_openai => "kind: azure_openai\nbase_url: \"{mock}\"\napi_key: test-key",
+    gemini => "kind: gemini\nbase_url: \"{mock}\"\napi_key: test-key",
+    vertex_token => "kind: vertex\nbase_url: \"{mock}\"\nregion: us-central1\nproject: test-project\napi_key: test-token",
+}
+
+/// Vertex with a service-account key: the gateway signs a JWT and trades it for a token at
+/// the key's `token_uri` (the mock's `/token`), then calls Vertex with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vertex_service_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key.json");
+    let provider = format!(
+        "kind: vertex\nbase_url: \"{{mock}}\"\nregion: europe-west4\ncredentials_file: \"{}\"",
+        path.display()
+    );
+    let kind = Kind {
+        provider: Box::leak(provider.into_boxed_str()),
+    };
+    suite_with(kind, |mock| {
+        let mut key: Value =
+            serde_json::from_str(include_str!("fixtures/vertex-test-service-account.json"))
+                .unwrap();
+        key["token_uri"] = json!(format!("{mock}/token"));
+        std::fs::write(&path, key.to_string()).unwrap();
+    })
+    .await;
 }

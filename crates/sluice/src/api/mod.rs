@@ -1,6 +1,7 @@
 //! Inbound surfaces: the OpenAI API, health checks, and what every request carries.
 
 pub mod admin;
+pub mod anthropic;
 pub mod health;
 pub mod openai;
 pub mod settle;

@@ -57,6 +57,16 @@ pub const ANTHROPIC_MODELS: &[&str] = &[
     "claude-3-5-haiku-latest",
 ];
 
+/// Gemini models served under their own names when `GEMINI_API_KEY` is set (any other is
+/// reachable as `gemini/<model>`).
+pub const GEMINI_MODELS: &[&str] = &[
+    "gemini-2.5-pro",
+    "gemini-2.5-flash",
+    "gemini-2.5-flash-lite",
+    "gemini-2.0-flash",
+    "gemini-embedding-001",
+];
+
 /// A `prefix/*` route passing any model name under the prefix to `provider`.
 fn wildcard_model(provider: &str) -> RawModel {
     RawModel {
@@ -89,6 +99,14 @@ pub fn discovered(env: EnvLookup<'_>) -> (Vec<RawProvider>, Vec<RawModel>) {
         providers.push(p);
         models.extend(passthrough_models("anthropic", ANTHROPIC_MODELS));
         models.push(wildcard_model("anthropic"));
+    }
+    if let Some(key) = env("GEMINI_API_KEY").filter(|k| !k.trim().is_empty()) {
+        let mut p = provider("gemini", RawProviderKind::Gemini);
+        p.api_key = Some(Secret::new(key));
+        p.base_url = env("GEMINI_BASE_URL").filter(|u| !u.trim().is_empty());
+        providers.push(p);
+        models.extend(passthrough_models("gemini", GEMINI_MODELS));
+        models.push(wildcard_model("gemini"));
     }
     (providers, models)
 }

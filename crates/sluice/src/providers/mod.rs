@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod cohere;
 mod error;
+pub mod gemini;
 mod mock;
 pub mod native;
 pub mod ollama;
@@ -121,6 +122,8 @@ impl Provider {
             ProviderKind::Anthropic => Transport::Native(Box::new(anthropic::upstream(cfg)?)),
             ProviderKind::Cohere => Transport::Native(Box::new(cohere::upstream(cfg)?)),
             ProviderKind::Ollama => Transport::Native(Box::new(ollama::upstream(cfg)?)),
+            ProviderKind::Gemini => Transport::Native(Box::new(gemini::upstream(cfg)?)),
+            ProviderKind::Vertex => Transport::Native(Box::new(gemini::vertex::upstream(cfg)?)),
             other => {
                 return Err(format!(
                     "provider {}: kind {} is not available in this build",
@@ -176,6 +179,26 @@ impl Provider {
                 &self.name,
                 self.target(endpoint),
                 UpstreamErrorKind::Timeout { after: timeout },
+            )),
+        }
+    }
+
+    /// A POST of `body` to `path` under a native provider's base URL with its auth (e.g.
+    /// Anthropic's count_tokens); the whole answer.
+    pub async fn post_native(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), UpstreamError> {
+        match &self.transport {
+            Transport::Native(n) => n.post_raw(&self.name, path, body, self.timeout).await,
+            _ => Err(UpstreamError::new(
+                &self.name,
+                path.to_string(),
+                UpstreamErrorKind::Unavailable(format!(
+                    "provider `{}` has no native endpoint {path}",
+                    self.name
+                )),
             )),
         }
     }

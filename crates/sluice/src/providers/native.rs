@@ -274,6 +274,51 @@ impl NativeUpstream {
         })
     }
 
+    /// POSTs `body` to `path` with the provider's headers and auth; the whole answer.
+    pub async fn post_raw(
+        &self,
+        provider: &Arc<str>,
+        path: &str,
+        body: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> Result<(StatusCode, Bytes), UpstreamError> {
+        let target = format!("POST {}{path}", self.base_url);
+        let fail = |kind| UpstreamError::new(provider, target.clone(), kind);
+        let uri: http::Uri = format!("{}{path}", self.base_url).parse().map_err(|e| {
+            fail(UpstreamErrorKind::Protocol(format!(
+                "bad upstream URL: {e}"
+            )))
+        })?;
+        let body = Bytes::from(body);
+        let mut req = http::Request::new(Full::new(body.clone()));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri;
+        for (n, v) in &self.headers {
+            req.headers_mut().insert(n, v.clone());
+        }
+        if let Some(auth) = &self.auth {
+            auth.apply(&mut req, &body).await.map_err(|e| {
+                fail(UpstreamErrorKind::Connect(format!(
+                    "could not authenticate: {e}"
+                )))
+            })?;
+        }
+        let fut = async {
+            let resp = super::openai_compat::execute(&self.client, provider, req, &target).await?;
+            let limited = http_body_util::Limited::new(resp.body, ERROR_BODY_LIMIT);
+            let bytes = limited
+                .collect()
+                .await
+                .map_err(|e| fail(UpstreamErrorKind::Protocol(e.to_string())))?
+                .to_bytes();
+            Ok((resp.status, bytes))
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(fail(UpstreamErrorKind::Timeout { after: timeout })),
+        }
+    }
+
     async fn error_response(&self, resp: UpstreamResponse) -> UpstreamResponse {
         let mut headers = HeaderMap::new();
         for name in [RETRY_AFTER, HeaderName::from_static("retry-after-ms")] {

@@ -377,7 +377,7 @@ fn usage_json(u: &Usage) -> Value {
     v
 }
 
-fn thinking_blocks(th: &[Thinking]) -> Value {
+pub(crate) fn thinking_blocks(th: &[Thinking]) -> Value {
     Value::Array(
         th.iter()
             .map(|t| match &t.redacted {

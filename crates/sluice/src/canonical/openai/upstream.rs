@@ -62,6 +62,13 @@ pub fn encode_request(r: &ChatRequest) -> Value {
             if !text.is_empty() {
                 v["reasoning_content"] = json!(text);
             }
+            // Signed or redacted thinking must reach the provider that made it intact.
+            if m.thinking
+                .iter()
+                .any(|t| t.signature.is_some() || t.redacted.is_some())
+            {
+                v["thinking_blocks"] = super::thinking_blocks(&m.thinking);
+            }
         }
         messages.push(v);
     }
@@ -140,10 +147,19 @@ pub fn encode_request(r: &ChatRequest) -> Value {
     put("seed", r.seed.map(|v| json!(v)));
     put("frequency_penalty", r.frequency_penalty.map(|v| json!(v)));
     put("presence_penalty", r.presence_penalty.map(|v| json!(v)));
-    put(
-        "reasoning_effort",
-        r.reasoning_effort.clone().map(Value::String),
-    );
+    // A thinking budget (Anthropic clients) becomes the nearest effort: OpenAI has no budget,
+    // and translated providers map efforts back to budgets (low 1024, medium 4096, high 16384).
+    let effort = r.reasoning_effort.clone().or_else(|| {
+        r.thinking_budget.map(|b| {
+            match b {
+                0..=2048 => "low",
+                2049..=8192 => "medium",
+                _ => "high",
+            }
+            .to_string()
+        })
+    });
+    put("reasoning_effort", effort.map(Value::String));
     put("user", r.user.clone().map(Value::String));
     put("stop", (!r.stop.is_empty()).then(|| json!(r.stop)));
     if r.stream {
@@ -200,7 +216,17 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, DecodeError> {
         finish: finish(c["finish_reason"].as_str().unwrap_or("stop")),
         ..ChatResponse::default()
     };
-    if let Some(t) = reasoning(m) {
+    // `thinking_blocks` (ours, LiteLLM's) carry signatures; else plain reasoning text.
+    if let Some(blocks) = m["thinking_blocks"].as_array().filter(|b| !b.is_empty()) {
+        for b in blocks {
+            let s = |k: &str| b[k].as_str().map(str::to_string);
+            r.thinking.push(super::super::Thinking {
+                text: s("thinking").unwrap_or_default(),
+                signature: s("signature").filter(|s| !s.is_empty()),
+                redacted: s("data").filter(|_| b["type"] == "redacted_thinking"),
+            });
+        }
+    } else if let Some(t) = reasoning(m) {
         r.thinking.push(super::super::Thinking {
             text: t.to_string(),
             signature: None,
@@ -258,6 +284,16 @@ impl OpenAiStream {
             let d = &c["delta"];
             if let Some(t) = reasoning(d) {
                 out.push(StreamEvent::Thinking(t.to_string()));
+            }
+            // Text comes in reasoning_content; thinking_blocks add signatures and redactions.
+            for b in d["thinking_blocks"].as_array().into_iter().flatten() {
+                if b["type"] == "redacted_thinking" {
+                    if let Some(data) = b["data"].as_str() {
+                        out.push(StreamEvent::RedactedThinking(data.to_string()));
+                    }
+                } else if let Some(sig) = b["signature"].as_str().filter(|s| !s.is_empty()) {
+                    out.push(StreamEvent::ThinkingSignature(sig.to_string()));
+                }
             }
             if let Some(t) = d["content"].as_str().filter(|t| !t.is_empty()) {
                 out.push(StreamEvent::Text(t.to_string()));

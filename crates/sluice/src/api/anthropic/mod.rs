@@ -1,0 +1,205 @@
+//! The Anthropic surface: `POST /v1/messages` (JSON and SSE with Anthropic's exact event
+//! sequence) and `POST /v1/messages/count_tokens`, for any configured model. Requests run
+//! through the same chat pipeline as OpenAI ones ([`crate::api::surface`]); errors leave in
+//! Anthropic's shape (`{"type":"error","error":{"type","message"}}`), auth and limits included
+//! (ingress converts them, see [`to_anthropic_error`]).
+
+pub mod request;
+pub mod response;
+
+use crate::api::surface::{json_response, run_chat, stream_response, ChatOutcome};
+use crate::api::{read_body, RequestCtx};
+use crate::app::AppState;
+use crate::canonical::openai::encode_request;
+use crate::canonical::{ChatRequest, Part, Role};
+use crate::error::ApiError;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use response::{error_body, message, AnthropicEncoder};
+
+/// The usage-record surface label.
+pub const SURFACE: &str = "anthropic.messages";
+
+fn bad_request(e: &crate::canonical::openai::RequestError) -> Response {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        http::HeaderMap::new(),
+        error_body(400, &e.message),
+    )
+}
+
+pub async fn messages(State(app): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = app.gateway.load().config.server.max_body_bytes;
+    let body = match read_body(&parts.headers, body, limit).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let creq = match request::decode(&body, true) {
+        Ok(r) => r,
+        Err(e) => return bad_request(&e),
+    };
+    let model = creq.model.clone();
+    let request_id = parts
+        .extensions
+        .get::<RequestCtx>()
+        .map_or_else(String::new, |c| c.request_id.clone());
+    let id = format!("msg_{request_id}");
+    let openai = serde_json::to_vec(&encode_request(&creq)).unwrap_or_default();
+    match run_chat(&app, &parts, openai, SURFACE).await {
+        ChatOutcome::Json { response, headers } => json_response(
+            StatusCode::OK,
+            headers,
+            serde_json::to_vec(&message(&response, &id, &model)).unwrap_or_default(),
+        ),
+        ChatOutcome::Stream { body, headers } => {
+            stream_response(body, headers, AnthropicEncoder::new(id, model))
+        }
+        ChatOutcome::Error {
+            status,
+            headers,
+            message,
+            ..
+        } => json_response(status, headers, error_body(status.as_u16(), &message)),
+    }
+}
+
+/// `POST /v1/messages/count_tokens`: exact (Anthropic's own count) when the model's first
+/// deployment is an Anthropic provider, otherwise an estimate with OpenAI's `o200k_base` BPE
+/// plus a small per-message and per-tool overhead (documented in docs/anthropic-surface.md).
+pub async fn count_tokens(State(app): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let gw = app.gateway.load();
+    let body = match read_body(&parts.headers, body, gw.config.server.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let creq = match request::decode(&body, false) {
+        Ok(r) => r,
+        Err(e) => return bad_request(&e),
+    };
+    let principal = parts
+        .extensions
+        .get::<RequestCtx>()
+        .map(|c| c.principal.clone())
+        .unwrap_or(crate::policy::auth::Principal::Anonymous);
+    let Some(route) = gw.models.resolve(&creq.model) else {
+        return ApiError::ModelNotFound {
+            model: creq.model.clone(),
+            available: crate::api::openai::visible_models(&gw, &principal),
+        }
+        .into_response();
+    };
+    if let crate::policy::auth::Principal::Key(k) = &principal {
+        if let Some((by, allowed)) = k.model_refused_by(&creq.model) {
+            return ApiError::ModelNotAllowed {
+                model: creq.model.clone(),
+                by: by.to_string(),
+                allowed: allowed.clone(),
+            }
+            .into_response();
+        }
+    }
+    if let Some(d) = route.deployments.first() {
+        if d.provider.kind == crate::config::ProviderKind::Anthropic {
+            let mut v: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(_) => serde_json::Value::Null,
+            };
+            v["model"] = serde_json::Value::String(d.model.to_string());
+            v.as_object_mut().map(|o| o.remove("max_tokens"));
+            let bytes = serde_json::to_vec(&v).unwrap_or_default();
+            return match d
+                .provider
+                .post_native("/v1/messages/count_tokens", bytes)
+                .await
+            {
+                Ok((status, body)) if status.is_success() => {
+                    json_response(status, http::HeaderMap::new(), body.to_vec())
+                }
+                Ok((status, body)) => {
+                    let m = crate::providers::anthropic::map_error(status, &body);
+                    json_response(
+                        m.status,
+                        http::HeaderMap::new(),
+                        error_body(m.status.as_u16(), &m.message),
+                    )
+                }
+                Err(e) => ApiError::from(e).into_response(),
+            };
+        }
+    }
+    let n = estimate_tokens(&creq);
+    json_response(
+        StatusCode::OK,
+        http::HeaderMap::new(),
+        serde_json::to_vec(&serde_json::json!({"input_tokens": n})).unwrap_or_default(),
+    )
+}
+
+/// Estimated prompt tokens: o200k_base over every text, tool name, description and schema,
+/// 3 tokens per message, 85 per image.
+pub fn estimate_tokens(r: &ChatRequest) -> u64 {
+    static BPE: std::sync::OnceLock<Option<tiktoken_rs::CoreBPE>> = std::sync::OnceLock::new();
+    let Some(bpe) = BPE.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref() else {
+        return 0;
+    };
+    let count = |s: &str| bpe.encode_ordinary(s).len() as u64;
+    let mut n = 0;
+    for m in &r.messages {
+        n += 3;
+        for p in &m.content {
+            n += match p {
+                Part::Text { text, .. } => count(text),
+                Part::Image(_) => 85,
+                Part::Other(v) => count(&v.to_string()),
+            };
+        }
+        for c in &m.tool_calls {
+            n += count(&c.name) + count(&c.arguments);
+        }
+        for t in &m.thinking {
+            n += count(&t.text);
+        }
+        if m.role == Role::Tool {
+            n += 2;
+        }
+    }
+    for t in &r.tools {
+        n += 8
+            + count(&t.name)
+            + t.description.as_deref().map_or(0, count)
+            + count(&t.parameters.to_string());
+    }
+    n
+}
+
+/// Rewrites an OpenAI-shaped error answer as Anthropic's (for the Anthropic paths).
+pub async fn to_anthropic_error(resp: Response) -> Response {
+    if resp.status().is_success() {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes =
+        match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 1 << 20)).await {
+            Ok(c) => c.to_bytes(),
+            Err(_) => bytes::Bytes::new(),
+        };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if v["type"] == "error" {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    let (message, ..) = crate::providers::parse_error_body(&bytes);
+    let out = error_body(parts.status.as_u16(), &message);
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(out))
+}
