@@ -566,6 +566,30 @@ async fn sluice_extras(
             "one at a time, gateway on the client's core: p50 / p99".into(),
             format!("{:.3} / {:.3} ms", o.ms(0.5), o.ms(0.99)),
         ));
+        // Routing cost: the same, to a 10-deployment group (weighted, then cheapest_capable,
+        // which also parses the body for the request's needs).
+        for (model, label) in [
+            ("bench-10", "10-deployment group, weighted"),
+            ("bench-10-cc", "10-deployment group, cheapest_capable"),
+        ] {
+            let t = Target::new(
+                &format!("{}/v1/chat/completions", p.url),
+                &[],
+                &body(model, false),
+            )
+            .expect("t");
+            let _ = load::one_at_a_time(client, &t, plan.sequential / 4).await;
+            let o = load::one_at_a_time(client, &t, plan.sequential).await;
+            out.push((
+                format!("one at a time, gateway on the client's core, {label}: p50 / p99"),
+                format!(
+                    "{:.3} / {:.3} ms ({} errors)",
+                    o.ms(0.5),
+                    o.ms(0.99),
+                    o.errors
+                ),
+            ));
+        }
         p.stop();
     }
     // Cold start: exec to the first 200 from /health/ready, median of a few.

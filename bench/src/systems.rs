@@ -54,9 +54,26 @@ models:
   - {{name: bench-hold, deployments: [{{provider: hold, model: bench}}]}}
   - {{name: bench-anthropic, deployments: [{{provider: anthropic, model: bench}}]}}
   - {{name: bench-anthropic-paced, deployments: [{{provider: anthropic-paced, model: bench}}]}}
+  - {{name: bench-10, deployments: [{ten}]}}
+  - {{name: bench-10-cc, strategy: cheapest_capable, deployments: [{ten}]}}
 "#,
-        db = dir.join("sluice.db").display()
+        db = dir.join("sluice.db").display(),
+        ten = ten_deployments(),
     )
+}
+
+/// Ten distinct deployments (one upstream, ten model names), priced apart, for the
+/// routing-cost rows: what choosing among ten adds over a one-deployment route.
+fn ten_deployments() -> String {
+    (0..10)
+        .map(|i| {
+            format!(
+                "{{provider: upstream, model: bench-{i}, weight: {w}, price: {{input: {i}, output: 1}}, capabilities: {{context_window: 100000}}}}",
+                w = i + 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn start_sluice(bin: &Path, config: &Path, cpu: Option<usize>) -> anyhow::Result<Proc> {

@@ -17,9 +17,6 @@ from conftest import Process
 # kind -> provider block (without name); "{mock}" is the mock's base URL.
 NATIVE: dict[str, dict] = {
     "anthropic": {"kind": "anthropic", "base_url": "{mock}", "api_key": "sk-ant-test"},
-    "cohere": {"kind": "cohere", "base_url": "{mock}", "api_key": "co-test"},
-    "ollama": {"kind": "ollama", "base_url": "{mock}"},
-    "azure_openai": {"kind": "azure_openai", "base_url": "{mock}", "api_key": "az-test"},
     "gemini": {"kind": "gemini", "base_url": "{mock}", "api_key": "gemini-test-key"},
     # api_key on vertex is a ready OAuth access token.
     "vertex": {
@@ -29,6 +26,16 @@ NATIVE: dict[str, dict] = {
         "project": "test-project",
         "api_key": "ya29.test-token",
     },
+    "bedrock": {
+        "kind": "bedrock",
+        "base_url": "{mock}",
+        "region": "us-east-1",
+        "aws_access_key_id": "AKIDTEST",
+        "aws_secret_access_key": "test-secret",
+    },
+    "cohere": {"kind": "cohere", "base_url": "{mock}", "api_key": "co-test"},
+    "ollama": {"kind": "ollama", "base_url": "{mock}"},
+    "azure_openai": {"kind": "azure_openai", "base_url": "{mock}", "api_key": "az-test"},
 }
 
 # Kinds with embeddings (through the same mock), and the path the mock must have seen.
@@ -179,18 +186,6 @@ def test_anthropic_thinking_round_trips_with_signature(native: OpenAI, mock):
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
 
 
-@pytest.mark.parametrize("kind", list(EMBEDDINGS))
-def test_embeddings_through_the_sdk(native: OpenAI, mock, kind: str):
-    """The SDK asks for base64 by default; native providers answer float lists, which it
-    takes as they are."""
-    r = native.embeddings.create(model=f"{kind}-model", input=["hello", "world"])
-    assert [d.index for d in r.data] == [0, 1]
-    assert all(isinstance(x, float) for x in r.data[0].embedding) and len(r.data[0].embedding) > 0
-    assert r.data[0].embedding != r.data[1].embedding
-    assert r.usage.prompt_tokens > 0
-    assert mock.last_request()["path"] == EMBEDDINGS[kind]
-
-
 def test_gemini_thinking_round_trips_with_signature(native: OpenAI, mock):
     """reasoning_effort turns Gemini thoughts on; the signature Gemini puts on the answer comes
     back to the client and, sent back in the next turn, reaches Gemini on the text part."""
@@ -217,3 +212,15 @@ def test_gemini_thinking_round_trips_with_signature(native: OpenAI, mock):
     assert parts[0] == {"text": blocks[0]["thinking"], "thought": True}
     assert parts[1]["text"] == msg["content"]
     assert parts[1]["thoughtSignature"] == blocks[0]["signature"]
+
+
+@pytest.mark.parametrize("kind", list(EMBEDDINGS))
+def test_embeddings_through_the_sdk(native: OpenAI, mock, kind: str):
+    """The SDK asks for base64 by default; native providers answer float lists, which it
+    takes as they are."""
+    r = native.embeddings.create(model=f"{kind}-model", input=["hello", "world"])
+    assert [d.index for d in r.data] == [0, 1]
+    assert all(isinstance(x, float) for x in r.data[0].embedding) and len(r.data[0].embedding) > 0
+    assert r.data[0].embedding != r.data[1].embedding
+    assert r.usage.prompt_tokens > 0
+    assert mock.last_request()["path"] == EMBEDDINGS[kind]

@@ -64,6 +64,8 @@ pub(crate) struct EventBody {
     sleep: Option<Pin<Box<Sleep>>>,
     sleeping: bool,
     abort_yielded: bool,
+    /// Counts this body if it is dropped before its last event (its client went away).
+    cancelled: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl EventBody {
@@ -87,6 +89,25 @@ impl EventBody {
             sleep: None,
             sleeping: false,
             abort_yielded: false,
+            cancelled: None,
+        }
+    }
+
+    pub(crate) fn counting_cancel(
+        mut self,
+        counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        self.cancelled = Some(counter);
+        self
+    }
+}
+
+impl Drop for EventBody {
+    fn drop(&mut self) {
+        if self.end == End::Finish && self.sent < self.limit {
+            if let Some(c) = &self.cancelled {
+                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }

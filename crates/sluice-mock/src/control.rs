@@ -32,9 +32,13 @@ impl Mock {
             return method_not_allowed(route, method);
         }
         let body = match route {
-            Route::Stats => serde_json::json!({ "requests": self.request_count() }),
+            Route::Stats => serde_json::json!({
+                "requests": self.request_count(),
+                "cancelled": self.cancelled_count(),
+            }),
             Route::Reset => {
                 self.requests.store(0, Ordering::Relaxed);
+                self.cancelled.store(0, Ordering::Relaxed);
                 *self
                     .last_request
                     .lock()

@@ -34,6 +34,9 @@ pub(crate) struct Plan {
     pub(crate) stall_after: Option<usize>,
     pub(crate) request_id: Option<HeaderValue>,
     pub(crate) saw_authorization: bool,
+    /// `x-mock-ratelimit-<rest>` headers, sent back as `x-ratelimit-<rest>` (e.g.
+    /// `remaining-requests`, `limit-tokens`, `reset-requests`) on every answer.
+    pub(crate) ratelimit: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 impl Fault {
@@ -69,6 +72,7 @@ impl Plan {
             stall_after: settings.stall_after,
             request_id: None,
             saw_authorization: false,
+            ratelimit: Vec::new(),
         };
         for (name, value) in headers {
             let name = name.as_str();
@@ -117,6 +121,15 @@ impl Plan {
                 "reset-rate" => text.parse().map(|r| plan.reset_rate = r).is_ok(),
                 "stall-after" => text.parse().map(|n| plan.stall_after = Some(n)).is_ok(),
                 "fault" => Fault::parse(text).map(|fault| plan.fault = fault).is_some(),
+                k if k.starts_with("ratelimit-") => {
+                    match http::HeaderName::from_bytes(format!("x-{k}").as_bytes()) {
+                        Ok(n) => {
+                            plan.ratelimit.push((n, value.clone()));
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                }
                 _ => false,
             };
             if !applied {

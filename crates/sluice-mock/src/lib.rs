@@ -6,6 +6,7 @@
 //! request is answered, the format modules decide *what* the answer looks like.
 
 mod anthropic;
+mod bedrock;
 mod body;
 mod cohere;
 mod control;
@@ -101,6 +102,8 @@ const NO: HeaderValue = HeaderValue::from_static("no");
 pub struct Mock {
     settings: MockSettings,
     requests: AtomicU64,
+    /// Streams whose client went away before the last event (e.g. a cancelled hedge).
+    cancelled: Arc<AtomicU64>,
     last_request: Mutex<Option<Arc<Recorded>>>,
     models: Bytes,
 }
@@ -257,6 +260,7 @@ impl Mock {
         Arc::new(Mock {
             settings,
             requests: AtomicU64::new(0),
+            cancelled: Arc::new(AtomicU64::new(0)),
             last_request: Mutex::new(None),
             models: openai::models_body(),
         })
@@ -265,6 +269,11 @@ impl Mock {
     /// Provider requests seen since start (or the last `POST /_mock/reset`).
     pub fn request_count(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Streams dropped by their client before they ended, since start (or the last reset).
+    pub fn cancelled_count(&self) -> u64 {
+        self.cancelled.load(Ordering::Relaxed)
     }
 
     /// Answers one request. Control endpoints (`/_mock/*`) are never counted, recorded or faulted.
@@ -286,6 +295,9 @@ impl Mock {
         match self.provider(route, number, &plan, &recorded).await {
             MockReply::Response(mut response) => {
                 let headers = response.headers_mut();
+                for (name, value) in &plan.ratelimit {
+                    headers.insert(name.clone(), value.clone());
+                }
                 if let Some(id) = plan.request_id {
                     headers.insert(X_MOCK_REQUEST_ID, id);
                 }
@@ -361,7 +373,7 @@ impl Mock {
             ),
         };
         match payload {
-            Ok(payload) => deliver(payload, plan).await,
+            Ok(payload) => deliver(payload, plan, &self.cancelled).await,
             Err(error) => MockReply::Response(error_response_for(route, &error)),
         }
     }
@@ -382,7 +394,7 @@ fn method_not_allowed(route: Route, method: &Method) -> Response<MockBody> {
 }
 
 /// Turns a payload into a response, applying pacing and delivery faults.
-async fn deliver(payload: Payload, plan: &Plan) -> MockReply {
+async fn deliver(payload: Payload, plan: &Plan, cancelled: &Arc<AtomicU64>) -> MockReply {
     let end = match plan.fault {
         Some(Fault::Stall) => End::Stall,
         Some(Fault::ResetAfterHeaders) => End::Abort,
@@ -417,7 +429,8 @@ async fn deliver(payload: Payload, plan: &Plan) -> MockReply {
                 plan.pacing,
                 limit,
                 end,
-            );
+            )
+            .counting_cancel(Arc::clone(cancelled));
             let content_type = events.content_type.unwrap_or(EVENT_STREAM);
             let mut response = Response::new(BodyExt::boxed(body));
             let headers = response.headers_mut();

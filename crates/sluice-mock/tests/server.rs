@@ -118,7 +118,7 @@ async fn counters_and_last_request() {
     let (_, stats) = server.json(Method::GET, "/_mock/stats", &[], "").await;
     assert_eq!(
         stats,
-        json!({"requests": 2}),
+        json!({"requests": 2, "cancelled": 0}),
         "control endpoints are not counted"
     );
     assert_eq!(server.mock.request_count(), 2);

@@ -19,12 +19,16 @@
 //!    applicable rule the body is not parsed.
 //! 6. **cache_lookup** — reserved for the cache; nothing yet.
 //! 7. **route** (`router::ModelTable::plan`) — model name or alias -> ordered candidate
-//!    deployments: priority tiers, each ordered by the route's strategy, then fallback
-//!    routes; open circuit breakers and locality (`mode: on_prem`, `data_policy:
-//!    local_only`) leave deployments out; unknown model -> 404 listing the models.
+//!    deployments: a `complexity` route first picks its simple or hard target; priority
+//!    tiers, each ordered by the route's strategy, then fallback routes; open circuit
+//!    breakers, used-up rpm/tpm (or upstream `x-ratelimit-*`) capacity, locality (`mode:
+//!    on_prem`, `data_policy: local_only`) and, for `cheapest_capable`, missing
+//!    capabilities (only these routes parse `messages` / `tools` / `response_format`)
+//!    leave deployments out; unknown model -> 404 listing the models.
 //! 8. **dispatch** (`router::dispatch`) — splice the provider's model name into the body, send,
 //!    retry (next candidate, then backoff) only on a retryable error before any byte reached
-//!    the client, within the route's attempts and deadline; feeds breakers and latency.
+//!    the client, within the route's attempts and deadline; per-deployment first-token /
+//!    idle / total timeouts; opt-in hedging; feeds breakers, latency and learned rate limits.
 //! 9. **guard_output -> respond** (`policy::content::{output, stream}`, `api::openai::passthrough`,
 //!    `api::openai::stream`) — output rules and reversible-placeholder restore on the JSON
 //!    answer, or on the SSE stream with a bounded look-behind window; JSON as one body;

@@ -83,6 +83,8 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Not on the tracker: it records nothing, and stops with the stop signal.
     tokio::spawn(gov.refresh_until(stop_rx.clone()));
+    // Active health checks (providers with `health_check`); also off the tracker.
+    tokio::spawn(crate::router::probe::run(state.clone(), stop_rx.clone()));
     let state_for_signal = state.clone();
     tokio::spawn(async move {
         shutdown.await;

@@ -92,7 +92,13 @@ async fn anthropic_surface_to_any_provider() {
         let v = r.json();
         assert_eq!(v["type"], "message");
         assert_eq!(v["role"], "assistant");
-        assert_eq!(v["model"], model);
+        // Anthropic to Anthropic passes through: the provider's own model id comes back.
+        let upstream_model = if model == "via-anthropic" {
+            "claude-x"
+        } else {
+            model
+        };
+        assert_eq!(v["model"], upstream_model);
         assert!(v["id"].as_str().unwrap().starts_with("msg_"));
         assert_eq!(
             v["content"],
@@ -134,7 +140,7 @@ async fn anthropic_surface_to_any_provider() {
         let delta = &ev[ev.len() - 2].1;
         assert_eq!(delta["delta"]["stop_reason"], "end_turn");
         assert_eq!(delta["usage"]["output_tokens"], 5);
-        assert_eq!(ev[0].1["message"]["model"], model);
+        assert_eq!(ev[0].1["message"]["model"], upstream_model);
 
         // Tools, forced: tool_use with its input; streamed as input_json_delta.
         let body = json!({"model": model, "max_tokens": 100, "tools": tools(),
@@ -209,6 +215,29 @@ async fn anthropic_surface_to_any_provider() {
         let long = count(&"the quick brown fox ".repeat(50)).await;
         assert!(short > 0 && long > short * 10, "{model}: {short} {long}");
     }
+
+    // Passthrough keeps what only Anthropic understands (a server tool); translation refuses it.
+    let body = |model: &str| {
+        json!({"model": model, "max_tokens": 50, "metadata": {"user_id": "u-7"},
+               "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}],
+               "messages": [{"role": "user", "content": "Search"}]})
+    };
+    let r = post(&url, &body("via-anthropic")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-sluice-provider"), Some("ant"));
+    let seen = request("GET", &format!("{mock}/_mock/last_request"), &[], "")
+        .await
+        .json();
+    assert_eq!(seen["body"]["tools"][0]["type"], "web_search_20250305");
+    assert_eq!(seen["body"]["model"], "claude-x");
+    assert_eq!(seen["body"]["metadata"]["user_id"], "u-7");
+    assert_eq!(seen["headers"]["x-api-key"], "sk-ant");
+    let r = post(&url, &body("via-openai")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("web_search_20250305"));
 
     // Errors in Anthropic's shape: bad request, unknown model, auth, upstream 429.
     let e = post(&url, &json!({"model": "via-openai", "messages": []})).await;

@@ -369,3 +369,102 @@ fn design_contract_spelling_least_latency_is_accepted() {
         sluice::config::raw::Strategy::LowestLatency
     );
 }
+
+#[test]
+fn routing_timeouts_capabilities_hedging_and_complexity_are_validated() {
+    let m = |extra: &str| {
+        with_models(&format!("  - {{name: a, {extra}}}\n  - {{name: b, deployments: [{{provider: local, model: y}}]}}\n"))
+    };
+    let table: Vec<(String, &str)> = vec![
+        (
+            m("deployments: [{provider: local, model: x, timeouts: {first_token: soon}}]"),
+            r#"models[0].deployments[0].timeouts.first_token: invalid duration "soon""#,
+        ),
+        (
+            m("deployments: [{provider: local, model: x, timeouts: {idle: 0s}}]"),
+            "models[0].deployments[0].timeouts.idle: must be greater than 0",
+        ),
+        (
+            m("deployments: [{provider: local, model: x, timeouts: {first_token: 5s, total: 1s}}]"),
+            "models[0].deployments[0].timeouts.first_token: must not be longer than timeouts.total",
+        ),
+        (
+            m("deployments: [{provider: local, model: x, timeouts: {ttft: 1s}}]"),
+            "models[0].deployments[0].timeouts.ttft: unknown field `ttft`, expected one of `connect`, `first_token`, `idle`, `total`",
+        ),
+        (
+            m("deployments: [{provider: local, model: x, tpm: 0}]"),
+            "models[0].deployments[0].tpm: must be at least 1",
+        ),
+        (
+            m("deployments: [{provider: local, model: x, capabilities: {context_window: 0}}]"),
+            "models[0].deployments[0].capabilities.context_window: must be at least 1",
+        ),
+        (
+            m("capabilities: {vision: maybe}, deployments: [{provider: local, model: x}]"),
+            "models[0].capabilities.vision: invalid type: string \"maybe\", expected a boolean",
+        ),
+        (
+            m("hedge: {after: later}, deployments: [{provider: local, model: x}]"),
+            r#"models[0].hedge.after: "later" is neither a duration (e.g. 300ms) nor `p95`"#,
+        ),
+        (
+            m("hedge: {after: 100ms, initial: 1s}, deployments: [{provider: local, model: x}]"),
+            "models[0].hedge.after: `initial` and `min` only apply with `after: p95`",
+        ),
+        (
+            m("strategy: cheapest, deployments: [{provider: local, model: x}]"),
+            "models[0].strategy: unknown variant `cheapest`",
+        ),
+        (
+            m("complexity: {simple: b, hard: strong}"),
+            r#"models[0].complexity.hard: no model named "strong""#,
+        ),
+        (
+            m("complexity: {simple: b, hard: b}, deployments: [{provider: local, model: x}]"),
+            "models[0].deployments: a complexity route forwards to",
+        ),
+        (
+            m("complexity: {simple: a, hard: b}"),
+            r#"models[0].complexity.simple: "a" is itself a complexity route"#,
+        ),
+        (
+            m("complexity: {simple: b, hard: b, keywords: [\"\"]}"),
+            "models[0].complexity.keywords[0]: must not be empty",
+        ),
+        (
+            format!("{BASE_PROVIDERS}  - {{name: hc, kind: openai_compatible, base_url: \"http://127.0.0.1:1/v1\", health_check: {{interval: 0s}}}}\n"),
+            "providers[2].health_check.interval: must be greater than 0",
+        ),
+        (
+            "providers: [{name: m, kind: mock, health_check: {interval: 5s}}]\n".into(),
+            "providers[0].health_check: only for providers reached over HTTP",
+        ),
+    ];
+    for (yaml, expected) in &table {
+        let errs = errors(yaml);
+        assert!(
+            errs.iter().any(|e| e.starts_with(expected)),
+            "expected an error starting with\n  {expected}\ngot\n  {errs:#?}\nfor\n{yaml}"
+        );
+    }
+    // And the valid forms load.
+    let ok = with_models(concat!(
+        "  - name: a\n    strategy: cheapest_capable\n    hedge: {after: p95, initial: 500ms, min: 50ms}\n",
+        "    capabilities: {vision: true}\n",
+        "    deployments: [{provider: local, model: x, tpm: 1000, timeouts: {connect: 1s, first_token: 2s, idle: 5s, total: 60s}, capabilities: {context_window: 8000, tools: true}}]\n",
+        "  - {name: b, strategy: most_headroom, hedge: {after: 300ms}, deployments: [{provider: local, model: y}]}\n",
+        "  - {name: auto, complexity: {simple: a, hard: b, long_prompt_tokens: 500, keywords: [Prove]}}\n",
+    ));
+    let cfg = from_yaml(&ok, &env).unwrap();
+    let d = &cfg.models[0].deployments[0];
+    assert_eq!(
+        d.timeouts.first_token,
+        Some(std::time::Duration::from_secs(2))
+    );
+    assert_eq!(d.capabilities.context_window, Some(8000));
+    assert_eq!(
+        cfg.models[2].complexity.as_ref().unwrap().keywords,
+        ["prove"]
+    );
+}

@@ -268,11 +268,12 @@ macro_rules! conformance {
 conformance! {
     openai_compatible => "kind: openai_compatible\nbase_url: \"{mock}/v1\"",
     anthropic => "kind: anthropic\nbase_url: \"{mock}\"\napi_key: test-key",
+    gemini => "kind: gemini\nbase_url: \"{mock}\"\napi_key: test-key",
+    vertex_token => "kind: vertex\nbase_url: \"{mock}\"\nregion: us-central1\nproject: test-project\napi_key: test-token",
+    bedrock => "kind: bedrock\nbase_url: \"{mock}\"\nregion: us-east-1\naws_access_key_id: AKIDMOCK\naws_secret_access_key: mock-secret",
     cohere => "kind: cohere\nbase_url: \"{mock}\"\napi_key: test-key",
     ollama => "kind: ollama\nbase_url: \"{mock}\"",
     azure_openai => "kind: azure_openai\nbase_url: \"{mock}\"\napi_key: test-key",
-    gemini => "kind: gemini\nbase_url: \"{mock}\"\napi_key: test-key",
-    vertex_token => "kind: vertex\nbase_url: \"{mock}\"\nregion: us-central1\nproject: test-project\napi_key: test-token",
 }
 
 /// Vertex with a service-account key: the gateway signs a JWT and trades it for a token at

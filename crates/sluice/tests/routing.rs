@@ -381,3 +381,410 @@ async fn a_deployment_at_its_rpm_capacity_is_skipped() {
     assert_eq!(reasons[0], "weighted");
     assert_eq!(reasons[6], "unavailable_skipped");
 }
+
+async fn cancelled(mock: &str) -> u64 {
+    let r = request("GET", &format!("{mock}/v1/_mock/stats"), &[], "").await;
+    r.json()["cancelled"].as_u64().unwrap()
+}
+
+fn chat_stream(model: &str) -> String {
+    format!(r#"{{"model":"{model}","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}"#)
+}
+
+/// Posts a streamed chat request with extra headers and reads it whole.
+async fn stream_with(url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut h = vec![("content-type", "application/json")];
+    h.extend_from_slice(headers);
+    request("POST", url, &h, body.to_string()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_token_idle_and_total_timeouts_per_deployment_and_per_request() {
+    let (slow, fast, gappy, long) = (
+        start_mock().await,
+        start_mock().await,
+        start_mock().await,
+        start_mock().await,
+    );
+    let gw = start(
+        &[
+            provider("slow", &slow, "x-mock-ttft-ms: \"1500\""),
+            provider("fast", &fast, ""),
+            provider("gappy", &gappy, "x-mock-first-chunk-pause-ms: \"1500\""),
+            provider("long", &long, "x-mock-chunk-delay-ms: \"100\", x-mock-chunks: \"30\", x-mock-latency-ms: \"0\""),
+        ],
+        concat!(
+            "  - name: ttft\n    deployments:\n",
+            "      - {provider: slow, model: s, timeouts: {first_token: 200ms}}\n",
+            "      - {provider: fast, model: f, priority: 1}\n",
+            "  - {name: slowonly, breaker: {failures: 0}, deployments: [{provider: slow, model: s, timeouts: {first_token: 5s}}]}\n",
+            "  - {name: idle, deployments: [{provider: gappy, model: g, timeouts: {idle: 200ms}}]}\n",
+            "  - {name: total, deployments: [{provider: long, model: l, timeouts: {total: 500ms}}]}\n",
+            "  - {name: plain, deployments: [{provider: long, model: l}]}\n",
+        ),
+    );
+    let url = format!("{}/v1/chat/completions", gw.url);
+
+    // A first token later than the deployment's limit: the next deployment answers.
+    let t = Instant::now();
+    let r = stream_with(&url, &[], &chat_stream("ttft")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-sluice-provider"), Some("fast"));
+    assert_eq!(r.header("x-sluice-attempts"), Some("2"));
+    assert_eq!(r.header("x-sluice-fallback-reason"), Some("timeout"));
+    assert!(String::from_utf8_lossy(&r.body).contains("[DONE]"));
+    assert!(
+        t.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(count(&slow).await, 1);
+
+    // The client shortens the configured 5 s first-token limit to 100 ms.
+    let t = Instant::now();
+    let r = stream_with(
+        &url,
+        &[("x-sluice-first-token-timeout-ms", "100")],
+        &chat_stream("slowonly"),
+    )
+    .await;
+    assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+    // ... but cannot lengthen it: 10 s asked, the configured 200 ms holds (and fails over).
+    let r = stream_with(
+        &url,
+        &[("x-sluice-first-token-timeout-ms", "10000")],
+        &chat_stream("ttft"),
+    )
+    .await;
+    assert_eq!(r.header("x-sluice-provider"), Some("fast"));
+
+    // Silence between chunks longer than the deployment's idle limit ends the stream.
+    let t = Instant::now();
+    let s = stream(&url, &chat_stream("idle")).await;
+    assert_eq!(s.status, 200);
+    assert!(s.text().contains("upstream_stream_idle"), "{}", s.text());
+    assert!(
+        t.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // A stream that would take 3 s is cut at the 500 ms total, with an error event.
+    let t = Instant::now();
+    let s = stream(&url, &chat_stream("total")).await;
+    assert!(s.text().contains("upstream_total_timeout"), "{}", s.text());
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    // The same through the per-request header on a route without a configured total.
+    let t = Instant::now();
+    let r = stream_with(
+        &url,
+        &[("x-sluice-total-timeout-ms", "300")],
+        &chat_stream("plain"),
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&r.body).contains("upstream_total_timeout"));
+    assert!(
+        t.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedging_serves_the_fast_deployment_and_cancels_the_slow_one() {
+    let (slow, fast) = (start_mock().await, start_mock().await);
+    let mut gw = start(
+        &[
+            provider("slow", &slow, "x-mock-ttft-ms: \"1500\""),
+            provider("fast", &fast, "x-mock-ttft-ms: \"100\""),
+            provider("slow-json", &slow, "x-mock-latency-ms: \"1500\""),
+            provider("fast-json", &fast, "x-mock-latency-ms: \"100\""),
+        ],
+        concat!(
+            "  - name: h\n    hedge: {after: 200ms}\n",
+            "    deployments: [{provider: slow, model: s}, {provider: fast, model: f, priority: 1}]\n",
+            "  - name: h-json\n    hedge: {after: 200ms}\n",
+            "    deployments: [{provider: slow-json, model: s}, {provider: fast-json, model: f, priority: 1}]\n",
+            "  - name: quick-first\n    hedge: {after: 300ms}\n",
+            "    deployments: [{provider: fast, model: f}, {provider: slow, model: s, priority: 1}]\n",
+        ),
+    );
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let t = Instant::now();
+    let s = stream(&url, &chat_stream("h")).await;
+    let first = s
+        .frames
+        .first()
+        .map(|(at, _)| at.duration_since(t))
+        .unwrap();
+    assert_eq!(s.status, 200);
+    assert_eq!(s.headers["x-sluice-provider"], "fast");
+    assert_eq!(s.headers["x-sluice-route-reason"], "hedged");
+    assert_eq!(s.headers["x-sluice-attempts"], "2");
+    assert!(s.text().contains("[DONE]"));
+    // threshold (200 ms) + the fast one's first token (100 ms), far from the slow 1.5 s.
+    assert!(
+        first >= Duration::from_millis(280) && first < Duration::from_millis(900),
+        "first chunk after {first:?}"
+    );
+    assert_eq!((count(&slow).await, count(&fast).await), (1, 1));
+    // The slow attempt was dropped: its stream never finished.
+    let mut waited = 0;
+    while cancelled(&slow).await == 0 && waited < 40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(cancelled(&slow).await, 1, "the slow request was cancelled");
+    assert_eq!(cancelled(&fast).await, 0);
+
+    // A first token before the threshold sends no hedge.
+    let s = stream(&url, &chat_stream("quick-first")).await;
+    assert_eq!(s.headers["x-sluice-provider"], "fast");
+    assert_eq!(s.headers["x-sluice-attempts"], "1");
+    assert_eq!(count(&slow).await, 1, "no hedge was sent");
+
+    // Without a stream the first token comes with the headers: the same race on them.
+    let t = Instant::now();
+    let r = post_json(&url, &chat("h-json")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-sluice-provider"), Some("fast-json"));
+    assert_eq!(r.header("x-sluice-route-reason"), Some("hedged"));
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // Both attempts are in the usage records: the winner, and the cancelled one on its own.
+    assert_eq!(gw.stop(Duration::from_secs(10)), Some(0));
+    let rows = usage_rows(&gw.db_path()).await;
+    let hedged: Vec<_> = rows
+        .iter()
+        .filter(|r| r["request_id"].as_str().unwrap().ends_with(":hedge"))
+        .collect();
+    assert_eq!(hedged.len(), 2, "one per hedged request: {rows:#?}");
+    for (h, loser, winner) in [
+        (hedged[0], "slow", "fast"),
+        (hedged[1], "slow-json", "fast-json"),
+    ] {
+        assert_eq!(h["provider"], loser);
+        assert_eq!(h["status"], 499);
+        assert_eq!(h["error_class"], "hedge_cancelled");
+        let winner_id = h["request_id"].as_str().unwrap().trim_end_matches(":hedge");
+        let w = rows.iter().find(|r| r["request_id"] == winner_id).unwrap();
+        assert_eq!(
+            (w["provider"].as_str(), w["status"].as_i64()),
+            (Some(winner), Some(200))
+        );
+    }
+    assert_eq!(rows.len(), 5, "3 requests, 2 of them hedged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn most_headroom_follows_rate_limit_headers_and_tpm_capacity_is_honoured() {
+    let (a, b, c, t1, t2) = (
+        start_mock().await,
+        start_mock().await,
+        start_mock().await,
+        start_mock().await,
+        start_mock().await,
+    );
+    let gw = start(
+        &[
+            provider("a", &a, "x-mock-ratelimit-remaining-requests: \"10\", x-mock-ratelimit-limit-requests: \"100\""),
+            provider("b", &b, "x-mock-ratelimit-remaining-requests: \"90\", x-mock-ratelimit-limit-requests: \"100\""),
+            provider("c", &c, "x-mock-ratelimit-remaining-tokens: \"0\", x-mock-ratelimit-reset-tokens: \"1m\""),
+            provider("t1", &t1, ""),
+            provider("t2", &t2, ""),
+        ],
+        concat!(
+            "  - name: m\n    strategy: most_headroom\n",
+            "    deployments: [{provider: a, model: x}, {provider: b, model: y}, {provider: c, model: z}]\n",
+            "  - name: tpm\n    deployments: [{provider: t1, model: x, tpm: 3000}, {provider: t2, model: y, priority: 1}]\n",
+        ),
+    );
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let mut reasons = std::collections::HashSet::new();
+    for _ in 0..30 {
+        let r = post_json(&url, &chat("m")).await;
+        assert_eq!(r.status, 200);
+        reasons.insert(r.header("x-sluice-route-reason").unwrap().to_string());
+    }
+    let (ca, cb, cc) = (count(&a).await, count(&b).await, count(&c).await);
+    // Until each answered once nothing is known; after that b (90 %) beats a (10 %), and c
+    // (no tokens left until its reset) gets nothing more.
+    assert!(cc <= 1, "c got {cc}");
+    assert!(ca <= 2 && cb >= 27, "a {ca}, b {cb}, c {cc}");
+    assert!(reasons.contains("most_headroom"), "{reasons:?}");
+    let admin = request("GET", &format!("{}/admin/routing", gw.url), &[], "").await;
+    let deps = admin.json()["deployments"].as_array().unwrap().clone();
+    let by = |p: &str| deps.iter().find(|d| d["provider"] == p).unwrap().clone();
+    assert_eq!(by("c")["upstream_exhausted"], true);
+    assert_eq!(by("a")["upstream_headroom_permille"], 100);
+    assert_eq!(by("b")["upstream_headroom_permille"], 900);
+
+    // Each request is estimated at prompt / 4 + max_tokens (1000): three fit in 3000 tpm.
+    let body = r#"{"model":"tpm","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;
+    for _ in 0..5 {
+        assert_eq!(post_json(&url, body).await.status, 200);
+    }
+    assert_eq!((count(&t1).await, count(&t2).await), (3, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cheapest_capable_picks_by_what_the_request_needs() {
+    let (text, tools, vision, big) = (
+        start_mock().await,
+        start_mock().await,
+        start_mock().await,
+        start_mock().await,
+    );
+    let none = "{vision: false, tools: false, json_schema: false";
+    let models = format!(concat!(
+            "  - name: cc\n    strategy: cheapest_capable\n    deployments:\n",
+            "      - {{provider: vision, model: v, price: {{input: 5, output: 15}}, capabilities: {{vision: true, tools: true, json_schema: true, context_window: 128000}}}}\n",
+            "      - {{provider: text, model: t, price: {{input: 0.1, output: 0.4}}, capabilities: {none}, context_window: 100}}}}\n",
+            "      - {{provider: tools, model: o, price: {{input: 1, output: 2}}, capabilities: {{vision: false, tools: true, json_schema: false, context_window: 32000}}}}\n",
+            "  - name: textonly\n    strategy: cheapest_capable\n    fallbacks_by_class: {{context_window_exceeded: [large]}}\n",
+            "    deployments: [{{provider: text, model: t, capabilities: {none}, context_window: 100}}}}]\n",
+            "  - name: textonly-nofb\n    strategy: cheapest_capable\n",
+            "    deployments: [{{provider: text, model: t, capabilities: {none}, context_window: 100}}}}]\n",
+            "  - {{name: large, deployments: [{{provider: big, model: b, capabilities: {{context_window: 1000000}}}}]}}\n",
+        ), none = none);
+    let cfg = format!(
+        "store: {{url: \"{{DB}}\"}}\nproviders:\n{}{}{}{}models:\n{models}",
+        provider("text", &text, ""),
+        provider("tools", &tools, ""),
+        provider("vision", &vision, ""),
+        provider("big", &big, ""),
+    );
+    let gw = Gateway::start(&cfg);
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let long = "word ".repeat(200); // ~250 tokens: over the 100-token window of `t`
+    let cases = [
+        ("text", r#"{"model":"cc","messages":[{"role":"user","content":"hi"}]}"#.to_string()),
+        ("tools", r#"{"model":"cc","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}]}"#.to_string()),
+        ("vision", r#"{"model":"cc","messages":[{"role":"user","content":[{"type":"text","text":"what is this?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}"#.to_string()),
+        ("vision", r#"{"model":"cc","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{}}}}"#.to_string()),
+        ("tools", format!(r#"{{"model":"cc","messages":[{{"role":"user","content":"{long}"}}]}}"#)),
+    ];
+    for (want, body) in &cases {
+        let r = post_json(&url, body).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("x-sluice-provider"), Some(*want), "{body}");
+        assert_eq!(r.header("x-sluice-route-reason"), Some("cheapest_capable"));
+    }
+    // Nothing capable: a 400 naming the missing capability, and nothing was sent.
+    let before = count(&text).await;
+    let r = post_json(&url, &cases[2].1.replace("\"cc\"", "\"textonly-nofb\"")).await;
+    assert_eq!(r.status, 400);
+    let e = r.openai_error();
+    assert!(e["message"].as_str().unwrap().contains("vision"), "{e}");
+    assert_eq!(e["param"], "messages");
+    let r = post_json(&url, &cases[1].1.replace("\"cc\"", "\"textonly-nofb\"")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.openai_error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("tool calling"));
+    assert_eq!(count(&text).await, before);
+    // Too long for the route's context window: its context-window fallback takes it.
+    let r = post_json(&url, &cases[4].1.replace("\"cc\"", "\"textonly\"")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-sluice-provider"), Some("big"));
+    assert_eq!(
+        r.header("x-sluice-fallback-reason"),
+        Some("context_window_exceeded")
+    );
+    let r = post_json(&url, &cases[4].1.replace("\"cc\"", "\"textonly-nofb\"")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.openai_error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("context window"));
+    assert_eq!(count(&text).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complexity_route_sends_simple_prompts_cheap_and_hard_ones_strong() {
+    let (cheap, strong) = (start_mock().await, start_mock().await);
+    let gw = start(
+        &[provider("cheap", &cheap, ""), provider("strong", &strong, "")],
+        concat!(
+            "  - {name: small, deployments: [{provider: cheap, model: c}]}\n",
+            "  - {name: large, deployments: [{provider: strong, model: s}]}\n",
+            "  - name: auto\n    complexity: {simple: small, hard: large, long_prompt_tokens: 200}\n",
+        ),
+    );
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let msg = |text: &str| {
+        format!(r#"{{"model":"auto","messages":[{{"role":"user","content":"{text}"}}]}}"#)
+    };
+    let cases = [
+        (msg("What is the capital of France?"), "cheap", "complexity:simple"),
+        (msg("Fix this: ```fn main() { let x = 1 }```"), "strong", "complexity:hard(code)"),
+        (msg("Think step by step: how many primes are below 100?"), "strong", "complexity:hard(reasoning)"),
+        (msg(&"lorem ipsum ".repeat(100)), "strong", "complexity:hard(long_prompt)"),
+        (
+            r#"{"model":"auto","messages":[{"role":"user","content":"weather?"}],"tools":[{"type":"function","function":{"name":"w"}}]}"#.to_string(),
+            "strong",
+            "complexity:hard(tools)",
+        ),
+    ];
+    for (body, provider, reason) in &cases {
+        let r = post_json(&url, body).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("x-sluice-provider"), Some(*provider), "{body}");
+        assert_eq!(r.header("x-sluice-route-reason"), Some(*reason));
+    }
+    assert_eq!((count(&cheap).await, count(&strong).await), (1, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_open_the_breaker_of_a_dead_provider_without_traffic() {
+    let (dead, up) = (start_mock().await, start_mock().await);
+    let gw = start(
+        &[
+            format!(
+                "  - {{name: dead, kind: openai_compatible, base_url: \"{dead}/v1\", headers: {{x-mock-status: \"500\"}}, health_check: {{interval: 50ms}}}}\n"
+            ),
+            provider("up", &up, ""),
+        ],
+        "  - name: m\n    breaker: {failures: 3, cooldown: 60s}\n    deployments: [{provider: dead, model: x}, {provider: up, model: y, priority: 1}]\n",
+    );
+    let mut open = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let admin = request("GET", &format!("{}/admin/routing", gw.url), &[], "").await;
+        let deps = admin.json()["deployments"].as_array().unwrap().clone();
+        let d = deps.iter().find(|d| d["provider"] == "dead").unwrap();
+        if d["breaker"] == "open" {
+            open = true;
+            break;
+        }
+    }
+    assert!(open, "three failed checks open the breaker");
+    let last = request("GET", &format!("{dead}/v1/_mock/last_request"), &[], "").await;
+    assert_eq!(last.json()["path"], "/v1/models");
+    // Client traffic never touches the dead provider: the first try goes to the healthy one.
+    let url = format!("{}/v1/chat/completions", gw.url);
+    for _ in 0..5 {
+        let r = post_json(&url, &chat("m")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-sluice-provider"), Some("up"));
+        assert_eq!(r.header("x-sluice-attempts"), Some("1"));
+        assert_eq!(
+            r.header("x-sluice-route-reason"),
+            Some("unavailable_skipped")
+        );
+    }
+}

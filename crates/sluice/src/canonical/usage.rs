@@ -28,13 +28,22 @@ impl Usage {
     }
 }
 
-/// OpenAI's `usage` object (chat completions and embeddings).
+/// OpenAI's `usage` object (chat completions and embeddings); Anthropic's names are read too,
+/// for Anthropic answers passed through untouched.
 #[derive(Debug, Deserialize)]
 pub struct OpenAiUsage {
     #[serde(default)]
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
     #[serde(default)]
     pub prompt_tokens_details: Option<PromptDetails>,
     #[serde(default)]
@@ -58,6 +67,18 @@ pub struct CompletionDetails {
 
 impl From<OpenAiUsage> for Usage {
     fn from(u: OpenAiUsage) -> Self {
+        if u.prompt_tokens == 0 && u.completion_tokens == 0 {
+            // Anthropic: input excludes cache reads and writes.
+            let read = u.cache_read_input_tokens;
+            let write = u.cache_creation_input_tokens;
+            return Usage {
+                input_tokens: u.input_tokens + read + write,
+                output_tokens: u.output_tokens,
+                cached_input_tokens: read,
+                reasoning_tokens: 0,
+                cache_write_tokens: write,
+            };
+        }
         Usage {
             input_tokens: u.prompt_tokens,
             output_tokens: u.completion_tokens,

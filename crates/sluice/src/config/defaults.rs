@@ -108,5 +108,17 @@ pub fn discovered(env: EnvLookup<'_>) -> (Vec<RawProvider>, Vec<RawModel>) {
         models.extend(passthrough_models("gemini", GEMINI_MODELS));
         models.push(wildcard_model("gemini"));
     }
+    // Bedrock: AWS keys (or a Bedrock API key) and a region; the keys themselves are read
+    // from the environment again when the provider starts. Models as `bedrock/<model id>`.
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let keys = set("AWS_ACCESS_KEY_ID").is_some() && set("AWS_SECRET_ACCESS_KEY").is_some();
+    let region = set("AWS_REGION").or_else(|| set("AWS_DEFAULT_REGION"));
+    if let (true, Some(region)) = (keys || set("AWS_BEARER_TOKEN_BEDROCK").is_some(), region) {
+        let mut p = provider("bedrock", RawProviderKind::Bedrock);
+        p.region = Some(region);
+        p.base_url = set("AWS_ENDPOINT_URL_BEDROCK_RUNTIME");
+        providers.push(p);
+        models.push(wildcard_model("bedrock"));
+    }
     (providers, models)
 }

@@ -5,6 +5,7 @@ mod interpolate;
 mod policies;
 mod providers;
 pub mod raw;
+pub mod routing;
 pub mod secret;
 pub mod units;
 mod validate;
@@ -139,6 +140,7 @@ pub struct ProviderConfig {
     pub stream_usage: bool,
     pub mock: sluice_mock::MockSettings,
     pub native: NativeSettings,
+    pub health_check: Option<HealthCheckConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +156,69 @@ pub struct ModelConfig {
     pub breaker: BreakerConfig,
     pub data_policy: DataPolicy,
     pub aliases: Vec<String>,
+    /// Capability overrides for every deployment (on top of the built-in catalog).
+    pub capabilities: CapabilityOverride,
+    pub hedge: Option<HedgeConfig>,
+    pub complexity: Option<ComplexityConfig>,
+}
+
+/// Capability fields set in config; `None` keeps the catalog's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapabilityOverride {
+    pub context_window: Option<u64>,
+    pub max_output: Option<u64>,
+    pub vision: Option<bool>,
+    pub tools: Option<bool>,
+    pub json_schema: Option<bool>,
+    pub reasoning: Option<bool>,
+}
+
+/// When a hedged request sends its second attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HedgeAfter {
+    Fixed(Duration),
+    /// The route's observed p95 time to first token (`initial` until enough samples,
+    /// never below `min`).
+    P95 {
+        initial: Duration,
+        min: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HedgeConfig {
+    pub after: HedgeAfter,
+}
+
+/// Complexity routing rules (`models[].complexity`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComplexityConfig {
+    pub simple: String,
+    pub hard: String,
+    pub long_prompt_tokens: u64,
+    pub code: bool,
+    pub tools: bool,
+    /// Lower-cased.
+    pub keywords: Vec<String>,
+    pub max_simple_messages: usize,
+}
+
+/// Per-deployment timeouts beyond `timeout` (until response headers); `None`: the
+/// provider's (connect, idle) or none (first token, total).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeploymentTimeouts {
+    pub connect: Option<Duration>,
+    pub first_token: Option<Duration>,
+    pub idle: Option<Duration>,
+    pub total: Option<Duration>,
+}
+
+/// An active health check: GET `path` every `interval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub interval: Duration,
+    pub path: String,
+    pub timeout: Duration,
 }
 
 /// Route names per error class, indexed by [`crate::providers::FallbackClass::index`]:
@@ -218,6 +283,10 @@ pub struct DeploymentConfig {
     pub price: Option<crate::policy::prices::Price>,
     /// Requests-per-minute capacity.
     pub rpm: Option<u32>,
+    /// Tokens-per-minute capacity (estimated at dispatch).
+    pub tpm: Option<u32>,
+    pub timeouts: DeploymentTimeouts,
+    pub capabilities: CapabilityOverride,
 }
 
 /// One problem in a config, with the field path it concerns (`models[2].deployments[0].weight`).

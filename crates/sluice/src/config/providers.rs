@@ -366,6 +366,8 @@ pub(super) fn provider(rp: RawProvider, path: &str, errs: &mut Vec<ConfigError>)
         errs,
     );
     let mock = mock_settings(rp.mock.unwrap_or_default(), &format!("{path}.mock"), errs);
+    let health_check =
+        super::routing::health_check(rp.health_check.as_ref(), path, base_url.is_some(), errs);
     let is_local_default = matches!(kind, K::Mock | K::Ollama);
     ProviderConfig {
         name: rp.name,
@@ -383,6 +385,7 @@ pub(super) fn provider(rp: RawProvider, path: &str, errs: &mut Vec<ConfigError>)
         stream_idle_timeout,
         stream_usage: stream_usage.unwrap_or(true),
         mock,
+        health_check,
         native: NativeSettings {
             preset: rp.preset,
             api_version: rp.api_version,

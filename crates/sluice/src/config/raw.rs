@@ -66,6 +66,10 @@ pub enum Strategy {
     LowestLatency,
     /// Lowest configured `price` (input + output per 1M tokens).
     LowestCost,
+    /// Most remaining rate-limit capacity (learned `x-ratelimit-*` headers, `rpm` / `tpm`).
+    MostHeadroom,
+    /// Only deployments whose capabilities meet the request's needs, cheapest estimate first.
+    CheapestCapable,
 }
 
 /// Per-route data policy.
@@ -224,6 +228,19 @@ pub struct RawProvider {
     pub unsupported_params: Option<UnsupportedParams>,
     /// `openai_compatible`: the upstream implements `/v1/responses` natively.
     pub supports_responses: Option<bool>,
+    /// Optional active health check, feeding the breakers of this provider's deployments.
+    pub health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Time between checks (e.g. `10s`).
+    pub interval: String,
+    /// Path under `base_url` requested with GET (default `/models`).
+    pub path: Option<String>,
+    /// Per check (default 5s).
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +256,8 @@ pub struct RawMock {
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     pub name: String,
+    /// Required unless `complexity` is set.
+    #[serde(default)]
     pub deployments: Vec<RawDeployment>,
     /// Other model names tried in order when every deployment fails with a retryable error.
     #[serde(default)]
@@ -255,6 +274,59 @@ pub struct RawModel {
     pub aliases: Vec<String>,
     /// Overrides the built-in catalog's price for every deployment of this model.
     pub price: Option<RawPrice>,
+    /// Overrides the built-in catalog's capabilities for every deployment of this model.
+    pub capabilities: Option<RawCapabilities>,
+    /// Opt-in hedging: a second attempt when the first has not started answering in time.
+    pub hedge: Option<RawHedge>,
+    /// Complexity routing: this route forwards to `simple` or `hard` by the request's shape.
+    pub complexity: Option<RawComplexity>,
+}
+
+/// Overrides for a model's entry in the built-in capability catalog.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapabilities {
+    /// Prompt + output tokens the model accepts.
+    pub context_window: Option<u64>,
+    pub max_output: Option<u64>,
+    /// Image inputs.
+    pub vision: Option<bool>,
+    /// Tool / function calling.
+    pub tools: Option<bool>,
+    /// `response_format: {type: json_schema}`.
+    pub json_schema: Option<bool>,
+    pub reasoning: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHedge {
+    /// `300ms` (fixed) or `p95` (the route's observed 95th percentile time to first token).
+    pub after: String,
+    /// With `after: p95`: the delay used until enough samples were seen (default 1s).
+    pub initial: Option<String>,
+    /// With `after: p95`: lower bound of the delay (default 20ms).
+    pub min: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawComplexity {
+    /// Route for short, simple prompts.
+    pub simple: String,
+    /// Route for long or hard prompts.
+    pub hard: String,
+    /// Estimated prompt tokens (bytes / 4) above which a prompt is hard (default 2000).
+    pub long_prompt_tokens: Option<u64>,
+    /// Code in the prompt (fenced blocks or common code syntax) makes it hard (default true).
+    pub code: Option<bool>,
+    /// Tools in the request make it hard (default true).
+    pub tools: Option<bool>,
+    /// Case-insensitive phrases that make a prompt hard (default: a built-in list of
+    /// multi-step reasoning cues such as "step by step", "prove", "analyze").
+    pub keywords: Option<Vec<String>>,
+    /// More messages than this make a conversation hard (default 12).
+    pub max_simple_messages: Option<usize>,
 }
 
 /// USD per one million tokens.
@@ -290,6 +362,25 @@ pub struct RawDeployment {
     pub price: Option<RawPrice>,
     /// Requests per minute this deployment may receive; at capacity it is skipped.
     pub rpm: Option<u32>,
+    /// Tokens per minute (estimated at dispatch: prompt bytes / 4 + max tokens).
+    pub tpm: Option<u32>,
+    /// Connect, first-token, stream-idle and total timeouts for this deployment.
+    pub timeouts: Option<RawTimeouts>,
+    /// Overrides the model's and the catalog's capabilities for this deployment.
+    pub capabilities: Option<RawCapabilities>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// TCP + TLS connect (overrides the provider's `connect_timeout`).
+    pub connect: Option<String>,
+    /// Until the first byte of the answer (first stream chunk; response headers otherwise).
+    pub first_token: Option<String>,
+    /// Longest silence between two stream chunks (overrides `stream_idle_timeout`).
+    pub idle: Option<String>,
+    /// The whole attempt, until the last byte of the answer.
+    pub total: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -152,7 +152,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
                 ));
             }
         }
-        if rm.deployments.is_empty() {
+        if rm.deployments.is_empty() && rm.complexity.is_none() {
             errs.push(ConfigError::new(
                 format!("{path}.deployments"),
                 "at least one deployment is required",
@@ -175,6 +175,12 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
                 errs.push(ConfigError::new(
                     format!("{dpath}.model"),
                     "must not be empty",
+                ));
+            }
+            if d.tpm == Some(0) {
+                errs.push(ConfigError::new(
+                    format!("{dpath}.tpm"),
+                    "must be at least 1 (leave it out for no limit)",
                 ));
             }
             if d.rpm == Some(0) {
@@ -207,6 +213,13 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
                     .as_ref()
                     .map(|p| price(p, &format!("{dpath}.price"), &mut errs)),
                 rpm: d.rpm,
+                tpm: d.tpm,
+                timeouts: super::routing::timeouts(d.timeouts.as_ref(), &dpath, &mut errs),
+                capabilities: super::routing::capabilities(
+                    d.capabilities.as_ref(),
+                    &dpath,
+                    &mut errs,
+                ),
             });
         }
         let strategy = rm.strategy.unwrap_or_default();
@@ -251,6 +264,9 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
             breaker: breaker(rm.breaker.as_ref(), &path, &mut errs),
             data_policy,
             aliases: rm.aliases.clone(),
+            capabilities: super::routing::capabilities(rm.capabilities.as_ref(), &path, &mut errs),
+            hedge: super::routing::hedge(rm.hedge.as_ref(), &path, &mut errs),
+            complexity: super::routing::complexity(rm.complexity.as_ref(), &path, &mut errs),
         });
     }
     for (i, rm) in raw_models.iter().enumerate() {
@@ -276,6 +292,29 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         }
     }
     for (i, m) in models.iter().enumerate() {
+        if let Some(c) = &m.complexity {
+            if !m.deployments.is_empty() {
+                errs.push(ConfigError::new(
+                    format!("models[{i}].deployments"),
+                    "a complexity route forwards to `complexity.simple` / `complexity.hard`; leave `deployments` out",
+                ));
+            }
+            for (field, target) in [("simple", &c.simple), ("hard", &c.hard)] {
+                let tpath = format!("models[{i}].complexity.{field}");
+                let nested = models
+                    .iter()
+                    .find(|t| t.name == *target || t.aliases.contains(target))
+                    .is_some_and(|t| t.complexity.is_some());
+                if nested {
+                    errs.push(ConfigError::new(
+                        tpath,
+                        format!("{target:?} is itself a complexity route; name a route with deployments"),
+                    ));
+                } else {
+                    refs.push((tpath, Some(&m.name), target));
+                }
+            }
+        }
         for (j, f) in m.fallbacks.iter().enumerate() {
             refs.push((format!("models[{i}].fallbacks[{j}]"), Some(&m.name), f));
         }

@@ -235,6 +235,11 @@ impl Codec for Anthropic {
     fn error(&self, status: StatusCode, body: &[u8]) -> MappedError {
         map_error(status, body)
     }
+
+    fn messages_path(&self) -> Option<&str> {
+        // Anthropic's own API (Vertex takes its own body shape and URL).
+        self.model_in_body.then_some(self.path.as_str())
+    }
 }
 
 fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {

@@ -14,6 +14,7 @@ pub async fn send(
     let path = match endpoint {
         Endpoint::ChatCompletions => "/v1/chat/completions",
         Endpoint::Embeddings => "/v1/embeddings",
+        Endpoint::AnthropicMessages => "/v1/messages",
     };
     let mut builder = http::Request::builder()
         .method(http::Method::POST)

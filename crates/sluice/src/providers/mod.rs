@@ -3,6 +3,7 @@
 //! gets back the raw upstream response, so same-format requests pass through untouched.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod cohere;
 mod error;
 pub mod gemini;
@@ -27,6 +28,9 @@ use std::time::Duration;
 pub enum Endpoint {
     ChatCompletions,
     Embeddings,
+    /// Anthropic's `/v1/messages`, body and answer passed through untouched (Anthropic
+    /// clients to Anthropic providers).
+    AnthropicMessages,
 }
 
 impl Endpoint {
@@ -34,6 +38,7 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::AnthropicMessages => "/messages",
         }
     }
 }
@@ -120,17 +125,11 @@ impl Provider {
             }
             ProviderKind::Mock => Transport::Mock(sluice_mock::Mock::new(cfg.mock.clone())),
             ProviderKind::Anthropic => Transport::Native(Box::new(anthropic::upstream(cfg)?)),
-            ProviderKind::Cohere => Transport::Native(Box::new(cohere::upstream(cfg)?)),
-            ProviderKind::Ollama => Transport::Native(Box::new(ollama::upstream(cfg)?)),
             ProviderKind::Gemini => Transport::Native(Box::new(gemini::upstream(cfg)?)),
             ProviderKind::Vertex => Transport::Native(Box::new(gemini::vertex::upstream(cfg)?)),
-            other => {
-                return Err(format!(
-                    "provider {}: kind {} is not available in this build",
-                    cfg.name,
-                    other.as_str()
-                ))
-            }
+            ProviderKind::Bedrock => Transport::Native(Box::new(bedrock::upstream(cfg)?)),
+            ProviderKind::Cohere => Transport::Native(Box::new(cohere::upstream(cfg)?)),
+            ProviderKind::Ollama => Transport::Native(Box::new(ollama::upstream(cfg)?)),
         };
         Ok(Self {
             name_header: http::HeaderValue::from_str(&name).ok(),

@@ -81,6 +81,10 @@ pub trait Codec: Send + Sync + 'static {
     fn encode_embeddings(&self, _body: &[u8]) -> Option<Result<Encoded, RequestError>> {
         None
     }
+    /// Where this provider takes Anthropic Messages bodies as they are (Anthropic itself).
+    fn messages_path(&self) -> Option<&str> {
+        None
+    }
     /// An embeddings answer as an OpenAI `list` of embeddings.
     fn decode_embeddings(&self, _body: &[u8], _ctx: &DecodeCtx) -> Result<Vec<u8>, DecodeError> {
         Err(DecodeError::new("embeddings are not supported"))
@@ -162,7 +166,11 @@ impl NativeUpstream {
         request_id: &str,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let target = |path: &str| format!("POST {}{path}", self.base_url);
+        if endpoint == Endpoint::AnthropicMessages {
+            return self.send_messages(provider, body, request_id).await;
+        }
         let (encoded, req) = match endpoint {
+            Endpoint::AnthropicMessages => unreachable_endpoint(),
             Endpoint::ChatCompletions => {
                 let req = match oa::decode_request(&body) {
                     Ok(r) => r,
@@ -274,6 +282,54 @@ impl NativeUpstream {
         })
     }
 
+    /// An Anthropic Messages body sent as it is; the answer comes back untouched (errors in
+    /// OpenAI's shape like every other provider error).
+    async fn send_messages(
+        &self,
+        provider: &Arc<str>,
+        body: Bytes,
+        request_id: &str,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let Some(path) = self.codec.messages_path().map(str::to_string) else {
+            return Ok(bad_request(&RequestError::new(
+                format!("provider `{provider}` does not speak the Anthropic Messages API"),
+                Some("model"),
+            )));
+        };
+        let target = format!("POST {}{path}", self.base_url);
+        let uri: http::Uri = format!("{}{path}", self.base_url).parse().map_err(|e| {
+            UpstreamError::new(
+                provider,
+                target.clone(),
+                UpstreamErrorKind::Protocol(format!("bad upstream URL: {e}")),
+            )
+        })?;
+        let mut req = http::Request::new(Full::new(body.clone()));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri;
+        for (n, v) in &self.headers {
+            req.headers_mut().insert(n, v.clone());
+        }
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            req.headers_mut().insert("x-request-id", v);
+        }
+        if let Some(auth) = &self.auth {
+            auth.apply(&mut req, &body).await.map_err(|e| {
+                UpstreamError::new(
+                    provider,
+                    target.clone(),
+                    UpstreamErrorKind::Connect(format!("could not authenticate: {e}")),
+                )
+            })?;
+        }
+        let resp = super::openai_compat::execute(&self.client, provider, req, &target).await?;
+        if resp.status.is_success() {
+            Ok(resp)
+        } else {
+            Ok(self.error_response(resp).await)
+        }
+    }
+
     /// POSTs `body` to `path` with the provider's headers and auth; the whole answer.
     pub async fn post_raw(
         &self,
@@ -343,6 +399,20 @@ impl NativeUpstream {
             )))),
         }
     }
+}
+
+/// `send` handles [`Endpoint::AnthropicMessages`] before translating anything.
+fn unreachable_endpoint() -> (Encoded, Option<ChatRequest>) {
+    (
+        Encoded {
+            path: String::new(),
+            body: Vec::new(),
+            headers: Vec::new(),
+            dropped: Vec::new(),
+            ctx: DecodeCtx::default(),
+        },
+        None,
+    )
 }
 
 fn bad_request(e: &RequestError) -> UpstreamResponse {

@@ -165,7 +165,7 @@ impl HttpUpstream {
 
     pub fn uri(&self, endpoint: Endpoint) -> &Uri {
         match endpoint {
-            Endpoint::ChatCompletions => &self.chat_uri,
+            Endpoint::ChatCompletions | Endpoint::AnthropicMessages => &self.chat_uri,
             Endpoint::Embeddings => &self.embeddings_uri,
         }
     }
@@ -193,6 +193,15 @@ impl HttpUpstream {
         body: Bytes,
         request_id: &str,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        if endpoint == Endpoint::AnthropicMessages {
+            return Err(UpstreamError::new(
+                provider,
+                "anthropic messages",
+                UpstreamErrorKind::Unavailable(format!(
+                    "provider `{provider}` does not speak the Anthropic Messages API"
+                )),
+            ));
+        }
         let uri = &self.uri_for(endpoint, model);
         let mut req = http::Request::new(Full::new(body));
         *req.method_mut() = Method::POST;

@@ -46,7 +46,21 @@ pub struct Health {
     window_start_us: AtomicU64,
     window_total: AtomicU32,
     window_failed: AtomicU32,
+    /// Minute (since `epoch`) that `tpm_used` counts.
+    tpm_minute: AtomicU64,
+    tpm_used: AtomicU64,
+    /// Learned from the upstream's `x-ratelimit-*` headers (`UNKNOWN` when not sent).
+    rl_req_remaining: AtomicU64,
+    rl_req_limit: AtomicU64,
+    rl_tok_remaining: AtomicU64,
+    rl_tok_limit: AtomicU64,
+    /// Microseconds since `epoch` until which the learned values hold (their reset); 0 = none.
+    rl_until_us: AtomicU64,
 }
+
+const UNKNOWN: u64 = u64::MAX;
+/// How long learned rate-limit figures hold when the upstream sends no reset time.
+const LEARNED_TTL_US: u64 = 60_000_000;
 
 impl Default for Health {
     fn default() -> Self {
@@ -64,6 +78,13 @@ impl Default for Health {
             window_start_us: AtomicU64::new(0),
             window_total: AtomicU32::new(0),
             window_failed: AtomicU32::new(0),
+            tpm_minute: AtomicU64::new(0),
+            tpm_used: AtomicU64::new(0),
+            rl_req_remaining: AtomicU64::new(UNKNOWN),
+            rl_req_limit: AtomicU64::new(UNKNOWN),
+            rl_tok_remaining: AtomicU64::new(UNKNOWN),
+            rl_tok_limit: AtomicU64::new(UNKNOWN),
+            rl_until_us: AtomicU64::new(0),
         }
     }
 }
@@ -124,6 +145,107 @@ impl Health {
         } else {
             self.rpm_used.store(1, Ordering::Relaxed);
         }
+    }
+
+    /// Tokens counted in the current minute.
+    pub fn tpm_used(&self) -> u64 {
+        if self.tpm_minute.load(Ordering::Relaxed) == self.minute() {
+            self.tpm_used.load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Counts an estimate of one request's tokens against the tpm capacity.
+    pub fn count_tokens(&self, tokens: u64) {
+        let m = self.minute();
+        if self.tpm_minute.swap(m, Ordering::Relaxed) == m {
+            self.tpm_used.fetch_add(tokens, Ordering::Relaxed);
+        } else {
+            self.tpm_used.store(tokens, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the upstream's `x-ratelimit-{remaining,limit,reset}-{requests,tokens}` headers
+    /// (OpenAI's names; resets like `1s`, `6m0s`, `20ms`). Absent headers change nothing.
+    pub fn learn_rate_limits(&self, h: &http::HeaderMap) {
+        let num = |name: &str| -> Option<u64> { h.get(name)?.to_str().ok()?.trim().parse().ok() };
+        if h.get("x-ratelimit-remaining-requests").is_none()
+            && h.get("x-ratelimit-remaining-tokens").is_none()
+        {
+            return;
+        }
+        let pairs = [
+            ("x-ratelimit-remaining-requests", &self.rl_req_remaining),
+            ("x-ratelimit-limit-requests", &self.rl_req_limit),
+            ("x-ratelimit-remaining-tokens", &self.rl_tok_remaining),
+            ("x-ratelimit-limit-tokens", &self.rl_tok_limit),
+        ];
+        for (name, slot) in pairs {
+            slot.store(num(name).unwrap_or(UNKNOWN), Ordering::Relaxed);
+        }
+        let reset = ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+            .iter()
+            .filter_map(|n| parse_reset(h.get(*n)?.to_str().ok()?))
+            .max()
+            .unwrap_or(LEARNED_TTL_US);
+        self.rl_until_us.store(
+            self.now_us().saturating_add(reset).max(1),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Learned (remaining, limit) for requests and tokens, while they hold.
+    fn learned(&self) -> Option<[(u64, u64); 2]> {
+        let until = self.rl_until_us.load(Ordering::Relaxed);
+        if until == 0 || self.now_us() >= until {
+            return None;
+        }
+        Some([
+            (
+                self.rl_req_remaining.load(Ordering::Relaxed),
+                self.rl_req_limit.load(Ordering::Relaxed),
+            ),
+            (
+                self.rl_tok_remaining.load(Ordering::Relaxed),
+                self.rl_tok_limit.load(Ordering::Relaxed),
+            ),
+        ])
+    }
+
+    /// The upstream said it has no requests or tokens left until its reset.
+    pub fn exhausted(&self) -> bool {
+        self.learned()
+            .is_some_and(|l| l.iter().any(|(rem, _)| *rem == 0))
+    }
+
+    /// Remaining capacity in permille (0..=1000): the smaller of requests and tokens, each
+    /// from the learned headers while they hold, else from `rpm` / `tpm` and this minute's
+    /// count; a dimension with nothing known counts as full.
+    pub fn headroom_permille(&self, rpm: Option<u32>, tpm: Option<u32>) -> u64 {
+        let learned = self.learned();
+        let caps = [rpm.map(u64::from), tpm.map(u64::from)];
+        let used = [u64::from(self.rpm_used()), self.tpm_used()];
+        let mut worst = 1000;
+        for i in 0..2 {
+            let (rem, limit) = match learned.map(|l| l[i]) {
+                Some((rem, lim)) if rem != UNKNOWN => (
+                    rem,
+                    if lim == UNKNOWN {
+                        caps[i].unwrap_or(rem)
+                    } else {
+                        lim
+                    },
+                ),
+                _ => match caps[i] {
+                    Some(cap) => (cap.saturating_sub(used[i]), cap),
+                    None => continue,
+                },
+            };
+            let frac = (rem.min(limit) * 1000).checked_div(limit).unwrap_or(0);
+            worst = worst.min(frac);
+        }
+        worst
     }
 
     fn minute(&self) -> u64 {
@@ -195,6 +317,16 @@ impl Health {
         }
     }
 
+    /// An active health check passed: once the cooldown is over it closes the breaker (it is
+    /// the probe), without touching latency or the success count.
+    pub fn probe_succeeded(&self) {
+        if self.state() == BreakerState::HalfOpen {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.open_until_us.store(0, Ordering::Release);
+            self.probing.store(false, Ordering::Release);
+        }
+    }
+
     /// A half-open probe ended without telling us anything about the deployment (e.g. the
     /// client's own error): let the next request probe.
     pub fn release_probe(&self) {
@@ -205,6 +337,111 @@ impl Health {
     pub fn open_for_ms(&self) -> u64 {
         let until = self.open_until_us.load(Ordering::Acquire);
         until.saturating_sub(self.now_us()) / 1000
+    }
+}
+
+/// `1s`, `6m0s`, `20ms`, `1h2m3.5s`, or a bare number of seconds -> microseconds.
+fn parse_reset(text: &str) -> Option<u64> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then_some((secs * 1e6) as u64);
+    }
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = t.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let n: f64 = num.parse().ok()?;
+        num.clear();
+        let unit = match c {
+            'h' => 3600.0,
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                0.001
+            }
+            'm' => 60.0,
+            's' => 1.0,
+            _ => return None,
+        };
+        total += n * unit;
+    }
+    if !num.is_empty() {
+        return None;
+    }
+    Some((total * 1e6) as u64)
+}
+
+/// The observed time to first token of one route, in log-spaced buckets (lock-free), for
+/// hedging at its p95. Halved when it holds many samples, so it follows recent traffic.
+pub struct TtftStats {
+    buckets: [AtomicU32; TTFT_BUCKETS],
+    total: AtomicU32,
+}
+
+const TTFT_BUCKETS: usize = 48;
+/// Samples before the p95 is trusted.
+pub const TTFT_MIN_SAMPLES: u32 = 20;
+const TTFT_HALVE_AT: u32 = 2000;
+
+impl Default for TtftStats {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU32::new(0)),
+            total: AtomicU32::new(0),
+        }
+    }
+}
+
+impl TtftStats {
+    /// Bucket `i` holds samples up to `2^(i/2)` ms (about 41 % wider each).
+    fn bucket(ms: f64) -> usize {
+        if ms <= 1.0 {
+            return 0;
+        }
+        ((ms.log2() * 2.0).ceil() as usize).min(TTFT_BUCKETS - 1)
+    }
+
+    fn upper_ms(i: usize) -> f64 {
+        2f64.powf(i as f64 / 2.0)
+    }
+
+    pub fn record(&self, d: std::time::Duration) {
+        let i = Self::bucket(d.as_secs_f64() * 1000.0);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        if self.total.fetch_add(1, Ordering::Relaxed) + 1 >= TTFT_HALVE_AT {
+            // Racy halving is fine: a few samples more or less do not move a p95 much.
+            self.total.store(TTFT_HALVE_AT / 2, Ordering::Relaxed);
+            for b in &self.buckets {
+                b.store(b.load(Ordering::Relaxed) / 2, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The 95th percentile (a bucket's upper bound), once enough samples were seen.
+    pub fn p95(&self) -> Option<std::time::Duration> {
+        let counts: Vec<u32> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let n: u32 = counts.iter().sum();
+        if n < TTFT_MIN_SAMPLES {
+            return None;
+        }
+        let want = (u64::from(n) * 95).div_ceil(100);
+        let mut seen = 0u64;
+        for (i, c) in counts.iter().enumerate() {
+            seen += u64::from(*c);
+            if seen >= want {
+                return Some(std::time::Duration::from_secs_f64(
+                    Self::upper_ms(i) / 1000.0,
+                ));
+            }
+        }
+        None
     }
 }
 
@@ -286,6 +523,82 @@ mod tests {
         assert_eq!(h.state(), BreakerState::Closed, "below min_requests");
         h.record_failure(&cfg);
         assert_eq!(h.state(), BreakerState::Open, "5 of 10 failed");
+    }
+
+    #[test]
+    fn rate_limit_headers_are_learned_and_expire_at_their_reset() {
+        let h = Health::default();
+        assert_eq!(h.headroom_permille(None, None), 1000);
+        assert_eq!(h.headroom_permille(Some(10), None), 1000);
+        h.count_request();
+        h.count_request();
+        assert_eq!(h.headroom_permille(Some(10), None), 800);
+        let mut m = http::HeaderMap::new();
+        let v = http::HeaderValue::from_static;
+        m.insert("x-ratelimit-remaining-requests", v("25"));
+        m.insert("x-ratelimit-limit-requests", v("100"));
+        h.learn_rate_limits(&m);
+        assert_eq!(h.headroom_permille(Some(10), None), 250, "learned wins");
+        assert!(!h.exhausted());
+        m.insert("x-ratelimit-remaining-tokens", v("0"));
+        m.insert("x-ratelimit-reset-tokens", v("40ms"));
+        h.learn_rate_limits(&m);
+        assert!(h.exhausted(), "no tokens left until the reset");
+        assert_eq!(h.headroom_permille(Some(10), None), 0);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!h.exhausted());
+        assert_eq!(
+            h.headroom_permille(Some(10), None),
+            800,
+            "configured rpm again"
+        );
+        assert_eq!(parse_reset("6m0s"), Some(360_000_000));
+        assert_eq!(parse_reset("1h2m3.5s"), Some(3_723_500_000));
+        assert_eq!(parse_reset("20ms"), Some(20_000));
+        assert_eq!(parse_reset("2"), Some(2_000_000));
+        assert_eq!(parse_reset("soon"), None);
+    }
+
+    #[test]
+    fn ttft_p95_needs_samples_then_tracks_the_tail() {
+        let s = TtftStats::default();
+        for _ in 0..19 {
+            s.record(Duration::from_millis(10));
+        }
+        assert_eq!(s.p95(), None);
+        for _ in 0..81 {
+            s.record(Duration::from_millis(10));
+        }
+        let p = s.p95().unwrap();
+        assert!(
+            p >= Duration::from_millis(10) && p < Duration::from_millis(15),
+            "{p:?}"
+        );
+        for _ in 0..20 {
+            s.record(Duration::from_millis(400));
+        }
+        let p = s.p95().unwrap();
+        assert!(
+            p >= Duration::from_millis(400) && p < Duration::from_millis(600),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_passed_health_check_closes_the_breaker_only_after_its_cooldown() {
+        let cfg = BreakerConfig {
+            failures: 1,
+            cooldown: Duration::from_millis(30),
+            ..BreakerConfig::default()
+        };
+        let h = Health::default();
+        h.record_failure(&cfg);
+        h.probe_succeeded();
+        assert_eq!(h.state(), BreakerState::Open, "still cooling down");
+        std::thread::sleep(Duration::from_millis(40));
+        h.probe_succeeded();
+        assert_eq!(h.state(), BreakerState::Closed);
+        assert_eq!(h.ewma_us(), 0, "a check is not a latency sample");
     }
 
     #[test]

@@ -1,16 +1,24 @@
 //! Model routes: the name a client asks for -> ordered candidate deployments, and dispatch
 //! over them (retrying the next candidate only on errors classified retryable).
 
+pub mod catalog;
+pub mod classify;
 pub mod dispatch;
 pub mod health;
+pub mod probe;
 pub mod retry;
 pub mod strategy;
 
-use crate::config::{BreakerConfig, Config, DataPolicy, Locality, Mode, RetryConfig, Strategy};
+use crate::config::{
+    BreakerConfig, ComplexityConfig, Config, DataPolicy, HedgeConfig, Locality, Mode, RetryConfig,
+    Strategy,
+};
 use crate::policy::prices::{self, Price};
 use crate::providers::{FallbackClass, Provider};
 use bytes::Bytes;
+use catalog::{Capabilities, Missing, Needs};
 use health::Health;
+use health::TtftStats;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -36,16 +44,43 @@ pub struct Deployment {
     pub cost_rank: u64,
     /// Requests-per-minute capacity.
     pub rpm: Option<u32>,
+    /// Tokens-per-minute capacity (estimates counted at dispatch).
+    pub tpm: Option<u32>,
+    /// Until the first byte of the answer (first stream chunk), when configured.
+    pub first_token_timeout: Option<Duration>,
+    /// Longest silence between stream chunks: this deployment's or its provider's.
+    pub idle_timeout: Duration,
+    /// The whole attempt, until the last byte, when configured.
+    pub total_timeout: Option<Duration>,
+    /// Catalog entry with the model's and the deployment's overrides.
+    pub capabilities: Capabilities,
     /// Live state, shared by every route using this (provider, model).
     pub health: Arc<Health>,
 }
 
 impl Deployment {
-    /// Breaker closed (or a probe free) and rpm capacity left.
+    /// Breaker closed (or a probe free), rpm / tpm capacity left, and the upstream has not
+    /// said (in `x-ratelimit-remaining-*`) that it has nothing left.
     pub fn available(&self) -> bool {
-        self.health.available() && self.rpm.is_none_or(|cap| self.health.rpm_used() < cap)
+        self.health.available()
+            && self.rpm.is_none_or(|cap| self.health.rpm_used() < cap)
+            && self
+                .tpm
+                .is_none_or(|cap| self.health.tpm_used() < u64::from(cap))
+            && !self.health.exhausted()
+    }
+
+    /// Estimated micro-USD (times 1M) of a request with `needs` here, for `cheapest_capable`.
+    pub fn estimated_cost(&self, needs: &Needs) -> u128 {
+        self.price.map_or(u128::MAX, |p| {
+            u128::from(needs.prompt_tokens) * u128::from(p.input)
+                + u128::from(needs.max_tokens.unwrap_or(ESTIMATED_OUTPUT)) * u128::from(p.output)
+        })
     }
 }
+
+/// Output tokens assumed by `cheapest_capable` when a request sets no maximum.
+const ESTIMATED_OUTPUT: u64 = 1024;
 
 pub struct Route {
     pub name: Arc<str>,
@@ -60,8 +95,20 @@ pub struct Route {
     pub retries: RetryConfig,
     pub breaker: BreakerConfig,
     pub local_only: bool,
+    pub hedge: Option<HedgeConfig>,
+    /// Observed time to first token (for `hedge.after: p95`).
+    pub ttft: Arc<TtftStats>,
+    /// Complexity routing (the route then has no deployments of its own).
+    pub complexity: Option<ComplexityConfig>,
     /// Round-robin position.
     rr: AtomicUsize,
+}
+
+impl Route {
+    /// Whether routing needs the request's shape (capabilities), so the body is parsed.
+    pub fn needs_shape(&self) -> bool {
+        self.strategy == Strategy::CheapestCapable || self.complexity.is_some()
+    }
 }
 
 /// The candidates for one request, in order, and why.
@@ -71,6 +118,22 @@ pub struct Plan<'a> {
     pub skipped_open: u32,
     /// Deployments left out by locality (`mode: on_prem`, `data_policy: local_only`).
     pub skipped_locality: u32,
+    /// Deployments left out because they lack a capability the request needs.
+    pub skipped_capability: u32,
+    /// The first capability found missing (for the error when nothing is left).
+    pub missing: Option<Missing>,
+}
+
+impl Plan<'_> {
+    fn with_capacity(n: usize) -> Self {
+        Plan {
+            candidates: Vec::with_capacity(n),
+            skipped_open: 0,
+            skipped_locality: 0,
+            skipped_capability: 0,
+            missing: None,
+        }
+    }
 }
 
 /// Every route, by public model name (aliases included).
@@ -138,9 +201,28 @@ impl ModelTable {
                     if !health.iter().any(|(_, _, x)| Arc::ptr_eq(x, &h)) {
                         health.push((provider.name.clone(), model.clone(), h.clone()));
                     }
+                    // A deployment with its own connect timeout gets its own connection pool.
+                    let provider = match (d.timeouts.connect, cfg.providers.get(d.provider)) {
+                        (Some(connect), Some(pc)) if connect != pc.connect_timeout => {
+                            let mut pc = pc.clone();
+                            pc.connect_timeout = connect;
+                            Provider::from_config(&pc).map_or(provider, Arc::new)
+                        }
+                        _ => provider,
+                    };
+                    let capabilities = catalog::builtin(&d.model)
+                        .or_else(|| catalog::builtin(&m.name))
+                        .unwrap_or_default()
+                        .with(&m.capabilities)
+                        .with(&d.capabilities);
                     Some(Deployment {
                         model_header: http::HeaderValue::from_str(&model).ok(),
                         timeout: d.timeout.unwrap_or(provider.timeout),
+                        first_token_timeout: d.timeouts.first_token,
+                        idle_timeout: d.timeouts.idle.unwrap_or(provider.stream_idle_timeout),
+                        total_timeout: d.timeouts.total,
+                        capabilities,
+                        tpm: d.tpm,
                         provider,
                         model,
                         model_json: Bytes::from(model_json),
@@ -167,6 +249,9 @@ impl ModelTable {
                 retries: m.retries,
                 breaker: m.breaker,
                 local_only: m.data_policy == DataPolicy::LocalOnly,
+                hedge: m.hedge,
+                ttft: Arc::default(),
+                complexity: m.complexity.clone(),
                 rr: AtomicUsize::new(0),
             });
             for alias in &m.aliases {
@@ -243,6 +328,15 @@ impl ModelTable {
                     price,
                     cost_rank: price.map_or(u64::MAX, |p| p.input.saturating_add(p.output)),
                     rpm: d.rpm,
+                    tpm: d.tpm,
+                    first_token_timeout: d.first_token_timeout,
+                    idle_timeout: d.idle_timeout,
+                    total_timeout: d.total_timeout,
+                    capabilities: if star {
+                        catalog::builtin(rest).unwrap_or(d.capabilities)
+                    } else {
+                        d.capabilities
+                    },
                     // Health is tracked per wildcard deployment (per provider), not per model.
                     health: d.health.clone(),
                 }
@@ -263,6 +357,9 @@ impl ModelTable {
             retries: template.retries,
             breaker: template.breaker,
             local_only: template.local_only,
+            hedge: template.hedge,
+            ttft: template.ttft.clone(),
+            complexity: None,
             rr: AtomicUsize::new(0),
         }))
     }
@@ -281,6 +378,28 @@ impl ModelTable {
         &self.names
     }
 
+    /// The live state of every deployment of `provider`, with the breaker settings of a
+    /// route that uses it (for active health checks).
+    pub fn deployments_of(&self, provider: &str) -> Vec<(Arc<Health>, BreakerConfig)> {
+        let mut out: Vec<(Arc<Health>, BreakerConfig)> = Vec::new();
+        for r in self
+            .routes
+            .values()
+            .chain(self.wildcards.iter().map(|(_, r)| r))
+        {
+            for d in r
+                .deployments
+                .iter()
+                .filter(|d| &*d.provider.name == provider)
+            {
+                if !out.iter().any(|(h, _)| Arc::ptr_eq(h, &d.health)) {
+                    out.push((d.health.clone(), r.breaker));
+                }
+            }
+        }
+        out
+    }
+
     /// Every deployment's live state, by (provider, model).
     pub fn health(&self) -> &[(Arc<str>, Arc<str>, Arc<Health>)] {
         &self.health
@@ -294,13 +413,14 @@ impl ModelTable {
     /// the route's strategy), then each fallback route's, skipping repeats, open breakers
     /// and deployments the locality rules forbid.
     pub fn plan<'a>(&'a self, route: &'a Route) -> Plan<'a> {
-        let mut plan = Plan {
-            candidates: Vec::with_capacity(route.deployments.len()),
-            skipped_open: 0,
-            skipped_locality: 0,
-        };
+        self.plan_for(route, None)
+    }
+
+    /// [`ModelTable::plan`], leaving out deployments that lack what `needs` asks for.
+    pub fn plan_for<'a>(&'a self, route: &'a Route, needs: Option<&Needs>) -> Plan<'a> {
+        let mut plan = Plan::with_capacity(route.deployments.len());
         // The plain one-deployment route pays for nothing else.
-        if route.deployments.len() == 1 && route.fallbacks.is_empty() {
+        if route.deployments.len() == 1 && route.fallbacks.is_empty() && needs.is_none() {
             let d = &route.deployments[0];
             if self.allowed(route, d) {
                 if d.available() {
@@ -313,11 +433,11 @@ impl ModelTable {
             }
             return plan;
         }
-        self.push_route(route, route, &mut plan);
+        self.push_route(route, route, needs, &mut plan);
         for f in &route.fallbacks {
             if let Some(fr) = self.routes.get(&**f) {
                 // The locality of the requested route still applies to its fallbacks.
-                self.push_route(route, fr, &mut plan);
+                self.push_route(route, fr, needs, &mut plan);
             }
         }
         plan
@@ -339,13 +459,14 @@ impl ModelTable {
     }
 
     /// The plan for fallback route `target` of `requested` (whose locality rules apply).
-    pub fn plan_fallback<'a>(&'a self, requested: &Route, target: &'a Route) -> Plan<'a> {
-        let mut plan = Plan {
-            candidates: Vec::with_capacity(target.deployments.len()),
-            skipped_open: 0,
-            skipped_locality: 0,
-        };
-        self.push_route(requested, target, &mut plan);
+    pub fn plan_fallback<'a>(
+        &'a self,
+        requested: &Route,
+        target: &'a Route,
+        needs: Option<&Needs>,
+    ) -> Plan<'a> {
+        let mut plan = Plan::with_capacity(target.deployments.len());
+        self.push_route(requested, target, needs, &mut plan);
         plan
     }
 
@@ -353,7 +474,13 @@ impl ModelTable {
         d.provider.locality == Locality::OnPrem || !(self.on_prem_only || requested.local_only)
     }
 
-    fn push_route<'a>(&self, requested: &Route, route: &'a Route, plan: &mut Plan<'a>) {
+    fn push_route<'a>(
+        &self,
+        requested: &Route,
+        route: &'a Route,
+        needs: Option<&Needs>,
+        plan: &mut Plan<'a>,
+    ) {
         let mut tier: Vec<&'a Deployment> = Vec::with_capacity(route.deployments.len());
         let mut i = 0;
         while i < route.deployments.len() {
@@ -369,15 +496,19 @@ impl ModelTable {
                 {
                     continue;
                 }
+                let missing = needs.and_then(|n| d.capabilities.missing(n));
                 if !self.allowed(requested, d) {
                     plan.skipped_locality += 1;
+                } else if let Some(m) = missing {
+                    plan.skipped_capability += 1;
+                    plan.missing.get_or_insert(m);
                 } else if !d.available() {
                     plan.skipped_open += 1;
                 } else {
                     tier.push(d);
                 }
             }
-            strategy::order(route.strategy, &mut tier, &route.rr);
+            strategy::order(route.strategy, &mut tier, &route.rr, needs);
             plan.candidates.extend_from_slice(&tier);
         }
     }
@@ -473,16 +604,19 @@ mod plan_tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    const STRATEGIES: [&str; 5] = [
+    const STRATEGIES: [&str; 7] = [
         "weighted",
         "round_robin",
         "least_outstanding",
         "lowest_latency",
         "lowest_cost",
+        "most_headroom",
+        "cheapest_capable",
     ];
 
-    /// Property: whatever the strategy, tiers, breaker states and locality, a plan holds
-    /// exactly the allowed deployments whose breaker lets traffic through, each once, in
+    /// Property: whatever the strategy, tiers, breaker states, learned rate limits, locality
+    /// and the request's needs, a plan holds exactly the allowed, capable deployments whose
+    /// breaker lets traffic through and whose upstream has capacity left, each once, in
     /// non-decreasing priority.
     #[test]
     fn plans_never_hold_open_or_disallowed_deployments() {
@@ -514,10 +648,13 @@ mod plan_tests {
             );
             for i in 0..n {
                 yaml += &format!(
-                    "      - {{provider: p{i}, model: x{i}, weight: {}, priority: {}, price: {{input: {}, output: 1}}}}\n",
+                    "      - {{provider: p{i}, model: x{i}, weight: {}, priority: {}, price: {{input: {}, output: 1}}, capabilities: {{vision: {}, tools: {}, context_window: {}}}}}\n",
                     rng.gen_range(1..5),
                     rng.gen_range(0..3),
-                    rng.gen_range(0..100)
+                    rng.gen_range(0..100),
+                    rng.gen_bool(0.5),
+                    rng.gen_bool(0.5),
+                    rng.gen_range(50..5000),
                 );
             }
             yaml += "      - {provider: onprem, model: local, price: {input: 1, output: 1}}\n";
@@ -531,11 +668,28 @@ mod plan_tests {
                 if rng.gen_bool(0.3) {
                     d.health.record_failure(&open);
                 }
+                if rng.gen_bool(0.3) {
+                    let mut h = http::HeaderMap::new();
+                    h.insert(
+                        "x-ratelimit-remaining-requests",
+                        http::HeaderValue::from(rng.gen_range(0..3)),
+                    );
+                    h.insert("x-ratelimit-limit-requests", http::HeaderValue::from(3));
+                    d.health.learn_rate_limits(&h);
+                }
             }
             for _ in 0..5 {
-                let plan = t.plan(route);
+                let needs = rng.gen_bool(0.5).then(|| Needs {
+                    vision: rng.gen_bool(0.3),
+                    tools: rng.gen_bool(0.3),
+                    prompt_tokens: rng.gen_range(0..3000),
+                    ..Needs::default()
+                });
+                let plan = t.plan_for(route, needs.as_ref());
                 let ok = |d: &Deployment| {
-                    d.health.available() && (!local_only || d.provider.locality == Locality::OnPrem)
+                    d.available()
+                        && (!local_only || d.provider.locality == Locality::OnPrem)
+                        && needs.is_none_or(|n| d.capabilities.missing(&n).is_none())
                 };
                 for d in &plan.candidates {
                     assert!(ok(d), "case {case}: {} should not be planned", d.model);
@@ -551,9 +705,22 @@ mod plan_tests {
                 assert_eq!(
                     plan.candidates.len()
                         + plan.skipped_open as usize
-                        + plan.skipped_locality as usize,
+                        + plan.skipped_locality as usize
+                        + plan.skipped_capability as usize,
                     route.deployments.len()
                 );
+                if strategy == "cheapest_capable" {
+                    if let Some(n) = &needs {
+                        // Within a tier, cheapest estimate first.
+                        assert!(
+                            plan.candidates
+                                .windows(2)
+                                .all(|w| w[0].priority < w[1].priority
+                                    || w[0].estimated_cost(n) <= w[1].estimated_cost(n)),
+                            "case {case}: cheapest first"
+                        );
+                    }
+                }
             }
         }
     }

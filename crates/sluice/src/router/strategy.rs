@@ -1,5 +1,6 @@
 //! Strategies: the order to try the available deployments of one priority tier in.
 
+use super::catalog::Needs;
 use super::Deployment;
 use crate::config::Strategy;
 use rand::Rng;
@@ -10,7 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 const EXPLORE_ONE_IN: u32 = 20;
 
 /// Reorders `tier` (already filtered to available deployments) in place.
-pub fn order(strategy: Strategy, tier: &mut [&Deployment], rr: &AtomicUsize) {
+pub fn order(
+    strategy: Strategy,
+    tier: &mut [&Deployment],
+    rr: &AtomicUsize,
+    needs: Option<&Needs>,
+) {
     if tier.len() < 2 {
         return;
     }
@@ -44,6 +50,24 @@ pub fn order(strategy: Strategy, tier: &mut [&Deployment], rr: &AtomicUsize) {
             }
         }
         Strategy::LowestCost => tier.sort_by_key(|d| d.cost_rank),
+        Strategy::CheapestCapable => match needs {
+            // The plan already left out the incapable; the estimate weighs this request's
+            // prompt and output sizes.
+            Some(n) => tier.sort_by_key(|d| d.estimated_cost(n)),
+            None => tier.sort_by_key(|d| d.cost_rank),
+        },
+        Strategy::MostHeadroom => {
+            // Most remaining capacity first; ties (e.g. nothing known) go to the less loaded,
+            // then to a random rotation. Keys are computed once (each reads the clock).
+            let start = rng.gen_range(0..tier.len());
+            tier.rotate_left(start);
+            tier.sort_by_cached_key(|d| {
+                (
+                    std::cmp::Reverse(d.health.headroom_permille(d.rpm, d.tpm)),
+                    d.health.in_flight.load(Ordering::Relaxed),
+                )
+            });
+        }
     }
 }
 

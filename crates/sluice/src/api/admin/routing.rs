@@ -24,6 +24,10 @@ pub async fn routing(State(app): State<AppState>) -> Response {
                 "ewma_latency_ms": h.ewma_us() as f64 / 1000.0,
                 "in_flight": h.in_flight.load(Ordering::Relaxed),
                 "rpm_used": h.rpm_used(),
+                "tpm_used": h.tpm_used(),
+                // From the upstream's x-ratelimit-* headers, while they hold.
+                "upstream_headroom_permille": h.headroom_permille(None, None),
+                "upstream_exhausted": h.exhausted(),
                 "successes": h.successes.load(Ordering::Relaxed),
                 "failures": h.failures.load(Ordering::Relaxed),
             })

@@ -36,6 +36,33 @@ pub async fn messages(State(app): State<AppState>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    #[derive(serde::Deserialize)]
+    struct ModelOnly<'a> {
+        #[serde(borrow)]
+        model: Option<std::borrow::Cow<'a, str>>,
+        max_tokens: Option<serde_json::Value>,
+    }
+    let head = serde_json::from_slice::<ModelOnly<'_>>(&body).ok();
+    let direct = head.as_ref().is_some_and(|h| {
+        h.max_tokens.is_some()
+            && h.model
+                .as_deref()
+                .is_some_and(|m| passes_through(&app, &parts, m))
+    });
+    drop(head);
+    if direct {
+        // Anthropic to Anthropic: the client's bytes, only the model renamed.
+        let mut req = Request::from_parts(parts, axum::body::Body::from(body));
+        req.headers_mut().remove(http::header::CONTENT_LENGTH);
+        return crate::api::openai::passthrough::handle(
+            &app,
+            req,
+            crate::providers::Endpoint::AnthropicMessages,
+            SURFACE,
+            crate::api::openai::peek::chat,
+        )
+        .await;
+    }
     let creq = match request::decode(&body, true) {
         Ok(r) => r,
         Err(e) => return bad_request(&e),
@@ -63,6 +90,38 @@ pub async fn messages(State(app): State<AppState>, req: Request) -> Response {
             ..
         } => json_response(status, headers, error_body(status.as_u16(), &message)),
     }
+}
+
+/// Whether a request for `model` can go to Anthropic untouched: every deployment it may
+/// reach (its own and its fallback routes') is an Anthropic provider, and no content rule
+/// applies (the guards read OpenAI shapes).
+fn passes_through(app: &AppState, parts: &http::request::Parts, model: &str) -> bool {
+    let gw = app.gateway.load();
+    let Some(route) = gw.models.resolve(model) else {
+        return false;
+    };
+    let anthropic = |r: &crate::router::Route| {
+        !r.deployments.is_empty()
+            && r.deployments
+                .iter()
+                .all(|d| d.provider.kind == crate::config::ProviderKind::Anthropic)
+    };
+    let fallbacks_ok = route
+        .fallbacks
+        .iter()
+        .chain(route.class_fallbacks.iter().flatten())
+        .all(|name| gw.models.resolve(name).is_some_and(|r| anthropic(&r)));
+    if !anthropic(&route) || !fallbacks_ok {
+        return false;
+    }
+    let ctx = parts.extensions.get::<RequestCtx>();
+    let subject = crate::policy::content::Subject {
+        team: ctx.and_then(|c| c.team.as_deref()),
+        key_id: ctx.and_then(|c| c.key_id.as_deref()),
+        model,
+    };
+    gw.config.policies.select(&subject, false).is_empty()
+        && gw.config.policies.select(&subject, true).is_empty()
 }
 
 /// `POST /v1/messages/count_tokens`: exact (Anthropic's own count) when the model's first

@@ -19,8 +19,11 @@ use crate::policy::content::stream::StreamGuard;
 use crate::policy::content::{output, PolicyError, Rule, Subject};
 use crate::policy::limits::RateHeaders;
 use crate::policy::prices::Price;
+use crate::providers::FallbackClass;
 use crate::providers::{Endpoint, UpstreamError, UpstreamErrorKind};
-use crate::router::dispatch::{dispatch, Attempt};
+use crate::router::catalog::Missing;
+use crate::router::classify;
+use crate::router::dispatch::{dispatch, Attempt, Overrides};
 use crate::router::{Deployment, Route};
 use axum::body::Body;
 use axum::extract::Request;
@@ -114,13 +117,36 @@ async fn run(
     let mut vault = guarded.vault;
 
     // route
-    let route = gw
-        .models
-        .resolve(&p.model)
-        .ok_or_else(|| ApiError::ModelNotFound {
-            model: p.model.to_string(),
-            available: super::visible_models(&gw, &ctx.principal),
-        })?;
+    let not_found = || ApiError::ModelNotFound {
+        model: p.model.to_string(),
+        available: super::visible_models(&gw, &ctx.principal),
+    };
+    let mut route = gw.models.resolve(&p.model).ok_or_else(not_found)?;
+    // Only routes that route by the request's shape parse more of the body.
+    let mut shape = None;
+    let mut complexity_reason = None;
+    if let Some(rules) = &route.complexity {
+        let s = classify::shape(&body, p.prompt_bytes, p.max_tokens);
+        let (hard, why) = classify::complexity(rules, &s);
+        let target = if hard { &rules.hard } else { &rules.simple };
+        if let Principal::Key(k) = &ctx.principal {
+            if let Some((by, list)) = k.model_refused_by(target) {
+                return Err(ApiError::ModelNotAllowed {
+                    model: target.clone(),
+                    by: by.to_string(),
+                    allowed: list.clone(),
+                });
+            }
+        }
+        complexity_reason = Some(why);
+        shape = Some(s);
+        route = gw.models.resolve(target).ok_or_else(not_found)?;
+    }
+    let needs = (route.strategy == Strategy::CheapestCapable).then(|| {
+        shape
+            .get_or_insert_with(|| classify::shape(&body, p.prompt_bytes, p.max_tokens))
+            .needs
+    });
 
     // admit
     let mut rate_headers = None;
@@ -134,7 +160,36 @@ async fn run(
         }
     }
 
-    let plan = gw.models.plan(&route);
+    let mut plan = gw.models.plan_for(&route, needs.as_ref());
+    // Nothing capable: a context window too small moves to a larger-context route (the
+    // per-class fallback), anything else is the client's 400 naming what is missing.
+    let mut context_fallback = false;
+    if plan.candidates.is_empty() && plan.skipped_capability > 0 {
+        let missing = plan.missing.unwrap_or(Missing::ContextWindow);
+        if missing == Missing::ContextWindow {
+            for target in gw
+                .models
+                .class_fallbacks(&route, FallbackClass::ContextWindowExceeded)
+            {
+                let more = gw.models.plan_fallback(&route, target, needs.as_ref());
+                if !more.candidates.is_empty() {
+                    plan = more;
+                    context_fallback = true;
+                    break;
+                }
+            }
+        }
+        if !context_fallback {
+            return Err(ApiError::bad_request(
+                format!(
+                    "no deployment of model `{}` supports what this request needs: {}",
+                    p.model,
+                    missing.as_str()
+                ),
+                Some(missing.param()),
+            ));
+        }
+    }
     let mut candidates = plan.candidates;
     let route_local = guarded.route_local.is_some();
     if let Some(rule) = guarded.route_local {
@@ -157,10 +212,14 @@ async fn run(
             },
         });
     }
-    let wants_usage_injected = p.stream && p.include_usage != Some(true);
+    // Anthropic bodies (passed through to Anthropic) always carry usage in their events.
+    let wants_usage_injected =
+        p.stream && p.include_usage != Some(true) && endpoint == Endpoint::ChatCompletions;
     let attempt = Attempt {
         start: ctx.start,
-        timeout: timeout_override(&parts.headers),
+        overrides: timeout_overrides(&parts.headers),
+        stream: p.stream,
+        tokens: estimate(&p, None).0,
     };
 
     // dispatch
@@ -190,7 +249,10 @@ async fn run(
     };
     if let Some((class, mut attempts, mut waited)) = failed_class {
         for target in gw.models.class_fallbacks(&route, class) {
-            let mut more = gw.models.plan_fallback(&route, target).candidates;
+            let mut more = gw
+                .models
+                .plan_fallback(&route, target, needs.as_ref())
+                .candidates;
             if route_local {
                 more.retain(|d| d.provider.locality == Locality::OnPrem);
             }
@@ -241,10 +303,28 @@ async fn run(
     };
     let route_info = RouteInfo {
         attempts: ok.attempts,
-        fallback_reason: ok.fallback_reason,
-        route_reason: route_reason(&route, ok.deployment, plan.skipped_open),
+        fallback_reason: ok
+            .fallback_reason
+            .or(context_fallback.then_some("context_window_exceeded")),
+        route_reason: if let Some(why) = complexity_reason {
+            why
+        } else if ok.hedge.as_ref().is_some_and(|h| h.won_by_hedge) {
+            "hedged"
+        } else {
+            route_reason(&route, ok.deployment, plan.skipped_open)
+        },
     };
     let d = ok.deployment;
+    if let Some(loser) = ok.hedge.as_ref().and_then(|h| h.cancelled) {
+        record_cancelled_hedge(
+            app,
+            ctx,
+            settle_slot.as_ref(),
+            &p,
+            loser,
+            &gw.models.catalog_version,
+        );
+    }
     let Some(mut settle) = settle_slot.take() else {
         return Err(ApiError::Internal("settle state missing".into()));
     };
@@ -277,11 +357,13 @@ async fn run(
             upstream.body,
             strip,
             guard,
-            d.provider.stream_idle_timeout,
+            ok.limits.idle,
             settle,
             d.provider.name.clone(),
         )
-        .holding(ok.in_flight);
+        .holding(ok.in_flight)
+        .prefetched(ok.first_chunk)
+        .ending_by(ok.limits.total.map(|t| ok.sent + t));
         builder = builder
             .header(header::CACHE_CONTROL, "no-cache")
             .header("x-accel-buffering", "no");
@@ -295,7 +377,10 @@ async fn run(
     }
 
     let collect_started = Instant::now();
-    let collected = tokio::time::timeout(d.timeout, upstream.body.collect()).await;
+    let collect_limit = ok.limits.total.map_or(ok.limits.headers, |t| {
+        t.saturating_sub(ok.sent.elapsed()).min(ok.limits.headers)
+    });
+    let collected = tokio::time::timeout(collect_limit, upstream.body.collect()).await;
     let collect_wait = collect_started.elapsed();
     let bytes = match collected {
         Ok(Ok(c)) => c.to_bytes(),
@@ -314,7 +399,9 @@ async fn run(
             let err = ApiError::from(UpstreamError::new(
                 &d.provider.name,
                 d.provider.target(endpoint),
-                UpstreamErrorKind::Timeout { after: d.timeout },
+                UpstreamErrorKind::Timeout {
+                    after: ok.limits.total.unwrap_or(ok.limits.headers),
+                },
             ));
             settle.finish_error(&err);
             return Err(err);
@@ -383,6 +470,10 @@ fn overhead(start: Instant, upstream_wait: std::time::Duration) -> u64 {
 
 // Header names as constants: no parsing per request.
 const X_SLUICE_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-sluice-timeout-ms");
+const X_SLUICE_FIRST_TOKEN_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-sluice-first-token-timeout-ms");
+const X_SLUICE_IDLE_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-sluice-idle-timeout-ms");
+const X_SLUICE_TOTAL_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-sluice-total-timeout-ms");
 const X_SLUICE_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
 const X_SLUICE_ROUTE_REASON: HeaderName = HeaderName::from_static("x-sluice-route-reason");
 const X_SLUICE_FALLBACK_REASON: HeaderName = HeaderName::from_static("x-sluice-fallback-reason");
@@ -418,19 +509,50 @@ fn route_reason(route: &Route, d: &Deployment, skipped_open: u32) -> &'static st
         Strategy::LeastOutstanding => "least_outstanding",
         Strategy::LowestLatency => "lowest_latency",
         Strategy::LowestCost => "lowest_cost",
+        Strategy::MostHeadroom => "most_headroom",
+        Strategy::CheapestCapable => "cheapest_capable",
     }
 }
 
-/// `x-sluice-timeout-ms`: a shorter per-attempt timeout (it never lengthens the configured one).
-fn timeout_override(headers: &http::HeaderMap) -> Option<std::time::Duration> {
-    let ms: u64 = headers
-        .get(&X_SLUICE_TIMEOUT_MS)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    (ms > 0).then(|| std::time::Duration::from_millis(ms))
+/// The client's shorter timeouts, in milliseconds (they never lengthen the configured ones):
+/// `x-sluice-timeout-ms` (response headers), `x-sluice-first-token-timeout-ms`,
+/// `x-sluice-idle-timeout-ms`, `x-sluice-total-timeout-ms`.
+fn timeout_overrides(headers: &http::HeaderMap) -> Overrides {
+    let ms = |name: &HeaderName| -> Option<std::time::Duration> {
+        let ms: u64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    };
+    Overrides {
+        headers: ms(&X_SLUICE_TIMEOUT_MS),
+        first_token: ms(&X_SLUICE_FIRST_TOKEN_TIMEOUT_MS),
+        idle: ms(&X_SLUICE_IDLE_TIMEOUT_MS),
+        total: ms(&X_SLUICE_TOTAL_TIMEOUT_MS),
+    }
+}
+
+/// The attempt a hedge cancelled gets its own usage record (`<request id>:hedge`, status
+/// 499, `hedge_cancelled`): the provider may bill for what it started.
+fn record_cancelled_hedge(
+    app: &AppState,
+    ctx: &RequestCtx,
+    settle: Option<&Settle>,
+    p: &Peek<'_>,
+    loser: &Deployment,
+    catalog_version: &std::sync::Arc<str>,
+) {
+    let mut s = Settle::new(
+        app.sink.clone(),
+        ctx,
+        settle.map_or("openai.chat", |s| s.rec.surface),
+    );
+    s.rec.request_id = format!("{}:hedge", ctx.request_id);
+    s.rec.requested_model = p.model.to_string();
+    s.rec.streamed = p.stream;
+    s.rec.attempts = 1;
+    s.rec.provider = Some(loser.provider.name.clone());
+    s.rec.deployment_model = Some(loser.model.clone());
+    s.set_catalog(loser.price, catalog_version);
+    s.finish(499, Some("hedge_cancelled"));
 }
 
 fn with_route_headers(

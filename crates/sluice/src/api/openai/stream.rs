@@ -156,7 +156,8 @@ impl SseScanner {
                 self.saw_done = true;
             } else if has_usage_object(payload) {
                 if let Some(u) = from_openai_json(payload) {
-                    self.usage = Some(u);
+                    // Anthropic reports input at the start and output at the end.
+                    self.usage = Some(self.usage.map_or(u, |prev| prev.merge(&u)));
                     if self.strip_usage_event && memmem::find(payload, b"\"choices\":[]").is_some()
                     {
                         self.drop_event = true;
@@ -240,6 +241,8 @@ pub struct TapBody {
     deferred_error: Option<BodyError>,
     /// Counts this stream as in flight on its deployment until the body is dropped.
     _in_flight: Option<InFlight>,
+    /// The attempt's total timeout, when one applies.
+    total: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Frames already waiting are merged into one write, up to this size.
@@ -267,7 +270,36 @@ impl TapBody {
             upstream_done: false,
             deferred_error: None,
             _in_flight: None,
+            total: None,
         }
+    }
+
+    /// Starts with a first chunk that dispatch already read (waiting for the first token).
+    #[must_use]
+    pub fn prefetched(mut self, first: Option<(Bytes, Instant)>) -> Self {
+        if let Some((data, at)) = first {
+            self.first_byte = true;
+            if let Some(s) = self.settle.as_mut() {
+                s.rec.ttft_us = Some(s.micros_since_start(at));
+            }
+            let out = self.scanner.feed(data);
+            if self.scanner.blocked {
+                self.finished = true;
+                self.settle(200, Some("content_policy_violation"));
+            }
+            if !out.is_empty() {
+                self.pending = Some(out);
+            }
+        }
+        self
+    }
+
+    /// Ends the stream with an error event at `deadline` (the attempt's total timeout).
+    #[must_use]
+    pub fn ending_by(mut self, deadline: Option<Instant>) -> Self {
+        self.total =
+            deadline.map(|d| Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(d))));
+        self
     }
 
     /// Keeps the deployment's in-flight count up for as long as the stream lives.
@@ -406,6 +438,18 @@ impl Body for TapBody {
                 }
                 Poll::Ready(None) => this.upstream_done = true,
                 Poll::Pending => {
+                    if this
+                        .total
+                        .as_mut()
+                        .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+                    {
+                        let msg = format!(
+                            "upstream provider `{}` did not finish within the total timeout",
+                            this.provider
+                        );
+                        this.fail("upstream_total_timeout", msg);
+                        continue;
+                    }
                     if this.idle.as_mut().poll(cx).is_ready() {
                         let msg = format!(
                             "upstream provider `{}` sent nothing for {}s mid-stream",
