@@ -23,6 +23,9 @@ pub struct RawConfig {
     pub mode: Option<Mode>,
     /// Fallback routes per error class for every route (after the route's own).
     pub fallbacks_by_class: Option<RawClassFallbacks>,
+    /// Usage records: batching, spill file, compliance logging.
+    #[serde(default)]
+    pub usage: super::usage::RawUsage,
 }
 
 /// Fallback routes per error class, each tried in order.

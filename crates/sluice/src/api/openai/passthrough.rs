@@ -72,6 +72,10 @@ async fn run(
     if let Some(s) = settle_slot.as_mut() {
         s.rec.requested_model = p.model.to_string();
         s.rec.streamed = p.stream;
+        let compliance = &gw.config.usage.compliance;
+        if crate::api::settle::compliance_applies(compliance, &app.gov, &ctx.principal) {
+            s.start_capture(&body, compliance.redact.clone());
+        }
     }
 
     // guard_input
@@ -249,6 +253,8 @@ async fn run(
         return Err(ApiError::Internal("settle state missing".into()));
     };
     settle.rec.attempts = ok.attempts;
+    settle.rec.route_reason = Some(route_info.route_reason);
+    settle.rec.fallback_reason = route_info.fallback_reason;
     settle.set_catalog(d.price, &gw.models.catalog_version);
     settle.rec.provider = Some(d.provider.name.clone());
     settle.rec.deployment_model = Some(d.model.clone());
@@ -342,6 +348,7 @@ async fn run(
     let overhead_us = overhead(ctx.start, ok.upstream_wait + collect_wait);
     settle.rec.overhead_us = Some(overhead_us);
     let status = upstream.status.as_u16();
+    settle.capture(&bytes);
     builder = builder.header(header::CONTENT_LENGTH, bytes.len());
     let resp = builder
         .body(Body::from(bytes))
