@@ -51,6 +51,7 @@ pub async fn run(
 
     crate::telemetry::metrics::install();
     crate::telemetry::metrics::spawn_upkeep();
+    crate::telemetry::otel::init();
     let tracker = TaskTracker::new();
     let mut sink_cfg = cfg.usage.sink.clone();
     if sink_cfg.spill_path.is_none() {
@@ -122,6 +123,8 @@ pub async fn run(
     writer.close().await;
     tracing::debug!("usage records flushed");
     tracker.wait().await;
+    // Buffered trace spans go out before exit.
+    let _ = tokio::task::spawn_blocking(crate::telemetry::otel::shutdown).await;
     tracing::info!("shutdown complete");
     Ok(())
 }

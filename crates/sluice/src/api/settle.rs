@@ -12,6 +12,7 @@ use crate::policy::governance::Admission;
 use crate::policy::governance::Governance;
 use crate::policy::prices::Price;
 use crate::store::{Content, UsageRecord, UsageSink};
+use crate::telemetry::otel::RequestTrace;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +27,8 @@ pub struct Settle {
     usage: Option<Usage>,
     /// Prompt and answer text, kept only under compliance logging.
     capture: Option<Box<Capture>>,
+    /// OpenTelemetry: what this request's spans are built from (tracing on only).
+    pub trace: Option<Arc<RequestTrace>>,
 }
 
 /// Compliance logging's copy of the request and its answer.
@@ -63,6 +66,14 @@ impl Settle {
             price: None,
             usage: None,
             capture: None,
+            trace: None,
+        }
+    }
+
+    /// Ends a pipeline step (for its trace span).
+    pub fn mark(&self, step: &'static str) {
+        if let Some(t) = &self.trace {
+            t.mark(step);
         }
     }
 
@@ -132,6 +143,9 @@ impl Settle {
             self.rec.content = Some(Box::new(c.into_content()));
         }
         crate::telemetry::metrics::record(&self.rec);
+        if let Some(t) = self.trace.take() {
+            t.finish(&self.rec);
+        }
         self.sink.record(self.rec);
     }
 

@@ -122,7 +122,19 @@ impl HttpUpstream {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-request-id", v);
         }
-        match self.client.request(req).await {
+        // Tracing on: this attempt's span goes upstream as the W3C parent.
+        let attempt = crate::telemetry::otel::upstream_attempt(provider, &format!("POST {uri}"));
+        if let Some((traceparent, _)) = &attempt {
+            h.insert("traceparent", traceparent.clone());
+        }
+        let result = self.client.request(req).await;
+        if let Some((_, a)) = attempt {
+            match &result {
+                Ok(r) => a.end(Some(r.status().as_u16()), None),
+                Err(e) => a.end(None, Some(e.to_string())),
+            }
+        }
+        match result {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
                 Ok(UpstreamResponse {

@@ -3,6 +3,7 @@
 //! each request's lines carrying its `request_id` (never secrets, never prompt text).
 
 pub mod metrics;
+pub mod otel;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::EnvFilter;

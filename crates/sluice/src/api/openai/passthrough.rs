@@ -44,7 +44,18 @@ pub async fn handle(
         return ApiError::Internal("request context missing".into()).into_response();
     };
     let mut settle = Some(Settle::new(app.sink.clone(), &ctx, surface));
-    match run(app, &ctx, req, endpoint, peek, &mut settle).await {
+    let trace = crate::telemetry::otel::RequestTrace::start(req.headers());
+    let result = match trace {
+        Some(t) => {
+            if let Some(s) = settle.as_mut() {
+                s.trace = Some(t.clone());
+            }
+            t.scope(run(app, &ctx, req, endpoint, peek, &mut settle))
+                .await
+        }
+        None => run(app, &ctx, req, endpoint, peek, &mut settle).await,
+    };
+    match result {
         Ok(resp) => resp,
         Err(e) => {
             if let Some(s) = settle.take() {
@@ -76,6 +87,7 @@ async fn run(
         if crate::api::settle::compliance_applies(compliance, &app.gov, &ctx.principal) {
             s.start_capture(&body, compliance.redact.clone());
         }
+        s.mark("parse");
     }
 
     // guard_input
@@ -116,6 +128,7 @@ async fn run(
         None => (body, p),
     };
     let mut vault = guarded.vault;
+    mark(settle_slot, "guard_input");
 
     // route
     let route = gw
@@ -125,6 +138,8 @@ async fn run(
             model: p.model.to_string(),
             available: super::visible_models(&gw, &ctx.principal),
         })?;
+
+    mark(settle_slot, "route");
 
     // admit
     let mut rate_headers = None;
@@ -138,6 +153,7 @@ async fn run(
         }
     }
 
+    mark(settle_slot, "admit");
     let plan = gw.models.plan(&route);
     let mut candidates = plan.candidates;
     let route_local = guarded.route_local.is_some();
@@ -228,6 +244,7 @@ async fn run(
             }
         }
     }
+    mark(settle_slot, "dispatch");
     let ok = match result {
         Ok(ok) => ok,
         Err(fail) => {
@@ -359,6 +376,12 @@ async fn run(
         with_route_headers(resp, d, overhead_us, &route_info),
         rate_headers,
     ))
+}
+
+fn mark(slot: &Option<Settle>, step: &'static str) {
+    if let Some(s) = slot {
+        s.mark(step);
+    }
 }
 
 /// Output tokens assumed when a request sets no `max_tokens` / `max_completion_tokens`.
