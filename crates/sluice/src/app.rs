@@ -191,7 +191,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Prometheus text exposition (`server.public_metrics` makes it answer without a key).
-async fn metrics() -> Response {
+async fn metrics(State(app): State<AppState>) -> Response {
+    crate::telemetry::metrics::usage_queue_depth(app.sink.depth());
+    crate::telemetry::metrics::breaker_states(&app.gateway.load().models);
     match crate::telemetry::metrics::render() {
         Some(text) => (
             [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -265,7 +267,16 @@ async fn ingress(State(app): State<AppState>, mut req: Request, next: Next) -> R
         team,
         key_id,
     });
-    let resp = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+    let run = AssertUnwindSafe(next.run(req)).catch_unwind();
+    // JSON logs: every line logged while serving the request carries its id.
+    let outcome = if crate::telemetry::json_logs() {
+        use tracing::Instrument;
+        run.instrument(tracing::info_span!("request", request_id = %request_id))
+            .await
+    } else {
+        run.await
+    };
+    let resp = match outcome {
         Ok(r) if anthropic => api::anthropic::to_anthropic_error(r).await,
         Ok(r) => r,
         Err(_) => {

@@ -51,8 +51,13 @@ pub async fn run(
 
     crate::telemetry::metrics::install();
     crate::telemetry::metrics::spawn_upkeep();
+    crate::telemetry::otel::init();
     let tracker = TaskTracker::new();
-    let (sink, writer) = UsageWriter::start(store.clone(), &tracker);
+    let mut sink_cfg = cfg.usage.sink.clone();
+    if sink_cfg.spill_path.is_none() {
+        sink_cfg.spill_path = crate::config::usage::default_spill_path(&cfg.store.url);
+    }
+    let (sink, writer) = UsageWriter::start(store.clone(), &tracker, sink_cfg);
     let limits = Arc::new(MemoryLimits::new(cfg.governance.budget_offset_ms));
     let alerts = AlertSink::start(
         cfg.governance.alert_webhook.clone(),
@@ -85,6 +90,8 @@ pub async fn run(
     tokio::spawn(gov.refresh_until(stop_rx.clone()));
     // Active health checks (providers with `health_check`); also off the tracker.
     tokio::spawn(crate::router::probe::run(state.clone(), stop_rx.clone()));
+    // Not on the tracker either: deleting expired compliance content can wait for next time.
+    tokio::spawn(purge_expired_content(state.clone(), stop_rx.clone()));
     let state_for_signal = state.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -118,8 +125,33 @@ pub async fn run(
     writer.close().await;
     tracing::debug!("usage records flushed");
     tracker.wait().await;
+    // Buffered trace spans go out before exit.
+    let _ = tokio::task::spawn_blocking(crate::telemetry::otel::shutdown).await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Compliance logging's retention: deletes stored prompts and answers older than
+/// `usage.compliance.retention`, at start and then every tenth of the retention (at most
+/// hourly, at least every second).
+async fn purge_expired_content(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let retention = state.gateway.load().config.usage.compliance.retention;
+        let cutoff = app::unix_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
+        match state.store.purge_content(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "purged compliance content past its retention"),
+            Err(e) => tracing::warn!("purging compliance content: {e}"),
+        }
+        let every = (retention / 10).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(3600),
+        );
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 fn announce(cfg: &Config, addr: SocketAddr) {

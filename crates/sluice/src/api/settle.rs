@@ -4,11 +4,15 @@
 
 use crate::api::RequestCtx;
 use crate::canonical::Usage;
+use crate::config::usage::ComplianceConfig;
 use crate::error::ApiError;
 use crate::policy::auth::Principal;
+use crate::policy::content::{scan, Rule, Vault};
 use crate::policy::governance::Admission;
+use crate::policy::governance::Governance;
 use crate::policy::prices::Price;
-use crate::store::{UsageRecord, UsageSink};
+use crate::store::{Content, UsageRecord, UsageSink};
+use crate::telemetry::otel::RequestTrace;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +25,21 @@ pub struct Settle {
     /// The price of the deployment that answered.
     pub price: Option<Price>,
     usage: Option<Usage>,
+    /// Prompt and answer text, kept only under compliance logging.
+    capture: Option<Box<Capture>>,
+    /// OpenTelemetry: what this request's spans are built from (tracing on only).
+    pub trace: Option<Arc<RequestTrace>>,
 }
+
+/// Compliance logging's copy of the request and its answer.
+struct Capture {
+    prompt: Vec<u8>,
+    response: Vec<u8>,
+    redact: Option<Arc<Rule>>,
+}
+
+/// The most of a prompt or an answer compliance logging keeps (the rest is cut off).
+const CAPTURE_LIMIT: usize = 4 << 20;
 
 impl Settle {
     pub fn new(sink: UsageSink, ctx: &RequestCtx, surface: &'static str) -> Self {
@@ -47,6 +65,33 @@ impl Settle {
             admission: None,
             price: None,
             usage: None,
+            capture: None,
+            trace: None,
+        }
+    }
+
+    /// Ends a pipeline step (for its trace span).
+    pub fn mark(&self, step: &'static str) {
+        if let Some(t) = &self.trace {
+            t.mark(step);
+        }
+    }
+
+    /// Starts keeping the prompt and answer (compliance logging applies to this caller).
+    pub fn start_capture(&mut self, prompt: &[u8], redact: Option<Arc<Rule>>) {
+        self.capture = Some(Box::new(Capture {
+            prompt: prompt[..prompt.len().min(CAPTURE_LIMIT)].to_vec(),
+            response: Vec::new(),
+            redact,
+        }));
+    }
+
+    /// Appends what the client received (no-op without compliance logging).
+    pub fn capture(&mut self, chunk: &[u8]) {
+        if let Some(c) = self.capture.as_mut() {
+            let room = CAPTURE_LIMIT.saturating_sub(c.response.len());
+            c.response
+                .extend_from_slice(&chunk[..chunk.len().min(room)]);
         }
     }
 
@@ -61,6 +106,7 @@ impl Settle {
             self.rec.output_tokens = Some(u.output_tokens);
             self.rec.cached_input_tokens = Some(u.cached_input_tokens);
             self.rec.reasoning_tokens = Some(u.reasoning_tokens);
+            self.rec.cache_write_tokens = Some(u.cache_write_tokens);
             self.usage = Some(u);
         }
     }
@@ -94,7 +140,13 @@ impl Settle {
             };
             a.settle(tokens, charged);
         }
+        if let Some(c) = self.capture.take() {
+            self.rec.content = Some(Box::new(c.into_content()));
+        }
         crate::telemetry::metrics::record(&self.rec);
+        if let Some(t) = self.trace.take() {
+            t.finish(&self.rec);
+        }
         self.sink.record(self.rec);
     }
 
@@ -102,4 +154,51 @@ impl Settle {
         let status = err.status_code().as_u16();
         self.finish(status, Some(err.class()));
     }
+}
+
+impl Capture {
+    fn into_content(self) -> Content {
+        let redact = self.redact.clone();
+        let text = |b: Vec<u8>| {
+            let t = String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            match &redact {
+                Some(rule) => scan::apply(rule, &t, &mut Vault::default())
+                    .rewritten
+                    .unwrap_or(t),
+                None => t,
+            }
+        };
+        let Capture {
+            prompt, response, ..
+        } = self;
+        Content {
+            prompt: text(prompt),
+            response: text(response),
+        }
+    }
+}
+
+fn flag_on(meta: &serde_json::Map<String, serde_json::Value>) -> bool {
+    match meta.get("compliance_log") {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => s == "true",
+        _ => false,
+    }
+}
+
+/// Whether compliance logging keeps this caller's prompts and answers: its key or team is
+/// listed in `usage.compliance`, or has `compliance_log: true` in its metadata (admin API).
+pub fn compliance_applies(cfg: &ComplianceConfig, gov: &Governance, p: &Principal) -> bool {
+    let Principal::Key(k) = p else {
+        return false;
+    };
+    if cfg.keys.iter().any(|id| **id == *k.id) || flag_on(&k.record.metadata) {
+        return true;
+    }
+    let Some(team) = k.team.as_deref() else {
+        return false;
+    };
+    cfg.teams.iter().any(|t| t == team)
+        || gov.index().team(team).is_some_and(|t| flag_on(&t.metadata))
 }

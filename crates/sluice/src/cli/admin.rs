@@ -287,6 +287,17 @@ pub fn teams(conn: &Conn, cmd: TeamsCommand) -> anyhow::Result<()> {
 }
 
 fn call(conn: &Conn, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let bytes = call_raw(conn, method, path, body)?;
+    serde_json::from_slice(&bytes).context("the gateway's answer is not JSON")
+}
+
+/// Calls the admin API; the body of a 2xx answer, or the error's message.
+pub(crate) fn call_raw(
+    conn: &Conn,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Bytes> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -309,17 +320,17 @@ fn call(conn: &Conn, method: &str, path: &str, body: Option<Value>) -> anyhow::R
             .with_context(|| format!("calling {url}"))?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
-        let v: Value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| json!({"error": {"message": String::from_utf8_lossy(&bytes)}}));
         if !status.is_success() {
+            let v: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| json!({"error": {"message": String::from_utf8_lossy(&bytes)}}));
             let msg = v["error"]["message"].as_str().unwrap_or("request failed");
             bail!("{status}: {msg}");
         }
-        Ok(v)
+        Ok(bytes)
     })
 }
 
-fn cell(v: &Value) -> String {
+pub(crate) fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),

@@ -1,7 +1,8 @@
 //! The `sluice` command line: `serve`, `config check`, and the admin commands `keys`,
-//! `users` and `teams` (see [`admin`]).
+//! `users` and `teams` (see [`admin`]), and `usage` (see [`usage`]).
 
 pub mod admin;
+pub mod usage;
 
 use crate::config::{self, Config};
 use crate::server;
@@ -47,6 +48,14 @@ pub enum Command {
         conn: admin::Conn,
         #[command(subcommand)]
         command: admin::TeamsCommand,
+    },
+    /// Usage and cost analytics, performance, the request log and the compliance export
+    /// (`sluice usage --by team,model --since 7d`).
+    Usage {
+        #[command(flatten)]
+        conn: admin::Conn,
+        #[command(flatten)]
+        args: Box<usage::UsageArgs>,
     },
 }
 
@@ -94,6 +103,7 @@ pub fn main() -> i32 {
         Command::Keys { conn, command } => exit_code(admin::keys(&conn, command)),
         Command::Teams { conn, command } => exit_code(admin::teams(&conn, command)),
         Command::Users { conn, command } => exit_code(admin::users(&conn, command)),
+        Command::Usage { conn, args } => exit_code(usage::run(&conn, *args)),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match config::load(Some(&file), &config::process_env) {

@@ -9,6 +9,7 @@ pub mod responses;
 pub mod routing;
 pub mod secret;
 pub mod units;
+pub mod usage;
 mod validate;
 
 pub use raw::{DataPolicy, Locality, Mode, Strategy};
@@ -42,6 +43,8 @@ pub struct Config {
     pub mode: Mode,
     /// Global fallback routes per error class, indexed by `FallbackClass::index`.
     pub class_fallbacks: ClassFallbacks,
+    /// Usage records: batching, spilling, compliance logging.
+    pub usage: usage::UsageConfig,
     /// Where this came from, for start-up messages.
     pub source: Option<PathBuf>,
 }

@@ -26,6 +26,9 @@ pub struct RawConfig {
     /// Stored Responses API objects: retention.
     #[serde(default)]
     pub responses: super::responses::RawResponses,
+    /// Usage records: batching, spill file, compliance logging.
+    #[serde(default)]
+    pub usage: super::usage::RawUsage,
 }
 
 /// Fallback routes per error class, each tried in order.

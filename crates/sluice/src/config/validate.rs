@@ -392,6 +392,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
 
     let model_set = model_names.keys().cloned().collect();
     let policies = super::policies::policies(raw.policies, &model_set, &mut errs);
+    let usage = super::usage::validate(raw.usage, &mut errs);
 
     if !errs.is_empty() {
         return Err(errs);
@@ -417,6 +418,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         policies: std::sync::Arc::new(policies),
         mode: raw.mode.unwrap_or_default(),
         class_fallbacks: global_class,
+        usage,
         source: None,
     })
 }

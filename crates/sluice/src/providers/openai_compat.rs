@@ -58,10 +58,23 @@ pub fn pooled_client(cfg: &ProviderConfig) -> HttpsClient {
 pub async fn execute(
     client: &HttpsClient,
     provider: &Arc<str>,
-    req: http::Request<Full<Bytes>>,
+    mut req: http::Request<Full<Bytes>>,
     target: &str,
 ) -> Result<UpstreamResponse, UpstreamError> {
-    match client.request(req).await {
+    // Tracing on: this attempt's span goes upstream as the W3C parent (added after any
+    // request signing, so it is not part of a SigV4 signature).
+    let attempt = crate::telemetry::otel::upstream_attempt(provider, target);
+    if let Some((traceparent, _)) = &attempt {
+        req.headers_mut().insert("traceparent", traceparent.clone());
+    }
+    let result = client.request(req).await;
+    if let Some((_, a)) = attempt {
+        match &result {
+            Ok(r) => a.end(Some(r.status().as_u16()), None),
+            Err(e) => a.end(None, Some(e.to_string())),
+        }
+    }
+    match result {
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
             Ok(UpstreamResponse {

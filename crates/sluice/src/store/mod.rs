@@ -2,16 +2,21 @@
 //! batching sink that keeps database writes off the request path.
 
 pub mod gov;
+pub mod query;
 pub mod responses;
+pub mod row;
 pub mod sink;
+mod spill;
 pub mod sqlite;
 
 use std::future::Future;
 use std::sync::Arc;
 
-pub use sink::{UsageSink, UsageWriter};
+pub use row::UsageRow;
+pub use sink::{SinkConfig, UsageSink, UsageWriter};
 
-/// One inference request, whatever its outcome. Never holds a secret or prompt text.
+/// One inference request, whatever its outcome. Never holds a secret; prompt and answer
+/// text only in `content`, and only when compliance logging applies to the caller.
 #[derive(Debug, Clone, Default)]
 pub struct UsageRecord {
     pub request_id: String,
@@ -31,10 +36,16 @@ pub struct UsageRecord {
     pub output_tokens: Option<u64>,
     pub cached_input_tokens: Option<u64>,
     pub reasoning_tokens: Option<u64>,
+    /// Input tokens written to the provider's prompt cache (providers that report it).
+    pub cache_write_tokens: Option<u64>,
     pub latency_us: u64,
     pub ttft_us: Option<u64>,
     pub overhead_us: Option<u64>,
     pub attempts: u32,
+    /// Why the answering deployment was chosen (`weighted`, `single`, `fallback_route`, ...).
+    pub route_reason: Option<&'static str>,
+    /// Why an earlier attempt was given up, when one was (`rate_limited`, `server_error`, ...).
+    pub fallback_reason: Option<&'static str>,
     /// The virtual key's id and visible prefix, its team and user (never the key itself).
     pub key_id: Option<Arc<str>>,
     pub key_prefix: Option<Arc<str>>,
@@ -47,6 +58,17 @@ pub struct UsageRecord {
     pub catalog_version: Option<Arc<str>>,
     /// Content policy hits (rule, action, stage, count; never the matched text).
     pub policy_hits: Vec<crate::policy::content::PolicyHit>,
+    /// Prompt and answer, for callers under compliance logging (already redacted if asked).
+    pub content: Option<Box<Content>>,
+}
+
+/// What compliance logging keeps of one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Content {
+    /// The request body as the client sent it (JSON text).
+    pub prompt: String,
+    /// The answer as the client received it (JSON text, or the SSE text of a stream).
+    pub response: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +83,13 @@ pub enum StoreError {
 
 /// Where usage records end up.
 pub trait UsageStore: Send + Sync + 'static {
-    fn write_batch(
+    fn write_batch(&self, rows: &[UsageRow])
+        -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Like `write_batch`, but skips rows already stored (same request id and time): used when
+    /// replaying spilled records, which a store that came back late may already hold.
+    fn write_batch_dedup(
         &self,
-        records: &[UsageRecord],
+        rows: &[UsageRow],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -79,6 +79,12 @@ struct Handles {
     overhead: metrics::Histogram,
     tokens_in: metrics::Counter,
     tokens_out: metrics::Counter,
+    tokens_cached: metrics::Counter,
+    tokens_cache_write: metrics::Counter,
+    tokens_reasoning: metrics::Counter,
+    cost: metrics::Counter,
+    retries: metrics::Counter,
+    tokens_per_second: metrics::Histogram,
 }
 
 #[derive(Hash, PartialEq, Eq)]
@@ -140,9 +146,42 @@ fn handles(mut l: LabelSet) -> Arc<Handles> {
         ),
         tokens_out: metrics::counter!(
             "sluice_tokens_total",
+            "model" => model.clone(),
+            "provider" => provider.clone(),
+            "kind" => "output",
+        ),
+        tokens_cached: metrics::counter!(
+            "sluice_tokens_total",
+            "model" => model.clone(),
+            "provider" => provider.clone(),
+            "kind" => "cached_input",
+        ),
+        tokens_cache_write: metrics::counter!(
+            "sluice_tokens_total",
+            "model" => model.clone(),
+            "provider" => provider.clone(),
+            "kind" => "cache_write",
+        ),
+        tokens_reasoning: metrics::counter!(
+            "sluice_tokens_total",
+            "model" => model.clone(),
+            "provider" => provider.clone(),
+            "kind" => "reasoning",
+        ),
+        cost: metrics::counter!(
+            "sluice_cost_micro_usd_total",
+            "model" => model.clone(),
+            "provider" => provider.clone(),
+        ),
+        retries: metrics::counter!(
+            "sluice_retries_total",
+            "model" => model.clone(),
+            "provider" => provider.clone(),
+        ),
+        tokens_per_second: metrics::histogram!(
+            "sluice_output_tokens_per_second",
             "model" => model,
             "provider" => provider,
-            "kind" => "output",
         ),
     });
     if let Ok(mut map) = cache.lock() {
@@ -183,6 +222,59 @@ pub fn record(rec: &UsageRecord) {
     }
     if let Some(n) = rec.output_tokens.filter(|n| *n > 0) {
         h.tokens_out.increment(n);
+        // Generation speed: output tokens over the time after the first token (streams) or
+        // the whole request (JSON answers).
+        let gen_us = rec
+            .latency_us
+            .saturating_sub(rec.ttft_us.unwrap_or(0))
+            .max(1);
+        if rec.status < 400 {
+            h.tokens_per_second.record(n as f64 * 1e6 / gen_us as f64);
+        }
+    }
+    for (n, c) in [
+        (rec.cached_input_tokens, &h.tokens_cached),
+        (rec.cache_write_tokens, &h.tokens_cache_write),
+        (rec.reasoning_tokens, &h.tokens_reasoning),
+    ] {
+        if let Some(n) = n.filter(|n| *n > 0) {
+            c.increment(n);
+        }
+    }
+    if let Some(c) = rec.cost_micro_usd.filter(|c| *c > 0) {
+        h.cost.increment(c.unsigned_abs());
+    }
+    if rec.attempts > 1 {
+        h.retries.increment(u64::from(rec.attempts - 1));
+    }
+    if let Some(reason) = rec.fallback_reason {
+        metrics::counter!(
+            "sluice_fallbacks_total",
+            "model" => h_model(rec),
+            "reason" => reason,
+        )
+        .increment(1);
+    }
+    if rec.status >= 400 {
+        if let (Some(provider), Some(class)) = (rec.provider.as_deref(), rec.error_class) {
+            if rec.attempts > 0 {
+                metrics::counter!(
+                    "sluice_upstream_errors_total",
+                    "provider" => provider.to_string(),
+                    "class" => class,
+                )
+                .increment(1);
+            }
+        }
+        if let Some(
+            reason @ ("rate_limited"
+            | "budget_exceeded"
+            | "model_not_allowed"
+            | "content_policy_violation"),
+        ) = rec.error_class
+        {
+            metrics::counter!("sluice_rejections_total", "reason" => reason).increment(1);
+        }
     }
     for hit in &rec.policy_hits {
         metrics::counter!(
@@ -192,6 +284,57 @@ pub fn record(rec: &UsageRecord) {
             "stage" => hit.stage,
         )
         .increment(u64::from(hit.count));
+    }
+}
+
+fn h_model(rec: &UsageRecord) -> String {
+    if rec.provider.is_some() {
+        rec.requested_model.clone()
+    } else {
+        "unknown".to_string()
+    }
+}
+
+/// Usage sink: records waiting in the queue.
+pub fn usage_queue_depth(n: usize) {
+    metrics::gauge!("sluice_usage_queue_depth").set(n as f64);
+}
+
+/// Usage sink: records written to the store.
+pub fn usage_written(n: usize) {
+    metrics::counter!("sluice_usage_records_written_total").increment(n as u64);
+}
+
+/// Usage sink: records appended to the spill file (store slow or down, or queue full).
+pub fn usage_spilled(n: usize) {
+    metrics::counter!("sluice_usage_spilled_total").increment(n as u64);
+}
+
+/// Usage sink: spilled records replayed into the store.
+pub fn usage_replayed(n: usize) {
+    metrics::counter!("sluice_usage_replayed_total").increment(n as u64);
+}
+
+/// Usage sink: records lost (spill file unwritable, or no spill file).
+pub fn usage_dropped(n: usize) {
+    metrics::counter!("sluice_usage_dropped_total").increment(n as u64);
+}
+
+/// Circuit breaker state per deployment (0 closed, 1 half-open, 2 open), set at scrape time.
+pub fn breaker_states(models: &crate::router::ModelTable) {
+    use crate::router::health::BreakerState;
+    for (provider, model, h) in models.health() {
+        let v = match h.state() {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        };
+        metrics::gauge!(
+            "sluice_breaker_state",
+            "provider" => provider.to_string(),
+            "deployment" => model.to_string(),
+        )
+        .set(v);
     }
 }
 

@@ -10,6 +10,7 @@ mod input;
 mod keys;
 mod routing;
 mod teams;
+mod usage;
 mod users;
 
 use crate::api::RequestCtx;
@@ -46,6 +47,10 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/keys/{id}", get(keys::get_one).patch(keys::update))
         .route("/admin/keys/{id}/revoke", post(keys::revoke))
         .route("/admin/keys/{id}/rotate", post(keys::rotate))
+        .route("/admin/usage", get(usage::usage))
+        .route("/admin/usage/export", get(usage::export))
+        .route("/admin/performance", get(usage::performance))
+        .route("/admin/requests", get(usage::requests))
 }
 
 /// What an admin caller may reach.
@@ -207,7 +212,11 @@ fn openapi_document() -> serde_json::Value {
             "/admin/keys/{id}": {"get": op("Get a key", None), "patch": op("Update a key", Some("Key"))},
             "/admin/keys/{id}/revoke": {"post": op("Revoke a key", None)},
             "/admin/keys/{id}/rotate": {"post": op("Replace a key's secret; the old one works for the grace period", Some("Rotate"))},
-            "/v1/key/info": {"get": op("The calling key's limits and remaining budget", None)}
+            "/v1/key/info": {"get": op("The calling key's limits and remaining budget", None)},
+            "/admin/usage": {"get": op("Usage totals: filters since, until, key, user, team, model, provider, deployment, status, surface, error_class; group_by any of those plus hour, day, week or month", None)},
+            "/admin/performance": {"get": op("Per deployment latency, TTFT, tokens per second, error and fallback rates (same filters and group_by)", None)},
+            "/admin/requests": {"get": op("The request log, newest first: same filters, limit, cursor, include_content", None)},
+            "/admin/usage/export": {"get": op("Compliance log (records with prompt and answer) as JSONL; all=true exports every record", None)}
         }
     })
 }

@@ -47,7 +47,18 @@ pub async fn handle(
         return ApiError::Internal("request context missing".into()).into_response();
     };
     let mut settle = Some(Settle::new(app.sink.clone(), &ctx, surface));
-    match run(app, &ctx, req, endpoint, peek, &mut settle).await {
+    let trace = crate::telemetry::otel::RequestTrace::start(req.headers());
+    let result = match trace {
+        Some(t) => {
+            if let Some(s) = settle.as_mut() {
+                s.trace = Some(t.clone());
+            }
+            t.scope(run(app, &ctx, req, endpoint, peek, &mut settle))
+                .await
+        }
+        None => run(app, &ctx, req, endpoint, peek, &mut settle).await,
+    };
+    match result {
         Ok(resp) => resp,
         Err(e) => {
             if let Some(s) = settle.take() {
@@ -75,6 +86,11 @@ async fn run(
     if let Some(s) = settle_slot.as_mut() {
         s.rec.requested_model = p.model.to_string();
         s.rec.streamed = p.stream;
+        let compliance = &gw.config.usage.compliance;
+        if crate::api::settle::compliance_applies(compliance, &app.gov, &ctx.principal) {
+            s.start_capture(&body, compliance.redact.clone());
+        }
+        s.mark("parse");
     }
 
     // guard_input
@@ -115,6 +131,7 @@ async fn run(
         None => (body, p),
     };
     let mut vault = guarded.vault;
+    mark(settle_slot, "guard_input");
 
     // route
     let not_found = || ApiError::ModelNotFound {
@@ -148,6 +165,8 @@ async fn run(
             .needs
     });
 
+    mark(settle_slot, "route");
+
     // admit
     let mut rate_headers = None;
     if let Principal::Key(k) = &ctx.principal {
@@ -160,6 +179,7 @@ async fn run(
         }
     }
 
+    mark(settle_slot, "admit");
     let mut plan = gw.models.plan_for(&route, needs.as_ref());
     // Nothing capable: a context window too small moves to a larger-context route (the
     // per-class fallback), anything else is the client's 400 naming what is missing.
@@ -286,6 +306,7 @@ async fn run(
             }
         }
     }
+    mark(settle_slot, "dispatch");
     let ok = match result {
         Ok(ok) => ok,
         Err(fail) => {
@@ -329,6 +350,8 @@ async fn run(
         return Err(ApiError::Internal("settle state missing".into()));
     };
     settle.rec.attempts = ok.attempts;
+    settle.rec.route_reason = Some(route_info.route_reason);
+    settle.rec.fallback_reason = route_info.fallback_reason;
     settle.set_catalog(d.price, &gw.models.catalog_version);
     settle.rec.provider = Some(d.provider.name.clone());
     settle.rec.deployment_model = Some(d.model.clone());
@@ -432,6 +455,7 @@ async fn run(
     let overhead_us = overhead(ctx.start, ok.upstream_wait + collect_wait);
     settle.rec.overhead_us = Some(overhead_us);
     let status = upstream.status.as_u16();
+    settle.capture(&bytes);
     builder = builder.header(header::CONTENT_LENGTH, bytes.len());
     let resp = builder
         .body(Body::from(bytes))
@@ -442,6 +466,12 @@ async fn run(
         with_route_headers(resp, d, overhead_us, &route_info),
         rate_headers,
     ))
+}
+
+fn mark(slot: &Option<Settle>, step: &'static str) {
+    if let Some(s) = slot {
+        s.mark(step);
+    }
 }
 
 /// Output tokens assumed when a request sets no `max_tokens` / `max_completion_tokens`.

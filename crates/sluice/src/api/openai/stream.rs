@@ -394,6 +394,9 @@ impl Body for TapBody {
                 let tail = this.scanner.finish();
                 this.finished = true;
                 let class = this.scanner.blocked.then_some("content_policy_violation");
+                if let Some(s) = this.settle.as_mut() {
+                    s.capture(&tail);
+                }
                 this.settle(200, class);
                 if !tail.is_empty() {
                     return Poll::Ready(Some(Ok(Frame::data(tail))));
@@ -421,6 +424,9 @@ impl Body for TapBody {
                     } else {
                         this.coalesce(first, cx)
                     };
+                    if let Some(s) = this.settle.as_mut() {
+                        s.capture(&out);
+                    }
                     if this.scanner.blocked {
                         this.finished = true;
                         this.settle(200, Some("content_policy_violation"));

@@ -1,0 +1,325 @@
+//! `sluice usage ...`: usage analytics, performance, the request log and the compliance
+//! export, through a running gateway's admin API; tables, CSV or JSON.
+
+use super::admin::{call_raw, cell, Conn};
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::Value;
+use std::io::Write;
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct UsageFilters {
+    /// Start: `7d`, `24h`, `30m` ago, unix seconds, or `2026-11-01T00:00:00Z`.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// End (exclusive), same forms as --since.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Virtual key id.
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub team: Option<String>,
+    /// Requested model name.
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// ok, error, or a status code such as 429.
+    #[arg(long)]
+    pub status: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct UsageArgs {
+    #[command(subcommand)]
+    pub command: Option<UsageCommand>,
+    /// Group by: key, user, team, model, provider, deployment, status, surface, error_class,
+    /// and at most one of hour, day, week, month (comma-separated).
+    #[arg(long)]
+    pub by: Option<String>,
+    #[command(flatten)]
+    pub filters: UsageFilters,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsageCommand {
+    /// Latency, TTFT, tokens per second, error and fallback rates per provider/deployment.
+    Performance {
+        #[arg(long)]
+        by: Option<String>,
+        #[command(flatten)]
+        filters: UsageFilters,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The request log, newest first.
+    Requests {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        filters: UsageFilters,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The compliance log (records with prompt and answer) as JSONL on stdout.
+    Export {
+        /// Every record, not only those with stored content.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filters: UsageFilters,
+    },
+}
+
+/// Percent-encodes a query value.
+fn enc(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b',' | b':') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn query(f: &UsageFilters, extra: &[(&str, Option<String>)]) -> String {
+    let mut parts = Vec::new();
+    for (k, v) in [
+        ("since", &f.since),
+        ("until", &f.until),
+        ("key", &f.key),
+        ("user", &f.user),
+        ("team", &f.team),
+        ("model", &f.model),
+        ("provider", &f.provider),
+        ("status", &f.status),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{k}={}", enc(v)));
+        }
+    }
+    for (k, v) in extra {
+        if let Some(v) = v {
+            parts.push(format!("{k}={}", enc(v)));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+pub fn run(conn: &Conn, args: UsageArgs) -> anyhow::Result<()> {
+    match args.command {
+        None => {
+            let by = args.by.clone();
+            let v = get(
+                conn,
+                &format!(
+                    "/admin/usage{}",
+                    query(&args.filters, &[("group_by", by.clone())])
+                ),
+            )?;
+            let mut cols = group_columns(by.as_deref());
+            cols.extend([
+                "requests",
+                "input_tokens",
+                "output_tokens",
+                "cached_input_tokens",
+                "cost_usd",
+                "errors",
+                "p50_latency_ms",
+                "p95_latency_ms",
+            ]);
+            print_rows(&v["rows"], &cols, pick(conn, args.format))
+        }
+        Some(UsageCommand::Performance {
+            by,
+            filters,
+            format,
+        }) => {
+            let v = get(
+                conn,
+                &format!(
+                    "/admin/performance{}",
+                    query(&filters, &[("group_by", by.clone())])
+                ),
+            )?;
+            let mut cols = group_columns(by.as_deref().or(Some("provider,deployment")));
+            cols.extend([
+                "requests",
+                "error_rate",
+                "fallback_rate",
+                "p50_latency_ms",
+                "p95_latency_ms",
+                "p50_ttft_ms",
+                "p95_ttft_ms",
+                "output_tokens_per_second",
+            ]);
+            print_rows(&v["rows"], &cols, pick(conn, format))
+        }
+        Some(UsageCommand::Requests {
+            limit,
+            filters,
+            format,
+        }) => {
+            let v = get(
+                conn,
+                &format!(
+                    "/admin/requests{}",
+                    query(&filters, &[("limit", Some(limit.to_string()))])
+                ),
+            )?;
+            let cols = vec![
+                "time",
+                "request_id",
+                "key_prefix",
+                "team",
+                "requested_model",
+                "provider",
+                "status",
+                "error_class",
+                "input_tokens",
+                "output_tokens",
+                "cost_usd",
+                "latency_us",
+            ];
+            print_rows(&v["data"], &cols, pick(conn, format))
+        }
+        Some(UsageCommand::Export { all, filters }) => {
+            let path = format!(
+                "/admin/usage/export{}",
+                query(&filters, &[("all", all.then(|| "true".to_string()))])
+            );
+            let bytes = call_raw(conn, "GET", &path, None)?;
+            std::io::stdout().lock().write_all(&bytes)?;
+            Ok(())
+        }
+    }
+}
+
+/// `--json` (shared by every admin command) wins over `--format`.
+fn pick(conn: &Conn, format: Format) -> Format {
+    if conn.json {
+        Format::Json
+    } else {
+        format
+    }
+}
+
+fn get(conn: &Conn, path: &str) -> anyhow::Result<Value> {
+    let bytes = call_raw(conn, "GET", path, None)?;
+    serde_json::from_slice(&bytes).context("the gateway's answer is not JSON")
+}
+
+fn group_columns(by: Option<&str>) -> Vec<&'static str> {
+    let mut cols = Vec::new();
+    for part in by.unwrap_or("").split(',').map(str::trim) {
+        let c = match part {
+            "hour" | "day" | "week" | "month" => "bucket",
+            "key" | "key_id" => "key",
+            "user" => "user",
+            "team" => "team",
+            "model" => "model",
+            "provider" => "provider",
+            "deployment" | "deployment_model" => "deployment",
+            "status" => "status",
+            "surface" => "surface",
+            "error" | "error_class" => "error_class",
+            _ => continue,
+        };
+        if c == "bucket" {
+            cols.insert(0, c);
+        } else {
+            cols.push(c);
+        }
+    }
+    cols
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn print_rows(rows: &Value, cols: &[&str], format: Format) -> anyhow::Result<()> {
+    let empty = Vec::new();
+    let rows = rows.as_array().unwrap_or(&empty);
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(rows)?)?,
+        Format::Csv => {
+            writeln!(out, "{}", cols.join(","))?;
+            for r in rows {
+                let line: Vec<String> = cols
+                    .iter()
+                    .map(|c| match &r[*c] {
+                        Value::Null => String::new(),
+                        v => csv_cell(&cell(v)),
+                    })
+                    .collect();
+                writeln!(out, "{}", line.join(","))?;
+            }
+        }
+        Format::Table => {
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| cols.iter().map(|c| cell(&r[*c])).collect())
+                .collect();
+            let widths: Vec<usize> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    table
+                        .iter()
+                        .map(|r| r[i].len())
+                        .max()
+                        .unwrap_or(0)
+                        .max(c.len())
+                })
+                .collect();
+            let line = |cells: Vec<String>| {
+                cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            };
+            writeln!(
+                out,
+                "{}",
+                line(cols.iter().map(|c| c.to_uppercase()).collect())
+            )?;
+            for r in table {
+                writeln!(out, "{}", line(r))?;
+            }
+            if rows.is_empty() {
+                writeln!(out, "(no usage in this range)")?;
+            }
+        }
+    }
+    Ok(())
+}

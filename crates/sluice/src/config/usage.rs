@@ -1,0 +1,175 @@
+//! The `usage:` section: how usage records are batched and spilled, and compliance logging
+//! (who gets prompts and answers stored, redaction, retention).
+
+use super::units::parse_duration;
+use super::ConfigError;
+use crate::policy::content::detectors::Detector;
+use crate::policy::content::{Action, Rule, Scope, Stage};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsage {
+    pub queue_capacity: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub flush_interval: Option<String>,
+    pub store_timeout: Option<String>,
+    pub retry_interval: Option<String>,
+    /// Default: beside the SQLite file, `<db>.usage-spill.jsonl`.
+    pub spill_path: Option<PathBuf>,
+    #[serde(default)]
+    pub compliance: RawCompliance,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompliance {
+    /// Teams whose requests are logged with prompt and answer.
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// Virtual key ids whose requests are logged with prompt and answer.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Built-in detectors whose matches are redacted before storing (`email`, ...).
+    #[serde(default)]
+    pub redact: Vec<String>,
+    /// How long stored prompts and answers are kept (`30d`, `12h`); default 30 days.
+    pub retention: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UsageConfig {
+    pub sink: crate::store::SinkConfig,
+    pub compliance: ComplianceConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ComplianceConfig {
+    pub teams: Vec<String>,
+    pub keys: Vec<String>,
+    /// A redacting rule built from `redact`, or `None`.
+    pub redact: Option<Arc<Rule>>,
+    pub retention: Duration,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            sink: crate::store::SinkConfig::default(),
+            compliance: ComplianceConfig {
+                teams: Vec::new(),
+                keys: Vec::new(),
+                redact: None,
+                retention: DEFAULT_RETENTION,
+            },
+        }
+    }
+}
+
+const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+
+/// `30d` or anything [`parse_duration`] takes.
+pub fn parse_days(text: &str) -> Result<Duration, String> {
+    match text.trim().strip_suffix('d') {
+        Some(n) => n
+            .trim()
+            .parse::<u64>()
+            .map(|d| Duration::from_secs(d.saturating_mul(86_400)))
+            .map_err(|_| format!("invalid duration {text:?}; use e.g. 30d, 12h")),
+        None => parse_duration(text),
+    }
+}
+
+pub fn validate(raw: RawUsage, errs: &mut Vec<ConfigError>) -> UsageConfig {
+    let mut out = UsageConfig::default();
+    let mut dur = |field: &str, v: Option<String>, default: Duration| match v {
+        None => default,
+        Some(t) => match parse_duration(&t) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                errs.push(ConfigError::new(
+                    format!("usage.{field}"),
+                    "must be more than 0",
+                ));
+                default
+            }
+            Err(e) => {
+                errs.push(ConfigError::new(format!("usage.{field}"), e));
+                default
+            }
+        },
+    };
+    let d = crate::store::SinkConfig::default();
+    out.sink.flush_interval = dur("flush_interval", raw.flush_interval, d.flush_interval);
+    out.sink.store_timeout = dur("store_timeout", raw.store_timeout, d.store_timeout);
+    out.sink.retry_interval = dur("retry_interval", raw.retry_interval, d.retry_interval);
+    for (field, v, slot) in [
+        (
+            "queue_capacity",
+            raw.queue_capacity,
+            &mut out.sink.queue_capacity,
+        ),
+        ("batch_size", raw.batch_size, &mut out.sink.batch_size),
+    ] {
+        match v {
+            Some(0) => errs.push(ConfigError::new(
+                format!("usage.{field}"),
+                "must be at least 1",
+            )),
+            Some(n) => *slot = n,
+            None => {}
+        }
+    }
+    // The default (beside the database) is set at start, after `--store` is applied.
+    out.sink.spill_path = raw.spill_path;
+
+    let c = raw.compliance;
+    out.compliance.teams = c.teams;
+    out.compliance.keys = c.keys;
+    if let Some(r) = c.retention {
+        match parse_days(&r) {
+            Ok(d) if !d.is_zero() => out.compliance.retention = d,
+            Ok(_) => errs.push(ConfigError::new(
+                "usage.compliance.retention",
+                "must be more than 0",
+            )),
+            Err(e) => errs.push(ConfigError::new("usage.compliance.retention", e)),
+        }
+    }
+    let mut detectors = Vec::new();
+    for (i, name) in c.redact.iter().enumerate() {
+        match Detector::builtin(name) {
+            Some(d) if d.has_spans() => detectors.push(d),
+            _ => errs.push(ConfigError::new(
+                format!("usage.compliance.redact[{i}]"),
+                format!("unknown detector {name:?}; use one of email, phone, payment_card, iban, ssn, ip, secrets"),
+            )),
+        }
+    }
+    if !detectors.is_empty() {
+        out.compliance.redact = Some(Arc::new(Rule {
+            name: Arc::from("compliance_redact"),
+            stage: Stage::Both,
+            detectors,
+            action: Action::Redact,
+            scope: Scope::default(),
+            scan_tools: true,
+        }));
+    }
+    out
+}
+
+/// `sqlite://path/x.db` -> `path/x.db.usage-spill.jsonl`; in-memory stores spill nowhere.
+pub fn default_spill_path(store_url: &str) -> Option<PathBuf> {
+    if store_url.contains(":memory:") {
+        return None;
+    }
+    let path = store_url
+        .strip_prefix("sqlite://")
+        .or_else(|| store_url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next()?;
+    (!path.is_empty()).then(|| PathBuf::from(format!("{path}.usage-spill.jsonl")))
+}

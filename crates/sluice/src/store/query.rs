@@ -1,0 +1,482 @@
+//! Reading usage records back: filters, group-by aggregation (sums, error and fallback
+//! counts, latency / TTFT percentiles, tokens per second) and the paged request log.
+//!
+//! Aggregation streams the matching rows once and groups them in memory (SQLite has no
+//! percentile function); the time-range filter uses the `ts_ms` index.
+
+use super::sqlite::SqliteStore;
+use super::StoreError;
+use futures_util::TryStreamExt;
+use serde_json::{json, Map, Value};
+use sqlx::Row;
+use std::collections::BTreeMap;
+
+/// A dimension to filter or group by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    Key,
+    User,
+    Team,
+    Model,
+    Provider,
+    Deployment,
+    Status,
+    Surface,
+    ErrorClass,
+}
+
+impl Dim {
+    pub const ALL: &'static [Dim] = &[
+        Dim::Key,
+        Dim::User,
+        Dim::Team,
+        Dim::Model,
+        Dim::Provider,
+        Dim::Deployment,
+        Dim::Status,
+        Dim::Surface,
+        Dim::ErrorClass,
+    ];
+
+    pub fn parse(s: &str) -> Option<Dim> {
+        Some(match s {
+            "key" | "key_id" => Dim::Key,
+            "user" => Dim::User,
+            "team" => Dim::Team,
+            "model" => Dim::Model,
+            "provider" => Dim::Provider,
+            "deployment" | "deployment_model" => Dim::Deployment,
+            "status" => Dim::Status,
+            "surface" => Dim::Surface,
+            "error" | "error_class" => Dim::ErrorClass,
+            _ => return None,
+        })
+    }
+
+    /// The name in API output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dim::Key => "key",
+            Dim::User => "user",
+            Dim::Team => "team",
+            Dim::Model => "model",
+            Dim::Provider => "provider",
+            Dim::Deployment => "deployment",
+            Dim::Status => "status",
+            Dim::Surface => "surface",
+            Dim::ErrorClass => "error_class",
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Dim::Key => "key_id",
+            Dim::User => "user_name",
+            Dim::Team => "team",
+            Dim::Model => "requested_model",
+            Dim::Provider => "provider",
+            Dim::Deployment => "deployment_model",
+            Dim::Status => "status",
+            Dim::Surface => "surface",
+            Dim::ErrorClass => "error_class",
+        }
+    }
+}
+
+/// Calendar buckets, in UTC; weeks start on Monday.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+impl Bucket {
+    pub fn parse(s: &str) -> Option<Bucket> {
+        Some(match s {
+            "hour" => Bucket::Hour,
+            "day" => Bucket::Day,
+            "week" => Bucket::Week,
+            "month" => Bucket::Month,
+            _ => return None,
+        })
+    }
+
+    /// The start of the bucket holding `ts_ms`, in unix ms.
+    pub fn start(self, ts_ms: i64) -> i64 {
+        const H: i64 = 3_600_000;
+        const D: i64 = 86_400_000;
+        match self {
+            Bucket::Hour => ts_ms.div_euclid(H) * H,
+            Bucket::Day => ts_ms.div_euclid(D) * D,
+            // 1970-01-01 was a Thursday: shift so that weeks start on Monday.
+            Bucket::Week => (ts_ms + 3 * D).div_euclid(7 * D) * 7 * D - 3 * D,
+            Bucket::Month => {
+                let (y, m, _) = crate::policy::clock::civil_from_days(ts_ms.div_euclid(D));
+                crate::policy::clock::days_from_civil(y, m, 1) * D
+            }
+        }
+    }
+}
+
+/// Which records: every present field must match.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Exact matches on dimensions.
+    pub eq: Vec<(Dim, String)>,
+    /// `ok` (< 400), `error` (>= 400), or nothing.
+    pub status_class: Option<bool>,
+    /// Only records with compliance content (prompt and answer) stored.
+    pub with_content: bool,
+}
+
+impl Filter {
+    fn push_where(&self, q: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>) {
+        q.push(" WHERE 1=1");
+        if let Some(s) = self.since_ms {
+            q.push(" AND ts_ms >= ").push_bind(s);
+        }
+        if let Some(u) = self.until_ms {
+            q.push(" AND ts_ms < ").push_bind(u);
+        }
+        for (dim, v) in &self.eq {
+            q.push(format_args!(" AND {} = ", dim.column()));
+            if *dim == Dim::Status {
+                q.push_bind(v.parse::<i64>().unwrap_or(-1));
+            } else {
+                q.push_bind(v.clone());
+            }
+        }
+        if self.with_content {
+            q.push(
+                " AND EXISTS (SELECT 1 FROM usage_content c WHERE c.request_id = \
+                 usage_records.request_id AND c.ts_ms = usage_records.ts_ms)",
+            );
+        }
+        match self.status_class {
+            Some(true) => {
+                q.push(" AND status < 400");
+            }
+            Some(false) => {
+                q.push(" AND status >= 400");
+            }
+            None => {}
+        }
+    }
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum KeyPart {
+    Int(i64),
+    Text(Option<String>),
+}
+
+#[derive(Default)]
+struct Agg {
+    requests: u64,
+    errors: u64,
+    input: u64,
+    output: u64,
+    cached: u64,
+    cache_write: u64,
+    reasoning: u64,
+    cost: i64,
+    attempts: u64,
+    fallbacks: u64,
+    streamed: u64,
+    latency_ms: Vec<f64>,
+    ttft_ms: Vec<f64>,
+    /// Output tokens and generation seconds of successful requests, for tokens per second.
+    gen_tokens: u64,
+    gen_secs: f64,
+}
+
+/// Nearest-rank percentile of sorted values.
+fn pct(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.clamp(1, sorted.len()) - 1)
+        .map(|v| (v * 1000.0).round() / 1000.0)
+}
+
+fn u(v: Option<i64>) -> u64 {
+    v.map_or(0, i64::unsigned_abs)
+}
+
+/// Aggregates the records matching `filter`, one row per distinct `group` (+ `bucket`).
+pub async fn aggregate(
+    store: &SqliteStore,
+    filter: &Filter,
+    group: &[Dim],
+    bucket: Option<Bucket>,
+) -> Result<Vec<Value>, StoreError> {
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "SELECT ts_ms, status, input_tokens, output_tokens, cached_input_tokens, \
+         cache_write_tokens, reasoning_tokens, cost_micro_usd, latency_us, ttft_us, attempts, \
+         fallback_reason, streamed",
+    );
+    for d in group {
+        q.push(", ").push(d.column());
+    }
+    q.push(" FROM usage_records");
+    filter.push_where(&mut q);
+    let mut groups: BTreeMap<(i64, Vec<KeyPart>), Agg> = BTreeMap::new();
+    let mut rows = q.build().fetch(store.pool());
+    while let Some(r) = rows.try_next().await? {
+        let ts: i64 = r.try_get(0)?;
+        let b = bucket.map_or(0, |b| b.start(ts));
+        let mut key = Vec::with_capacity(group.len());
+        for (i, d) in group.iter().enumerate() {
+            let v = if *d == Dim::Status {
+                KeyPart::Int(r.try_get::<i64, _>(13 + i)?)
+            } else {
+                KeyPart::Text(r.try_get::<Option<String>, _>(13 + i)?)
+            };
+            key.push(v);
+        }
+        let a = groups.entry((b, key)).or_default();
+        let status: i64 = r.try_get(1)?;
+        a.requests += 1;
+        if status >= 400 {
+            a.errors += 1;
+        }
+        a.input += u(r.try_get(2)?);
+        let output = u(r.try_get(3)?);
+        a.output += output;
+        a.cached += u(r.try_get(4)?);
+        a.cache_write += u(r.try_get(5)?);
+        a.reasoning += u(r.try_get(6)?);
+        a.cost += r.try_get::<Option<i64>, _>(7)?.unwrap_or(0);
+        let latency_us = u(r.try_get(8)?);
+        a.latency_ms.push(latency_us as f64 / 1000.0);
+        let ttft_us: Option<i64> = r.try_get(9)?;
+        if let Some(t) = ttft_us {
+            a.ttft_ms.push(t as f64 / 1000.0);
+        }
+        a.attempts += u(r.try_get(10)?);
+        if r.try_get::<Option<String>, _>(11)?.is_some() {
+            a.fallbacks += 1;
+        }
+        if r.try_get::<bool, _>(12)? {
+            a.streamed += 1;
+        }
+        if status < 400 && output > 0 {
+            a.gen_tokens += output;
+            a.gen_secs += latency_us.saturating_sub(u(ttft_us)) as f64 / 1e6;
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|((b, key), mut a)| {
+            let mut row = Map::new();
+            if bucket.is_some() {
+                row.insert(
+                    "bucket".into(),
+                    json!(crate::policy::governance::rfc3339(b)),
+                );
+            }
+            for (d, v) in group.iter().zip(key) {
+                let v = match v {
+                    KeyPart::Int(n) => json!(n),
+                    KeyPart::Text(t) => json!(t),
+                };
+                row.insert(d.name().into(), v);
+            }
+            a.latency_ms.sort_by(f64::total_cmp);
+            a.ttft_ms.sort_by(f64::total_cmp);
+            let n = a.requests.max(1) as f64;
+            let fields = json!({
+                "requests": a.requests,
+                "errors": a.errors,
+                "error_rate": a.errors as f64 / n,
+                "input_tokens": a.input,
+                "output_tokens": a.output,
+                "cached_input_tokens": a.cached,
+                "cache_write_tokens": a.cache_write,
+                "reasoning_tokens": a.reasoning,
+                "cost_micro_usd": a.cost,
+                "cost_usd": a.cost as f64 / 1e6,
+                "streamed": a.streamed,
+                "retries": a.attempts.saturating_sub(a.requests),
+                "fallbacks": a.fallbacks,
+                "fallback_rate": a.fallbacks as f64 / n,
+                "p50_latency_ms": pct(&a.latency_ms, 50.0),
+                "p95_latency_ms": pct(&a.latency_ms, 95.0),
+                "p99_latency_ms": pct(&a.latency_ms, 99.0),
+                "p50_ttft_ms": pct(&a.ttft_ms, 50.0),
+                "p95_ttft_ms": pct(&a.ttft_ms, 95.0),
+                "output_tokens_per_second": (a.gen_secs > 0.0)
+                    .then(|| (a.gen_tokens as f64 / a.gen_secs * 10.0).round() / 10.0),
+            });
+            if let Value::Object(f) = fields {
+                row.extend(f);
+            }
+            Value::Object(row)
+        })
+        .collect())
+}
+
+/// A position in the request log (newest first): records before this `(ts_ms, rowid)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Cursor {
+    pub ts_ms: i64,
+    pub rowid: i64,
+}
+
+impl Cursor {
+    pub fn parse(s: &str) -> Option<Cursor> {
+        let (a, b) = s.split_once('_')?;
+        Some(Cursor {
+            ts_ms: a.parse().ok()?,
+            rowid: b.parse().ok()?,
+        })
+    }
+
+    pub fn encode(self) -> String {
+        format!("{}_{}", self.ts_ms, self.rowid)
+    }
+}
+
+const LOG_COLUMNS: &[&str] = &[
+    "request_id",
+    "ts_ms",
+    "surface",
+    "principal",
+    "requested_model",
+    "provider",
+    "deployment_model",
+    "status",
+    "error_class",
+    "streamed",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_micro_usd",
+    "catalog_version",
+    "latency_us",
+    "ttft_us",
+    "overhead_us",
+    "attempts",
+    "route_reason",
+    "fallback_reason",
+    "policy_hits",
+    "key_id",
+    "key_prefix",
+    "team",
+    "user_name",
+    "tags",
+];
+
+/// One page of the request log, newest first, and the cursor for the next page.
+pub async fn requests(
+    store: &SqliteStore,
+    filter: &Filter,
+    before: Option<Cursor>,
+    limit: u32,
+    with_content: bool,
+) -> Result<(Vec<Value>, Option<Cursor>), StoreError> {
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT rowid");
+    for c in LOG_COLUMNS {
+        q.push(", ").push(*c);
+    }
+    q.push(" FROM usage_records");
+    filter.push_where(&mut q);
+    if let Some(c) = before {
+        q.push(" AND (ts_ms < ")
+            .push_bind(c.ts_ms)
+            .push(" OR (ts_ms = ")
+            .push_bind(c.ts_ms)
+            .push(" AND rowid < ")
+            .push_bind(c.rowid)
+            .push("))");
+    }
+    q.push(" ORDER BY ts_ms DESC, rowid DESC LIMIT ")
+        .push_bind(i64::from(limit) + 1);
+    let rows = q.build().fetch_all(store.pool()).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut last = None;
+    for r in rows.iter().take(limit as usize) {
+        let mut m = Map::new();
+        for (i, c) in LOG_COLUMNS.iter().enumerate() {
+            let v: Value = match *c {
+                "streamed" => json!(r.try_get::<bool, _>(i + 1)?),
+                "policy_hits" | "tags" => r
+                    .try_get::<Option<String>, _>(i + 1)?
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or(Value::Null),
+                _ => match r.try_get_raw(i + 1).map(|v| sqlx::ValueRef::is_null(&v)) {
+                    Ok(true) => Value::Null,
+                    _ => r
+                        .try_get::<i64, _>(i + 1)
+                        .map(Value::from)
+                        .or_else(|_| r.try_get::<String, _>(i + 1).map(Value::from))?,
+                },
+            };
+            let name = if *c == "user_name" { "user" } else { c };
+            m.insert(name.into(), v);
+        }
+        let ts: i64 = r.try_get("ts_ms")?;
+        m.insert("time".into(), json!(crate::policy::governance::rfc3339(ts)));
+        if let Some(c) = m.get("cost_micro_usd").and_then(Value::as_i64) {
+            m.insert("cost_usd".into(), json!(c as f64 / 1e6));
+        }
+        last = Some(Cursor {
+            ts_ms: ts,
+            rowid: r.try_get(0)?,
+        });
+        out.push(Value::Object(m));
+    }
+    if with_content {
+        for row in &mut out {
+            let id = row["request_id"].as_str().unwrap_or_default().to_string();
+            let ts = row["ts_ms"].as_i64().unwrap_or_default();
+            let c = sqlx::query(
+                "SELECT prompt, response FROM usage_content WHERE request_id = ? AND ts_ms = ? LIMIT 1",
+            )
+            .bind(id)
+            .bind(ts)
+            .fetch_optional(store.pool())
+            .await?;
+            if let (Some(c), Some(o)) = (c, row.as_object_mut()) {
+                o.insert("prompt".into(), json!(c.try_get::<String, _>(0)?));
+                o.insert("response".into(), json!(c.try_get::<String, _>(1)?));
+            }
+        }
+    }
+    let next = (rows.len() > limit as usize).then_some(last).flatten();
+    Ok((out, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_start_on_calendar_boundaries() {
+        // 2026-11-26T15:42:10Z, a Thursday.
+        let t = 1_795_707_730_000;
+        let iso = |ms| crate::policy::governance::rfc3339(ms);
+        assert_eq!(iso(t), "2026-11-26T15:42:10Z");
+        assert_eq!(iso(Bucket::Hour.start(t)), "2026-11-26T15:00:00Z");
+        assert_eq!(iso(Bucket::Day.start(t)), "2026-11-26T00:00:00Z");
+        assert_eq!(iso(Bucket::Week.start(t)), "2026-11-23T00:00:00Z");
+        assert_eq!(iso(Bucket::Month.start(t)), "2026-11-01T00:00:00Z");
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(pct(&v, 50.0), Some(50.0));
+        assert_eq!(pct(&v, 95.0), Some(95.0));
+        assert_eq!(pct(&[7.0], 99.0), Some(7.0));
+        assert_eq!(pct(&[], 50.0), None);
+    }
+}
