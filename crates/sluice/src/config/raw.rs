@@ -343,6 +343,8 @@ pub struct RawPrice {
     pub output: UsdAmount,
     pub cached_input: Option<UsdAmount>,
     pub reasoning: Option<UsdAmount>,
+    /// Input tokens written to the provider's prompt cache (Anthropic, Bedrock).
+    pub cache_write: Option<UsdAmount>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

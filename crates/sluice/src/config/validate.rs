@@ -472,6 +472,10 @@ fn price(p: &RawPrice, path: &str, errs: &mut Vec<ConfigError>) -> Price {
             .reasoning
             .as_ref()
             .map(|a| usd(a, &format!("{path}.reasoning"), errs)),
+        cache_write: p
+            .cache_write
+            .as_ref()
+            .map(|a| usd(a, &format!("{path}.cache_write"), errs)),
     }
 }
 

@@ -16,6 +16,8 @@ pub struct Price {
     pub output: u64,
     pub cached_input: Option<u64>,
     pub reasoning: Option<u64>,
+    /// Prompt-cache writes (a subset of input, disjoint from cached reads).
+    pub cache_write: Option<u64>,
 }
 
 impl Price {
@@ -25,15 +27,29 @@ impl Price {
             output,
             cached_input,
             reasoning: None,
+            cache_write: None,
+        }
+    }
+
+    /// Anthropic's scheme: cache reads at a tenth of input, 5-minute cache writes at 1.25×.
+    const fn anthropic(input: u64, output: u64) -> Self {
+        Self {
+            input,
+            output,
+            cached_input: Some(input / 10),
+            reasoning: None,
+            cache_write: Some(input / 4 * 5),
         }
     }
 
     /// The cost of `usage`, rounded up to the micro-USD.
     pub fn cost(&self, u: &Usage) -> i64 {
         let cached = u.cached_input_tokens.min(u.input_tokens);
+        let written = u.cache_write_tokens.min(u.input_tokens - cached);
         let reasoning = u.reasoning_tokens.min(u.output_tokens);
-        let numerator = u128::from(u.input_tokens - cached) * u128::from(self.input)
+        let numerator = u128::from(u.input_tokens - cached - written) * u128::from(self.input)
             + u128::from(cached) * u128::from(self.cached_input.unwrap_or(self.input))
+            + u128::from(written) * u128::from(self.cache_write.unwrap_or(self.input))
             + u128::from(u.output_tokens - reasoning) * u128::from(self.output)
             + u128::from(reasoning) * u128::from(self.reasoning.unwrap_or(self.output));
         i64::try_from(numerator.div_ceil(1_000_000)).unwrap_or(i64::MAX)
@@ -42,8 +58,9 @@ impl Price {
     /// The most `input` prompt tokens plus `output` completion tokens can cost.
     pub fn worst_case(&self, input: u64, output: u64) -> i64 {
         let out_price = self.output.max(self.reasoning.unwrap_or(0));
+        let in_price = self.input.max(self.cache_write.unwrap_or(0));
         let n =
-            u128::from(input) * u128::from(self.input) + u128::from(output) * u128::from(out_price);
+            u128::from(input) * u128::from(in_price) + u128::from(output) * u128::from(out_price);
         i64::try_from(n.div_ceil(1_000_000)).unwrap_or(i64::MAX)
     }
 
@@ -54,6 +71,7 @@ impl Price {
             output: self.output.max(other.output),
             cached_input: self.cached_input.max(other.cached_input),
             reasoning: self.reasoning.max(other.reasoning),
+            cache_write: self.cache_write.max(other.cache_write),
         }
     }
 }
@@ -79,6 +97,15 @@ pub fn builtin(model: &str) -> Option<Price> {
         "o3-mini" | "o4-mini" => Price::new(1_100_000, 4_400_000, Some(275_000)),
         "text-embedding-3-small" => Price::new(20_000, 0, None),
         "text-embedding-3-large" => Price::new(130_000, 0, None),
+        "claude-opus-4-1" | "claude-opus-4-0" => Price::anthropic(15 * M, 75 * M),
+        "claude-sonnet-4-5" | "claude-sonnet-4-0" | "claude-3-7-sonnet-latest" => {
+            Price::anthropic(3 * M, 15 * M)
+        }
+        "claude-haiku-4-5" => Price::anthropic(M, 5 * M),
+        "claude-3-5-haiku-latest" => Price::anthropic(800_000, 4 * M),
+        "gemini-2.5-pro" => Price::new(1_250_000, 10 * M, Some(125_000)),
+        "gemini-2.5-flash" => Price::new(300_000, 2_500_000, Some(30_000)),
+        "gemini-2.5-flash-lite" => Price::new(100_000, 400_000, Some(10_000)),
         _ => return None,
     })
 }
@@ -135,6 +162,7 @@ mod tests {
             output: 10_000_000,
             cached_input: Some(1_250_000),
             reasoning: None,
+            cache_write: None,
         };
         let u = Usage {
             input_tokens: 1000,
@@ -151,6 +179,17 @@ mod tests {
         };
         assert_eq!(Price::new(1, 1, None).cost(&one), 1, "rounds up");
         assert_eq!(p.worst_case(10, 10), 125);
+        // Anthropic: 1000 input of which 300 read from cache and 200 written to it.
+        let claude = builtin("claude-sonnet-4-5").unwrap();
+        let u = Usage {
+            input_tokens: 1000,
+            output_tokens: 10,
+            cached_input_tokens: 300,
+            cache_write_tokens: 200,
+            ..Usage::default()
+        };
+        // 500 * 3 + 300 * 0.3 + 200 * 3.75 + 10 * 15 = 1500 + 90 + 750 + 150.
+        assert_eq!(claude.cost(&u), 2490);
     }
 
     #[test]
