@@ -101,6 +101,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tracker = tokio_util::task::TaskTracker::new();
     let cfg = SinkConfig {
         spill_path: Some(dir.join("bench.db.usage-spill.jsonl")),
+        batch_size: std::env::var("SINK_BENCH_BATCH")
+            .ok()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(SinkConfig::default().batch_size),
         ..SinkConfig::default()
     };
     println!(

@@ -38,7 +38,7 @@ impl Default for SinkConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 100_000,
-            batch_size: 1000,
+            batch_size: 4000,
             flush_interval: Duration::from_millis(100),
             store_timeout: Duration::from_secs(2),
             retry_interval: Duration::from_secs(1),
