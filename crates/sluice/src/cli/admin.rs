@@ -339,23 +339,8 @@ pub(crate) fn cell(v: &Value) -> String {
     }
 }
 
-fn print(conn: &Conn, v: &Value, columns: &[&str]) -> anyhow::Result<()> {
-    if conn.json {
-        println!("{}", serde_json::to_string_pretty(v)?);
-        return Ok(());
-    }
-    let Some(rows) = v["data"].as_array() else {
-        // One object: key/value lines, the secret first when there is one.
-        if let Some(k) = v["key"].as_str() {
-            println!("key: {k}\n(store it now: it is not shown again)");
-        }
-        if let Some(o) = v.as_object() {
-            for (k, val) in o.iter().filter(|(k, _)| *k != "key") {
-                println!("{k}: {}", cell(val));
-            }
-        }
-        return Ok(());
-    };
+/// Rows as an aligned text table with an upper-case header line.
+pub(crate) fn render_table(rows: &[Value], columns: &[&str]) -> String {
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
@@ -373,21 +358,41 @@ fn print(conn: &Conn, v: &Value, columns: &[&str]) -> anyhow::Result<()> {
         })
         .collect();
     let line = |cells: Vec<String>| {
-        cells
+        let mut l = cells
             .iter()
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()
-            .to_string()
+            .to_string();
+        l.push('\n');
+        l
     };
-    println!(
-        "{}",
-        line(columns.iter().map(|c| c.to_uppercase()).collect())
-    );
+    let mut out = line(columns.iter().map(|c| c.to_uppercase()).collect());
     for r in table {
-        println!("{}", line(r));
+        out.push_str(&line(r));
     }
+    out
+}
+
+fn print(conn: &Conn, v: &Value, columns: &[&str]) -> anyhow::Result<()> {
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(());
+    }
+    let Some(rows) = v["data"].as_array() else {
+        // One object: key/value lines, the secret first when there is one.
+        if let Some(k) = v["key"].as_str() {
+            println!("key: {k}\n(store it now: it is not shown again)");
+        }
+        if let Some(o) = v.as_object() {
+            for (k, val) in o.iter().filter(|(k, _)| *k != "key") {
+                println!("{k}: {}", cell(val));
+            }
+        }
+        return Ok(());
+    };
+    print!("{}", render_table(rows, columns));
     Ok(())
 }

@@ -282,40 +282,7 @@ fn print_rows(rows: &Value, cols: &[&str], format: Format) -> anyhow::Result<()>
             }
         }
         Format::Table => {
-            let table: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| cols.iter().map(|c| cell(&r[*c])).collect())
-                .collect();
-            let widths: Vec<usize> = cols
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    table
-                        .iter()
-                        .map(|r| r[i].len())
-                        .max()
-                        .unwrap_or(0)
-                        .max(c.len())
-                })
-                .collect();
-            let line = |cells: Vec<String>| {
-                cells
-                    .iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    .trim_end()
-                    .to_string()
-            };
-            writeln!(
-                out,
-                "{}",
-                line(cols.iter().map(|c| c.to_uppercase()).collect())
-            )?;
-            for r in table {
-                writeln!(out, "{}", line(r))?;
-            }
+            write!(out, "{}", super::admin::render_table(rows, cols))?;
             if rows.is_empty() {
                 writeln!(out, "(no usage in this range)")?;
             }

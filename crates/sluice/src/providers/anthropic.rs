@@ -6,8 +6,8 @@
 //! `json_schema` output is obtained with a forced tool whose input becomes the answer text.
 
 use super::native::{
-    is_context_overflow, Codec, DecodeCtx, DecodeError, Encoded, MappedError, NativeUpstream,
-    SseParser, StreamDecoder,
+    is_context_overflow, push_turn, turns_json, Codec, DecodeCtx, DecodeError, Encoded,
+    MappedError, NativeUpstream, SseParser, StreamDecoder,
 };
 use crate::canonical::openai::RequestError;
 use crate::canonical::{
@@ -243,7 +243,7 @@ impl Codec for Anthropic {
 }
 
 fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
-    let mut out: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut out = Vec::new();
     for m in msgs {
         let (role, blocks) = match m.role {
             Role::System => continue,
@@ -288,18 +288,9 @@ fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
                 ("assistant", blocks)
             }
         };
-        if blocks.is_empty() {
-            continue;
-        }
-        match out.last_mut() {
-            Some((r, prev)) if *r == role => prev.extend(blocks),
-            _ => out.push((role, blocks)),
-        }
+        push_turn(&mut out, role, blocks);
     }
-    Ok(out
-        .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect())
+    Ok(turns_json(out, "content"))
 }
 
 fn content_blocks(parts: &[Part]) -> Result<Vec<Value>, RequestError> {

@@ -166,11 +166,11 @@ impl NativeUpstream {
         request_id: &str,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let target = |path: &str| format!("POST {}{path}", self.base_url);
-        if endpoint == Endpoint::AnthropicMessages {
-            return self.send_messages(provider, body, request_id).await;
-        }
         let (encoded, req) = match endpoint {
-            Endpoint::AnthropicMessages => unreachable_endpoint(),
+            // Anthropic's own body, not translated.
+            Endpoint::AnthropicMessages => {
+                return self.send_messages(provider, body, request_id).await
+            }
             Endpoint::ChatCompletions => {
                 let req = match oa::decode_request(&body) {
                     Ok(r) => r,
@@ -400,20 +400,6 @@ impl NativeUpstream {
             )))),
         }
     }
-}
-
-/// `send` handles [`Endpoint::AnthropicMessages`] before translating anything.
-fn unreachable_endpoint() -> (Encoded, Option<ChatRequest>) {
-    (
-        Encoded {
-            path: String::new(),
-            body: Vec::new(),
-            headers: Vec::new(),
-            dropped: Vec::new(),
-            ctx: DecodeCtx::default(),
-        },
-        None,
-    )
 }
 
 fn bad_request(e: &RequestError) -> UpstreamResponse {
@@ -649,6 +635,66 @@ impl SseParser {
             r?;
         }
         Ok(())
+    }
+}
+
+/// Turns of a conversation as (role, blocks), for APIs that want roles to alternate.
+pub type Turns = Vec<(&'static str, Vec<serde_json::Value>)>;
+
+/// Appends a turn, merged into the previous one when the role is the same (Anthropic,
+/// Gemini and Bedrock refuse two turns of one role in a row); empty turns are left out.
+pub fn push_turn(out: &mut Turns, role: &'static str, blocks: Vec<serde_json::Value>) {
+    if blocks.is_empty() {
+        return;
+    }
+    match out.last_mut() {
+        Some((r, prev)) if *r == role => prev.extend(blocks),
+        _ => out.push((role, blocks)),
+    }
+}
+
+/// `[{"role": .., <key>: [..]}, ..]`
+pub fn turns_json(turns: Turns, key: &str) -> Vec<serde_json::Value> {
+    turns
+        .into_iter()
+        .map(|(role, blocks)| {
+            let mut o = serde_json::Map::new();
+            o.insert("role".into(), serde_json::Value::from(role));
+            o.insert(key.into(), serde_json::Value::Array(blocks));
+            serde_json::Value::Object(o)
+        })
+        .collect()
+}
+
+/// Test support: mangled copies of `stream` (bytes flipped, cut, newlines and quotes thrown
+/// in) fed to fresh decoders at random splits; a decoder may refuse them but never panics.
+#[cfg(test)]
+pub(crate) fn feed_mangled<D: StreamDecoder>(stream: &[u8], make: impl Fn() -> D) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for _ in 0..400 {
+        let mut bytes = stream.to_vec();
+        for _ in 0..rng.gen_range(1..8) {
+            let i = rng.gen_range(0..bytes.len());
+            match rng.gen_range(0..4) {
+                0 => bytes[i] = rng.gen(),
+                1 => bytes.insert(i, b'\n'),
+                2 => bytes.insert(i, b'"'),
+                _ => bytes.truncate(i.max(1)),
+            }
+        }
+        let mut d = make();
+        let mut ev = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let n = rng.gen_range(1..=rest.len().min(40));
+            if d.feed(&rest[..n], &mut ev).is_err() {
+                break;
+            }
+            rest = &rest[n..];
+        }
+        let _ = d.finish(&mut ev);
+        let _ = ChatResponse::from_events(&ev);
     }
 }
 

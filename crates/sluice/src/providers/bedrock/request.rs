@@ -9,6 +9,7 @@
 use super::JSON_TOOL;
 use crate::canonical::openai::RequestError;
 use crate::canonical::{ChatRequest, Image, Message, Part, ResponseFormat, Role, ToolChoice};
+use crate::providers::native::{push_turn, turns_json};
 use serde_json::{json, Map, Value};
 
 /// Top-level Converse fields a client may send as they are.
@@ -231,7 +232,7 @@ fn tool_config(req: &ChatRequest, b: &mut Map<String, Value>) -> Option<String> 
 }
 
 fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
-    let mut out: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut out = Vec::new();
     // Document names must be unique in a request: "Document 1", "Document 2", ...
     let mut docs = 0;
     for m in msgs {
@@ -281,18 +282,9 @@ fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
                 ("assistant", blocks)
             }
         };
-        if blocks.is_empty() {
-            continue;
-        }
-        match out.last_mut() {
-            Some((r, prev)) if *r == role => prev.extend(blocks),
-            _ => out.push((role, blocks)),
-        }
+        push_turn(&mut out, role, blocks);
     }
-    Ok(out
-        .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect())
+    Ok(turns_json(out, "content"))
 }
 
 fn content_blocks(parts: &[Part], docs: &mut usize) -> Result<Vec<Value>, RequestError> {

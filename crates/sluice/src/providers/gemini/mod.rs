@@ -14,8 +14,8 @@ pub mod vertex;
 pub use stream::{finish_reason, usage, GeminiStream};
 
 use super::native::{
-    is_context_overflow, openai_error_type, Codec, DecodeCtx, DecodeError, Encoded, MappedError,
-    NativeUpstream, StreamDecoder,
+    is_context_overflow, openai_error_type, push_turn, turns_json, Codec, DecodeCtx, DecodeError,
+    Encoded, MappedError, NativeUpstream, StreamDecoder,
 };
 use crate::canonical::openai::RequestError;
 use crate::canonical::{
@@ -311,7 +311,7 @@ fn thinking_config(req: &ChatRequest, dropped: &mut Vec<String>) -> Option<Value
 /// (Gemini 3); calls that come back unsigned (history from another provider, or a client that
 /// dropped `thinking_blocks`) get Google's documented placeholder signature instead.
 fn contents(msgs: &[Message], bypass: bool) -> Result<Vec<Value>, RequestError> {
-    let mut out: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut out = Vec::new();
     for (i, m) in msgs.iter().enumerate() {
         let (role, parts) = match m.role {
             Role::System => continue,
@@ -319,18 +319,9 @@ fn contents(msgs: &[Message], bypass: bool) -> Result<Vec<Value>, RequestError> 
             Role::Tool => ("user", vec![function_response(msgs, i, m)?]),
             Role::Assistant => ("model", model_parts(m, bypass)?),
         };
-        if parts.is_empty() {
-            continue;
-        }
-        match out.last_mut() {
-            Some((r, prev)) if *r == role => prev.extend(parts),
-            _ => out.push((role, parts)),
-        }
+        push_turn(&mut out, role, parts);
     }
-    Ok(out
-        .into_iter()
-        .map(|(role, parts)| json!({"role": role, "parts": parts}))
-        .collect())
+    Ok(turns_json(out, "parts"))
 }
 
 fn content_parts(parts: &[Part]) -> Result<Vec<Value>, RequestError> {
