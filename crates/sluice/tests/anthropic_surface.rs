@@ -16,10 +16,12 @@ providers:
   - {{name: oai, kind: openai_compatible, base_url: "{mock}/v1"}}
   - {{name: ant, kind: anthropic, base_url: "{mock}", api_key: sk-ant}}
   - {{name: limited, kind: openai_compatible, base_url: "{mock}/v1", headers: {{x-mock-status: "429", x-mock-retry-after: "9"}}}}
+  - {{name: slow, kind: openai_compatible, base_url: "{mock}/v1", headers: {{x-mock-latency-ms: "3000"}}}}
 models:
   - {{name: via-openai, deployments: [{{provider: oai, model: m}}]}}
   - {{name: via-anthropic, deployments: [{{provider: ant, model: claude-x}}]}}
   - {{name: limited, deployments: [{{provider: limited, model: m}}]}}
+  - {{name: slow, deployments: [{{provider: slow, model: m}}]}}
 "#
     )
 }
@@ -268,6 +270,28 @@ async fn anthropic_surface_to_any_provider() {
     assert_eq!(e.status, 429);
     assert_eq!(e.header("retry-after"), Some("9"));
     assert_eq!(e.json()["error"]["type"], "rate_limit_error");
+
+    // Per-request overrides reach the pipeline: a 200 ms total timeout cuts a 3 s upstream short.
+    let t0 = std::time::Instant::now();
+    let e = request(
+        "POST",
+        &url,
+        &[
+            AUTH,
+            ("content-type", "application/json"),
+            ("x-sluice-total-timeout-ms", "200"),
+        ],
+        json!({"model": "slow", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(e.status, 504, "{}", String::from_utf8_lossy(&e.body));
+    assert_eq!(e.json()["error"]["type"], "timeout_error");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_millis(2000),
+        "{:?}",
+        t0.elapsed()
+    );
 
     // Recorded under the Anthropic surface.
     gw.stop(std::time::Duration::from_secs(10));

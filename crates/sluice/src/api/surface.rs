@@ -67,9 +67,10 @@ pub async fn run_chat(
     *req.extensions_mut() = parts.extensions.clone();
     req.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    for name in ["x-sluice-timeout-ms"] {
-        if let Some(v) = parts.headers.get(name) {
-            req.headers_mut().insert(name, v.clone());
+    // Per-request overrides (timeouts, ...) and the client's trace context apply as for chat.
+    for (name, v) in &parts.headers {
+        if name.as_str().starts_with("x-sluice-") || name == "traceparent" {
+            req.headers_mut().insert(name.clone(), v.clone());
         }
     }
     let resp = passthrough::handle(app, req, Endpoint::ChatCompletions, surface, peek::chat).await;
