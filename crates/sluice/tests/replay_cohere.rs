@@ -1,4 +1,4 @@
-//! Replays of the real Cohere v2 transcripts in `../shared/fixtures/wire/cohere/` through the
+//! Replays of the real Cohere v2 transcripts in `crates/sluice/tests/fixtures/wire/cohere/` through the
 //! Cohere codec: each recorded answer must decode to what the transcript says (read here
 //! independently of the decoder), and the request built from the equivalent OpenAI input
 //! must equal the recorded request body.

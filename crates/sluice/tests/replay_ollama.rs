@@ -1,4 +1,4 @@
-//! Replays of the Ollama transcripts in `../shared/fixtures/wire/ollama/` against the native
+//! Replays of the Ollama transcripts in `crates/sluice/tests/fixtures/wire/ollama/` against the native
 //! `/api/chat` codec.
 //!
 //! Those four recordings were made against Ollama's OpenAI-compatible `/v1` (local and

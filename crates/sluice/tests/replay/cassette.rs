@@ -1,5 +1,5 @@
-//! Loads the recorded provider exchanges in `../shared/fixtures/wire/` (VCR cassettes from
-//! pydantic-ai's test suite, see that folder's README) for replay tests.
+//! Loads the recorded provider exchanges in `crates/sluice/tests/fixtures/wire/` (VCR cassettes
+//! from pydantic-ai's test suite, MIT licence; see that folder's README) for replay tests.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,11 +7,9 @@ use base64::Engine;
 use serde_json::Value;
 use std::path::PathBuf;
 
-/// Where the transcripts are: beside the project in every checkout and in CI.
+/// Where the transcripts are: inside the repository, so a fresh clone replays them.
 pub fn wire_dir() -> PathBuf {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    // crates/sluice -> repo root -> its parent holds shared/
-    let dir = here.join("../../../shared/fixtures/wire");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wire");
     assert!(
         dir.is_dir(),
         "the wire transcripts are missing: expected them at {}",
