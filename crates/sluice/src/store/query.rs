@@ -368,6 +368,7 @@ const LOG_COLUMNS: &[&str] = &[
     "route_reason",
     "fallback_reason",
     "policy_hits",
+    "attempt_log",
     "key_id",
     "key_prefix",
     "team",
@@ -408,7 +409,7 @@ pub async fn requests(
         for (i, c) in LOG_COLUMNS.iter().enumerate() {
             let v: Value = match *c {
                 "streamed" => json!(r.try_get::<bool, _>(i + 1)?),
-                "policy_hits" | "tags" => r
+                "policy_hits" | "tags" | "attempt_log" => r
                     .try_get::<Option<String>, _>(i + 1)?
                     .and_then(|t| serde_json::from_str(&t).ok())
                     .unwrap_or(Value::Null),
