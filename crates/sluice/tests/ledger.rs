@@ -283,6 +283,20 @@ async fn unpriced_models_are_refused_to_budgets_or_recorded_as_unknown() {
         String::new(),
     )
     .await;
+    let usage = request(
+        "GET",
+        &format!("{}/admin/usage?group_by=model", gw2.url),
+        &[("authorization", &format!("Bearer {MASTER}"))],
+        String::new(),
+    )
+    .await
+    .json();
+    let row = usage["rows"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["model"] == "free"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no row for `free`: {usage}"));
+    assert_eq!(row["unpriced_requests"], 1, "{row}");
     assert!(
         String::from_utf8_lossy(&m.body).contains("sluice_unpriced_requests_total"),
         "{}",

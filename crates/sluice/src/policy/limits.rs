@@ -717,6 +717,24 @@ mod tests {
     }
 
     #[test]
+    fn seeding_again_keeps_the_larger_spend_and_never_double_counts() {
+        let l = MemoryLimits::default();
+        let mut sc = scope(None, None, None);
+        sc.budget = Some((1000, Period::Monthly));
+        let s = [sc];
+        l.seed_spend(&s[0], 100, 0);
+        let g = l.admit(&s, 0, 50, 1).unwrap();
+        l.settle(&g, &s, 0, 50, 1);
+        assert_eq!(l.spend(&s[0], 1).0, 150);
+        // The store caught up with fewer (a record still queued): this process's count holds.
+        l.seed_spend(&s[0], 120, 2);
+        assert_eq!(l.spend(&s[0], 2).0, 150);
+        // It replayed more than this process saw (a spill file): the store's count holds.
+        l.seed_spend(&s[0], 400, 3);
+        assert_eq!(l.spend(&s[0], 3).0, 400);
+    }
+
+    #[test]
     fn rpm_is_an_exact_sliding_window() {
         let l = MemoryLimits::default();
         let s = [scope(Some(3), None, None)];

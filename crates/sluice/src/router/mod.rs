@@ -709,6 +709,35 @@ mod tests {
         assert!((1650..=1950).contains(&first_a), "first_a = {first_a}");
         assert_eq!(&t.get("m").unwrap().deployments[0].model_json[..], b"\"x\"");
     }
+
+    #[test]
+    fn wildcard_routes_keep_their_state_and_class_fallbacks_join_the_sequence() {
+        let (t, _) = table(concat!(
+            "providers:\n  - {name: a, kind: mock}\n  - {name: b, kind: mock}\n",
+            "models:\n  - name: w/*\n    strategy: round_robin\n    deployments:\n",
+            "      - {provider: a, model: '*'}\n      - {provider: b, model: '*'}\n",
+            "    fallbacks_by_class: {rate_limited: [big]}\n",
+            "  - name: big\n    deployments: [{provider: b, model: large}]\n",
+        ));
+        let r1 = t.resolve("w/one").unwrap();
+        let r2 = t.resolve("w/one").unwrap();
+        assert!(
+            Arc::ptr_eq(&r1, &r2),
+            "the same route (and round-robin state) each time"
+        );
+        let firsts: Vec<String> = (0..4)
+            .map(|_| {
+                let r = t.resolve("w/one").unwrap();
+                t.plan(&r).candidates[0].provider.name.to_string()
+            })
+            .collect();
+        assert_eq!(firsts, ["a", "b", "a", "b"], "round robin across requests");
+        let plan = t.plan(&r1);
+        assert_eq!(plan.candidates.len(), 2);
+        assert_eq!(plan.conditional.len(), 1);
+        assert_eq!(plan.conditional[0].0, FallbackClass::RateLimited);
+        assert_eq!(&*plan.conditional[0].1.model, "large");
+    }
 }
 
 #[cfg(test)]
