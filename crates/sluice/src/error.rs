@@ -298,3 +298,9 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+impl From<crate::policy::roles::Denied> for ApiError {
+    fn from(e: crate::policy::roles::Denied) -> Self {
+        ApiError::Forbidden(e.to_string())
+    }
+}

@@ -20,12 +20,31 @@ use tokio_util::task::TaskTracker;
 
 /// Refuses an open gateway on a non-loopback address unless explicitly allowed.
 pub fn check_exposure(cfg: &Config) -> anyhow::Result<()> {
+    check_exposure_at(cfg, cfg.server.listen)
+}
+
+/// [`check_exposure`] for a gateway bound to `addr` (a reload keeps the bound address).
+fn check_exposure_at(cfg: &Config, addr: SocketAddr) -> anyhow::Result<()> {
     let open = cfg.server.master_key.is_none();
-    if open && !cfg.server.listen.ip().is_loopback() && !cfg.server.allow_unauthenticated {
+    if open && !addr.ip().is_loopback() && !cfg.server.allow_unauthenticated {
         bail!(
-            "refusing to serve without authentication on {}: set server.master_key (or SLUICE_MASTER_KEY), \
-             or opt in with --allow-unauthenticated / server.allow_unauthenticated: true",
-            cfg.server.listen
+            "refusing to serve without authentication on {addr}: set server.master_key (or SLUICE_MASTER_KEY), \
+             or opt in with --allow-unauthenticated / server.allow_unauthenticated: true"
+        );
+    }
+    Ok(())
+}
+
+/// Whether `new` may replace `old` on a running gateway bound to `addr`: the exposure check
+/// runs again (a reload that drops the master key on a public address is refused), and the
+/// master key cannot be removed once set (the gateway never reopens without auth, so that
+/// would only lock the admin out).
+pub fn check_reload(old: &Config, new: &Config, addr: SocketAddr) -> anyhow::Result<()> {
+    check_exposure_at(new, addr)?;
+    if old.server.master_key.is_some() && new.server.master_key.is_none() {
+        bail!(
+            "the new config has no server.master_key (nor SLUICE_MASTER_KEY) but the running one has; \
+             the master key can be changed by a reload, not removed"
         );
     }
     Ok(())
@@ -78,7 +97,7 @@ pub async fn run(
     #[cfg(unix)]
     if let Some(path) = config_path {
         // Not on the tracker: reloading records nothing, and must not hold up shutdown.
-        tokio::spawn(reload_on_sighup(state.clone(), path));
+        tokio::spawn(reload_on_sighup(state.clone(), path, addr));
     }
     #[cfg(not(unix))]
     let _ = config_path;
@@ -177,7 +196,7 @@ fn announce(cfg: &Config, addr: SocketAddr) {
 }
 
 #[cfg(unix)]
-async fn reload_on_sighup(state: AppState, path: PathBuf) {
+async fn reload_on_sighup(state: AppState, path: PathBuf, bound: SocketAddr) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
@@ -189,6 +208,10 @@ async fn reload_on_sighup(state: AppState, path: PathBuf) {
         match config::load(Some(&path), &config::process_env).map(apply_env_overrides) {
             Ok(new_cfg) => {
                 let old = state.gateway.load();
+                if let Err(e) = check_reload(&old.config, &new_cfg, bound) {
+                    tracing::error!("reload refused, keeping the old config: {e}");
+                    continue;
+                }
                 if new_cfg.server.listen != old.config.server.listen
                     || new_cfg.store.url != old.config.store.url
                 {
