@@ -285,6 +285,11 @@ async fn ingress(State(app): State<AppState>, mut req: Request, next: Next) -> R
         crate::policy::auth::Principal::Key(k) => (k.team.clone(), Some(k.id.clone())),
         _ => (None, None),
     };
+    // Body-read timeout: from here, the whole body must arrive within the limit.
+    if !http_body::Body::is_end_stream(req.body()) {
+        let limit = app.gateway.load().config.server.edge.body_read_timeout;
+        req = req.map(|b| axum::body::Body::new(api::DeadlineBody::new(b, limit)));
+    }
     req.extensions_mut().insert(RequestCtx {
         request_id: request_id.clone(),
         start,

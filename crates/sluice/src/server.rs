@@ -118,23 +118,15 @@ pub async fn run(
         tracing::info!("shutting down: no new connections; draining for up to {drain:?}");
         let _ = stop_tx.send(true);
     });
-    let mut stop_for_server = stop_rx.clone();
-    // No Nagle: a stream's last small write must not wait 40 ms for the client's delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("set_nodelay failed: {e}");
-        }
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        let _ = stop_for_server.wait_for(|s| *s).await;
-    });
+    let edge = state.gateway.load().config.server.edge.clone();
+    let server = crate::edge::serve(listener, router, edge, stop_rx.clone());
     let mut stop_for_drain = stop_rx;
     let drain_deadline = async move {
         let _ = stop_for_drain.wait_for(|s| *s).await;
         tokio::time::sleep(drain).await;
     };
     tokio::select! {
-        r = server => r.context("server error")?,
+        () = server => {},
         () = drain_deadline => tracing::warn!("drain timeout reached; closing the remaining connections"),
     }
 

@@ -57,6 +57,30 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     pub allow_unauthenticated: bool,
     pub public_metrics: bool,
+    pub edge: EdgeConfig,
+}
+
+/// The HTTP edge's limits (`server.*`; see docs/security.md). Read when the listener starts,
+/// except `body_read_timeout`, which each request reads.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 << 10,
+            max_connections: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
