@@ -11,6 +11,7 @@ mod mock;
 pub mod native;
 pub mod ollama;
 pub mod openai_compat;
+pub mod url;
 
 pub use error::{parse_error_body, ErrorSource, FallbackClass, UpstreamError, UpstreamErrorKind};
 

@@ -120,6 +120,8 @@ pub struct NativeUpstream {
     headers: HeaderMap,
     auth: Option<Arc<dyn RequestAuth>>,
     unsupported: UnsupportedParams,
+    /// Which model names may go into this provider's URLs.
+    model_grammar: super::url::ModelGrammar,
 }
 
 const ERROR_BODY_LIMIT: usize = 1 << 20;
@@ -151,6 +153,7 @@ impl NativeUpstream {
             headers,
             auth,
             unsupported: cfg.native.unsupported_params,
+            model_grammar: super::url::ModelGrammar::of(cfg.kind),
         })
     }
 
@@ -192,6 +195,9 @@ impl NativeUpstream {
                 }
             },
         };
+        if let Err(e) = super::url::check_model(self.model_grammar, provider, &encoded.ctx.model) {
+            return Ok(bad_request(&e));
+        }
         if self.unsupported == UnsupportedParams::Reject && !encoded.dropped.is_empty() {
             return Ok(bad_request(&RequestError::new(
                 format!(
@@ -402,7 +408,8 @@ impl NativeUpstream {
     }
 }
 
-fn bad_request(e: &RequestError) -> UpstreamResponse {
+/// A 400 made by the gateway in the OpenAI shape (the dispatcher passes it on, no retry).
+pub(crate) fn bad_request(e: &RequestError) -> UpstreamResponse {
     let body = serde_json::json!({"error": {"message": e.message, "type": "invalid_request_error",
                                             "param": e.param, "code": null}});
     let mut headers = HeaderMap::new();

@@ -187,8 +187,9 @@ impl HttpUpstream {
     pub fn uri_for(&self, endpoint: Endpoint, model: &str) -> Uri {
         match &self.azure {
             Some(a) => format!(
-                "{}/openai/deployments/{model}{}?api-version={}",
+                "{}/openai/deployments/{}{}?api-version={}",
                 a.base,
+                super::url::segment(model),
                 endpoint.path(),
                 a.api_version
             )
@@ -214,6 +215,12 @@ impl HttpUpstream {
                     "provider `{provider}` does not speak the Anthropic Messages API"
                 )),
             ));
+        }
+        if self.azure.is_some() {
+            let grammar = super::url::ModelGrammar::of(crate::config::ProviderKind::AzureOpenAi);
+            if let Err(e) = super::url::check_model(grammar, provider, model) {
+                return Ok(super::native::bad_request(&e));
+            }
         }
         let uri = &self.uri_for(endpoint, model);
         let mut req = http::Request::new(Full::new(body));
