@@ -26,6 +26,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_STORE_URL: &str = "sqlite://sluice.db";
 pub const DEFAULT_MAX_BODY: u64 = 32 << 20;
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// Largest non-streamed upstream answer read into memory.
+pub const DEFAULT_MAX_RESPONSE: u64 = 64 << 20;
 
 /// The validated, runtime configuration. Built only through [`load`] / [`from_yaml`].
 #[derive(Debug, Clone)]
@@ -167,6 +169,8 @@ pub struct ProviderConfig {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub stream_idle_timeout: Duration,
+    /// Largest non-streamed answer body, in bytes (`max_response_size`).
+    pub max_response_bytes: u64,
     pub stream_usage: bool,
     pub mock: sluice_mock::MockSettings,
     pub native: NativeSettings,

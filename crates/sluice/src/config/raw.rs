@@ -217,6 +217,8 @@ pub struct RawProvider {
     pub connect_timeout: Option<String>,
     /// Longest silence allowed between two chunks of a stream.
     pub stream_idle_timeout: Option<String>,
+    /// Largest non-streamed answer read from this provider (default 64MiB; over it: 502).
+    pub max_response_size: Option<SizeOrText>,
     /// Ask the upstream for a final usage event on streams (OpenAI `stream_options`).
     pub stream_usage: Option<bool>,
     /// Settings of the built-in mock (kind `mock` only).

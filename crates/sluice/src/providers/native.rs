@@ -122,6 +122,8 @@ pub struct NativeUpstream {
     unsupported: UnsupportedParams,
     /// Which model names may go into this provider's URLs.
     model_grammar: super::url::ModelGrammar,
+    /// `max_response_size` for non-streamed answers.
+    max_response: u64,
 }
 
 const ERROR_BODY_LIMIT: usize = 1 << 20;
@@ -154,6 +156,7 @@ impl NativeUpstream {
             auth,
             unsupported: cfg.native.unsupported_params,
             model_grammar: super::url::ModelGrammar::of(cfg.kind),
+            max_response: cfg.max_response_bytes,
         })
     }
 
@@ -239,9 +242,14 @@ impl NativeUpstream {
                 )
             })?;
         }
-        let resp =
-            super::openai_compat::execute(&self.client, provider, http_req, &target(&encoded.path))
-                .await?;
+        let resp = super::openai_compat::execute(
+            &self.client,
+            provider,
+            http_req,
+            &target(&encoded.path),
+            self.max_response,
+        )
+        .await?;
         if !resp.status.is_success() {
             return Ok(self.error_response(resp).await);
         }
@@ -329,7 +337,9 @@ impl NativeUpstream {
                 )
             })?;
         }
-        let resp = super::openai_compat::execute(&self.client, provider, req, &target).await?;
+        let resp =
+            super::openai_compat::execute(&self.client, provider, req, &target, self.max_response)
+                .await?;
         if resp.status.is_success() {
             Ok(resp)
         } else {
@@ -367,7 +377,14 @@ impl NativeUpstream {
             })?;
         }
         let fut = async {
-            let resp = super::openai_compat::execute(&self.client, provider, req, &target).await?;
+            let resp = super::openai_compat::execute(
+                &self.client,
+                provider,
+                req,
+                &target,
+                self.max_response,
+            )
+            .await?;
             let limited = http_body_util::Limited::new(resp.body, ERROR_BODY_LIMIT);
             let bytes = limited
                 .collect()
