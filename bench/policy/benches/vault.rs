@@ -12,17 +12,21 @@ fn bench(c: &mut Criterion) {
     for n in [10_000usize, 50_000, 100_000] {
         let emails: Vec<String> = (0..n).map(|i| format!("user{i}@example.com")).collect();
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::new("redact + restore", n), &emails, |b, emails| {
-            b.iter(|| {
-                let mut v = Vault::default();
-                let mut text = String::with_capacity(emails.len() * 16);
-                for e in emails {
-                    text.push_str(&v.placeholder("EMAIL", e, true));
-                    text.push(' ');
-                }
-                black_box(v.restore(black_box(&text)).len())
-            });
-        });
+        g.bench_with_input(
+            BenchmarkId::new("redact + restore", n),
+            &emails,
+            |b, emails| {
+                b.iter(|| {
+                    let mut v = Vault::default();
+                    let mut text = String::with_capacity(emails.len() * 16);
+                    for e in emails {
+                        text.push_str(&v.placeholder("EMAIL", e, true));
+                        text.push(' ');
+                    }
+                    black_box(v.restore(black_box(&text)).len())
+                });
+            },
+        );
     }
     g.finish();
 }
