@@ -154,6 +154,15 @@ async fn purge_expired_content(state: AppState, mut stop: tokio::sync::watch::Re
             Ok(n) => tracing::info!(records = n, "purged compliance content past its retention"),
             Err(e) => tracing::warn!("purging compliance content: {e}"),
         }
+        // Content waiting in the spill file is covered by the same retention.
+        match state.sink.purge_spilled_content(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                records = n,
+                "purged compliance content past its retention from the spill file"
+            ),
+            Err(e) => tracing::warn!("purging compliance content from the spill file: {e}"),
+        }
         let every = (retention / 10).clamp(
             std::time::Duration::from_secs(1),
             std::time::Duration::from_secs(3600),

@@ -325,6 +325,11 @@ pub fn connection_refused() {
     metrics::counter!("sluice_connections_refused_total").increment(1);
 }
 
+/// Usage sink: compliance contents dropped from spilled records at `usage.spill_max_size`.
+pub fn usage_spill_content_dropped(n: u64) {
+    metrics::counter!("sluice_usage_spill_content_dropped_total").increment(n);
+}
+
 /// Circuit breaker state per deployment (0 closed, 1 half-open, 2 open), set at scrape time.
 pub fn breaker_states(models: &crate::router::ModelTable) {
     use crate::router::health::BreakerState;
