@@ -48,7 +48,8 @@
 //!     docs/governance.md), trues up the reservation and sends one usage record to the
 //!     batching sink, which shutdown drains.
 //!
-//! The admin API (`/admin/...`, `api::admin`) shares steps 1 and 2 and checks roles itself.
+//! The admin API (`/admin/...`, `api::admin`) shares steps 1 and 2; each of its routes then
+//! passes the role gate of `policy::roles` (so does `/metrics`).
 
 use crate::api::{self, RequestCtx};
 use crate::config::Config;
@@ -65,7 +66,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use futures_util::FutureExt;
 use http::HeaderValue;
 use std::panic::AssertUnwindSafe;
@@ -121,6 +122,8 @@ pub struct Shared {
     /// Fired when shutdown's drain timeout runs out: requests and streams still open close
     /// their ledgers (`drain_timeout`) and end.
     pub drain_expired: tokio_util::sync::CancellationToken,
+    /// Set once authentication was ever required (see [`Shared::auth_open`]); never unset.
+    auth_closed: AtomicBool,
     pub started_unix: i64,
     request_seq: AtomicU64,
     request_prefix: u32,
@@ -133,6 +136,24 @@ impl std::ops::Deref for AppState {
     type Target = Shared;
     fn deref(&self) -> &Shared {
         &self.0
+    }
+}
+
+impl Shared {
+    /// The authentication mode: open (no credentials) only while no master key has been
+    /// configured and the store has never held a key. Keys are never deleted, only revoked,
+    /// so "ever held" is "holds any, revoked included"; revoking the last key must not open
+    /// the gateway (and its admin API) again. Once closed, closed for the life of the process,
+    /// also when a reload drops the master key.
+    pub fn auth_open(&self) -> bool {
+        if self.auth_closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.gateway.load().auth.has_master_key() || !self.gov.index().keys.is_empty() {
+            self.auth_closed.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 }
 
@@ -153,6 +174,7 @@ impl AppState {
             tracker,
             shutting_down: AtomicBool::new(false),
             drain_expired: tokio_util::sync::CancellationToken::new(),
+            auth_closed: AtomicBool::new(false),
             started_unix: unix_ms() / 1000,
             request_seq: AtomicU64::new(0),
             request_prefix: rand::random(),
@@ -194,7 +216,6 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/key/info", get(api::admin::key_info))
         .merge(api::admin::routes())
-        .route("/admin/routing", get(api::admin::routing))
         .route("/health/live", get(api::health::live))
         .route("/health/ready", get(api::health::ready))
         .route("/metrics", get(metrics))
@@ -204,8 +225,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Prometheus text exposition (`server.public_metrics` makes it answer without a key).
-async fn metrics(State(app): State<AppState>) -> Response {
+/// Prometheus text exposition for organisation-wide readers (admin, a viewer without a
+/// team): the series cover every team. `server.public_metrics` makes it answer without a key.
+async fn metrics(State(app): State<AppState>, Extension(ctx): Extension<RequestCtx>) -> Response {
+    let who = crate::policy::roles::Reach::of_principal(&ctx.principal);
+    if let Err(e) = crate::policy::roles::authorize(&who, crate::policy::roles::Need::ReadOrg) {
+        return ApiError::from(e).into_response();
+    }
     crate::telemetry::metrics::usage_queue_depth(app.sink.depth());
     crate::telemetry::metrics::breaker_states(&app.gateway.load().models);
     match crate::telemetry::metrics::render() {
@@ -257,7 +283,7 @@ async fn ingress(State(app): State<AppState>, mut req: Request, next: Next) -> R
             .gateway
             .load()
             .auth
-            .authenticate(req.headers(), Some(&app.gov))
+            .authenticate(req.headers(), Some(&app.gov), app.auth_open())
         {
             Ok(p) => p,
             Err(e) => {
@@ -273,6 +299,11 @@ async fn ingress(State(app): State<AppState>, mut req: Request, next: Next) -> R
         crate::policy::auth::Principal::Key(k) => (k.team.clone(), Some(k.id.clone())),
         _ => (None, None),
     };
+    // Body-read timeout: from here, the whole body must arrive within the limit.
+    if !http_body::Body::is_end_stream(req.body()) {
+        let limit = app.gateway.load().config.server.edge.body_read_timeout;
+        req = req.map(|b| axum::body::Body::new(api::DeadlineBody::new(b, limit)));
+    }
     req.extensions_mut().insert(RequestCtx {
         request_id: request_id.clone(),
         start,

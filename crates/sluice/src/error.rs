@@ -19,6 +19,8 @@ pub enum ApiError {
     },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
+    #[error("the request body did not arrive within server.body_read_timeout ({limit_ms} ms)")]
+    RequestTimeout { limit_ms: u64 },
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{}", model_not_found_message(.model, .available))]
@@ -141,6 +143,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } => {
                 StatusCode::NOT_FOUND
@@ -168,6 +171,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::ModelNotFound { .. } => "model_not_found",
             ApiError::RouteNotFound { .. } => "route_not_found",
@@ -212,6 +216,9 @@ impl ApiError {
             ApiError::BadRequest { param, code, .. } => ("invalid_request_error", *param, *code),
             ApiError::PayloadTooLarge { .. } => {
                 ("invalid_request_error", None, Some("payload_too_large"))
+            }
+            ApiError::RequestTimeout { .. } => {
+                ("invalid_request_error", None, Some("request_timeout"))
             }
             ApiError::Unauthorized(_) => ("authentication_error", None, Some("invalid_api_key")),
             ApiError::ModelNotFound { .. } => (
@@ -285,7 +292,10 @@ impl IntoResponse for ApiError {
                 headers.insert("x-sluice-provider", v);
             }
         }
-        if matches!(self, ApiError::PayloadTooLarge { .. }) {
+        if matches!(
+            self,
+            ApiError::PayloadTooLarge { .. } | ApiError::RequestTimeout { .. }
+        ) {
             // The rest of the body is never read: close rather than leave the peer mid-upload.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -309,5 +319,11 @@ impl IntoResponse for ApiError {
         }
         resp.extensions_mut().insert(ErrorSeen(self));
         resp
+    }
+}
+
+impl From<crate::policy::roles::Denied> for ApiError {
+    fn from(e: crate::policy::roles::Denied) -> Self {
+        ApiError::Forbidden(e.to_string())
     }
 }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod canonical;
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod policy;
 pub mod providers;

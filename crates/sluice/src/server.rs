@@ -20,12 +20,31 @@ use tokio_util::task::TaskTracker;
 
 /// Refuses an open gateway on a non-loopback address unless explicitly allowed.
 pub fn check_exposure(cfg: &Config) -> anyhow::Result<()> {
+    check_exposure_at(cfg, cfg.server.listen)
+}
+
+/// [`check_exposure`] for a gateway bound to `addr` (a reload keeps the bound address).
+fn check_exposure_at(cfg: &Config, addr: SocketAddr) -> anyhow::Result<()> {
     let open = cfg.server.master_key.is_none();
-    if open && !cfg.server.listen.ip().is_loopback() && !cfg.server.allow_unauthenticated {
+    if open && !addr.ip().is_loopback() && !cfg.server.allow_unauthenticated {
         bail!(
-            "refusing to serve without authentication on {}: set server.master_key (or SLUICE_MASTER_KEY), \
-             or opt in with --allow-unauthenticated / server.allow_unauthenticated: true",
-            cfg.server.listen
+            "refusing to serve without authentication on {addr}: set server.master_key (or SLUICE_MASTER_KEY), \
+             or opt in with --allow-unauthenticated / server.allow_unauthenticated: true"
+        );
+    }
+    Ok(())
+}
+
+/// Whether `new` may replace `old` on a running gateway bound to `addr`: the exposure check
+/// runs again (a reload that drops the master key on a public address is refused), and the
+/// master key cannot be removed once set (the gateway never reopens without auth, so that
+/// would only lock the admin out).
+pub fn check_reload(old: &Config, new: &Config, addr: SocketAddr) -> anyhow::Result<()> {
+    check_exposure_at(new, addr)?;
+    if old.server.master_key.is_some() && new.server.master_key.is_none() {
+        bail!(
+            "the new config has no server.master_key (nor SLUICE_MASTER_KEY) but the running one has; \
+             the master key can be changed by a reload, not removed"
         );
     }
     Ok(())
@@ -81,7 +100,7 @@ pub async fn run(
     #[cfg(unix)]
     if let Some(path) = config_path {
         // Not on the tracker: reloading records nothing, and must not hold up shutdown.
-        tokio::spawn(reload_on_sighup(state.clone(), path));
+        tokio::spawn(reload_on_sighup(state.clone(), path, addr));
     }
     #[cfg(not(unix))]
     let _ = config_path;
@@ -102,23 +121,15 @@ pub async fn run(
         tracing::info!("shutting down: no new connections; draining for up to {drain:?}");
         let _ = stop_tx.send(true);
     });
-    let mut stop_for_server = stop_rx.clone();
-    // No Nagle: a stream's last small write must not wait 40 ms for the client's delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("set_nodelay failed: {e}");
-        }
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        let _ = stop_for_server.wait_for(|s| *s).await;
-    });
+    let edge = state.gateway.load().config.server.edge.clone();
+    let server = crate::edge::serve(listener, router, edge, stop_rx.clone());
     let mut stop_for_drain = stop_rx;
     let drain_deadline = async move {
         let _ = stop_for_drain.wait_for(|s| *s).await;
         tokio::time::sleep(drain).await;
     };
     tokio::select! {
-        r = server => r.context("server error")?,
+        () = server => {},
         () = drain_deadline => {
             tracing::warn!("drain timeout reached; closing the remaining connections");
             // Requests and streams still open record themselves (`drain_timeout`) before
@@ -154,6 +165,15 @@ async fn purge_expired_content(state: AppState, mut stop: tokio::sync::watch::Re
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "purged compliance content past its retention"),
             Err(e) => tracing::warn!("purging compliance content: {e}"),
+        }
+        // Content waiting in the spill file is covered by the same retention.
+        match state.sink.purge_spilled_content(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                records = n,
+                "purged compliance content past its retention from the spill file"
+            ),
+            Err(e) => tracing::warn!("purging compliance content from the spill file: {e}"),
         }
         let every = (retention / 10).clamp(
             std::time::Duration::from_secs(1),
@@ -197,7 +217,7 @@ fn announce(cfg: &Config, addr: SocketAddr) {
 }
 
 #[cfg(unix)]
-async fn reload_on_sighup(state: AppState, path: PathBuf) {
+async fn reload_on_sighup(state: AppState, path: PathBuf, bound: SocketAddr) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
@@ -209,6 +229,10 @@ async fn reload_on_sighup(state: AppState, path: PathBuf) {
         match config::load(Some(&path), &config::process_env).map(apply_env_overrides) {
             Ok(new_cfg) => {
                 let old = state.gateway.load();
+                if let Err(e) = check_reload(&old.config, &new_cfg, bound) {
+                    tracing::error!("reload refused, keeping the old config: {e}");
+                    continue;
+                }
                 if new_cfg.server.listen != old.config.server.listen
                     || new_cfg.store.url != old.config.store.url
                 {

@@ -26,6 +26,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_STORE_URL: &str = "sqlite://sluice.db";
 pub const DEFAULT_MAX_BODY: u64 = 32 << 20;
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// Largest non-streamed upstream answer read into memory.
+pub const DEFAULT_MAX_RESPONSE: u64 = 64 << 20;
 
 /// The validated, runtime configuration. Built only through [`load`] / [`from_yaml`].
 #[derive(Debug, Clone)]
@@ -57,6 +59,30 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     pub allow_unauthenticated: bool,
     pub public_metrics: bool,
+    pub edge: EdgeConfig,
+}
+
+/// The HTTP edge's limits (`server.*`; see docs/security.md). Read when the listener starts,
+/// except `body_read_timeout`, which each request reads.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 << 10,
+            max_connections: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +178,8 @@ pub struct ProviderConfig {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub stream_idle_timeout: Duration,
+    /// Largest non-streamed answer body, in bytes (`max_response_size`).
+    pub max_response_bytes: u64,
     pub stream_usage: bool,
     pub mock: sluice_mock::MockSettings,
     pub native: NativeSettings,

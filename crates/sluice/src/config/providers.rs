@@ -365,6 +365,21 @@ pub(super) fn provider(rp: RawProvider, path: &str, errs: &mut Vec<ConfigError>)
         DEFAULT_STREAM_IDLE,
         errs,
     );
+    let max_response_bytes = match &rp.max_response_size {
+        None => super::DEFAULT_MAX_RESPONSE,
+        Some(super::raw::SizeOrText::Int(0)) => {
+            errs.push(ConfigError::new(
+                format!("{path}.max_response_size"),
+                "must be greater than 0",
+            ));
+            super::DEFAULT_MAX_RESPONSE
+        }
+        Some(super::raw::SizeOrText::Int(n)) => *n,
+        Some(super::raw::SizeOrText::Text(t)) => super::units::parse_bytes(t).unwrap_or_else(|e| {
+            errs.push(ConfigError::new(format!("{path}.max_response_size"), e));
+            super::DEFAULT_MAX_RESPONSE
+        }),
+    };
     let mock = mock_settings(rp.mock.unwrap_or_default(), &format!("{path}.mock"), errs);
     let health_check =
         super::routing::health_check(rp.health_check.as_ref(), path, base_url.is_some(), errs);
@@ -383,6 +398,7 @@ pub(super) fn provider(rp: RawProvider, path: &str, errs: &mut Vec<ConfigError>)
         timeout,
         connect_timeout,
         stream_idle_timeout,
+        max_response_bytes,
         stream_usage: stream_usage.unwrap_or(true),
         mock,
         health_check,

@@ -147,6 +147,16 @@ pub struct RawServer {
     /// Serve `GET /metrics` without credentials (for a Prometheus scraper on a private network).
     #[serde(default)]
     pub public_metrics: bool,
+    /// A client must send a request's whole header within this (default 10s).
+    pub header_read_timeout: Option<String>,
+    /// ... and its whole body within this, counted from the request's start (default 60s).
+    pub body_read_timeout: Option<String>,
+    /// An idle keep-alive connection is closed after this (default 60s).
+    pub idle_timeout: Option<String>,
+    /// Largest accepted request header (default 64KiB; at least 8KiB).
+    pub max_header_size: Option<SizeOrText>,
+    /// Most connections open at once; more get a fast 503 and are closed (default 10000).
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +223,8 @@ pub struct RawProvider {
     pub connect_timeout: Option<String>,
     /// Longest silence allowed between two chunks of a stream.
     pub stream_idle_timeout: Option<String>,
+    /// Largest non-streamed answer read from this provider (default 64MiB; over it: 502).
+    pub max_response_size: Option<SizeOrText>,
     /// Ask the upstream for a final usage event on streams (OpenAI `stream_options`).
     pub stream_usage: Option<bool>,
     /// Settings of the built-in mock (kind `mock` only).

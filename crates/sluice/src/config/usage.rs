@@ -20,6 +20,8 @@ pub struct RawUsage {
     pub retry_interval: Option<String>,
     /// Default: beside the SQLite file, `<db>.usage-spill.jsonl`.
     pub spill_path: Option<PathBuf>,
+    /// Largest the spill file may grow (`1GiB` by default).
+    pub spill_max_size: Option<super::raw::SizeOrText>,
     #[serde(default)]
     pub compliance: RawCompliance,
 }
@@ -125,6 +127,14 @@ pub fn validate(raw: RawUsage, errs: &mut Vec<ConfigError>) -> UsageConfig {
     }
     // The default (beside the database) is set at start, after `--store` is applied.
     out.sink.spill_path = raw.spill_path;
+    match raw.spill_max_size {
+        None => {}
+        Some(super::raw::SizeOrText::Int(n)) => out.sink.spill_max_bytes = n,
+        Some(super::raw::SizeOrText::Text(t)) => match super::units::parse_bytes(&t) {
+            Ok(n) => out.sink.spill_max_bytes = n,
+            Err(e) => errs.push(ConfigError::new("usage.spill_max_size", e)),
+        },
+    }
 
     let c = raw.compliance;
     out.compliance.teams = c.teams;

@@ -61,6 +61,16 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         DEFAULT_DRAIN,
         &mut errs,
     );
+    let edge = edge(
+        EdgeFields {
+            header_read_timeout: &raw.server.header_read_timeout,
+            body_read_timeout: &raw.server.body_read_timeout,
+            idle_timeout: &raw.server.idle_timeout,
+            max_header_size: &raw.server.max_header_size,
+            max_connections: raw.server.max_connections,
+        },
+        &mut errs,
+    );
 
     let store_url = raw
         .store
@@ -448,6 +458,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
             drain_timeout,
             allow_unauthenticated: raw.server.allow_unauthenticated,
             public_metrics: raw.server.public_metrics,
+            edge,
         },
         store: StoreConfig { url: store_url },
         providers,
@@ -587,6 +598,73 @@ fn breaker(b: Option<&RawBreaker>, path: &str, errs: &mut Vec<ConfigError>) -> B
         error_rate: b.error_rate,
         window: duration(&b.window, &format!("{path}.breaker.window"), d.window, errs),
         min_requests: b.min_requests.unwrap_or(d.min_requests).max(1),
+    }
+}
+
+/// The `server.*` fields of the HTTP edge (the rest of `server` is moved out before).
+struct EdgeFields<'a> {
+    header_read_timeout: &'a Option<String>,
+    body_read_timeout: &'a Option<String>,
+    idle_timeout: &'a Option<String>,
+    max_header_size: &'a Option<SizeOrText>,
+    max_connections: Option<u32>,
+}
+
+/// `server.header_read_timeout` and the other edge limits: positive, with safe defaults.
+fn edge(raw: EdgeFields<'_>, errs: &mut Vec<ConfigError>) -> super::EdgeConfig {
+    let d = super::EdgeConfig::default();
+    let mut positive = |v: &Option<String>, path: &str, default: Duration| {
+        let t = duration(v, path, default, errs);
+        if t.is_zero() {
+            errs.push(ConfigError::new(path, "must be greater than 0"));
+        }
+        t
+    };
+    let header_read_timeout = positive(
+        raw.header_read_timeout,
+        "server.header_read_timeout",
+        d.header_read_timeout,
+    );
+    let body_read_timeout = positive(
+        raw.body_read_timeout,
+        "server.body_read_timeout",
+        d.body_read_timeout,
+    );
+    let idle_timeout = positive(raw.idle_timeout, "server.idle_timeout", d.idle_timeout);
+    let max_header_bytes = match raw.max_header_size {
+        None => d.max_header_bytes,
+        Some(SizeOrText::Int(n)) => usize::try_from(*n).unwrap_or(usize::MAX),
+        Some(SizeOrText::Text(t)) => parse_bytes(t)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+            .unwrap_or_else(|e| {
+                errs.push(ConfigError::new("server.max_header_size", e));
+                d.max_header_bytes
+            }),
+    };
+    // hyper's read buffer cannot be smaller than 8 KiB.
+    if max_header_bytes < 8192 {
+        errs.push(ConfigError::new(
+            "server.max_header_size",
+            "must be at least 8KiB",
+        ));
+    }
+    let max_connections = match raw.max_connections {
+        None => d.max_connections,
+        Some(0) => {
+            errs.push(ConfigError::new(
+                "server.max_connections",
+                "must be greater than 0",
+            ));
+            d.max_connections
+        }
+        Some(n) => n as usize,
+    };
+    super::EdgeConfig {
+        header_read_timeout,
+        body_read_timeout,
+        idle_timeout,
+        max_header_bytes,
+        max_connections,
     }
 }
 

@@ -49,17 +49,20 @@ impl Authenticator {
         Self { master_key }
     }
 
-    /// True when requests need no credentials at all (no master key, no virtual keys).
-    pub fn is_open(&self, keys: Option<&Governance>) -> bool {
-        self.master_key.is_none() && !keys.is_some_and(Governance::has_keys)
+    /// Whether a master key is configured.
+    pub fn has_master_key(&self) -> bool {
+        self.master_key.is_some()
     }
 
+    /// `open` is the gateway's authentication mode (`app::Shared::auth_open`), decided from
+    /// the configuration and the store's history, never from how many keys are usable now.
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
         keys: Option<&Governance>,
+        open: bool,
     ) -> Result<Principal, ApiError> {
-        if self.is_open(keys) {
+        if open {
             return Ok(Principal::Anonymous);
         }
         let presented = bearer_or_api_key(headers).ok_or(ApiError::Unauthorized(
@@ -113,29 +116,37 @@ mod tests {
     fn master_key_via_bearer_or_x_api_key() {
         let a = Authenticator::new(Some(Secret::new("sk-master".into())));
         assert!(matches!(
-            a.authenticate(&headers(&[("authorization", "Bearer sk-master")]), None),
+            a.authenticate(
+                &headers(&[("authorization", "Bearer sk-master")]),
+                None,
+                false
+            ),
             Ok(Principal::Master)
         ));
         assert!(matches!(
-            a.authenticate(&headers(&[("x-api-key", "sk-master")]), None),
+            a.authenticate(&headers(&[("x-api-key", "sk-master")]), None, false),
             Ok(Principal::Master)
         ));
         assert!(a
-            .authenticate(&headers(&[("authorization", "Bearer nope")]), None)
+            .authenticate(&headers(&[("authorization", "Bearer nope")]), None, false)
             .is_err());
         assert!(a
-            .authenticate(&headers(&[("authorization", "Basic sk-master")]), None)
+            .authenticate(
+                &headers(&[("authorization", "Basic sk-master")]),
+                None,
+                false
+            )
             .is_err());
-        assert!(a.authenticate(&headers(&[]), None).is_err());
+        assert!(a.authenticate(&headers(&[]), None, false).is_err());
     }
 
     #[test]
-    fn open_without_master_key() {
+    fn open_only_when_the_mode_says_so() {
         let a = Authenticator::new(None);
-        assert!(a.is_open(None));
         assert!(matches!(
-            a.authenticate(&headers(&[]), None),
+            a.authenticate(&headers(&[]), None, true),
             Ok(Principal::Anonymous)
         ));
+        assert!(a.authenticate(&headers(&[]), None, false).is_err());
     }
 }

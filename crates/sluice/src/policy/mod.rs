@@ -9,3 +9,4 @@ pub mod governance;
 pub mod keys;
 pub mod limits;
 pub mod prices;
+pub mod roles;

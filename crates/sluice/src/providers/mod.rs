@@ -11,6 +11,7 @@ mod mock;
 pub mod native;
 pub mod ollama;
 pub mod openai_compat;
+pub mod url;
 
 pub use error::{parse_error_body, ErrorSource, FallbackClass, UpstreamError, UpstreamErrorKind};
 
@@ -47,7 +48,8 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body from either transport, without boxing.
 pub enum UpstreamBody {
-    Http(hyper::body::Incoming),
+    /// An HTTP answer; non-streamed ones carry the [`Cap`] on how much may be read.
+    Http(hyper::body::Incoming, Option<Cap>),
     Mock(sluice_mock::MockBody),
     /// A native provider's answer, re-encoded as OpenAI bytes.
     Translated(Box<native::TranslateBody>),
@@ -64,7 +66,22 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            UpstreamBody::Http(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Http(b, None) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Http(b, Some(cap)) => {
+                let frame = Pin::new(b).poll_frame(cx).map_err(BodyError::from);
+                if let Poll::Ready(Some(Ok(f))) = &frame {
+                    if let Some(d) = f.data_ref() {
+                        let n = d.len() as u64;
+                        if n > cap.left {
+                            return Poll::Ready(Some(Err(Box::new(ResponseTooLarge {
+                                limit: cap.limit,
+                            }))));
+                        }
+                        cap.left -= n;
+                    }
+                }
+                frame
+            }
             UpstreamBody::Mock(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Translated(b) => Pin::new(b.as_mut()).poll_frame(cx),
             UpstreamBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
@@ -73,7 +90,7 @@ impl Body for UpstreamBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Http(b) => b.is_end_stream(),
+            UpstreamBody::Http(b, _) => b.is_end_stream(),
             UpstreamBody::Mock(b) => b.is_end_stream(),
             UpstreamBody::Translated(b) => b.is_end_stream(),
             UpstreamBody::Full(b) => b.is_none(),
@@ -82,12 +99,33 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Http(b) => b.size_hint(),
+            UpstreamBody::Http(b, _) => b.size_hint(),
             UpstreamBody::Mock(b) => b.size_hint(),
             UpstreamBody::Translated(b) => b.size_hint(),
             UpstreamBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
+}
+
+/// What is left of a non-streamed answer's size limit (`providers[].max_response_size`):
+/// non-streamed answers are read whole into memory, so an upstream must not send gigabytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Cap {
+    left: u64,
+    limit: u64,
+}
+
+impl Cap {
+    pub fn new(limit: u64) -> Self {
+        Self { left: limit, limit }
+    }
+}
+
+/// A non-streamed upstream answer passed its cap (the pipeline answers 502 naming the provider).
+#[derive(Debug, thiserror::Error)]
+#[error("the answer is larger than max_response_size ({limit} bytes)")]
+pub struct ResponseTooLarge {
+    pub limit: u64,
 }
 
 pub struct UpstreamResponse {

@@ -120,6 +120,10 @@ pub struct NativeUpstream {
     headers: HeaderMap,
     auth: Option<Arc<dyn RequestAuth>>,
     unsupported: UnsupportedParams,
+    /// Which model names may go into this provider's URLs.
+    model_grammar: super::url::ModelGrammar,
+    /// `max_response_size` for non-streamed answers.
+    max_response: u64,
 }
 
 const ERROR_BODY_LIMIT: usize = 1 << 20;
@@ -151,6 +155,8 @@ impl NativeUpstream {
             headers,
             auth,
             unsupported: cfg.native.unsupported_params,
+            model_grammar: super::url::ModelGrammar::of(cfg.kind),
+            max_response: cfg.max_response_bytes,
         })
     }
 
@@ -192,6 +198,9 @@ impl NativeUpstream {
                 }
             },
         };
+        if let Err(e) = super::url::check_model(self.model_grammar, provider, &encoded.ctx.model) {
+            return Ok(bad_request(&e));
+        }
         if self.unsupported == UnsupportedParams::Reject && !encoded.dropped.is_empty() {
             return Ok(bad_request(&RequestError::new(
                 format!(
@@ -233,9 +242,14 @@ impl NativeUpstream {
                 )
             })?;
         }
-        let resp =
-            super::openai_compat::execute(&self.client, provider, http_req, &target(&encoded.path))
-                .await?;
+        let resp = super::openai_compat::execute(
+            &self.client,
+            provider,
+            http_req,
+            &target(&encoded.path),
+            self.max_response,
+        )
+        .await?;
         if !resp.status.is_success() {
             return Ok(self.error_response(resp).await);
         }
@@ -323,7 +337,9 @@ impl NativeUpstream {
                 )
             })?;
         }
-        let resp = super::openai_compat::execute(&self.client, provider, req, &target).await?;
+        let resp =
+            super::openai_compat::execute(&self.client, provider, req, &target, self.max_response)
+                .await?;
         if resp.status.is_success() {
             Ok(resp)
         } else {
@@ -361,7 +377,14 @@ impl NativeUpstream {
             })?;
         }
         let fut = async {
-            let resp = super::openai_compat::execute(&self.client, provider, req, &target).await?;
+            let resp = super::openai_compat::execute(
+                &self.client,
+                provider,
+                req,
+                &target,
+                self.max_response,
+            )
+            .await?;
             let limited = http_body_util::Limited::new(resp.body, ERROR_BODY_LIMIT);
             let bytes = limited
                 .collect()
@@ -402,7 +425,8 @@ impl NativeUpstream {
     }
 }
 
-fn bad_request(e: &RequestError) -> UpstreamResponse {
+/// A 400 made by the gateway in the OpenAI shape (the dispatcher passes it on, no retry).
+pub(crate) fn bad_request(e: &RequestError) -> UpstreamResponse {
     let body = serde_json::json!({"error": {"message": e.message, "type": "invalid_request_error",
                                             "param": e.param, "code": null}});
     let mut headers = HeaderMap::new();

@@ -60,6 +60,7 @@ pub async fn execute(
     provider: &Arc<str>,
     mut req: http::Request<Full<Bytes>>,
     target: &str,
+    max_response: u64,
 ) -> Result<UpstreamResponse, UpstreamError> {
     // Tracing on: this attempt's span goes upstream as the W3C parent (added after any
     // request signing, so it is not part of a SigV4 signature).
@@ -77,10 +78,21 @@ pub async fn execute(
     match result {
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
+            // Streams are forwarded chunk by chunk, never held whole; everything else is
+            // read into memory somewhere, so it is capped.
+            let streamed = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| {
+                    ct.starts_with("text/event-stream")
+                        || ct.starts_with("application/vnd.amazon.eventstream")
+                });
+            let cap = (!streamed).then(|| super::Cap::new(max_response));
             Ok(UpstreamResponse {
                 status: parts.status,
                 headers: parts.headers,
-                body: UpstreamBody::Http(body),
+                body: UpstreamBody::Http(body, cap),
             })
         }
         Err(e) => {
@@ -103,6 +115,8 @@ pub struct HttpUpstream {
     headers: HeaderMap,
     /// Azure OpenAI: the deployment (our model name) is in the URL, with `api-version`.
     azure: Option<Azure>,
+    /// `max_response_size` for non-streamed answers.
+    max_response: u64,
 }
 
 struct Azure {
@@ -173,6 +187,7 @@ impl HttpUpstream {
             embeddings_uri: uri(&format!("{prefix}{}", Endpoint::Embeddings.path()))?,
             headers,
             azure: azure.filter(|_| !v1),
+            max_response: cfg.max_response_bytes,
         })
     }
 
@@ -187,8 +202,9 @@ impl HttpUpstream {
     pub fn uri_for(&self, endpoint: Endpoint, model: &str) -> Uri {
         match &self.azure {
             Some(a) => format!(
-                "{}/openai/deployments/{model}{}?api-version={}",
+                "{}/openai/deployments/{}{}?api-version={}",
                 a.base,
+                super::url::segment(model),
                 endpoint.path(),
                 a.api_version
             )
@@ -215,6 +231,12 @@ impl HttpUpstream {
                 )),
             ));
         }
+        if self.azure.is_some() {
+            let grammar = super::url::ModelGrammar::of(crate::config::ProviderKind::AzureOpenAi);
+            if let Err(e) = super::url::check_model(grammar, provider, model) {
+                return Ok(super::native::bad_request(&e));
+            }
+        }
         let uri = &self.uri_for(endpoint, model);
         let mut req = http::Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
@@ -231,7 +253,14 @@ impl HttpUpstream {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-request-id", v);
         }
-        execute(&self.client, provider, req, &format!("POST {uri}")).await
+        execute(
+            &self.client,
+            provider,
+            req,
+            &format!("POST {uri}"),
+            self.max_response,
+        )
+        .await
     }
 }
 

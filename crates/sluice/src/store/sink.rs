@@ -32,6 +32,8 @@ pub struct SinkConfig {
     pub retry_interval: Duration,
     /// The spill file; `None` disables spilling (an in-memory store).
     pub spill_path: Option<PathBuf>,
+    /// `usage.spill_max_size`, in bytes.
+    pub spill_max_bytes: u64,
 }
 
 impl Default for SinkConfig {
@@ -43,6 +45,7 @@ impl Default for SinkConfig {
             store_timeout: Duration::from_secs(2),
             retry_interval: Duration::from_secs(1),
             spill_path: None,
+            spill_max_bytes: super::spill::DEFAULT_SPILL_MAX,
         }
     }
 }
@@ -80,6 +83,16 @@ impl UsageSink {
                  the stored spend and catch up once it is"
             );
         }
+    }
+
+    /// Retention for the spill file: drops compliance content recorded before `before_ms`.
+    pub async fn purge_spilled_content(&self, before_ms: i64) -> std::io::Result<u64> {
+        let Some(spill) = self.spill.clone() else {
+            return Ok(0);
+        };
+        tokio::task::spawn_blocking(move || spill.purge_content(before_ms))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// Queues a record; never waits. A full queue spills the record to the file instead.
@@ -129,7 +142,10 @@ impl UsageWriter {
     ) -> (UsageSink, UsageWriter) {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let spill = cfg.spill_path.clone().map(|p| Arc::new(Spill::new(p)));
+        let spill = cfg
+            .spill_path
+            .clone()
+            .map(|p| Arc::new(Spill::new(p, cfg.spill_max_bytes)));
         let pending = spill.as_ref().is_some_and(|s| s.pending());
         let (replayed_tx, replays) = tokio::sync::watch::channel(0u64);
         let writer = Writer {
@@ -473,7 +489,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(count(&inner).await, 0);
         // Spilled (a failed replay attempt may have moved the file aside already).
-        assert!(Spill::new(dir.path().join("spill.jsonl")).pending());
+        assert!(Spill::new(
+            dir.path().join("spill.jsonl"),
+            crate::store::spill::DEFAULT_SPILL_MAX
+        )
+        .pending());
         down.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(300)).await;
         writer.close().await;
@@ -492,7 +512,7 @@ mod tests {
     async fn a_spill_file_left_by_an_earlier_run_is_replayed_at_start() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spill.jsonl");
-        let spill = Spill::new(path.clone());
+        let spill = Spill::new(path.clone(), crate::store::spill::DEFAULT_SPILL_MAX);
         let rows: Vec<UsageRow> = (0..10).map(|i| UsageRow::from(rec(i))).collect();
         spill.append(&rows).unwrap();
         // A torn last line, as after a crash mid-write.

@@ -121,6 +121,9 @@ impl SqliteStore {
             .pragma("cache_size", "-16384");
         // Each connection to `:memory:` is its own database: keep exactly one, forever.
         let memory = url.contains(":memory:");
+        if !memory {
+            create_private(opts.get_filename());
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(if memory { 1 } else { 2 })
             .idle_timeout(if memory {
@@ -229,6 +232,29 @@ async fn insert_content(
         }
     }
     Ok(())
+}
+
+/// Creates a new database file readable by the owner only: it holds compliance prompts and
+/// answers. SQLite gives its `-wal` and `-shm` files the database file's permissions. An
+/// existing file keeps its mode (changing it is the operator's call).
+fn create_private(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        if path.as_os_str().is_empty() || path.exists() {
+            return;
+        }
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            tracing::debug!("pre-creating {} failed: {e}", path.display());
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 impl SqliteStore {

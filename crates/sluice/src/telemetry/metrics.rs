@@ -329,6 +329,16 @@ pub fn usage_dropped(n: usize) {
     metrics::counter!("sluice_usage_dropped_total").increment(n as u64);
 }
 
+/// HTTP edge: connections turned away with a 503 at `server.max_connections`.
+pub fn connection_refused() {
+    metrics::counter!("sluice_connections_refused_total").increment(1);
+}
+
+/// Usage sink: compliance contents dropped from spilled records at `usage.spill_max_size`.
+pub fn usage_spill_content_dropped(n: u64) {
+    metrics::counter!("sluice_usage_spill_content_dropped_total").increment(n);
+}
+
 /// Circuit breaker state per deployment (0 closed, 1 half-open, 2 open), set at scrape time.
 pub fn breaker_states(models: &crate::router::ModelTable) {
     use crate::router::health::BreakerState;

@@ -48,7 +48,10 @@ impl Gateway {
     pub fn start_with(config: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0");
+        cmd.arg("serve");
+        if !args.contains(&"--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
         cmd.current_dir(dir.path());
         if let Some(cfg) = config {
             let db = dir.path().join("sluice.db");
@@ -111,6 +114,22 @@ impl Gateway {
             dir,
             stderr,
         }
+    }
+
+    /// Sends SIGHUP (reload the config file).
+    pub fn hangup(&self) {
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -HUP failed");
+    }
+
+    /// The config file it was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("sluice.yaml")
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -2,13 +2,14 @@
 //! `GET /v1/key/info` for a key to read its own limits and remaining budget.
 
 use super::input::{check_name, parse, parse_time, EntityInput};
-use super::{authorize, stored, usd, Reach};
+use super::{stored, usd};
 use crate::api::RequestCtx;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::policy::auth::Principal;
 use crate::policy::governance::rfc3339;
 use crate::policy::keys::{self, KeyPrincipal, Role};
+use crate::policy::roles::{self, Reach, Scope};
 use crate::store::gov::{GovStore, KeyRecord};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -20,8 +21,23 @@ use std::sync::Arc;
 
 const DEFAULT_GRACE_MS: i64 = 3_600_000;
 
-fn apply(mut input: EntityInput, k: &mut KeyRecord, reach: &Reach) -> Result<(), ApiError> {
+/// The reach a stored key has when it is used.
+fn reach_of(k: &KeyRecord) -> Reach {
+    Reach::of_key(k.role.as_deref().and_then(Role::parse), k.team.as_deref())
+}
+
+/// Applies `input` to `k` (`existing`: a stored key, not a new one) for the caller `who`,
+/// whose answers are held to `scope`; neither the key as it was nor as it becomes may reach
+/// further than the caller (`policy::roles::may_set_key`).
+fn apply(
+    app: &AppState,
+    mut input: EntityInput,
+    k: &mut KeyRecord,
+    existing: bool,
+    (who, scope): (&Reach, &Scope),
+) -> Result<(), ApiError> {
     input.refuse("key", &["parent", "model_limits"])?;
+    let before = existing.then(|| reach_of(k));
     if let Some(n) = input.name.take() {
         check_name(&n, "name")?;
         k.name = Some(n);
@@ -30,34 +46,28 @@ fn apply(mut input: EntityInput, k: &mut KeyRecord, reach: &Reach) -> Result<(),
         check_name(&t, "team")?;
         k.team = Some(t);
     }
-    if let Reach::Team(own) = reach {
-        if k.team.is_none() {
-            k.team = Some(own.clone());
-        }
-        if k.team.as_deref() != Some(own.as_str()) {
-            return Err(ApiError::Forbidden(format!(
-                "a team_admin may only manage keys of team {own:?}"
-            )));
-        }
+    if let Scope::Team(own) = scope {
+        k.team.get_or_insert_with(|| own.clone());
+        roles::may_touch(scope, "keys", k.team.as_deref())?;
     }
     if let Some(u) = input.user.take() {
         check_name(&u, "user")?;
+        // A team-scoped caller may attach only users of its own team.
+        if let Some(user) = app.gov.index().user(&u) {
+            roles::may_touch(scope, "users", user.team.as_deref())?;
+        }
         k.user = Some(u);
     }
     if let Some(r) = input.role.take() {
-        let role = Role::parse(&r).ok_or_else(|| {
-            ApiError::bad_request(
+        if Role::parse(&r).is_none() {
+            return Err(ApiError::bad_request(
                 format!("`role`: {r:?} is not one of admin, team_admin, viewer"),
                 Some("role"),
-            )
-        })?;
-        if *reach != Reach::All && role == Role::Admin {
-            return Err(ApiError::Forbidden(
-                "a team_admin cannot grant the admin role".into(),
             ));
         }
         k.role = Some(r);
     }
+    roles::may_set_key(who, before.as_ref(), &reach_of(k))?;
     if let Some(e) = input.expires_at.take() {
         k.expires_at_ms = if e.is_null() {
             None
@@ -118,9 +128,9 @@ fn fresh(app: &AppState, id: &str) -> Result<Arc<KeyPrincipal>, ApiError> {
 pub(super) async fn create(
     State(app): State<AppState>,
     Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let reach = authorize(&ctx, true)?;
     let input: EntityInput = parse(&body)?;
     let secret = keys::generate();
     let mut rec = KeyRecord {
@@ -130,7 +140,8 @@ pub(super) async fn create(
         created_ms: app.gov.clock.now_ms(),
         ..KeyRecord::default()
     };
-    apply(input, &mut rec, &reach)?;
+    let who = Reach::of_principal(&ctx.principal);
+    apply(&app, input, &mut rec, false, (&who, &scope))?;
     stored(&app, app.gov.store().insert_key(&rec).await).await?;
     let p = fresh(&app, &rec.id)?;
     Ok((
@@ -142,24 +153,23 @@ pub(super) async fn create(
 
 pub(super) async fn list(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
 ) -> Result<Response, ApiError> {
-    let reach = authorize(&ctx, false)?;
     let idx = app.gov.index();
     let data: Vec<serde_json::Value> = idx
         .keys
         .iter()
-        .filter(|k| reach.sees_team(k.team.as_deref()))
+        .filter(|k| scope.sees_team(k.team.as_deref()))
         .map(|k| key_json(&app, k))
         .collect();
     Ok(Json(serde_json::json!({"object": "list", "data": data})).into_response())
 }
 
-fn visible(app: &AppState, reach: &Reach, id: &str) -> Result<Arc<KeyPrincipal>, ApiError> {
+fn visible(app: &AppState, scope: &Scope, id: &str) -> Result<Arc<KeyPrincipal>, ApiError> {
     app.gov
         .index()
         .key(id)
-        .filter(|k| reach.sees_team(k.team.as_deref()))
+        .filter(|k| scope.sees_team(k.team.as_deref()))
         .cloned()
         .ok_or_else(|| ApiError::NotFound {
             message: format!("no key with id {id:?}"),
@@ -169,24 +179,24 @@ fn visible(app: &AppState, reach: &Reach, id: &str) -> Result<Arc<KeyPrincipal>,
 
 pub(super) async fn get_one(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let reach = authorize(&ctx, false)?;
-    let p = visible(&app, &reach, &id)?;
+    let p = visible(&app, &scope, &id)?;
     Ok(Json(key_json(&app, &p)).into_response())
 }
 
 pub(super) async fn update(
     State(app): State<AppState>,
     Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let reach = authorize(&ctx, true)?;
     let input: EntityInput = parse(&body)?;
-    let mut rec = visible(&app, &reach, &id)?.record.clone();
-    apply(input, &mut rec, &reach)?;
+    let mut rec = visible(&app, &scope, &id)?.record.clone();
+    let who = Reach::of_principal(&ctx.principal);
+    apply(&app, input, &mut rec, true, (&who, &scope))?;
     stored(&app, app.gov.store().update_key(&rec).await).await?;
     Ok(Json(key_json(&app, &*fresh(&app, &id)?)).into_response())
 }
@@ -194,10 +204,12 @@ pub(super) async fn update(
 pub(super) async fn revoke(
     State(app): State<AppState>,
     Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let reach = authorize(&ctx, true)?;
-    let mut rec = visible(&app, &reach, &id)?.record.clone();
+    let mut rec = visible(&app, &scope, &id)?.record.clone();
+    let target = reach_of(&rec);
+    roles::may_set_key(&Reach::of_principal(&ctx.principal), Some(&target), &target)?;
     if rec.revoked_ms.is_none() {
         rec.revoked_ms = Some(app.gov.clock.now_ms());
         rec.previous_hash = None;
@@ -217,10 +229,10 @@ struct RotateInput {
 pub(super) async fn rotate(
     State(app): State<AppState>,
     Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let reach = authorize(&ctx, true)?;
     let input: RotateInput = if body.iter().all(u8::is_ascii_whitespace) {
         RotateInput::default()
     } else {
@@ -235,7 +247,10 @@ pub(super) async fn rotate(
                 ApiError::bad_request(format!("`grace_period`: {e}"), Some("grace_period"))
             })?,
     };
-    let mut rec = visible(&app, &reach, &id)?.record.clone();
+    let mut rec = visible(&app, &scope, &id)?.record.clone();
+    // Rotation hands out the new secret: the key must be within the caller's reach.
+    let target = reach_of(&rec);
+    roles::may_set_key(&Reach::of_principal(&ctx.principal), Some(&target), &target)?;
     if rec.revoked_ms.is_some() {
         return Err(ApiError::Conflict {
             message: format!("key {id} is revoked and cannot be rotated"),

@@ -1,10 +1,9 @@
 //! The admin API under `/admin` (teams, keys; JSON; OpenAPI at `/admin/openapi.json`) and
 //! `GET /v1/key/info`, where a key sees its own limits and remaining budget.
 //!
-//! Who may call it: the master key (and an open gateway) and keys with role `admin` may do
-//! everything; `team_admin` keys manage their own team's keys and see their own team only;
-//! `viewer` keys may read. Other keys get 403. Users (`/admin/users`) own keys; a key's
-//! `user` must exist.
+//! Who may call it is decided by `policy::roles` (the table in `docs/governance.md`): every
+//! route is registered with the [`Need`] it has and passes one gate. Users (`/admin/users`)
+//! own keys; a key's `user` must exist.
 
 mod input;
 mod keys;
@@ -16,79 +15,105 @@ mod users;
 use crate::api::RequestCtx;
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::policy::keys::Role;
 use crate::policy::prices::format_usd;
+use crate::policy::roles::{self, Need, Reach};
 use crate::store::gov::GovStoreError;
+use axum::extract::{Request, State};
+use axum::handler::Handler;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::routing::{on, MethodFilter};
+use axum::{Json, Router};
+use http::Method;
 
 pub use keys::key_info;
-pub use routing::routing;
+
+/// Every admin route with the [`Need`] it has. The router is built from these calls, so a
+/// route cannot exist without an access rule, and [`route_list`] (read by the role-matrix
+/// test) is the router's own list.
+fn build() -> AdminRoutes {
+    use Method as M;
+    AdminRoutes::default()
+        .at(M::GET, "/admin/openapi.json", Need::Read, openapi)
+        .at(M::POST, "/admin/teams", Need::Admin, teams::create)
+        .at(M::GET, "/admin/teams", Need::Read, teams::list)
+        .at(M::GET, "/admin/teams/{name}", Need::Read, teams::get_one)
+        .at(M::PATCH, "/admin/teams/{name}", Need::Admin, teams::update)
+        .at(M::DELETE, "/admin/teams/{name}", Need::Admin, teams::delete)
+        .at(M::POST, "/admin/users", Need::Write, users::create)
+        .at(M::GET, "/admin/users", Need::Read, users::list)
+        .at(M::GET, "/admin/users/{name}", Need::Read, users::get_one)
+        .at(M::PATCH, "/admin/users/{name}", Need::Write, users::update)
+        .at(M::DELETE, "/admin/users/{name}", Need::Write, users::delete)
+        .at(M::POST, "/admin/keys", Need::Write, keys::create)
+        .at(M::GET, "/admin/keys", Need::Read, keys::list)
+        .at(M::GET, "/admin/keys/{id}", Need::Read, keys::get_one)
+        .at(M::PATCH, "/admin/keys/{id}", Need::Write, keys::update)
+        .at(
+            M::POST,
+            "/admin/keys/{id}/revoke",
+            Need::Write,
+            keys::revoke,
+        )
+        .at(
+            M::POST,
+            "/admin/keys/{id}/rotate",
+            Need::Write,
+            keys::rotate,
+        )
+        .at(M::GET, "/admin/usage", Need::Read, usage::usage)
+        .at(M::GET, "/admin/usage/export", Need::Read, usage::export)
+        .at(M::GET, "/admin/performance", Need::Read, usage::performance)
+        .at(M::GET, "/admin/requests", Need::Read, usage::requests)
+        .at(M::GET, "/admin/routing", Need::ReadOrg, routing::routing)
+}
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/openapi.json", get(openapi))
-        .route("/admin/teams", post(teams::create).get(teams::list))
-        .route(
-            "/admin/teams/{name}",
-            get(teams::get_one)
-                .patch(teams::update)
-                .delete(teams::delete),
-        )
-        .route("/admin/users", post(users::create).get(users::list))
-        .route(
-            "/admin/users/{name}",
-            get(users::get_one)
-                .patch(users::update)
-                .delete(users::delete),
-        )
-        .route("/admin/keys", post(keys::create).get(keys::list))
-        .route("/admin/keys/{id}", get(keys::get_one).patch(keys::update))
-        .route("/admin/keys/{id}/revoke", post(keys::revoke))
-        .route("/admin/keys/{id}/rotate", post(keys::rotate))
-        .route("/admin/usage", get(usage::usage))
-        .route("/admin/usage/export", get(usage::export))
-        .route("/admin/performance", get(usage::performance))
-        .route("/admin/requests", get(usage::requests))
+    build().router
 }
 
-/// What an admin caller may reach.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Reach {
-    All,
-    Team(String),
+/// `(method, path, need)` of every admin route, as the router has them.
+pub fn route_list() -> Vec<(Method, &'static str, Need)> {
+    build().list
 }
 
-impl Reach {
-    pub(crate) fn sees_team(&self, team: Option<&str>) -> bool {
-        match self {
-            Reach::All => true,
-            Reach::Team(t) => team == Some(t.as_str()),
-        }
+#[derive(Default)]
+struct AdminRoutes {
+    router: Router<AppState>,
+    list: Vec<(Method, &'static str, Need)>,
+}
+
+impl AdminRoutes {
+    fn at<H, T>(mut self, method: Method, path: &'static str, need: Need, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let Ok(filter) = MethodFilter::try_from(method.clone()) else {
+            // Only the fixed methods above reach this; an unknown one adds no route.
+            return self;
+        };
+        self.router = self.router.route(
+            path,
+            on(filter, handler).route_layer(middleware::from_fn_with_state(need, gate)),
+        );
+        self.list.push((method, path, need));
+        self
     }
 }
 
-/// Checks the caller's role for a read (`write == false`) or a write.
-pub(crate) fn authorize(ctx: &RequestCtx, write: bool) -> Result<Reach, ApiError> {
-    match ctx.principal.role() {
-        Some(Role::Admin) => Ok(Reach::All),
-        Some(Role::Viewer) if !write => Ok(Reach::All),
-        Some(Role::Viewer) => Err(ApiError::Forbidden(
-            "this key has the viewer role: read-only".into(),
-        )),
-        Some(Role::TeamAdmin) => match &ctx.principal {
-            crate::policy::auth::Principal::Key(k) => match &k.team {
-                Some(t) => Ok(Reach::Team(t.to_string())),
-                None => Err(ApiError::Forbidden(
-                    "this team_admin key belongs to no team".into(),
-                )),
-            },
-            _ => Ok(Reach::All),
-        },
-        None => Err(ApiError::Forbidden(
-            "this key may not use the admin API (it has no admin role)".into(),
-        )),
+/// The role check in front of every admin route: the caller's reach against the route's
+/// need; the handler gets the [`Scope`] its answers are held to.
+async fn gate(State(need): State<Need>, mut req: Request, next: Next) -> Response {
+    let Some(ctx) = req.extensions().get::<RequestCtx>() else {
+        return ApiError::Internal("admin route without a request context".into()).into_response();
+    };
+    match roles::authorize(&Reach::of_principal(&ctx.principal), need) {
+        Ok(scope) => {
+            req.extensions_mut().insert(scope);
+            next.run(req).await
+        }
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -131,10 +156,7 @@ pub(crate) fn usd(micro: Option<i64>) -> serde_json::Value {
     })
 }
 
-async fn openapi(Extension(ctx): Extension<RequestCtx>) -> Response {
-    if let Err(e) = authorize(&ctx, false) {
-        return e.into_response();
-    }
+async fn openapi() -> Response {
     Json(openapi_document()).into_response()
 }
 

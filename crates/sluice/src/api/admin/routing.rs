@@ -1,5 +1,5 @@
-//! Admin API: `GET /admin/routing`, every deployment's live routing state. Behind the master
-//! key like every non-public route (open only when the gateway runs without auth).
+//! Admin API: `GET /admin/routing`, every deployment's live routing state. Needs an
+//! organisation-wide admin role (`read_org`): the state is the whole fleet's, not a team's.
 
 use crate::app::AppState;
 use axum::extract::State;
@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::sync::atomic::Ordering;
 
-pub async fn routing(State(app): State<AppState>) -> Response {
+pub(super) async fn routing(State(app): State<AppState>) -> Response {
     let gw = app.gateway.load();
     let deployments: Vec<serde_json::Value> = gw
         .models

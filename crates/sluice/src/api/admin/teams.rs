@@ -1,11 +1,11 @@
 //! `/admin/teams`: create, list, get, update, delete.
 
 use super::input::{check_name, parse, EntityInput};
-use super::{authorize, stored, usd, Reach};
-use crate::api::RequestCtx;
+use super::{stored, usd};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::policy::keys::team_scope;
+use crate::policy::roles::Scope;
 use crate::store::gov::{GovStore, TeamRecord};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -58,14 +58,7 @@ pub(super) fn team_json(app: &AppState, t: &TeamRecord) -> serde_json::Value {
     })
 }
 
-pub(super) async fn create(
-    State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    if authorize(&ctx, true)? != Reach::All {
-        return Err(ApiError::Forbidden("only admins may create teams".into()));
-    }
+pub(super) async fn create(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let mut input: EntityInput = parse(&body)?;
     let name = input
         .name
@@ -84,14 +77,13 @@ pub(super) async fn create(
 
 pub(super) async fn list(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
 ) -> Result<Response, ApiError> {
-    let reach = authorize(&ctx, false)?;
     let idx = app.gov.index();
     let data: Vec<serde_json::Value> = idx
         .teams
         .iter()
-        .filter(|t| reach.sees_team(Some(&t.name)))
+        .filter(|t| scope.sees_team(Some(&t.name)))
         .map(|t| team_json(&app, t))
         .collect();
     Ok(Json(serde_json::json!({"object": "list", "data": data})).into_response())
@@ -99,11 +91,11 @@ pub(super) async fn list(
 
 fn visible<'a>(
     idx: &'a crate::policy::governance::KeyIndex,
-    reach: &Reach,
+    scope: &Scope,
     name: &str,
 ) -> Result<&'a TeamRecord, ApiError> {
     idx.team(name)
-        .filter(|t| reach.sees_team(Some(&t.name)))
+        .filter(|t| scope.sees_team(Some(&t.name)))
         .ok_or_else(|| ApiError::NotFound {
             message: format!("no team named {name:?}"),
             param: Some("name"),
@@ -112,24 +104,19 @@ fn visible<'a>(
 
 pub(super) async fn get_one(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let reach = authorize(&ctx, false)?;
     let idx = app.gov.index();
-    let t = visible(&idx, &reach, &name)?;
+    let t = visible(&idx, &scope, &name)?;
     Ok(Json(team_json(&app, t)).into_response())
 }
 
 pub(super) async fn update(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if authorize(&ctx, true)? != Reach::All {
-        return Err(ApiError::Forbidden("only admins may change teams".into()));
-    }
     let input: EntityInput = parse(&body)?;
     if input.name.as_ref().is_some_and(|n| n != &name) {
         return Err(ApiError::bad_request(
@@ -137,7 +124,7 @@ pub(super) async fn update(
             Some("name"),
         ));
     }
-    let mut team = visible(&app.gov.index(), &Reach::All, &name)?.clone();
+    let mut team = visible(&app.gov.index(), &Scope::Org, &name)?.clone();
     apply(input, &mut team)?;
     stored(&app, app.gov.store().update_team(&team).await).await?;
     Ok(Json(team_json(&app, &team)).into_response())
@@ -145,12 +132,8 @@ pub(super) async fn update(
 
 pub(super) async fn delete(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    if authorize(&ctx, true)? != Reach::All {
-        return Err(ApiError::Forbidden("only admins may delete teams".into()));
-    }
     stored(&app, app.gov.store().delete_team(&name).await).await?;
     Ok(Json(serde_json::json!({"name": name, "deleted": true})).into_response())
 }

@@ -3,10 +3,9 @@
 //! error and fallback rates), `GET /admin/requests` (the paged request log) and
 //! `GET /admin/usage/export` (compliance log as JSONL). A `team_admin` sees its team only.
 
-use super::{authorize, Reach};
-use crate::api::RequestCtx;
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::policy::roles::Scope;
 use crate::store::query::{self, Bucket, Cursor, Dim, Filter};
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -69,7 +68,7 @@ pub(crate) fn parse_when(text: &str, now_ms: i64, param: &'static str) -> Result
 /// Reads the filters; a `team_admin` is held to its team.
 fn filter(
     app: &AppState,
-    ctx: &RequestCtx,
+    scope: &Scope,
     p: &HashMap<String, String>,
     allowed_extra: &[&str],
 ) -> Result<Filter, ApiError> {
@@ -84,7 +83,6 @@ fn filter(
             None,
         ));
     }
-    let reach = authorize(ctx, false)?;
     let now = app.gov.clock.now_ms();
     let mut f = Filter::default();
     if let Some(s) = p.get("since") {
@@ -120,14 +118,11 @@ fn filter(
             }
         }
     }
-    if let Reach::Team(t) = reach {
-        if p.get("team").is_some_and(|asked| *asked != t) {
-            return Err(ApiError::Forbidden(format!(
-                "this team_admin key may only see team {t:?}"
-            )));
-        }
-        if p.get("team").is_none() {
-            f.eq.push((Dim::Team, t));
+    if let Scope::Team(t) = scope {
+        if let Some(asked) = p.get("team") {
+            crate::policy::roles::may_touch(scope, "usage", Some(asked))?;
+        } else {
+            f.eq.push((Dim::Team, t.clone()));
         }
     }
     Ok(f)
@@ -177,10 +172,10 @@ fn store_err(e: crate::store::StoreError) -> ApiError {
 /// total row).
 pub(super) async fn usage(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     Query(p): Params,
 ) -> Result<Response, ApiError> {
-    let f = filter(&app, &ctx, &p, &["group_by"])?;
+    let f = filter(&app, &scope, &p, &["group_by"])?;
     let (dims, bucket) = group_by(p.get("group_by"), &[])?;
     let rows = query::aggregate(&app.store, &f, &dims, bucket)
         .await
@@ -191,10 +186,10 @@ pub(super) async fn usage(
 /// `GET /admin/performance`: per provider and deployment model by default.
 pub(super) async fn performance(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     Query(p): Params,
 ) -> Result<Response, ApiError> {
-    let f = filter(&app, &ctx, &p, &["group_by"])?;
+    let f = filter(&app, &scope, &p, &["group_by"])?;
     let (dims, bucket) = group_by(p.get("group_by"), &[Dim::Provider, Dim::Deployment])?;
     let rows = query::aggregate(&app.store, &f, &dims, bucket)
         .await
@@ -250,10 +245,10 @@ fn limit_and_cursor(p: &HashMap<String, String>) -> Result<(u32, Option<Cursor>)
 /// previous page's `next_cursor`; `include_content=true` adds compliance prompt/answer.
 pub(super) async fn requests(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     Query(p): Params,
 ) -> Result<Response, ApiError> {
-    let f = filter(&app, &ctx, &p, &["limit", "cursor", "include_content"])?;
+    let f = filter(&app, &scope, &p, &["limit", "cursor", "include_content"])?;
     let (limit, cursor) = limit_and_cursor(&p)?;
     let content = p
         .get("include_content")
@@ -273,10 +268,10 @@ pub(super) async fn requests(
 /// (newest first), streamed page by page.
 pub(super) async fn export(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     Query(p): Params,
 ) -> Result<Response, ApiError> {
-    let mut f = filter(&app, &ctx, &p, &["all"])?;
+    let mut f = filter(&app, &scope, &p, &["all"])?;
     // By default only the compliance log; `all=true` exports every record.
     f.with_content = !p.get("all").is_some_and(|v| v == "true" || v == "1");
     // Fail before the 200 if the store cannot be read at all.

@@ -2,11 +2,11 @@
 //! of its keys together. A `team_admin` manages the users of its own team.
 
 use super::input::{check_name, parse, EntityInput};
-use super::{authorize, stored, usd, Reach};
-use crate::api::RequestCtx;
+use super::{stored, usd};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::policy::keys::user_scope;
+use crate::policy::roles::{self, Scope};
 use crate::store::gov::{GovStore, UserRecord};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
 
-fn apply(mut input: EntityInput, u: &mut UserRecord, reach: &Reach) -> Result<(), ApiError> {
+fn apply(mut input: EntityInput, u: &mut UserRecord, scope: &Scope) -> Result<(), ApiError> {
     input.refuse(
         "user",
         &["parent", "user", "role", "expires_at", "model_limits"],
@@ -23,13 +23,9 @@ fn apply(mut input: EntityInput, u: &mut UserRecord, reach: &Reach) -> Result<()
         check_name(&t, "team")?;
         u.team = Some(t);
     }
-    if let Reach::Team(own) = reach {
+    if let Scope::Team(own) = scope {
         u.team.get_or_insert_with(|| own.clone());
-        if !reach.sees_team(u.team.as_deref()) {
-            return Err(ApiError::Forbidden(format!(
-                "a team_admin may only manage users of team {own:?}"
-            )));
-        }
+        roles::may_touch(scope, "users", u.team.as_deref())?;
     }
     input.apply_common(&mut u.limits, &mut u.metadata)
 }
@@ -53,11 +49,11 @@ fn user_json(app: &AppState, u: &UserRecord) -> serde_json::Value {
     })
 }
 
-fn visible(app: &AppState, reach: &Reach, name: &str) -> Result<UserRecord, ApiError> {
+fn visible(app: &AppState, scope: &Scope, name: &str) -> Result<UserRecord, ApiError> {
     app.gov
         .index()
         .user(name)
-        .filter(|u| reach.sees_team(u.team.as_deref()))
+        .filter(|u| scope.sees_team(u.team.as_deref()))
         .cloned()
         .ok_or_else(|| ApiError::NotFound {
             message: format!("no user named {name:?}"),
@@ -67,10 +63,9 @@ fn visible(app: &AppState, reach: &Reach, name: &str) -> Result<UserRecord, ApiE
 
 pub(super) async fn create(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let reach = authorize(&ctx, true)?;
     let mut input: EntityInput = parse(&body)?;
     let name = input
         .name
@@ -82,22 +77,21 @@ pub(super) async fn create(
         created_ms: app.gov.clock.now_ms(),
         ..UserRecord::default()
     };
-    apply(input, &mut user, &reach)?;
+    apply(input, &mut user, &scope)?;
     stored(&app, app.gov.store().insert_user(&user).await).await?;
     Ok((StatusCode::CREATED, Json(user_json(&app, &user))).into_response())
 }
 
 pub(super) async fn list(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
 ) -> Result<Response, ApiError> {
-    let reach = authorize(&ctx, false)?;
     let data: Vec<serde_json::Value> = app
         .gov
         .index()
         .users
         .iter()
-        .filter(|u| reach.sees_team(u.team.as_deref()))
+        .filter(|u| scope.sees_team(u.team.as_deref()))
         .map(|u| user_json(&app, u))
         .collect();
     Ok(Json(serde_json::json!({"object": "list", "data": data})).into_response())
@@ -105,20 +99,18 @@ pub(super) async fn list(
 
 pub(super) async fn get_one(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let reach = authorize(&ctx, false)?;
-    Ok(Json(user_json(&app, &visible(&app, &reach, &name)?)).into_response())
+    Ok(Json(user_json(&app, &visible(&app, &scope, &name)?)).into_response())
 }
 
 pub(super) async fn update(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let reach = authorize(&ctx, true)?;
     let input: EntityInput = parse(&body)?;
     if input.name.as_ref().is_some_and(|n| n != &name) {
         return Err(ApiError::bad_request(
@@ -126,19 +118,18 @@ pub(super) async fn update(
             Some("name"),
         ));
     }
-    let mut user = visible(&app, &reach, &name)?;
-    apply(input, &mut user, &reach)?;
+    let mut user = visible(&app, &scope, &name)?;
+    apply(input, &mut user, &scope)?;
     stored(&app, app.gov.store().update_user(&user).await).await?;
     Ok(Json(user_json(&app, &user)).into_response())
 }
 
 pub(super) async fn delete(
     State(app): State<AppState>,
-    Extension(ctx): Extension<RequestCtx>,
+    Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let reach = authorize(&ctx, true)?;
-    visible(&app, &reach, &name)?;
+    visible(&app, &scope, &name)?;
     stored(&app, app.gov.store().delete_user(&name).await).await?;
     Ok(Json(serde_json::json!({"name": name, "deleted": true})).into_response())
 }

@@ -3,6 +3,8 @@
 //!
 //! - `detectors/` find spans (PII, secrets, injection, custom regex, keyword lists) or judge
 //!   the whole text (max size, external webhook);
+//! - `normalize.rs` folds evasions (fullwidth, zero-width, bidi, look-alikes) before
+//!   detection and maps matches back to the original bytes;
 //! - `scan.rs` runs the span detectors of one rule over one text and applies its action;
 //! - `input.rs` guards an OpenAI chat request body, `output.rs` a JSON answer, and
 //!   `stream.rs` an SSE answer as it passes (bounded look-behind window);
@@ -10,6 +12,7 @@
 
 pub mod detectors;
 pub mod input;
+pub mod normalize;
 pub mod output;
 pub mod scan;
 pub mod stream;

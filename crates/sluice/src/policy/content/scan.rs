@@ -10,11 +10,18 @@ pub struct Scanned {
     pub rewritten: Option<String>,
 }
 
-/// Every non-overlapping match of the rule's span detectors, in order.
+/// Every non-overlapping match of the rule's span detectors, in order, as byte ranges of
+/// `text`. The detectors see `text` folded (`normalize.rs`: NFKC, no zero-width or bidi
+/// characters, Latin look-alikes), so `４１１１` or `41\u{200B}11` is caught; the ranges are
+/// mapped back, so a redaction replaces the characters the client sent.
 pub fn find(rule: &Rule, text: &str) -> Vec<Found> {
+    let folded = super::normalize::fold(text);
     let mut found = Vec::new();
     for d in &rule.detectors {
-        d.find(text, &mut found);
+        d.find(&folded.text, &mut found);
+    }
+    for f in &mut found {
+        (f.start, f.end) = folded.original(f.start, f.end);
     }
     normalize(&mut found);
     found

@@ -1,5 +1,6 @@
-//! guard_output on an OpenAI SSE stream. Each chunk's `choices[].delta.content` joins a
-//! per-choice pending text; matches are acted on once they start before the emit boundary
+//! guard_output on an OpenAI SSE stream. Each chunk's `choices[].delta.content`, and each
+//! `choices[].delta.tool_calls[].function.arguments` (for rules with `scan_tools`), joins a
+//! pending text of its own (per choice, per tool call); matches are acted on once they start before the emit boundary
 //! (pending length minus [`STREAM_WINDOW`]), so a match split across chunks is seen whole
 //! and at most the window is held back. At `finish_reason` / `[DONE]` / end everything left
 //! is scanned and released. A block ends the stream with an error event; reversible
@@ -21,12 +22,19 @@ pub enum EventAction {
     Block(PolicyError),
 }
 
+/// One text of a stream: a choice's content, or one tool call's arguments in a choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Content(u64),
+    Tool(u64, u64),
+}
+
 pub struct StreamGuard {
     set: Arc<PolicySet>,
     rules: Vec<usize>,
     vault: Vault,
-    /// Per choice index: text held back (or, when not holding, the look-behind).
-    pending: Vec<(u64, String)>,
+    /// Per slot: text held back (or, when not holding, the look-behind).
+    pending: Vec<(Slot, String)>,
     /// False when no rule can change the text (flag only, nothing to restore).
     hold: bool,
     pub hits: Vec<PolicyHit>,
@@ -65,10 +73,63 @@ impl StreamGuard {
                 Some(Value::String(s)) => Some(std::mem::take(s)),
                 _ => None,
             };
+            // Tool-call arguments stream like content, each call on its own.
+            if let Some(calls) = c
+                .pointer_mut("/delta/tool_calls")
+                .and_then(Value::as_array_mut)
+            {
+                for call in calls {
+                    let t = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    let Some(Value::String(args)) = call.pointer_mut("/function/arguments") else {
+                        continue;
+                    };
+                    let incoming = std::mem::take(args);
+                    match self.drain(Slot::Tool(idx, t), &incoming, false, true) {
+                        Ok(emit) => *args = emit,
+                        Err(e) => return EventAction::Block(e),
+                    }
+                    touched = true;
+                }
+            }
+            if finished {
+                // The choice ended: what its tool calls still hold goes out with it.
+                let held: Vec<u64> = self
+                    .pending
+                    .iter()
+                    .filter_map(|p| match p.0 {
+                        Slot::Tool(i, t) if i == idx && !p.1.is_empty() => Some(t),
+                        _ => None,
+                    })
+                    .collect();
+                for t in held {
+                    let emit = match self.drain(Slot::Tool(idx, t), "", true, true) {
+                        Ok(e) => e,
+                        Err(e) => return EventAction::Block(e),
+                    };
+                    if emit.is_empty() {
+                        continue;
+                    }
+                    let call = serde_json::json!({"index": t, "function": {"arguments": emit}});
+                    if let Some(delta) = c.get_mut("delta").and_then(Value::as_object_mut) {
+                        match delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                            Some(calls) => calls.push(call),
+                            None => {
+                                delta.insert("tool_calls".into(), Value::Array(vec![call]));
+                            }
+                        }
+                    }
+                    touched = true;
+                }
+            }
             if incoming.is_none() && !finished {
                 continue;
             }
-            let emit = match self.drain(idx, incoming.as_deref().unwrap_or(""), finished) {
+            let emit = match self.drain(
+                Slot::Content(idx),
+                incoming.as_deref().unwrap_or(""),
+                finished,
+                false,
+            ) {
                 Ok(e) => e,
                 Err(e) => return EventAction::Block(e),
             };
@@ -91,15 +152,22 @@ impl StreamGuard {
     /// End of stream (`[DONE]` or the body's end): whatever is still held, as SSE events.
     pub fn flush(&mut self) -> Result<Vec<u8>, PolicyError> {
         let mut out = Vec::new();
-        let indices: Vec<u64> = self.pending.iter().map(|p| p.0).collect();
-        for idx in indices {
-            let emit = self.drain(idx, "", true)?;
+        let slots: Vec<Slot> = self.pending.iter().map(|p| p.0).collect();
+        for slot in slots {
+            let emit = self.drain(slot, "", true, matches!(slot, Slot::Tool(..)))?;
             if emit.is_empty() {
                 continue;
             }
+            let (idx, delta) = match slot {
+                Slot::Content(i) => (i, serde_json::json!({ "content": emit })),
+                Slot::Tool(i, t) => (
+                    i,
+                    serde_json::json!({"tool_calls": [{"index": t, "function": {"arguments": emit}}]}),
+                ),
+            };
             let ev = serde_json::json!({
                 "object": "chat.completion.chunk",
-                "choices": [{"index": idx, "delta": {"content": emit}, "finish_reason": null}],
+                "choices": [{"index": idx, "delta": delta, "finish_reason": null}],
             });
             out.extend_from_slice(b"data: ");
             out.extend_from_slice(ev.to_string().as_bytes());
@@ -108,12 +176,19 @@ impl StreamGuard {
         Ok(out)
     }
 
-    /// Adds `incoming` to choice `idx` and returns the text that may go out now.
-    fn drain(&mut self, idx: u64, incoming: &str, last: bool) -> Result<String, PolicyError> {
-        let slot = match self.pending.iter().position(|p| p.0 == idx) {
+    /// Adds `incoming` to `key`'s text and returns the text that may go out now. Tool-call
+    /// arguments (`tool`) are scanned only by rules with `scan_tools`.
+    fn drain(
+        &mut self,
+        key: Slot,
+        incoming: &str,
+        last: bool,
+        tool: bool,
+    ) -> Result<String, PolicyError> {
+        let slot = match self.pending.iter().position(|p| p.0 == key) {
             Some(i) => i,
             None => {
-                self.pending.push((idx, String::new()));
+                self.pending.push((key, String::new()));
                 self.pending.len() - 1
             }
         };
@@ -128,6 +203,9 @@ impl StreamGuard {
             let Some(rule) = self.set.rules.get(ri) else {
                 continue;
             };
+            if tool && !rule.scan_tools {
+                continue;
+            }
             let ready: Vec<_> = scan::find(rule, &text)
                 .into_iter()
                 .filter(|f| f.start < boundary)

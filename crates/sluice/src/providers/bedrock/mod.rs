@@ -18,7 +18,6 @@ use crate::canonical::openai::RequestError;
 use crate::canonical::{ChatRequest, ChatResponse, FinishReason, Thinking, ToolCall, Usage};
 use crate::config::ProviderConfig;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -27,16 +26,9 @@ pub use stream::ConverseStream;
 
 pub(crate) const JSON_TOOL: &str = "json_response";
 
-/// Everything but RFC 3986 unreserved characters is escaped in a path label.
-const LABEL: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
 /// `/model/{modelId}/{action}` with the id escaped as AWS expects.
 pub fn model_path(model: &str, action: &str) -> String {
-    format!("/model/{}/{action}", utf8_percent_encode(model, LABEL))
+    format!("/model/{}/{action}", crate::providers::url::segment(model))
 }
 
 /// Credentials, in order: SigV4 keys in the config, a Bedrock API key in the config

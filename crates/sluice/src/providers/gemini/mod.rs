@@ -67,7 +67,11 @@ impl Gemini {
 
     /// The path of `op` (`generateContent`, ...) for a model.
     pub fn path(&self, model: &str, op: &str) -> String {
-        format!("{}{model}:{op}", self.prefix)
+        format!(
+            "{}{}:{op}",
+            self.prefix,
+            crate::providers::url::segment_keep_at(model)
+        )
     }
 
     /// The `generateContent` body (also sent to Vertex).

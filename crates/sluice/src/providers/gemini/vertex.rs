@@ -109,7 +109,11 @@ impl Codec for Vertex {
             "rawPredict"
         };
         Ok(Encoded {
-            path: format!("{}{}:{op}", self.anthropic_prefix, req.model),
+            path: format!(
+                "{}{}:{op}",
+                self.anthropic_prefix,
+                crate::providers::url::segment_keep_at(&req.model)
+            ),
             body: serde_json::to_vec(&Value::Object(b)).unwrap_or_default(),
             headers: Vec::new(),
             dropped,
