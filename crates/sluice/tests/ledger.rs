@@ -419,3 +419,43 @@ async fn a_request_still_open_when_the_drain_runs_out_is_recorded() {
     assert_eq!(r["error_class"], "drain_timeout", "{r}");
     assert!(r["cost"].as_i64().unwrap() > 0, "the prompt was sent: {r}");
 }
+
+#[tokio::test]
+async fn count_tokens_passes_input_rules_and_limits_and_is_recorded_at_zero_cost() {
+    let mock = start_mock().await;
+    let extra = "policies:\n  - {name: no-cards, stage: input, detect: [payment_card], action: block}";
+    let gw = Gateway::start(&config(&mock, 0, extra));
+    let (_, key) = create_key(&gw, json!({"rpm": 2})).await;
+    let url = format!("{}/v1/messages/count_tokens", gw.url);
+    let count = |text: &str| {
+        let body = json!({"model": "priced", "messages": [{"role": "user", "content": text}]});
+        let (url, key) = (url.clone(), key.clone());
+        async move {
+            request(
+                "POST",
+                &url,
+                &[("x-api-key", key.as_str()), ("content-type", "application/json")],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    let ok = count("how many tokens is this").await;
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    assert!(ok.json()["input_tokens"].as_u64().unwrap() > 0);
+    // Input rules apply: a card number is blocked, in Anthropic's error shape.
+    let blocked = count("my card is 4111 1111 1111 1111").await;
+    assert_eq!(blocked.status, 400, "{}", String::from_utf8_lossy(&blocked.body));
+    assert_eq!(blocked.json()["type"], "error");
+    // Limits apply (a blocked prompt used up nothing): rpm 2 is then used up.
+    assert_eq!(count("again").await.status, 200);
+    assert_eq!(count("and again").await.status, 429);
+    // Nothing reached the provider, and every call is recorded at zero cost.
+    let stats = request("GET", &format!("{mock}/_mock/stats"), &[], String::new()).await;
+    assert_eq!(stats.json()["requests"], 0);
+    let recs = wait_records(&gw.db_path(), 4).await;
+    let statuses: Vec<i64> = recs.iter().map(|r| r["status"].as_i64().unwrap()).collect();
+    assert_eq!(statuses, [200, 400, 200, 429], "{recs:?}");
+    assert_eq!(recs[0]["cost"], 0);
+    assert!(recs[0]["input_tokens"].as_i64().unwrap() > 0);
+}

@@ -145,7 +145,7 @@ async fn stages(
     let resolved = resolve_route(&gw, ctx, &guarded)?;
     let plan = plan(&gw, &resolved, &guarded)?;
     ledger.mark("route");
-    let admitted = admit(app, &gw, ctx, ledger, &mut guarded, &resolved.route, peek)?;
+    let admitted = admit(app, &gw, ctx, ledger, &mut guarded, &resolved.route, peek, None)?;
     ledger.mark("admit");
     let dispatched = dispatch(
         &gw, ctx, ledger, &guarded, &resolved, &plan, &admitted, headers, endpoint,
@@ -383,6 +383,7 @@ struct Admitted {
 
 /// Step admit: for virtual keys, model access, limits and the budget's worst case (the
 /// ledger now holds the reservation); master-key and open-gateway requests skip it.
+#[allow(clippy::too_many_arguments)]
 fn admit(
     app: &AppState,
     gw: &Gateway,
@@ -391,8 +392,12 @@ fn admit(
     g: &mut Guarded,
     route: &Route,
     peek: PeekFn,
+    output: Option<u64>,
 ) -> Result<Admitted, ApiError> {
-    let output = output_reservation(&g.p, route, &gw.config.governance)?;
+    let output = match output {
+        Some(n) => n,
+        None => output_reservation(&g.p, route, &gw.config.governance)?,
+    };
     let mut admitted = Admitted {
         rate_headers: None,
         output_capped: None,
@@ -671,6 +676,70 @@ async fn respond(
         headers,
         body: AnswerBody::Whole(bytes),
     })
+}
+
+/// A request that goes through the steps before dispatch and is never sent for generation
+/// (`/v1/messages/count_tokens`): authenticated, its input rules applied (a blocked prompt is
+/// refused, a redacted one is never sent on), its route resolved and admitted against the
+/// caller's limits (no output is reserved), and recorded with zero cost.
+pub struct Preflight {
+    ledger: Ledger,
+    pub route: Arc<Route>,
+    /// An input rule rewrote the prompt: it must not be sent on as the client wrote it.
+    pub rewritten: bool,
+}
+
+impl Preflight {
+    /// Closes the ledger: `input_tokens` counted, nothing charged.
+    pub fn finish(mut self, input_tokens: u64) {
+        self.ledger.price = Some(crate::policy::prices::Price::default());
+        self.ledger.set_usage(Some(crate::canonical::Usage {
+            input_tokens,
+            ..crate::canonical::Usage::default()
+        }));
+        self.ledger.finish(StatusCode::OK.as_u16(), None);
+    }
+
+    /// Closes the ledger with the error the client gets.
+    pub fn fail(self, e: &ApiError) {
+        self.ledger.finish_error(e);
+    }
+
+    /// Closes the ledger with a provider's refusal (its status).
+    pub fn refused_upstream(self, status: StatusCode) {
+        self.ledger
+            .finish(status.as_u16(), Some("upstream_error"));
+    }
+}
+
+pub async fn preflight(
+    app: &AppState,
+    ctx: &RequestCtx,
+    inbound: Inbound<'_>,
+) -> Result<Preflight, ApiError> {
+    let gw = app.gateway.load();
+    let mut ledger = Ledger::new(app.sink.clone(), ctx, inbound.surface);
+    let (endpoint, peek) = (inbound.endpoint, inbound.peek);
+    let steps = async {
+        let parsed = parse(app, &gw, ctx, &mut ledger, inbound).await?;
+        let original = parsed.body.clone();
+        let mut guarded = guard_input(&gw, ctx, &mut ledger, parsed, endpoint, peek).await?;
+        let rewritten = guarded.body != original;
+        let resolved = resolve_route(&gw, ctx, &guarded)?;
+        admit(app, &gw, ctx, &mut ledger, &mut guarded, &resolved.route, peek, Some(0))?;
+        Ok::<_, ApiError>((resolved.route, rewritten))
+    };
+    match steps.await {
+        Ok((route, rewritten)) => Ok(Preflight {
+            ledger,
+            route,
+            rewritten,
+        }),
+        Err(e) => {
+            ledger.finish_error(&e);
+            Err(e)
+        }
+    }
 }
 
 /// For the HTTP adapters: an error as a response, or the answer.

@@ -138,64 +138,76 @@ pub async fn count_tokens(State(app): State<AppState>, req: Request) -> Response
         Ok(r) => r,
         Err(e) => return bad_request(&e),
     };
-    let principal = parts
-        .extensions
-        .get::<RequestCtx>()
-        .map(|c| c.principal.clone())
-        .unwrap_or(crate::policy::auth::Principal::Anonymous);
-    let Some(route) = gw.models.resolve(&creq.model) else {
-        return ApiError::ModelNotFound {
-            model: creq.model.clone(),
-            available: crate::api::openai::visible_models(&gw, &principal),
-        }
-        .into_response();
+    let Some(ctx) = parts.extensions.get::<RequestCtx>() else {
+        return ApiError::Internal("request context missing".into()).into_response();
     };
-    if let crate::policy::auth::Principal::Key(k) = &principal {
-        if let Some((by, allowed)) = k.model_refused_by(&creq.model) {
-            return ApiError::ModelNotAllowed {
-                model: creq.model.clone(),
-                by: by.to_string(),
-                allowed: allowed.clone(),
+    // Authentication (ingress), input rules, model access and limits as for a message; a
+    // usage record with zero cost.
+    let openai = serde_json::to_vec(&encode_request(&creq)).unwrap_or_default();
+    let inbound = crate::api::pipeline::Inbound {
+        headers: &parts.headers,
+        body: axum::body::Body::from(openai),
+        endpoint: crate::providers::Endpoint::ChatCompletions,
+        surface: COUNT_SURFACE,
+        peek: crate::api::openai::peek::chat,
+    };
+    let pre = match crate::api::pipeline::preflight(&app, ctx, inbound).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let exact = pre
+        .route
+        .deployments
+        .first()
+        .filter(|d| d.provider.kind == crate::config::ProviderKind::Anthropic && !pre.rewritten);
+    if let Some(d) = exact {
+        let mut v: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(_) => serde_json::Value::Null,
+        };
+        v["model"] = serde_json::Value::String(d.model.to_string());
+        v.as_object_mut().map(|o| o.remove("max_tokens"));
+        let bytes = serde_json::to_vec(&v).unwrap_or_default();
+        return match d
+            .provider
+            .post_native("/v1/messages/count_tokens", bytes)
+            .await
+        {
+            Ok((status, body)) if status.is_success() => {
+                let n = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["input_tokens"].as_u64())
+                    .unwrap_or(0);
+                pre.finish(n);
+                json_response(status, http::HeaderMap::new(), body.to_vec())
             }
-            .into_response();
-        }
-    }
-    if let Some(d) = route.deployments.first() {
-        if d.provider.kind == crate::config::ProviderKind::Anthropic {
-            let mut v: serde_json::Value = match serde_json::from_slice(&body) {
-                Ok(v) => v,
-                Err(_) => serde_json::Value::Null,
-            };
-            v["model"] = serde_json::Value::String(d.model.to_string());
-            v.as_object_mut().map(|o| o.remove("max_tokens"));
-            let bytes = serde_json::to_vec(&v).unwrap_or_default();
-            return match d
-                .provider
-                .post_native("/v1/messages/count_tokens", bytes)
-                .await
-            {
-                Ok((status, body)) if status.is_success() => {
-                    json_response(status, http::HeaderMap::new(), body.to_vec())
-                }
-                Ok((status, body)) => {
-                    let m = crate::providers::anthropic::map_error(status, &body);
-                    json_response(
-                        m.status,
-                        http::HeaderMap::new(),
-                        error_body(m.status.as_u16(), &m.message),
-                    )
-                }
-                Err(e) => ApiError::from(e).into_response(),
-            };
-        }
+            Ok((status, body)) => {
+                let m = crate::providers::anthropic::map_error(status, &body);
+                pre.refused_upstream(m.status);
+                json_response(
+                    m.status,
+                    http::HeaderMap::new(),
+                    error_body(m.status.as_u16(), &m.message),
+                )
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                pre.fail(&e);
+                e.into_response()
+            }
+        };
     }
     let n = estimate_tokens(&creq);
+    pre.finish(n);
     json_response(
         StatusCode::OK,
         http::HeaderMap::new(),
         serde_json::to_vec(&serde_json::json!({"input_tokens": n})).unwrap_or_default(),
     )
 }
+
+/// The usage records of `/v1/messages/count_tokens`.
+pub const COUNT_SURFACE: &str = "anthropic.count_tokens";
 
 /// Estimated prompt tokens: o200k_base over every text, tool name, description and schema,
 /// 3 tokens per message, 85 per image.
