@@ -68,7 +68,6 @@ pub async fn run(
     let drain = cfg.server.drain_timeout;
     announce(&cfg, addr);
 
-    crate::canonical::usage::warm_tokenizer();
     crate::telemetry::metrics::install();
     crate::telemetry::metrics::spawn_upkeep();
     crate::telemetry::otel::init();

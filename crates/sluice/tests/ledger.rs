@@ -423,7 +423,8 @@ async fn a_request_still_open_when_the_drain_runs_out_is_recorded() {
 #[tokio::test]
 async fn count_tokens_passes_input_rules_and_limits_and_is_recorded_at_zero_cost() {
     let mock = start_mock().await;
-    let extra = "policies:\n  - {name: no-cards, stage: input, detect: [payment_card], action: block}";
+    let extra =
+        "policies:\n  - {name: no-cards, stage: input, detect: [payment_card], action: block}";
     let gw = Gateway::start(&config(&mock, 0, extra));
     let (_, key) = create_key(&gw, json!({"rpm": 2})).await;
     let url = format!("{}/v1/messages/count_tokens", gw.url);
@@ -434,7 +435,10 @@ async fn count_tokens_passes_input_rules_and_limits_and_is_recorded_at_zero_cost
             request(
                 "POST",
                 &url,
-                &[("x-api-key", key.as_str()), ("content-type", "application/json")],
+                &[
+                    ("x-api-key", key.as_str()),
+                    ("content-type", "application/json"),
+                ],
                 body.to_string(),
             )
             .await
@@ -445,7 +449,12 @@ async fn count_tokens_passes_input_rules_and_limits_and_is_recorded_at_zero_cost
     assert!(ok.json()["input_tokens"].as_u64().unwrap() > 0);
     // Input rules apply: a card number is blocked, in Anthropic's error shape.
     let blocked = count("my card is 4111 1111 1111 1111").await;
-    assert_eq!(blocked.status, 400, "{}", String::from_utf8_lossy(&blocked.body));
+    assert_eq!(
+        blocked.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&blocked.body)
+    );
     assert_eq!(blocked.json()["type"], "error");
     // Limits apply (a blocked prompt used up nothing): rpm 2 is then used up.
     assert_eq!(count("again").await.status, 200);

@@ -239,7 +239,7 @@ impl Ledger {
             _ => None,
         };
         if cost.is_none() && billed_somewhere {
-            crate::telemetry::metrics::unpriced_request(&self.rec.requested_model);
+            crate::telemetry::metrics::unpriced_request();
         }
         self.rec.cost_micro_usd = cost;
         if let Some(a) = self.admission.take() {

@@ -136,7 +136,7 @@ fn bpe() -> Option<&'static tiktoken_rs::CoreBPE> {
 /// Tokens in `text` by OpenAI's `o200k_base` BPE: the gateway's one tokenizer, for estimates
 /// (count_tokens without a provider, output of streams whose provider reports no usage).
 /// Falls back to four bytes a token if the vocabulary cannot be built. The first call builds
-/// the vocabulary (about a second): [`warm_tokenizer`] does that at start-up.
+/// the vocabulary (about a second in a debug build).
 pub fn count_tokens(text: &str) -> u64 {
     match bpe() {
         Some(bpe) => bpe.encode_ordinary(text).len() as u64,
@@ -145,19 +145,23 @@ pub fn count_tokens(text: &str) -> u64 {
 }
 
 /// [`count_tokens`] without ever waiting for the vocabulary: four bytes a token until it is
-/// built (for the request path, which must not stall on start-up work).
+/// built (for the request path, which must not stall). The first call starts building it
+/// on its own thread, so processes that never need it (providers that report usage) never
+/// pay for it.
 pub fn count_tokens_now(text: &str) -> u64 {
     match BPE.get() {
         Some(Some(bpe)) => bpe.encode_ordinary(text).len() as u64,
-        _ => (text.len() as u64).div_ceil(4),
+        Some(None) => (text.len() as u64).div_ceil(4),
+        None => {
+            static STARTED: std::sync::Once = std::sync::Once::new();
+            STARTED.call_once(|| {
+                std::thread::spawn(|| {
+                    let _ = bpe();
+                });
+            });
+            (text.len() as u64).div_ceil(4)
+        }
     }
-}
-
-/// Builds the tokenizer's vocabulary off the request path.
-pub fn warm_tokenizer() {
-    std::thread::spawn(|| {
-        let _ = bpe();
-    });
 }
 
 #[cfg(test)]

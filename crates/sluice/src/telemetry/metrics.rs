@@ -317,11 +317,16 @@ pub fn usage_replayed(n: usize) {
 
 /// A billed request on a model without a price (`governance.unpriced: allow`, or a caller
 /// without a budget): its cost is recorded as unknown.
-pub fn unpriced_request(model: &str) {
+/// One counter handle, kept: this runs on every request to an unpriced model (the model
+/// breakdown is in `/admin/usage`'s `unpriced_requests`).
+pub fn unpriced_request() {
+    static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
     if HANDLE.get().is_none_or(Option::is_none) {
         return;
     }
-    metrics::counter!("sluice_unpriced_requests_total", "model" => model.to_string()).increment(1);
+    COUNTER
+        .get_or_init(|| metrics::counter!("sluice_unpriced_requests_total"))
+        .increment(1);
 }
 
 /// Usage sink: records lost (spill file unwritable, or no spill file).

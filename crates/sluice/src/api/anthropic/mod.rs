@@ -155,11 +155,10 @@ pub async fn count_tokens(State(app): State<AppState>, req: Request) -> Response
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let exact = pre
-        .route
-        .deployments
-        .first()
-        .filter(|d| d.provider.kind == crate::config::ProviderKind::Anthropic && !pre.rewritten);
+    let exact =
+        pre.route.deployments.first().filter(|d| {
+            d.provider.kind == crate::config::ProviderKind::Anthropic && !pre.rewritten
+        });
     if let Some(d) = exact {
         let mut v: serde_json::Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
