@@ -14,7 +14,12 @@ async fn the_store_is_created_owner_only() {
          models: [{name: mock-1, deployments: [{provider: local, model: mock-1}]}]\n\
          usage: {compliance: {keys: [\"*\"]}}\n",
     );
-    assert_eq!(post_json(&format!("{}/v1/chat/completions", gw.url), CHAT).await.status, 200);
+    assert_eq!(
+        post_json(&format!("{}/v1/chat/completions", gw.url), CHAT)
+            .await
+            .status,
+        200
+    );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let db = gw.db_path();
     for p in [db.clone(), db.with_extension("db-wal")] {
