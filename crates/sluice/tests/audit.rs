@@ -8,20 +8,6 @@ use common::gov::*;
 use common::*;
 use serde_json::{json, Value};
 
-fn cli(gw: &Gateway, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env("SLUICE_URL", &gw.url)
-        .env("SLUICE_MASTER_KEY", MASTER)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn every_admin_write_is_in_the_audit_log_without_secrets() {
     let gw = Gateway::start(&config());
