@@ -80,10 +80,14 @@ def test_budget_exhaustion_is_insufficient_quota(governed):
     assert e.value.code == "insufficient_quota"
     assert e.value.type == "insufficient_quota"
     assert "daily budget" in e.value.message and "resets at" in e.value.message
+    # Refused once the next request's worst case no longer fits: the message says what is
+    # left and what the request could cost, and what is left is less than that.
+    assert "left" in e.value.message and "could cost up to $" in e.value.message
+    could_cost = float(e.value.message.split("could cost up to $")[1].split(":")[0])
     info = httpx.get(
         governed.url + "/v1/key/info", headers={"authorization": f"Bearer {key}"}, timeout=10
     ).json()
-    assert info["budgets"][0]["remaining_usd"] == "0"
+    assert float(info["budgets"][0]["remaining_usd"]) < could_cost
 
 
 def test_model_access_and_revocation(governed):

@@ -121,7 +121,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Arc::from("sk-sluice-abc1"),
         Arc::from("eng"),
         Arc::from(r#"{"app":"billing"}"#),
-        Arc::from("builtin-2026.11"),
+        Arc::from("builtin-2026.12"),
     ];
 
     // The store alone: 100k rows in batches of 1000, straight into SQLite.

@@ -102,7 +102,8 @@ const NO: HeaderValue = HeaderValue::from_static("no");
 pub struct Mock {
     settings: MockSettings,
     requests: AtomicU64,
-    /// Streams whose client went away before the last event (e.g. a cancelled hedge).
+    /// Requests whose client went away before the answer, and streams before their last
+    /// event (e.g. a cancelled hedge, a gateway whose client hung up).
     cancelled: Arc<AtomicU64>,
     last_request: Mutex<Option<Arc<Recorded>>>,
     models: Bytes,
@@ -292,7 +293,12 @@ impl Mock {
             body,
         });
         self.remember(&recorded);
-        match self.provider(route, number, &plan, &recorded).await {
+        // Counted as cancelled if the client goes away before the answer is ready (hyper
+        // drops this future); a stream's body counts its own cancellation after that.
+        let mut pending = CancelOnDrop(Some(&self.cancelled));
+        let reply = self.provider(route, number, &plan, &recorded).await;
+        pending.0 = None;
+        match reply {
             MockReply::Response(mut response) => {
                 let headers = response.headers_mut();
                 for (name, value) in &plan.ratelimit {
@@ -375,6 +381,17 @@ impl Mock {
         match payload {
             Ok(payload) => deliver(payload, plan, &self.cancelled).await,
             Err(error) => MockReply::Response(error_response_for(route, &error)),
+        }
+    }
+}
+
+/// Counts a request whose handler was dropped before it answered.
+struct CancelOnDrop<'a>(Option<&'a AtomicU64>);
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

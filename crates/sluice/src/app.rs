@@ -1,42 +1,52 @@
 //! Builds the gateway: shared state, the router and its one ingress layer.
 //!
-//! Every inference request passes these steps, in this order:
+//! Every inference request passes these steps, in this order. Steps 3-10 are one function
+//! each in `api::pipeline`, called in this order from `pipeline::stages`; every surface (OpenAI
+//! chat and embeddings, Anthropic messages, Responses, completions) calls `pipeline::run`.
 //!
 //! 1. **ingress** (`ingress` below) — request id (an incoming `x-request-id` is kept),
 //!    start time, panic catcher; the id is echoed on every response.
 //! 2. **authenticate** (`policy::auth`, also in `ingress`) — bearer / `x-api-key` ->
 //!    `Principal`. Every route needs it except [`PUBLIC_PATHS`] (and `/metrics` with `server.public_metrics`).
-//! 3. **parse** (`api::openai::peek`) — body size limit (413), UTF-8, JSON, the fields the
-//!    gateway needs (model, stream, stream_options); everything else stays bytes.
-//! 4. **admit** (`policy::governance`) — for virtual keys: model access (403 naming the
-//!    model), then requests / tokens per minute, concurrency and budget for the key, its team
-//!    and the team's parents, reserved in memory (429 with `Retry-After`). Master key and open
-//!    gateway requests skip it. It runs after guard_input and the route lookup, so blocked
-//!    requests and unknown models use up nothing and the reservation knows the route's prices.
-//! 5. **guard_input** (`policy::content::input`) — content rules whose stage includes input
-//!    and whose scope matches: block (400 `content_policy_violation`), redact (body rebuilt
-//!    with placeholders), flag, route_local (step 7 keeps on-prem deployments only). With no
-//!    applicable rule the body is not parsed.
-//! 6. **cache_lookup** — reserved for the cache; nothing yet.
-//! 7. **route** (`router::ModelTable::plan`) — model name or alias -> ordered candidate
-//!    deployments: a `complexity` route first picks its simple or hard target; priority
-//!    tiers, each ordered by the route's strategy, then fallback routes; open circuit
-//!    breakers, used-up rpm/tpm (or upstream `x-ratelimit-*`) capacity, locality (`mode:
-//!    on_prem`, `data_policy: local_only`) and, for `cheapest_capable`, missing
-//!    capabilities (only these routes parse `messages` / `tools` / `response_format`)
-//!    leave deployments out; unknown model -> 404 listing the models.
-//! 8. **dispatch** (`router::dispatch`) — splice the provider's model name into the body, send,
-//!    retry (next candidate, then backoff) only on a retryable error before any byte reached
-//!    the client, within the route's attempts and deadline; per-deployment first-token /
-//!    idle / total timeouts; opt-in hedging; feeds breakers, latency and learned rate limits.
-//! 9. **guard_output -> respond** (`policy::content::{output, stream}`, `api::openai::passthrough`,
+//! 3. **parse** (`pipeline::parse`, `api::openai::peek`) — body size limit (413), UTF-8,
+//!    JSON, the fields the gateway needs (model, stream, stream_options, the output limit,
+//!    the prompt's size); everything else stays bytes. The request's **ledger** is open from
+//!    here: it owns the usage record and closes exactly once on every path (`api::settle`).
+//! 4. **guard_input** (`pipeline::guard_input`, `policy::content::input`) — content rules
+//!    whose stage includes input and whose scope matches: block (400
+//!    `content_policy_violation`), redact (body rebuilt with placeholders), flag, route_local
+//!    (step 6 keeps on-prem deployments only). With no applicable rule the body is not parsed.
+//!    Blocked requests use up no quota.
+//! 5. **cache_lookup** (`pipeline::cache_lookup`) — where the response cache answers; none
+//!    yet.
+//! 6. **route** (`pipeline::resolve_route`, `pipeline::plan`, `router::ModelTable::plan_for`)
+//!    — model name, alias or wildcard -> one candidate sequence: a `complexity` route first
+//!    picks its simple or hard target; priority tiers, each ordered by the route's strategy,
+//!    then `fallbacks`, then per-class fallbacks (tried only after an error of their class);
+//!    open breakers, used-up rpm/tpm capacity, locality and missing capabilities leave
+//!    deployments out; a context window too small moves to a context-window fallback at once;
+//!    unknown model -> 404 listing the models.
+//! 7. **admit** (`pipeline::admit`, `policy::governance`) — for virtual keys: model access
+//!    (403), unpriced models on budgets (403 `model_unpriced`), requests / tokens per minute,
+//!    concurrency and the budget's worst case (the output limit bounded by the catalog, every
+//!    prompt byte, the dearest candidate's price) for the key, its user, team and parents,
+//!    reserved in memory (429 with `Retry-After`; `cap_output` lowers the output limit
+//!    instead). Master key and open gateway requests skip it.
+//! 8. **dispatch** (`pipeline::dispatch`, `router::dispatch`) — splice the provider's model
+//!    name into the body, send, retry (next candidate, then backoff) only on a retryable error
+//!    before any byte reached the client, within the route's attempts and deadline; per-class
+//!    fallbacks; per-deployment first-token / idle / total timeouts; opt-in hedging; feeds
+//!    breakers, latency and learned rate limits. Attempts that did not answer become lines of
+//!    the ledger.
+//! 9. **guard_output -> respond** (`pipeline::respond`, `policy::content::{output, stream}`,
 //!    `api::openai::stream`) — output rules and reversible-placeholder restore on the JSON
 //!    answer, or on the SSE stream with a bounded look-behind window; JSON as one body;
-//!    SSE forwarded chunk by chunk; `x-sluice-provider`, `x-sluice-model`,
-//!    `x-sluice-overhead-us` headers.
-//! 10. **settle** (`api::settle`) — one usage record per request (also for errors and
-//!     abandoned streams) to the batching sink, which shutdown drains; the usage is priced
-//!     and the admission's reservation trued up (exactly once).
+//!    SSE forwarded chunk by chunk; `x-sluice-*` and rate-limit headers.
+//! 10. **settle** (`api::settle::Ledger`) — the ledger closes: on the whole answer in respond,
+//!     when the stream ends, fails or is dropped, on any error, and in `Drop` when the client
+//!     hung up or shutdown's drain ran out. It charges what the provider can bill (the rules in
+//!     docs/governance.md), trues up the reservation and sends one usage record to the
+//!     batching sink, which shutdown drains.
 //!
 //! The admin API (`/admin/...`, `api::admin`) shares steps 1 and 2; each of its routes then
 //! passes the role gate of `policy::roles` (so does `/metrics`).
@@ -111,6 +121,9 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// Set once authentication was ever required (see [`Shared::auth_open`]); never unset.
     auth_closed: AtomicBool,
+    /// Fired when shutdown's drain timeout runs out: requests and streams still open close
+    /// their ledgers (`drain_timeout`) and end.
+    pub drain_expired: tokio_util::sync::CancellationToken,
     pub started_unix: i64,
     request_seq: AtomicU64,
     request_prefix: u32,
@@ -161,6 +174,7 @@ impl AppState {
             tracker,
             shutting_down: AtomicBool::new(false),
             auth_closed: AtomicBool::new(false),
+            drain_expired: tokio_util::sync::CancellationToken::new(),
             started_unix: unix_ms() / 1000,
             request_seq: AtomicU64::new(0),
             request_prefix: rand::random(),

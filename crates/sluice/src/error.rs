@@ -34,6 +34,8 @@ pub enum ApiError {
         by: String,
         allowed: Vec<String>,
     },
+    #[error("The model `{model}` has no price, and this key is charged against a budget: set a price for it (models[].deployments[].price or governance.unpriced: allow).")]
+    ModelUnpriced { model: String },
     #[error("{}", .0.message)]
     RateLimited(Box<RateLimitInfo>),
     #[error("{message}")]
@@ -147,7 +149,9 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::ModelNotAllowed { .. } | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::ModelNotAllowed { .. }
+            | ApiError::ModelUnpriced { .. }
+            | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited(_) | ApiError::BudgetExceeded { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -173,6 +177,7 @@ impl ApiError {
             ApiError::RouteNotFound { .. } => "route_not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::ModelNotAllowed { .. } => "model_not_allowed",
+            ApiError::ModelUnpriced { .. } => "model_unpriced",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::BudgetExceeded { .. } => "budget_exceeded",
             ApiError::Forbidden(_) => "forbidden",
@@ -190,7 +195,24 @@ impl ApiError {
 
     /// The OpenAI-shaped JSON body.
     pub fn openai_body(&self) -> Bytes {
-        let (kind, param, code): (&str, Option<&str>, Option<&str>) = match self {
+        let (kind, param, code) = self.openai_fields();
+        let body = Body {
+            error: Inner {
+                message: self.to_string(),
+                kind,
+                param,
+                code,
+            },
+        };
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| {
+            br#"{"error":{"message":"error","type":"server_error","param":null,"code":null}}"#
+                .to_vec()
+        }))
+    }
+
+    /// `error.type`, `error.param` and `error.code` of the OpenAI shape.
+    pub fn openai_fields(&self) -> (&str, Option<&str>, Option<&str>) {
+        match self {
             ApiError::BadRequest { param, code, .. } => ("invalid_request_error", *param, *code),
             ApiError::PayloadTooLarge { .. } => {
                 ("invalid_request_error", None, Some("payload_too_large"))
@@ -210,6 +232,9 @@ impl ApiError {
             }
             ApiError::ModelNotAllowed { .. } => {
                 ("permission_error", Some("model"), Some("model_not_allowed"))
+            }
+            ApiError::ModelUnpriced { .. } => {
+                ("permission_error", Some("model"), Some("model_unpriced"))
             }
             ApiError::RateLimited(_) => ("requests", None, Some("rate_limit_exceeded")),
             ApiError::BudgetExceeded { .. } => {
@@ -235,19 +260,7 @@ impl ApiError {
             ApiError::Policy(PolicyError::BadBody(_)) => ("invalid_request_error", None, None),
             ApiError::ShuttingDown => ("server_error", None, Some("shutting_down")),
             ApiError::Internal(_) => ("server_error", None, Some("internal_error")),
-        };
-        let body = Body {
-            error: Inner {
-                message: self.to_string(),
-                kind,
-                param,
-                code,
-            },
-        };
-        Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| {
-            br#"{"error":{"message":"error","type":"server_error","param":null,"code":null}}"#
-                .to_vec()
-        }))
+        }
     }
 }
 

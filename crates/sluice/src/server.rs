@@ -68,6 +68,7 @@ pub async fn run(
     let drain = cfg.server.drain_timeout;
     announce(&cfg, addr);
 
+    crate::canonical::usage::warm_tokenizer();
     crate::telemetry::metrics::install();
     crate::telemetry::metrics::spawn_upkeep();
     crate::telemetry::otel::init();
@@ -83,6 +84,8 @@ pub async fn run(
         cfg.governance.alert_thresholds.clone(),
     );
     let gateway = Gateway::build(cfg).map_err(anyhow::Error::msg)?;
+    // Budgets are seeded from the stored spend: a spill file from an earlier run goes in first.
+    sink.caught_up(std::time::Duration::from_secs(10)).await;
     let gov = Governance::start(
         store.clone(),
         limits,
@@ -107,7 +110,7 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Not on the tracker: it records nothing, and stops with the stop signal.
-    tokio::spawn(gov.refresh_until(stop_rx.clone()));
+    tokio::spawn(gov.refresh_until(stop_rx.clone(), state.sink.replays()));
     // Active health checks (providers with `health_check`); also off the tracker.
     tokio::spawn(crate::router::probe::run(state.clone(), stop_rx.clone()));
     // Not on the tracker either: deleting expired compliance content can wait for next time.
@@ -128,7 +131,16 @@ pub async fn run(
     };
     tokio::select! {
         () = server => {},
-        () = drain_deadline => tracing::warn!("drain timeout reached; closing the remaining connections"),
+        () = drain_deadline => {
+            tracing::warn!("drain timeout reached; closing the remaining connections");
+            // Requests and streams still open record themselves (`drain_timeout`) before
+            // the usage writer closes.
+            state.drain_expired.cancel();
+            let open_until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while crate::api::settle::open_ledgers() > 0 && std::time::Instant::now() < open_until {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
     }
 
     // Post-response work (usage records) is flushed before exit.
@@ -184,6 +196,14 @@ fn announce(cfg: &Config, addr: SocketAddr) {
         providers.join(", "),
         cfg.store.url
     );
+    let unpriced = crate::router::unpriced(cfg);
+    if !unpriced.is_empty() {
+        tracing::warn!(
+            "unpriced routes and deployments (budgeted keys get 403 model_unpriced unless \
+             governance.unpriced: allow): {}",
+            unpriced.join("; ")
+        );
+    }
 }
 
 /// Says loudly when the gateway serves without authentication (see `Shared::auth_open`:

@@ -80,7 +80,7 @@ async fn rolling_budget_periods_through_the_admin_api() {
         "POST",
         &url,
         &master,
-        r#"{"budget_usd":"0.000001","budget_period":"rolling_daily"}"#,
+        r#"{"budget_usd":"0.0002","budget_period":"rolling_daily"}"#,
     )
     .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
@@ -88,9 +88,19 @@ async fn rolling_budget_periods_through_the_admin_api() {
     let key = format!("Bearer {}", r.json()["key"].as_str().unwrap());
     let chat = format!("{}/v1/chat/completions", gw.url);
     let auth = [("authorization", key.as_str())];
-    // The first request is admitted (nothing spent yet) and spends more than the budget.
-    assert_eq!(request("POST", &chat, &auth, CHAT).await.status, 200);
-    let over = request("POST", &chat, &auth, CHAT).await;
+    // Requests are admitted while their worst case (max_tokens 20) still fits the budget.
+    let body =
+        r#"{"model":"mock-1","max_tokens":20,"messages":[{"role":"user","content":"hello"}]}"#;
+    let mut served = 0;
+    let over = loop {
+        let r = request("POST", &chat, &auth, body).await;
+        if r.status != 200 {
+            break r;
+        }
+        served += 1;
+        assert!(served < 20, "the budget never stopped the key");
+    };
+    assert!(served > 0);
     assert_eq!(over.status, 429);
     assert_eq!(over.openai_error()["type"], "insufficient_quota");
     let retry: i64 = over.header("retry-after").unwrap().parse().unwrap();

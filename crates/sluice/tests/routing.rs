@@ -564,29 +564,36 @@ async fn hedging_serves_the_fast_deployment_and_cancels_the_slow_one() {
         t.elapsed()
     );
 
-    // Both attempts are in the usage records: the winner, and the cancelled one on its own.
+    // One record per request: the hedged ones carry the cancelled attempt as a line,
+    // charged for its prompt (the provider may bill what it started).
     assert_eq!(gw.stop(Duration::from_secs(10)), Some(0));
     let rows = usage_rows(&gw.db_path()).await;
-    let hedged: Vec<_> = rows
-        .iter()
-        .filter(|r| r["request_id"].as_str().unwrap().ends_with(":hedge"))
-        .collect();
-    assert_eq!(hedged.len(), 2, "one per hedged request: {rows:#?}");
-    for (h, loser, winner) in [
-        (hedged[0], "slow", "fast"),
-        (hedged[1], "slow-json", "fast-json"),
-    ] {
-        assert_eq!(h["provider"], loser);
-        assert_eq!(h["status"], 499);
-        assert_eq!(h["error_class"], "hedge_cancelled");
-        let winner_id = h["request_id"].as_str().unwrap().trim_end_matches(":hedge");
-        let w = rows.iter().find(|r| r["request_id"] == winner_id).unwrap();
-        assert_eq!(
-            (w["provider"].as_str(), w["status"].as_i64()),
-            (Some(winner), Some(200))
-        );
+    assert_eq!(rows.len(), 3, "3 requests, one record each: {rows:#?}");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", gw.db_path().display()))
+        .await
+        .unwrap();
+    let logs: Vec<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT provider, attempt_log, cost_micro_usd FROM usage_records ORDER BY rowid",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let hedged: Vec<_> = logs.iter().filter(|l| l.1.is_some()).collect();
+    assert_eq!(hedged.len(), 2, "{logs:?}");
+    for ((winner, log, cost), (loser, won_by)) in hedged
+        .into_iter()
+        .zip([("slow", "fast"), ("slow-json", "fast-json")])
+    {
+        assert_eq!(winner, won_by);
+        let lines: serde_json::Value = serde_json::from_str(log.as_deref().unwrap()).unwrap();
+        assert_eq!(lines[0]["provider"], loser, "{lines}");
+        assert_eq!(lines[0]["outcome"], "hedge_cancelled");
+        assert_eq!(lines[0]["billed"], true);
+        assert!(lines[0]["input_tokens"].as_u64().unwrap() > 0, "{lines}");
+        // `s` and `f` have no price: the cost is unknown (null), never 0.
+        assert!(lines[0]["cost_micro_usd"].is_null(), "{lines}");
+        assert!(cost.is_none());
     }
-    assert_eq!(rows.len(), 5, "3 requests, 2 of them hedged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

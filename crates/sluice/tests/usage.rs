@@ -309,7 +309,7 @@ async fn every_outcome_is_recorded_with_its_fields_costs_and_metrics() {
         (Some(pin), Some(pout))
     );
     assert_eq!(r["cost_micro_usd"], json!(pin + 2 * pout));
-    assert_eq!(r["catalog_version"], json!("builtin-2026.11"));
+    assert_eq!(r["catalog_version"], json!("builtin-2026.12"));
     assert_eq!(r["provider"], json!("local"));
     assert_eq!(r["deployment_model"], json!("mock-1"));
     assert_eq!(r["requested_model"], json!("mock-1"));

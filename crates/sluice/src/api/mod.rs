@@ -4,6 +4,7 @@ pub mod admin;
 pub mod anthropic;
 pub mod health;
 pub mod openai;
+pub mod pipeline;
 pub mod settle;
 pub mod surface;
 

@@ -4,14 +4,16 @@
 //! translation to any provider and usage records are the same code), and re-encodes the
 //! OpenAI answer in its own shape — a JSON body whole, a stream event by event as it arrives.
 
-use crate::api::openai::{passthrough, peek};
+use crate::api::openai::peek;
+use crate::api::pipeline::{self, AnswerBody, Answered, Inbound};
+use crate::api::RequestCtx;
 use crate::app::AppState;
 use crate::canonical::openai::{decode_response, OpenAiStream};
 use crate::canonical::{ChatResponse, StreamEvent};
+use crate::error::ApiError;
 use crate::providers::native::StreamDecoder;
 use crate::providers::{BodyError, Endpoint};
 use axum::body::Body;
-use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -54,50 +56,59 @@ pub enum ChatOutcome {
 }
 
 /// Runs the chat pipeline on `openai_body` for the request `parts` came with (its
-/// authentication and request id), recording usage under `surface`.
+/// authentication, request id, per-request overrides and trace context), recording usage
+/// under `surface`.
 pub async fn run_chat(
     app: &AppState,
     parts: &http::request::Parts,
     openai_body: Vec<u8>,
     surface: &'static str,
 ) -> ChatOutcome {
-    let mut req = Request::new(Body::from(openai_body));
-    *req.method_mut() = http::Method::POST;
-    *req.uri_mut() = http::Uri::from_static("/v1/chat/completions");
-    *req.extensions_mut() = parts.extensions.clone();
-    req.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    // Per-request overrides (timeouts, ...) and the client's trace context apply as for chat.
-    for (name, v) in &parts.headers {
-        if name.as_str().starts_with("x-sluice-") || name == "traceparent" {
-            req.headers_mut().insert(name.clone(), v.clone());
-        }
-    }
-    let resp = passthrough::handle(app, req, Endpoint::ChatCompletions, surface, peek::chat).await;
-    let (rparts, body) = resp.into_parts();
-    let mut headers = rparts.headers;
-    let is_sse = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    let Some(ctx) = parts.extensions.get::<RequestCtx>() else {
+        return error_outcome(ApiError::Internal("request context missing".into()));
+    };
+    let inbound = Inbound {
+        headers: &parts.headers,
+        body: Body::from(openai_body),
+        endpoint: Endpoint::ChatCompletions,
+        surface,
+        peek: peek::chat,
+    };
+    let answered = match pipeline::run(app, ctx, inbound).await {
+        Ok(a) => a,
+        Err(e) => return error_outcome(e),
+    };
+    let Answered {
+        status,
+        mut headers,
+        body,
+    } = answered;
     headers.remove(CONTENT_LENGTH);
     headers.remove(CONTENT_TYPE);
-    if rparts.status.is_success() && is_sse {
-        return ChatOutcome::Stream { body, headers };
-    }
-    let bytes = match http_body_util::Limited::new(body, 64 << 20).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            return ChatOutcome::Error {
-                status: http::StatusCode::BAD_GATEWAY,
+    let bytes = match body {
+        AnswerBody::Stream(tap) if status.is_success() => {
+            return ChatOutcome::Stream {
+                body: Body::new(*tap),
                 headers,
-                message: format!("the answer could not be read: {e}"),
-                kind: "server_error".into(),
-                code: None,
             }
         }
+        AnswerBody::Stream(tap) => {
+            match http_body_util::Limited::new(*tap, 64 << 20).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(e) => {
+                    return ChatOutcome::Error {
+                        status: http::StatusCode::BAD_GATEWAY,
+                        headers,
+                        message: format!("the answer could not be read: {e}"),
+                        kind: "server_error".into(),
+                        code: None,
+                    }
+                }
+            }
+        }
+        AnswerBody::Whole(b) => b,
     };
-    if rparts.status.is_success() {
+    if status.is_success() {
         match decode_response(&bytes) {
             Ok(response) => ChatOutcome::Json { response, headers },
             Err(e) => ChatOutcome::Error {
@@ -109,14 +120,35 @@ pub async fn run_chat(
             },
         }
     } else {
+        // The provider's own error, passed on with its status.
         let (message, kind, code, _) = crate::providers::parse_error_body(&bytes);
         ChatOutcome::Error {
-            status: rparts.status,
+            status,
             headers,
             message,
             kind: kind.unwrap_or_else(|| "server_error".into()),
             code,
         }
+    }
+}
+
+/// A pipeline error for a surface: status, headers (Retry-After, rate limits), and the
+/// OpenAI fields the surface maps to its own shape.
+fn error_outcome(e: ApiError) -> ChatOutcome {
+    let (kind, _, code) = e.openai_fields();
+    let (kind, code) = (kind.to_string(), code.map(str::to_string));
+    let message = e.to_string();
+    let status = e.status_code();
+    let mut headers = axum::response::IntoResponse::into_response(e)
+        .headers()
+        .clone();
+    headers.remove(CONTENT_TYPE);
+    ChatOutcome::Error {
+        status,
+        headers,
+        message,
+        kind,
+        code,
     }
 }
 

@@ -127,6 +127,39 @@ pub fn from_openai_json(body: &[u8]) -> Option<Usage> {
         .map(Usage::from)
 }
 
+static BPE: std::sync::OnceLock<Option<tiktoken_rs::CoreBPE>> = std::sync::OnceLock::new();
+
+fn bpe() -> Option<&'static tiktoken_rs::CoreBPE> {
+    BPE.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref()
+}
+
+/// Tokens in `text` by OpenAI's `o200k_base` BPE: the gateway's one tokenizer, for estimates
+/// (count_tokens without a provider, output of streams whose provider reports no usage).
+/// Falls back to four bytes a token if the vocabulary cannot be built. The first call builds
+/// the vocabulary (about a second): [`warm_tokenizer`] does that at start-up.
+pub fn count_tokens(text: &str) -> u64 {
+    match bpe() {
+        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        None => (text.len() as u64).div_ceil(4),
+    }
+}
+
+/// [`count_tokens`] without ever waiting for the vocabulary: four bytes a token until it is
+/// built (for the request path, which must not stall on start-up work).
+pub fn count_tokens_now(text: &str) -> u64 {
+    match BPE.get() {
+        Some(Some(bpe)) => bpe.encode_ordinary(text).len() as u64,
+        _ => (text.len() as u64).div_ceil(4),
+    }
+}
+
+/// Builds the tokenizer's vocabulary off the request path.
+pub fn warm_tokenizer() {
+    std::thread::spawn(|| {
+        let _ = bpe();
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

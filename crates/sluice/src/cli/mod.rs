@@ -122,6 +122,9 @@ pub fn main() -> i32 {
                     cfg.providers.len(),
                     cfg.models.len()
                 );
+                for line in crate::router::unpriced(&cfg) {
+                    println!("warning: unpriced: {line}");
+                }
                 0
             }
             Err(e) => {

@@ -1,6 +1,6 @@
 //! Configuration: load YAML, interpolate `${ENV}`, deserialize strictly, validate into [`Config`].
 
-mod defaults;
+pub mod defaults;
 mod interpolate;
 mod policies;
 mod providers;
@@ -91,7 +91,16 @@ pub struct GovernanceConfig {
     pub alert_thresholds: Vec<u32>,
     /// Budget calendars' time zone as milliseconds east of UTC.
     pub budget_offset_ms: i64,
+    /// Whether a budgeted caller may use a model without a price (its cost then unknown).
+    pub unpriced_allowed: bool,
+    /// When a budget cannot pay a request's worst case: lower its output limit instead of 429.
+    pub cap_output_when_short: bool,
+    /// Output tokens reserved when neither the request nor the catalog bounds the output.
+    pub default_max_output_tokens: u64,
 }
+
+/// `governance.default_max_output_tokens` when not set.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {

@@ -97,6 +97,12 @@ pub struct RawGovernance {
     pub alert_thresholds: Option<Vec<u32>>,
     /// Time zone of budget calendars: `UTC` (default) or a fixed offset such as `+02:00`.
     pub budget_timezone: Option<String>,
+    /// `deny` (default: 403 `model_unpriced` for a budgeted caller) or `allow` (cost unknown).
+    pub unpriced: Option<String>,
+    /// `reject` (default: 429 `insufficient_quota`) or `cap_output` (lower the output limit).
+    pub when_budget_short: Option<String>,
+    /// Output tokens reserved for a request without a limit on a model of unknown max output.
+    pub default_max_output_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

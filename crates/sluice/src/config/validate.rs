@@ -395,6 +395,40 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         }),
     };
 
+    let unpriced_allowed = match raw.governance.unpriced.as_deref() {
+        None | Some("deny") => false,
+        Some("allow") => true,
+        Some(other) => {
+            errs.push(ConfigError::new(
+                "governance.unpriced",
+                format!("{other:?} is not one of: deny, allow"),
+            ));
+            false
+        }
+    };
+    let cap_output_when_short = match raw.governance.when_budget_short.as_deref() {
+        None | Some("reject") => false,
+        Some("cap_output") => true,
+        Some(other) => {
+            errs.push(ConfigError::new(
+                "governance.when_budget_short",
+                format!("{other:?} is not one of: reject, cap_output"),
+            ));
+            false
+        }
+    };
+    let default_max_output_tokens = match raw.governance.default_max_output_tokens {
+        Some(0) => {
+            errs.push(ConfigError::new(
+                "governance.default_max_output_tokens",
+                "must be at least 1",
+            ));
+            1
+        }
+        Some(n) => n,
+        None => super::DEFAULT_MAX_OUTPUT_TOKENS,
+    };
+
     let responses = raw.responses.validate().unwrap_or_else(|(path, e)| {
         errs.push(ConfigError::new(path, e));
         super::responses::ResponsesConfig::default()
@@ -413,6 +447,9 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
             alert_webhook,
             alert_thresholds,
             budget_offset_ms,
+            unpriced_allowed,
+            cap_output_when_short,
+            default_max_output_tokens,
         },
         server: ServerConfig {
             listen,

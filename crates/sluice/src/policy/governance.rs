@@ -8,7 +8,7 @@
 use super::alerts::{AlertSink, BudgetAlert};
 use super::clock::Clock;
 use super::keys::{self, decode_hash, KeyPrincipal};
-use super::limits::{Denied, Grant, LimitStore, Period, RateHeaders, ScopeLimits};
+use super::limits::{Denied, DeniedKind, Grant, LimitStore, Period, RateHeaders, ScopeLimits};
 use super::prices::format_usd;
 use crate::error::ApiError;
 use crate::store::gov::{GovSnapshot, GovStore, SpendScope, TeamRecord, UserRecord};
@@ -101,6 +101,8 @@ pub struct Governance {
     loaded: tokio::sync::Mutex<Option<i64>>,
     /// Budget scopes whose spend was loaded from the usage records, and for which period.
     seeded: std::sync::Mutex<HashMap<Arc<str>, Period>>,
+    /// A scope's spend could not be loaded (store down): the refresher tries again.
+    unseeded: std::sync::atomic::AtomicBool,
 }
 
 impl Governance {
@@ -118,6 +120,7 @@ impl Governance {
             store,
             loaded: tokio::sync::Mutex::new(None),
             seeded: std::sync::Mutex::new(HashMap::new()),
+            unseeded: std::sync::atomic::AtomicBool::new(false),
         });
         gov.reload().await?;
         Ok(gov)
@@ -221,31 +224,58 @@ impl Governance {
                         seeded.insert(scope.id.clone(), period);
                     }
                 }
-                Err(e) => tracing::error!("loading the spend of {}: {e}", scope.label),
+                Err(e) => {
+                    self.unseeded
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!("loading the spend of {}: {e}", scope.label);
+                }
             }
         }
     }
 
-    /// Polls the change marker until `stop` fires.
-    pub async fn refresh_until(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Loads every budget's spend from the store again (after a spill replay, or when an
+    /// earlier load failed); a scope keeps the larger of its count and the store's.
+    pub async fn reseed(&self) {
+        self.unseeded
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut seeded) = self.seeded.lock() {
+            seeded.clear();
+        }
+        let index = self.index.load_full();
+        self.seed_budgets(&index).await;
+    }
+
+    /// Polls the change marker until `stop` fires; re-seeds spend when the usage store
+    /// caught up (`replays` moved) or an earlier seed failed.
+    pub async fn refresh_until(
+        self: Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        mut replays: tokio::sync::watch::Receiver<u64>,
+    ) {
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
+            let replayed = tokio::select! {
+                () = tokio::time::sleep(POLL) => false,
+                r = replays.changed() => r.is_ok(),
                 _ = stop.wait_for(|s| *s) => return,
-            }
+            };
             if let Err(e) = self.reload().await {
                 tracing::warn!("refreshing keys and teams failed: {e}");
             }
+            if replayed || self.unseeded.load(std::sync::atomic::Ordering::Relaxed) {
+                self.reseed().await;
+            }
         }
     }
 
-    /// Step 4, admit: model access, then limits and budget for every scope of the key.
+    /// Step admit: model access, then limits and budget for every scope of the key. A
+    /// budgeted key on a model without a price is refused (`model_unpriced`) unless
+    /// `unpriced_allowed`; a budget too short for the worst case is a 429, or with
+    /// `r.cap_output` the output limit is lowered to what the tightest budget can pay.
     pub fn admit(
         &self,
         p: &Arc<KeyPrincipal>,
         model: &str,
-        tokens: u64,
-        worst_cost: i64,
+        r: &Reservation,
     ) -> Result<Option<Admission>, ApiError> {
         if let Some((by, list)) = p.model_refused_by(model) {
             return Err(ApiError::ModelNotAllowed {
@@ -257,6 +287,68 @@ impl Governance {
         if !p.is_limited() {
             return Ok(None);
         }
+        let budgeted = p.scopes.iter().any(|s| s.budget.is_some())
+            || p.model_scopes.iter().any(|(_, s)| s.budget.is_some());
+        if budgeted && r.price.is_none() && !r.unpriced_allowed {
+            return Err(ApiError::ModelUnpriced {
+                model: model.to_string(),
+            });
+        }
+        let mut output = r.output_tokens;
+        let mut capped = None;
+        // Each retry lowers the output to what the budget that refused can pay; a key has a
+        // handful of budget scopes, so this ends after at most that many rounds.
+        for _ in 0..8 {
+            let worst = r
+                .price
+                .map_or(0, |pr| pr.worst_case(r.input_tokens, output));
+            match self.admit_tokens(p, model, r.input_tokens.saturating_add(output), worst) {
+                Ok(mut a) => {
+                    if let Some(a) = a.as_mut() {
+                        a.output_cap = capped;
+                    }
+                    return Ok(a);
+                }
+                Err(d) => {
+                    let now = self.clock.now_ms();
+                    let affordable = match (&d.kind, r.price, r.cap_output) {
+                        (
+                            DeniedKind::Budget {
+                                limit,
+                                spent,
+                                reserved,
+                                ..
+                            },
+                            Some(pr),
+                            true,
+                        ) => pr.affordable_output(
+                            limit.saturating_sub(spent.saturating_add(*reserved)),
+                            r.input_tokens,
+                        ),
+                        _ => None,
+                    };
+                    match affordable {
+                        Some(n) if n >= 1 && n < output => {
+                            output = n;
+                            capped = Some(n);
+                        }
+                        _ => return Err(denied(*d, now)),
+                    }
+                }
+            }
+        }
+        Err(ApiError::Internal(
+            "the budget check did not settle on an output limit".into(),
+        ))
+    }
+
+    fn admit_tokens(
+        &self,
+        p: &Arc<KeyPrincipal>,
+        model: &str,
+        tokens: u64,
+        worst_cost: i64,
+    ) -> Result<Option<Admission>, Box<Denied>> {
         let now = self.clock.now_ms();
         // Per-model team limits join only for the model asked for (allocates only then).
         let with_models: Option<Vec<ScopeLimits>> = p
@@ -280,20 +372,61 @@ impl Governance {
                 clock: self.clock.clone(),
                 principal: p.clone(),
                 grant: Some(grant),
+                output_cap: None,
             })),
-            Err(d) => Err(denied(*d, now)),
+            Err(d) => Err(d),
         }
     }
 }
 
+/// What admission reserves for one request: its worst case.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reservation {
+    /// Every prompt byte's estimate (images at their documented token cost).
+    pub input_tokens: u64,
+    /// The request's output limit, bounded by the model's max output.
+    pub output_tokens: u64,
+    /// The dearest price among the candidates the request may reach; `None`: unpriced.
+    pub price: Option<super::prices::Price>,
+    /// `governance.unpriced: allow`.
+    pub unpriced_allowed: bool,
+    /// `governance.when_budget_short: cap_output`.
+    pub cap_output: bool,
+}
+
 fn denied(d: Denied, now: i64) -> ApiError {
-    use super::limits::DeniedKind;
     match d.kind {
+        DeniedKind::Budget {
+            limit,
+            spent,
+            reserved,
+            needed,
+            period,
+            resets_at_ms,
+        } if spent.saturating_add(reserved) < limit => ApiError::BudgetExceeded {
+            message: format!(
+                "{} has ${} left of its {} budget of ${} (${} spent, ${} held by requests in \
+                 flight), and this request could cost up to ${}: lower max_tokens or wait{}",
+                d.label,
+                format_usd(limit - spent.saturating_add(reserved)),
+                period.as_str(),
+                format_usd(limit),
+                format_usd(spent),
+                format_usd(reserved),
+                format_usd(needed),
+                match resets_at_ms {
+                    Some(r) => format!(" (it resets at {})", rfc3339(r)),
+                    None => String::new(),
+                }
+            ),
+            retry_after_s: resets_at_ms.map(|r| (r - now + 999) / 1000),
+        },
         DeniedKind::Budget {
             limit,
             spent,
             period,
             resets_at_ms,
+            ..
         } => ApiError::BudgetExceeded {
             message: format!(
                 "{} has used its {} budget: ${} spent of ${}{}",
@@ -357,6 +490,8 @@ pub struct Admission {
     clock: Arc<dyn Clock>,
     principal: Arc<KeyPrincipal>,
     grant: Option<Grant>,
+    /// `cap_output`: the output limit the budget could pay, when lower than asked.
+    pub output_cap: Option<u64>,
 }
 
 impl Admission {

@@ -152,6 +152,10 @@ pub enum DeniedKind {
     Budget {
         limit: i64,
         spent: i64,
+        /// Held by requests in flight.
+        reserved: i64,
+        /// This request's worst case.
+        needed: i64,
         period: Period,
         resets_at_ms: Option<i64>,
     },
@@ -206,7 +210,8 @@ pub trait LimitStore: Send + Sync + 'static {
         cost: i64,
         now_ms: i64,
     ) -> Vec<SpendMove>;
-    /// Sets a scope's spend in its current period (from the usage records at start-up).
+    /// Sets a scope's spend in its current period from the usage records (at start-up, and
+    /// again when the store caught up): never lower than what this process already counts.
     fn seed_spend(&self, scope: &ScopeLimits, spent: i64, now_ms: i64);
     /// Spent and reserved micro-USD of a budget scope in its current period.
     fn spend(&self, scope: &ScopeLimits, now_ms: i64) -> (i64, i64);
@@ -248,7 +253,7 @@ impl Ring {
         let oldest_kept = now.div_euclid(BUCKET_MS) - BUCKETS as i64 + 1;
         for s in &mut self.slots {
             if s.1 > 0 && s.0 < oldest_kept {
-                self.sum -= s.1;
+                self.sum = self.sum.saturating_sub(s.1);
                 *s = (i64::MIN, 0);
             }
         }
@@ -258,11 +263,11 @@ impl Ring {
         let (second, i) = Self::slot(at);
         let s = &mut self.slots[i];
         if s.0 != second {
-            self.sum -= s.1;
+            self.sum = self.sum.saturating_sub(s.1);
             *s = (second, 0);
         }
-        s.1 += n;
-        self.sum += n;
+        s.1 = s.1.saturating_add(n);
+        self.sum = self.sum.saturating_add(n);
     }
 
     /// Replaces an amount added at `at`, if it is still inside the window.
@@ -271,8 +276,8 @@ impl Ring {
         let s = &mut self.slots[i];
         if s.0 == second {
             let old = old.min(s.1);
-            s.1 = s.1 - old + new;
-            self.sum = self.sum - old + new;
+            s.1 = (s.1 - old).saturating_add(new);
+            self.sum = self.sum.saturating_sub(old).saturating_add(new);
         }
     }
 
@@ -331,8 +336,8 @@ impl Window {
     fn tokens_free_in(&self, need: u64, limit: u64, now: i64) -> i64 {
         let mut sum = self.tokens.sum;
         for (expires_in, n) in self.tokens.by_age(now) {
-            sum -= n;
-            if sum + need <= limit {
+            sum = sum.saturating_sub(n);
+            if sum.saturating_add(need) <= limit {
                 return expires_in;
             }
         }
@@ -358,7 +363,7 @@ impl Budget {
                 if h >= expired {
                     break;
                 }
-                self.spent -= c;
+                self.spent = self.spent.saturating_sub(c);
                 self.hours.pop_front();
             }
             return;
@@ -371,11 +376,11 @@ impl Budget {
     }
 
     fn charge(&mut self, period: Period, now: i64, cost: i64) {
-        self.spent += cost;
+        self.spent = self.spent.saturating_add(cost);
         if period.rolling_len().is_some() {
             let h = now.div_euclid(HOUR_MS);
             match self.hours.back_mut() {
-                Some((bh, c)) if *bh == h => *c += cost,
+                Some((bh, c)) if *bh == h => *c = c.saturating_add(cost),
                 _ => self.hours.push_back((h, cost)),
             }
         }
@@ -460,7 +465,7 @@ impl LimitStore for MemoryLimits {
             }
             if let Some(tpm) = s.tpm {
                 let c = w.tokens_counter(tpm, now);
-                if w.tokens.sum + tokens > tpm {
+                if w.tokens.sum.saturating_add(tokens) > tpm {
                     headers.tokens = Some(c);
                     let retry = if tokens > tpm {
                         None
@@ -491,12 +496,17 @@ impl LimitStore for MemoryLimits {
             if let Some((limit, period)) = s.budget {
                 let b = st.budgets.entry(s.id.clone()).or_default();
                 b.roll(period, now, self.offset_ms);
-                if b.spent + b.reserved >= limit {
+                // The request's worst case must fit beside what is spent and held: the
+                // budget can never be overrun by more than rounding.
+                let committed = b.spent.saturating_add(b.reserved);
+                if committed >= limit || committed.saturating_add(worst_cost) > limit {
                     let resets_at_ms = b.frees_at(period, self.offset_ms);
                     return Err(Box::new(Denied {
                         kind: DeniedKind::Budget {
                             limit,
                             spent: b.spent,
+                            reserved: b.reserved,
+                            needed: worst_cost,
                             period,
                             resets_at_ms,
                         },
@@ -519,7 +529,8 @@ impl LimitStore for MemoryLimits {
             }
             w.inflight += 1;
             if s.budget.is_some() {
-                st.budgets.entry(s.id.clone()).or_default().reserved += worst_cost;
+                let b = st.budgets.entry(s.id.clone()).or_default();
+                b.reserved = b.reserved.saturating_add(worst_cost);
             }
         }
         // Remaining counts after this request.
@@ -560,7 +571,7 @@ impl LimitStore for MemoryLimits {
             }
             let scope = scopes.iter().find(|s| &s.id == id);
             if let Some(b) = st.budgets.get_mut(id) {
-                b.reserved = (b.reserved - grant.worst_cost).max(0);
+                b.reserved = b.reserved.saturating_sub(grant.worst_cost).max(0);
                 if let Some((limit, period)) = scope.and_then(|s| s.budget) {
                     b.roll(period, now, self.offset_ms);
                     let before = b.spent;
@@ -586,7 +597,18 @@ impl LimitStore for MemoryLimits {
         };
         if let Ok(mut st) = self.state.lock() {
             let b = st.budgets.entry(scope.id.clone()).or_default();
-            b.period_start = period.start_in(now, self.offset_ms);
+            let start = period.start_in(now, self.offset_ms);
+            if b.period_start == start && (b.spent > 0 || !b.hours.is_empty()) {
+                // Already counting this period: the store may lag (or lead, after a spill
+                // replay); keep the larger, never double-count.
+                b.roll(period, now, self.offset_ms);
+                let more = spent.saturating_sub(b.spent);
+                if more > 0 {
+                    b.charge(period, now, more);
+                }
+                return;
+            }
+            b.period_start = start;
             b.spent = 0;
             b.hours.clear();
             // Rolling: the recorded spend is charged now, so it leaves the window last
@@ -627,6 +649,89 @@ mod tests {
             max_concurrency: conc,
             budget: None,
         }
+    }
+
+    /// Random sizes up to the extremes: `max_tokens` up to u64::MAX, prices up to $1e6 per
+    /// million tokens. Nothing wraps, nothing panics, and no admission ever lets a budget's
+    /// spent + held exceed its limit.
+    #[test]
+    fn money_and_token_arithmetic_never_wraps_and_budgets_never_overrun() {
+        use crate::canonical::Usage;
+        use crate::policy::prices::Price;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let big = |rng: &mut rand::rngs::StdRng| -> u64 {
+            // Spread over every order of magnitude, extremes included.
+            match rng.gen_range(0..4) {
+                0 => u64::MAX,
+                1 => 0,
+                _ => rng.gen::<u64>() >> rng.gen_range(0..64),
+            }
+        };
+        for round in 0..2000 {
+            let price = Price {
+                input: rng.gen_range(0..=1_000_000_000_000),
+                output: rng.gen_range(0..=1_000_000_000_000),
+                cached_input: None,
+                reasoning: None,
+                cache_write: None,
+            };
+            let (input, output) = (big(&mut rng), big(&mut rng));
+            let worst = price.worst_case(input, output);
+            assert!(worst >= 0, "round {round}");
+            assert!(price.worst_case(input, output.saturating_add(1)) >= worst);
+            let u = Usage {
+                input_tokens: input,
+                output_tokens: output,
+                ..Usage::default()
+            };
+            assert!(
+                (0..=worst).contains(&price.cost(&u)),
+                "cost within the worst case"
+            );
+            if let Some(n) = price.affordable_output(rng.gen_range(0..i64::MAX), input) {
+                let _ = price.worst_case(input, n);
+            }
+
+            let l = MemoryLimits::default();
+            let limit = rng.gen_range(1..=i64::MAX);
+            let mut sc = scope(None, Some(big(&mut rng).max(1)), None);
+            sc.budget = Some((limit, Period::Monthly));
+            let s = [sc];
+            let mut grants = Vec::new();
+            for _ in 0..4 {
+                let tokens = input.saturating_add(output);
+                if let Ok(g) = l.admit(&s, tokens, worst, 0) {
+                    grants.push(g);
+                }
+                let (spent, held) = l.spend(&s[0], 0);
+                assert!(spent >= 0 && held >= 0);
+                assert!(spent.saturating_add(held) <= limit, "round {round}");
+            }
+            for g in grants {
+                l.settle(&g, &s, u64::MAX, i64::MAX, 0);
+                let (spent, held) = l.spend(&s[0], 0);
+                assert!(spent >= 0 && held >= 0, "round {round}");
+            }
+        }
+    }
+
+    #[test]
+    fn seeding_again_keeps_the_larger_spend_and_never_double_counts() {
+        let l = MemoryLimits::default();
+        let mut sc = scope(None, None, None);
+        sc.budget = Some((1000, Period::Monthly));
+        let s = [sc];
+        l.seed_spend(&s[0], 100, 0);
+        let g = l.admit(&s, 0, 50, 1).unwrap();
+        l.settle(&g, &s, 0, 50, 1);
+        assert_eq!(l.spend(&s[0], 1).0, 150);
+        // The store caught up with fewer (a record still queued): this process's count holds.
+        l.seed_spend(&s[0], 120, 2);
+        assert_eq!(l.spend(&s[0], 2).0, 150);
+        // It replayed more than this process saw (a spill file): the store's count holds.
+        l.seed_spend(&s[0], 400, 3);
+        assert_eq!(l.spend(&s[0], 3).0, 400);
     }
 
     #[test]
@@ -677,10 +782,19 @@ mod tests {
         s.budget = Some((100, Period::Daily));
         let s = [s];
         let g = l.admit(&s, 0, 60, 0).unwrap();
-        let g2 = l.admit(&s, 0, 60, 0).unwrap();
-        // 120 reserved >= 100: nothing more until something settles.
+        // 60 held + a worst case of 60 > 100: refused, though the budget is not used up.
         assert!(matches!(
             l.admit(&s, 0, 60, 0).unwrap_err().kind,
+            DeniedKind::Budget {
+                reserved: 60,
+                needed: 60,
+                ..
+            }
+        ));
+        let g2 = l.admit(&s, 0, 40, 0).unwrap();
+        // 100 held: nothing more, not even a free request, until something settles.
+        assert!(matches!(
+            l.admit(&s, 0, 0, 0).unwrap_err().kind,
             DeniedKind::Budget { .. }
         ));
         l.settle(&g, &s, 0, 50, 0);

@@ -8,7 +8,7 @@
 use crate::canonical::Usage;
 
 /// The built-in catalog's version; a config with price overrides stamps its own suffix.
-pub const BUILTIN_CATALOG: &str = "builtin-2026.11";
+pub const BUILTIN_CATALOG: &str = "builtin-2026.12";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Price {
@@ -64,6 +64,19 @@ impl Price {
         i64::try_from(n.div_ceil(1_000_000)).unwrap_or(i64::MAX)
     }
 
+    /// The most output tokens `left` micro-USD can pay beside `input` prompt tokens at
+    /// their worst-case price; `None` when nothing is left for output (or output is free).
+    pub fn affordable_output(&self, left: i64, input: u64) -> Option<u64> {
+        let out_price = self.output.max(self.reasoning.unwrap_or(0));
+        let in_price = self.input.max(self.cache_write.unwrap_or(0));
+        let budget = u128::try_from(left).ok()?.checked_mul(1_000_000)?;
+        let for_output = budget.checked_sub(u128::from(input) * u128::from(in_price))?;
+        if out_price == 0 {
+            return None;
+        }
+        u64::try_from(for_output / u128::from(out_price)).ok()
+    }
+
     /// The dearer of two prices, field by field (for reserving before a deployment is chosen).
     pub fn max(self, other: Price) -> Price {
         Price {
@@ -106,6 +119,8 @@ pub fn builtin(model: &str) -> Option<Price> {
         "gemini-2.5-pro" => Price::new(1_250_000, 10 * M, Some(125_000)),
         "gemini-2.5-flash" => Price::new(300_000, 2_500_000, Some(30_000)),
         "gemini-2.5-flash-lite" => Price::new(100_000, 400_000, Some(10_000)),
+        "gemini-2.0-flash" => Price::new(100_000, 400_000, Some(25_000)),
+        "gemini-embedding-001" => Price::new(150_000, 0, None),
         _ => return None,
     })
 }
@@ -190,6 +205,19 @@ mod tests {
         };
         // 500 * 3 + 300 * 0.3 + 200 * 3.75 + 10 * 15 = 1500 + 90 + 750 + 150.
         assert_eq!(claude.cost(&u), 2490);
+    }
+
+    #[test]
+    fn every_zero_config_model_is_priced() {
+        use crate::config::defaults as d;
+        for m in d::MOCK_MODELS
+            .iter()
+            .chain(d::OPENAI_MODELS)
+            .chain(d::ANTHROPIC_MODELS)
+            .chain(d::GEMINI_MODELS)
+        {
+            assert!(builtin(m).is_some(), "{m} has no built-in price");
+        }
     }
 
     #[test]

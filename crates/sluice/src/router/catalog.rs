@@ -138,6 +138,7 @@ pub fn builtin(model: &str) -> Option<Capabilities> {
         "gemini-2.5-flash" | "gemini-2.5-flash-lite" => {
             c(1_048_576, 65_536, true, true, true, true)
         }
+        "gemini-2.0-flash" => c(1_048_576, 8_192, true, true, true, false),
         "llama-3.3-70b" | "llama-3.1-8b" => c(128_000, 8 * K, false, true, false, false),
         _ => return None,
     })

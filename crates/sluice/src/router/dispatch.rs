@@ -5,7 +5,7 @@
 //! exponential backoff with full jitter, or longer when the upstream sent `Retry-After`.
 
 use super::health::{Health, InFlight};
-use super::{retry, Deployment, Route};
+use super::{retry, Deployment, Plan, Route};
 use crate::config::HedgeAfter;
 use crate::providers::{
     parse_error_body, Endpoint, ErrorSource, UpstreamError, UpstreamErrorKind, UpstreamResponse,
@@ -40,6 +40,8 @@ pub struct Dispatched<'a> {
     pub hedge: Option<Hedged<'a>>,
     /// Hold until the response body is done.
     pub in_flight: InFlight,
+    /// Attempts before (or beside) the one that answered.
+    pub failed: Vec<FailedAttempt<'a>>,
 }
 
 pub struct Hedged<'a> {
@@ -50,8 +52,38 @@ pub struct Hedged<'a> {
     pub cancelled: Option<&'a Deployment>,
 }
 
+/// An attempt that did not answer the client: it failed, or lost a hedge.
+#[derive(Clone, Copy)]
+pub struct FailedAttempt<'a> {
+    pub deployment: &'a Deployment,
+    /// The provider's status; 0 when none arrived.
+    pub status: u16,
+    pub outcome: &'static str,
+    /// The provider was sent the prompt and did not refuse it (a timeout, a broken
+    /// connection, a cancelled hedge): it may bill the prompt.
+    pub billed: bool,
+}
+
+impl<'a> FailedAttempt<'a> {
+    fn of(e: &UpstreamError, d: &'a Deployment) -> Self {
+        let (status, billed) = match &e.kind {
+            UpstreamErrorKind::Status { status, .. } => (status.as_u16(), false),
+            UpstreamErrorKind::Timeout { .. } | UpstreamErrorKind::Protocol(_) => (0, true),
+            UpstreamErrorKind::Connect(_) | UpstreamErrorKind::Unavailable(_) => (0, false),
+        };
+        Self {
+            deployment: d,
+            status,
+            outcome: reason(e),
+            billed,
+        }
+    }
+}
+
 pub struct DispatchFailure<'a> {
     pub error: UpstreamError,
+    /// Every attempt, the last (whose error this is) included.
+    pub failed: Vec<FailedAttempt<'a>>,
     pub deployment: Option<&'a Deployment>,
     pub attempts: u32,
     pub upstream_wait: Duration,
@@ -286,6 +318,7 @@ async fn race<'a>(
         &'a Deployment,
     ),
     last: &mut Option<(UpstreamError, &'a Deployment)>,
+    failed: &mut Vec<FailedAttempt<'a>>,
 ) -> (Tried<'a>, Hedged<'a>) {
     tokio::pin!(first, second);
     let hedged = |won_by_hedge, cancelled| Hedged {
@@ -296,6 +329,7 @@ async fn race<'a>(
         r = &mut first => match r {
             Ok(a) => (Ok((d1, a)), hedged(false, Some(d2))),
             Err(e) => {
+                failed.push(FailedAttempt::of(&e, d1));
                 *last = Some((e, d1));
                 let r = second.await.map(|a| (d2, a)).map_err(|e| (e, d2));
                 (r, hedged(true, None))
@@ -304,6 +338,7 @@ async fn race<'a>(
         r = &mut second => match r {
             Ok(a) => (Ok((d2, a)), hedged(true, Some(d1))),
             Err(e) => {
+                failed.push(FailedAttempt::of(&e, d2));
                 *last = Some((e, d2));
                 let r = first.await.map(|a| (d1, a)).map_err(|e| (e, d1));
                 (r, hedged(false, None))
@@ -312,23 +347,80 @@ async fn race<'a>(
     }
 }
 
+/// Tries the plan's candidate sequence: its deployments in order (tiers, the route's
+/// strategy, `fallbacks`), retrying within the route's attempts and deadline; when they all
+/// failed with an error of a fallback class (rate limited, server error, context window,
+/// content filter), the sequence's candidates for that class, one attempt each.
 pub async fn dispatch<'a>(
     route: &Route,
-    candidates: &[&'a Deployment],
+    plan: &Plan<'a>,
     endpoint: Endpoint,
     request_id: &str,
     at: &Attempt,
     encode: impl Fn(&Deployment) -> Bytes,
 ) -> Result<Dispatched<'a>, DispatchFailure<'a>> {
+    let n = u32::try_from(plan.candidates.len()).unwrap_or(u32::MAX);
+    let max_attempts = route.retries.max_attempts.unwrap_or(n).max(1);
+    let first = dispatch_group(
+        route,
+        &plan.candidates,
+        max_attempts,
+        endpoint,
+        request_id,
+        at,
+        &encode,
+    )
+    .await;
+    let Err(fail) = first else { return first };
+    let Some(class) = fail.error.fallback_class() else {
+        return Err(fail);
+    };
+    let group: Vec<&'a Deployment> = plan
+        .conditional
+        .iter()
+        .filter(|(c, _)| *c == class)
+        .map(|(_, d)| *d)
+        .collect();
+    if group.is_empty() {
+        return Err(fail);
+    }
+    let tries = u32::try_from(group.len()).unwrap_or(u32::MAX);
+    let mut earlier = fail.failed;
+    match dispatch_group(route, &group, tries, endpoint, request_id, at, &encode).await {
+        Ok(mut ok) => {
+            ok.attempts += fail.attempts;
+            ok.upstream_wait += fail.upstream_wait;
+            ok.fallback_reason = Some(class.as_str());
+            earlier.append(&mut ok.failed);
+            ok.failed = earlier;
+            Ok(ok)
+        }
+        Err(mut f) => {
+            f.attempts += fail.attempts;
+            f.upstream_wait += fail.upstream_wait;
+            earlier.append(&mut f.failed);
+            f.failed = earlier;
+            Err(f)
+        }
+    }
+}
+
+/// One group of candidates: in order, then again with backoff, within `max_attempts` and
+/// the route's deadline, moving on only after retryable errors.
+async fn dispatch_group<'a>(
+    route: &Route,
+    candidates: &[&'a Deployment],
+    max_attempts: u32,
+    endpoint: Endpoint,
+    request_id: &str,
+    at: &Attempt,
+    encode: &impl Fn(&Deployment) -> Bytes,
+) -> Result<Dispatched<'a>, DispatchFailure<'a>> {
     let n = candidates.len();
-    let max_attempts = route
-        .retries
-        .max_attempts
-        .unwrap_or_else(|| u32::try_from(n).unwrap_or(u32::MAX))
-        .max(1);
     let deadline = at.start + route.retries.deadline;
     let mut upstream_wait = Duration::ZERO;
     let mut last: Option<(UpstreamError, &'a Deployment)> = None;
+    let mut failed: Vec<FailedAttempt<'a>> = Vec::new();
     let mut attempts: u32 = 0;
     let mut pass: u32 = 0;
     'passes: loop {
@@ -395,7 +487,8 @@ pub async fn dispatch<'a>(
                                 tracing::debug!(route = %route.name, "hedging to {}", d2.provider.name);
                                 let second =
                                     try_one(route, d2, endpoint, encode(d2), request_id, at);
-                                let (tried, h) = race((first, d), (second, d2), &mut last).await;
+                                let (tried, h) =
+                                    race((first, d), (second, d2), &mut last, &mut failed).await;
                                 hedge = Some(h);
                                 tried
                             }
@@ -407,6 +500,14 @@ pub async fn dispatch<'a>(
             match tried {
                 Ok((won, answer)) => {
                     upstream_wait += started.elapsed();
+                    if let Some(loser) = hedge.as_ref().and_then(|h| h.cancelled) {
+                        failed.push(FailedAttempt {
+                            deployment: loser,
+                            status: 0,
+                            outcome: "hedge_cancelled",
+                            billed: true,
+                        });
+                    }
                     let fallback_reason = last.as_ref().map(|(e, _)| reason(e));
                     return Ok(Dispatched {
                         deployment: won,
@@ -419,12 +520,14 @@ pub async fn dispatch<'a>(
                         fallback_reason,
                         hedge,
                         in_flight: answer.in_flight,
+                        failed,
                     });
                 }
-                Err((err, failed)) => {
+                Err((err, failed_on)) => {
                     upstream_wait += started.elapsed();
                     let retry = err.retryable();
-                    last = Some((err, failed));
+                    failed.push(FailedAttempt::of(&err, failed_on));
+                    last = Some((err, failed_on));
                     if !retry {
                         break 'passes;
                     }
@@ -440,12 +543,14 @@ pub async fn dispatch<'a>(
     match last {
         Some((error, d)) => Err(DispatchFailure {
             error,
+            failed,
             deployment: Some(d),
             attempts,
             upstream_wait,
         }),
         None => Err(DispatchFailure {
             error: unavailable(&route.name),
+            failed,
             deployment: None,
             attempts: 0,
             upstream_wait,

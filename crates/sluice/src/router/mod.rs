@@ -87,8 +87,11 @@ pub struct Route {
     /// Sorted by priority (stable, so config order holds within a tier).
     pub deployments: Vec<Deployment>,
     pub fallbacks: Vec<Arc<str>>,
-    /// The dearest price among the deployments and fallbacks: what admission reserves at.
+    /// The dearest price among the deployments and fallbacks (per-class fallbacks included):
+    /// what admission reserves at.
     pub reserve_price: Option<Price>,
+    /// Some deployment the request may reach (fallbacks included) has no price.
+    pub unpriced: bool,
     /// Per error class (`FallbackClass::index`), tried after a failure of that class.
     pub class_fallbacks: [Vec<Arc<str>>; 4],
     pub strategy: Strategy,
@@ -105,6 +108,17 @@ pub struct Route {
 }
 
 impl Route {
+    /// The largest max output among the deployments, when the catalog knows it for all.
+    pub fn max_output(&self) -> Option<u64> {
+        self.deployments
+            .iter()
+            .map(|d| d.capabilities.max_output)
+            .try_fold(None, |acc: Option<u64>, m| {
+                m.map(|m| Some(acc.map_or(m, |a| a.max(m))))
+            })
+            .flatten()
+    }
+
     /// Whether routing needs the request's shape (capabilities), so the body is parsed.
     pub fn needs_shape(&self) -> bool {
         self.strategy == Strategy::CheapestCapable || self.complexity.is_some()
@@ -112,8 +126,12 @@ impl Route {
 }
 
 /// The candidates for one request, in order, and why.
+/// The candidate sequence for one request: what dispatch tries, in order.
 pub struct Plan<'a> {
     pub candidates: Vec<&'a Deployment>,
+    /// After `candidates` all failed with an error of a class: that class's fallback routes'
+    /// deployments (the route's `class_fallbacks`, then the global ones), in order.
+    pub conditional: Vec<(FallbackClass, &'a Deployment)>,
     /// Deployments left out because their breaker is open or their rpm capacity is used up.
     pub skipped_open: u32,
     /// Deployments left out by locality (`mode: on_prem`, `data_policy: local_only`).
@@ -128,6 +146,7 @@ impl Plan<'_> {
     fn with_capacity(n: usize) -> Self {
         Plan {
             candidates: Vec::with_capacity(n),
+            conditional: Vec::new(),
             skipped_open: 0,
             skipped_locality: 0,
             skipped_capability: 0,
@@ -148,7 +167,13 @@ pub struct ModelTable {
     global_class_fallbacks: [Vec<Arc<str>>; 4],
     /// Health by (provider, model), for the admin view and the next reload.
     health: Vec<(Arc<str>, Arc<str>, Arc<Health>)>,
+    /// Routes resolved through a wildcard, kept so their state (round robin, hedging
+    /// statistics) lives across requests; bounded by [`WILDCARD_ROUTES`].
+    resolved: std::sync::RwLock<HashMap<String, Arc<Route>>>,
 }
+
+/// The most wildcard-resolved routes kept; past it the set starts over.
+const WILDCARD_ROUTES: usize = 4096;
 
 impl ModelTable {
     pub fn build(cfg: &Config, providers: &[Arc<Provider>]) -> Self {
@@ -175,7 +200,7 @@ impl ModelTable {
         let mut wildcards = Vec::new();
         // What admission reserves at: the dearest price among a route's own deployments and
         // those of its fallbacks.
-        let dearest: HashMap<&str, Option<Price>> = cfg
+        let dearest: HashMap<&str, (Option<Price>, bool)> = cfg
             .models
             .iter()
             .map(|m| {
@@ -184,9 +209,19 @@ impl ModelTable {
                     .iter()
                     .filter_map(|d| deployment_price(m, d))
                     .reduce(Price::max);
-                (m.name.as_str(), p)
+                let unpriced = m
+                    .deployments
+                    .iter()
+                    .any(|d| deployment_price(m, d).is_none());
+                (m.name.as_str(), (p, unpriced))
             })
             .collect();
+        fn reachable(m: &crate::config::ModelConfig) -> Vec<&str> {
+            std::iter::once(m.name.as_str())
+                .chain(m.fallbacks.iter().map(String::as_str))
+                .chain(m.class_fallbacks.iter().flatten().map(String::as_str))
+                .collect()
+        }
         for m in &cfg.models {
             let mut deployments: Vec<Deployment> = m
                 .deployments
@@ -240,10 +275,13 @@ impl ModelTable {
                 name: Arc::from(m.name.as_str()),
                 deployments,
                 fallbacks: m.fallbacks.iter().map(|f| Arc::from(f.as_str())).collect(),
-                reserve_price: std::iter::once(&m.name)
-                    .chain(m.fallbacks.iter())
-                    .filter_map(|n| dearest.get(n.as_str()).copied().flatten())
+                reserve_price: reachable(m)
+                    .into_iter()
+                    .filter_map(|n| dearest.get(n).and_then(|d| d.0))
                     .reduce(Price::max),
+                unpriced: reachable(m)
+                    .into_iter()
+                    .any(|n| dearest.get(n).is_some_and(|d| d.1)),
                 class_fallbacks: arcs(&m.class_fallbacks),
                 strategy: m.strategy,
                 retries: m.retries,
@@ -275,6 +313,7 @@ impl ModelTable {
             global_class_fallbacks: arcs(&cfg.class_fallbacks),
             health,
             catalog_version: catalog_version(cfg),
+            resolved: std::sync::RwLock::new(HashMap::new()),
         }
     }
 
@@ -288,6 +327,20 @@ impl ModelTable {
         if let Some(r) = self.routes.get(name) {
             return Some(r.clone());
         }
+        if let Some(r) = self.resolved.read().ok()?.get(name) {
+            return Some(r.clone());
+        }
+        let route = self.resolve_wildcard(name)?;
+        if let Ok(mut kept) = self.resolved.write() {
+            if kept.len() >= WILDCARD_ROUTES {
+                kept.clear();
+            }
+            kept.insert(name.to_string(), route.clone());
+        }
+        Some(route)
+    }
+
+    fn resolve_wildcard(&self, name: &str) -> Option<Arc<Route>> {
         let (prefix, template) = self
             .wildcards
             .iter()
@@ -345,13 +398,15 @@ impl ModelTable {
         let reserve_price = deployments
             .iter()
             .filter_map(|d| d.price)
-            .reduce(Price::max)
-            .or(template.reserve_price);
+            .chain(template.reserve_price)
+            .reduce(Price::max);
+        let unpriced = deployments.iter().any(|d| d.price.is_none());
         Some(Arc::new(Route {
             name: Arc::from(name),
             deployments,
             fallbacks: template.fallbacks.clone(),
             reserve_price,
+            unpriced,
             class_fallbacks: template.class_fallbacks.clone(),
             strategy: template.strategy,
             retries: template.retries,
@@ -419,8 +474,15 @@ impl ModelTable {
     /// [`ModelTable::plan`], leaving out deployments that lack what `needs` asks for.
     pub fn plan_for<'a>(&'a self, route: &'a Route, needs: Option<&Needs>) -> Plan<'a> {
         let mut plan = Plan::with_capacity(route.deployments.len());
+        let class_fallbacks = FallbackClass::ALL
+            .iter()
+            .any(|c| self.class_fallbacks(route, *c).next().is_some());
         // The plain one-deployment route pays for nothing else.
-        if route.deployments.len() == 1 && route.fallbacks.is_empty() && needs.is_none() {
+        if route.deployments.len() == 1
+            && route.fallbacks.is_empty()
+            && needs.is_none()
+            && !class_fallbacks
+        {
             let d = &route.deployments[0];
             if self.allowed(route, d) {
                 if d.available() {
@@ -440,7 +502,28 @@ impl ModelTable {
                 self.push_route(route, fr, needs, &mut plan);
             }
         }
+        if class_fallbacks {
+            for class in FallbackClass::ALL {
+                for target in self.class_fallbacks(route, class) {
+                    let more = self.plan_fallback(route, target, needs);
+                    plan.conditional
+                        .extend(more.candidates.into_iter().map(|d| (class, d)));
+                }
+            }
+        }
         plan
+    }
+
+    /// When no deployment of `route` has a context window large enough: the plan of its
+    /// first context-window fallback route that has one.
+    pub fn plan_larger_context<'a>(
+        &'a self,
+        route: &'a Route,
+        needs: Option<&Needs>,
+    ) -> Option<Plan<'a>> {
+        self.class_fallbacks(route, FallbackClass::ContextWindowExceeded)
+            .map(|target| self.plan_fallback(route, target, needs))
+            .find(|p| !p.candidates.is_empty())
     }
 
     /// The routes to try after `route` failed with an error of `class`: its own list for
@@ -516,6 +599,36 @@ impl ModelTable {
 
 /// The deployment's override, else the model's, else the built-in catalog's (by provider
 /// model, then public model name).
+/// Every route and deployment without a price, as `sluice config check` and start-up list
+/// them. A wildcard route is listed when its `*` deployments serve names the catalog may not
+/// price (its known names are priced per request).
+pub fn unpriced(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in &cfg.models {
+        for d in &m.deployments {
+            let provider = cfg
+                .providers
+                .get(d.provider)
+                .map_or("?", |p| p.name.as_str());
+            if d.model == "*" {
+                if d.price.is_none() && m.price.is_none() {
+                    out.push(format!(
+                        "route `{}` (provider `{provider}`): models the built-in catalog does not \
+                         price are unpriced",
+                        m.name
+                    ));
+                }
+            } else if deployment_price(m, d).is_none() {
+                out.push(format!(
+                    "route `{}` deployment `{provider}/{}` has no price",
+                    m.name, d.model
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn deployment_price(
     m: &crate::config::ModelConfig,
     d: &crate::config::DeploymentConfig,
@@ -595,6 +708,35 @@ mod tests {
         // 90 % expected; allow generous slack so this never flakes.
         assert!((1650..=1950).contains(&first_a), "first_a = {first_a}");
         assert_eq!(&t.get("m").unwrap().deployments[0].model_json[..], b"\"x\"");
+    }
+
+    #[test]
+    fn wildcard_routes_keep_their_state_and_class_fallbacks_join_the_sequence() {
+        let (t, _) = table(concat!(
+            "providers:\n  - {name: a, kind: mock}\n  - {name: b, kind: mock}\n",
+            "models:\n  - name: w/*\n    strategy: round_robin\n    deployments:\n",
+            "      - {provider: a, model: '*'}\n      - {provider: b, model: '*'}\n",
+            "    fallbacks_by_class: {rate_limited: [big]}\n",
+            "  - name: big\n    deployments: [{provider: b, model: large}]\n",
+        ));
+        let r1 = t.resolve("w/one").unwrap();
+        let r2 = t.resolve("w/one").unwrap();
+        assert!(
+            Arc::ptr_eq(&r1, &r2),
+            "the same route (and round-robin state) each time"
+        );
+        let firsts: Vec<String> = (0..4)
+            .map(|_| {
+                let r = t.resolve("w/one").unwrap();
+                t.plan(&r).candidates[0].provider.name.to_string()
+            })
+            .collect();
+        assert_eq!(firsts, ["a", "b", "a", "b"], "round robin across requests");
+        let plan = t.plan(&r1);
+        assert_eq!(plan.candidates.len(), 2);
+        assert_eq!(plan.conditional.len(), 1);
+        assert_eq!(plan.conditional[0].0, FallbackClass::RateLimited);
+        assert_eq!(&*plan.conditional[0].1.model, "large");
     }
 }
 

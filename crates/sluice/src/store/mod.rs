@@ -61,6 +61,28 @@ pub struct UsageRecord {
     pub policy_hits: Vec<crate::policy::content::PolicyHit>,
     /// Prompt and answer, for callers under compliance logging (already redacted if asked).
     pub content: Option<Box<Content>>,
+    /// Attempts that did not answer the client (retried, timed out, hedge losers), each
+    /// with what it was charged; the answering attempt is the record itself.
+    pub attempt_log: Vec<AttemptLine>,
+}
+
+/// One attempt of a request that did not give the client its answer: retried after an
+/// error, timed out, or a hedge that lost. Kept as a line of the request's usage record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AttemptLine {
+    /// 1-based, in the order attempts were sent.
+    pub attempt: u32,
+    pub provider: String,
+    pub model: String,
+    /// The provider's HTTP status; 0 when none arrived (connection error, timeout, cancel).
+    pub status: u16,
+    pub outcome: std::borrow::Cow<'static, str>,
+    /// Whether the provider may bill it (the prompt was sent and not refused).
+    pub billed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_micro_usd: Option<i64>,
 }
 
 /// What compliance logging keeps of one request.

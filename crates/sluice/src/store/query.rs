@@ -177,6 +177,8 @@ enum KeyPart {
 #[derive(Default)]
 struct Agg {
     requests: u64,
+    /// Billed but unpriced (cost unknown).
+    unpriced: u64,
     errors: u64,
     input: u64,
     output: u64,
@@ -252,7 +254,12 @@ pub async fn aggregate(
         a.cached += u(r.try_get(4)?);
         a.cache_write += u(r.try_get(5)?);
         a.reasoning += u(r.try_get(6)?);
-        a.cost += r.try_get::<Option<i64>, _>(7)?.unwrap_or(0);
+        match r.try_get::<Option<i64>, _>(7)? {
+            Some(c) => a.cost += c,
+            // Billed tokens without a price (`governance.unpriced: allow`): cost unknown.
+            None if r.try_get::<Option<i64>, _>(2)?.is_some_and(|n| n > 0) => a.unpriced += 1,
+            None => {}
+        }
         let latency_us = u(r.try_get(8)?);
         a.latency_ms.push(latency_us as f64 / 1000.0);
         let ttft_us: Option<i64> = r.try_get(9)?;
@@ -302,6 +309,7 @@ pub async fn aggregate(
                 "reasoning_tokens": a.reasoning,
                 "cost_micro_usd": a.cost,
                 "cost_usd": a.cost as f64 / 1e6,
+                "unpriced_requests": a.unpriced,
                 "streamed": a.streamed,
                 "retries": a.attempts.saturating_sub(a.requests),
                 "fallbacks": a.fallbacks,
@@ -368,6 +376,7 @@ const LOG_COLUMNS: &[&str] = &[
     "route_reason",
     "fallback_reason",
     "policy_hits",
+    "attempt_log",
     "key_id",
     "key_prefix",
     "team",
@@ -408,7 +417,7 @@ pub async fn requests(
         for (i, c) in LOG_COLUMNS.iter().enumerate() {
             let v: Value = match *c {
                 "streamed" => json!(r.try_get::<bool, _>(i + 1)?),
-                "policy_hits" | "tags" => r
+                "policy_hits" | "tags" | "attempt_log" => r
                     .try_get::<Option<String>, _>(i + 1)?
                     .and_then(|t| serde_json::from_str(&t).ok())
                     .unwrap_or(Value::Null),

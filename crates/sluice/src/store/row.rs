@@ -38,6 +38,8 @@ pub struct UsageRow {
     pub tags: Option<String>,
     pub cost_micro_usd: Option<i64>,
     pub catalog_version: Option<String>,
+    /// JSON array of the attempts that did not answer (see [`super::AttemptLine`]).
+    pub attempt_log: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
 }
@@ -80,6 +82,11 @@ impl From<UsageRecord> for UsageRow {
             tags: owned(r.tags.as_ref()),
             cost_micro_usd: r.cost_micro_usd,
             catalog_version: owned(r.catalog_version.as_ref()),
+            attempt_log: if r.attempt_log.is_empty() {
+                None
+            } else {
+                serde_json::to_string(&r.attempt_log).ok()
+            },
             content: r.content.map(|c| *c),
             request_id: r.request_id,
             ts_ms: r.ts_ms,

@@ -55,6 +55,10 @@ impl Default for SinkConfig {
 pub struct UsageSink {
     tx: mpsc::Sender<UsageRecord>,
     spill: Option<Arc<Spill>>,
+    /// Counts completed spill replays; budgets re-seed their spend when it moves.
+    replays: tokio::sync::watch::Receiver<u64>,
+    /// A spill file from an earlier run was waiting at start.
+    replay_pending_at_start: bool,
 }
 
 impl UsageSink {
@@ -66,6 +70,29 @@ impl UsageSink {
         tokio::task::spawn_blocking(move || spill.purge_content(before_ms))
             .await
             .map_err(std::io::Error::other)?
+    }
+
+    /// Completed spill replays so far (watch it to learn when the store caught up).
+    pub fn replays(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.replays.clone()
+    }
+
+    /// Waits (at most `within`) until a spill file left by an earlier run is in the store, so
+    /// that spend seeded from the store counts it.
+    pub async fn caught_up(&self, within: Duration) {
+        if !self.replay_pending_at_start {
+            return;
+        }
+        let mut rx = self.replays.clone();
+        if tokio::time::timeout(within, rx.wait_for(|n| *n > 0))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the usage spill file was not replayed within {within:?}; budgets start from \
+                 the stored spend and catch up once it is"
+            );
+        }
     }
 
     /// Queues a record; never waits. A full queue spills the record to the file instead.
@@ -119,16 +146,27 @@ impl UsageWriter {
             .spill_path
             .clone()
             .map(|p| Arc::new(Spill::new(p, cfg.spill_max_bytes)));
+        let pending = spill.as_ref().is_some_and(|s| s.pending());
+        let (replayed_tx, replays) = tokio::sync::watch::channel(0u64);
         let writer = Writer {
             store,
+            replayed: replayed_tx,
             // A spill file left by an earlier run is replayed at once.
-            spilling: spill.as_ref().is_some_and(|s| s.pending()),
+            spilling: pending,
             next_retry: Instant::now(),
             spill: spill.clone(),
             cfg,
         };
         let handle = tracker.spawn(writer.run(rx, stop_rx));
-        (UsageSink { tx, spill }, UsageWriter { stop, handle })
+        (
+            UsageSink {
+                tx,
+                spill,
+                replays,
+                replay_pending_at_start: pending,
+            },
+            UsageWriter { stop, handle },
+        )
     }
 
     /// Writes everything queued so far, then stops the writer.
@@ -142,6 +180,7 @@ impl UsageWriter {
 
 struct Writer<S> {
     store: S,
+    replayed: tokio::sync::watch::Sender<u64>,
     cfg: SinkConfig,
     spill: Option<Arc<Spill>>,
     /// The store failed: batches go to the spill file until a retry succeeds.
@@ -319,6 +358,7 @@ impl<S: UsageStore> Writer<S> {
             return;
         }
         crate::telemetry::metrics::usage_replayed(replayed);
+        self.replayed.send_modify(|n| *n += 1);
         tracing::info!(
             records = replayed,
             "usage store is back: replayed the spilled records"

@@ -92,7 +92,9 @@ CREATE TABLE IF NOT EXISTS responses (
 );
 CREATE INDEX IF NOT EXISTS responses_created ON responses (created_ms);
 ",
-    // 8: the audit log of admin writes (store::audit). IF NOT EXISTS: safe to renumber.
+    // 8: every attempt that did not answer, with what it was charged (JSON array).
+    r"ALTER TABLE usage_records ADD COLUMN attempt_log TEXT;",
+    // 9: the audit log of admin writes (store::audit). IF NOT EXISTS: safe to renumber.
     r"
 CREATE TABLE IF NOT EXISTS audit_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -113,7 +115,7 @@ const INSERT_COLUMNS: &str = "INSERT INTO usage_records (request_id, ts_ms, surf
      requested_model, provider, deployment_model, status, error_class, streamed, input_tokens, \
      output_tokens, cached_input_tokens, reasoning_tokens, latency_us, ttft_us, overhead_us, \
      attempts, policy_hits, key_id, key_prefix, team, user_name, tags, cost_micro_usd, \
-     catalog_version, cache_write_tokens, route_reason, fallback_reason) ";
+     catalog_version, cache_write_tokens, route_reason, fallback_reason, attempt_log) ";
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -220,7 +222,8 @@ fn bind_row<'q>(
         .push_bind(r.catalog_version.as_deref())
         .push_bind(int(r.cache_write_tokens))
         .push_bind(r.route_reason.as_deref())
-        .push_bind(r.fallback_reason.as_deref());
+        .push_bind(r.fallback_reason.as_deref())
+        .push_bind(r.attempt_log.as_deref());
 }
 
 async fn insert_content(

@@ -315,6 +315,15 @@ pub fn usage_replayed(n: usize) {
     metrics::counter!("sluice_usage_replayed_total").increment(n as u64);
 }
 
+/// A billed request on a model without a price (`governance.unpriced: allow`, or a caller
+/// without a budget): its cost is recorded as unknown.
+pub fn unpriced_request(model: &str) {
+    if HANDLE.get().is_none_or(Option::is_none) {
+        return;
+    }
+    metrics::counter!("sluice_unpriced_requests_total", "model" => model.to_string()).increment(1);
+}
+
 /// Usage sink: records lost (spill file unwritable, or no spill file).
 pub fn usage_dropped(n: usize) {
     metrics::counter!("sluice_usage_dropped_total").increment(n as u64);

@@ -200,11 +200,7 @@ pub async fn count_tokens(State(app): State<AppState>, req: Request) -> Response
 /// Estimated prompt tokens: o200k_base over every text, tool name, description and schema,
 /// 3 tokens per message, 85 per image.
 pub fn estimate_tokens(r: &ChatRequest) -> u64 {
-    static BPE: std::sync::OnceLock<Option<tiktoken_rs::CoreBPE>> = std::sync::OnceLock::new();
-    let Some(bpe) = BPE.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref() else {
-        return 0;
-    };
-    let count = |s: &str| bpe.encode_ordinary(s).len() as u64;
+    let count = crate::canonical::usage::count_tokens;
     let mut n = 0;
     for m in &r.messages {
         n += 3;

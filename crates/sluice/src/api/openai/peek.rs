@@ -18,11 +18,21 @@ pub struct Peek<'a> {
     pub include_usage: Option<bool>,
     /// Byte range of the `stream_options` value, if present and an object.
     pub stream_options_span: Option<Range<usize>>,
-    /// `max_completion_tokens` or `max_tokens`, when given as a non-negative integer.
+    /// The request's own output limit (`max_completion_tokens`, `max_tokens` or
+    /// `max_output_tokens`): an integer, an integral float or a numeric string.
     pub max_tokens: Option<u64>,
-    /// Size of the prompt (`messages` / `input`) in bytes, for the token estimate.
+    /// Which field the limit came from, and the byte range of its value (for `cap_output`).
+    pub max_tokens_field: Option<(&'static str, Range<usize>)>,
+    /// Size of the prompt in bytes, for the token estimate: for chat, the whole body
+    /// (messages, system, tools, tool results, response_format) less inline image data.
     pub prompt_bytes: usize,
+    /// Images in the prompt (each reserved at [`IMAGE_TOKENS`]).
+    pub images: u32,
 }
+
+/// Tokens reserved per image: the most any provider documents for one image (Anthropic,
+/// ~1,600 for a 1.15-megapixel image; OpenAI high detail at most 1,445; Gemini 258).
+pub const IMAGE_TOKENS: u64 = 1600;
 
 impl Peek<'_> {
     /// The same facts without borrowing the body (the model name is copied).
@@ -34,7 +44,9 @@ impl Peek<'_> {
             include_usage: self.include_usage,
             stream_options_span: self.stream_options_span,
             max_tokens: self.max_tokens,
+            max_tokens_field: self.max_tokens_field,
             prompt_bytes: self.prompt_bytes,
+            images: self.images,
         }
     }
 }
@@ -53,6 +65,8 @@ struct ChatFields<'a> {
     max_tokens: Option<&'a RawValue>,
     #[serde(borrow)]
     max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_output_tokens: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -123,10 +137,21 @@ pub fn chat(body: &[u8]) -> Result<Peek<'_>, ApiError> {
             (so.include_usage, Some(span(text, raw.get())))
         }
     };
-    let max_tokens = f
-        .max_completion_tokens
-        .or(f.max_tokens)
-        .and_then(|v| v.get().parse::<u64>().ok());
+    let limit_field = [
+        ("max_completion_tokens", f.max_completion_tokens),
+        ("max_tokens", f.max_tokens),
+        ("max_output_tokens", f.max_output_tokens),
+    ]
+    .into_iter()
+    .find_map(|(name, v)| v.filter(|v| v.get() != "null").map(|v| (name, v)));
+    let (max_tokens, max_tokens_field) = match limit_field {
+        Some((name, raw)) => (
+            Some(output_limit(name, raw.get())?),
+            Some((name, span(text, raw.get()))),
+        ),
+        None => (None, None),
+    };
+    let (inline_bytes, images) = image_weight(body);
     Ok(Peek {
         model,
         model_span,
@@ -134,7 +159,9 @@ pub fn chat(body: &[u8]) -> Result<Peek<'_>, ApiError> {
         include_usage,
         stream_options_span,
         max_tokens,
-        prompt_bytes: messages.get().len(),
+        max_tokens_field,
+        prompt_bytes: body.len().saturating_sub(inline_bytes),
+        images,
     })
 }
 
@@ -166,8 +193,60 @@ pub fn embeddings(body: &[u8]) -> Result<Peek<'_>, ApiError> {
         include_usage: None,
         stream_options_span: None,
         max_tokens: Some(0),
+        max_tokens_field: None,
         prompt_bytes,
+        images: 0,
     })
+}
+
+/// An output limit as clients send it: `4096`, `4096.0` or `"4096"`. Anything else (negative,
+/// fractional, not a number, beyond u64) is the client's error, naming the field.
+fn output_limit(field: &'static str, raw: &str) -> Result<u64, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            format!("`{field}` must be a non-negative whole number of tokens, got {raw}"),
+            Some(field),
+        )
+    };
+    let text = match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) => inner.trim(),
+        None => raw,
+    };
+    if let Ok(n) = text.parse::<u64>() {
+        return Ok(n);
+    }
+    let f: f64 = text.parse().map_err(|_| bad())?;
+    // 2^64 as f64; every integral f64 below it converts exactly.
+    if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "checked integral, non-negative and below 2^64"
+        )]
+        return Ok(f as u64);
+    }
+    Err(bad())
+}
+
+/// Inline image data (`data:` URLs) is not prompt text: its bytes are left out of the
+/// estimate and each image is reserved at [`IMAGE_TOKENS`] instead. Returns the inline bytes
+/// and the number of images (`"image_url":` members, inline or linked).
+fn image_weight(body: &[u8]) -> (usize, u32) {
+    let mut images = 0u32;
+    for at in memchr::memmem::find_iter(body, b"\"image_url\"") {
+        let rest = body[at + 11..].trim_ascii_start();
+        if rest.starts_with(b":") {
+            images = images.saturating_add(1);
+        }
+    }
+    let mut inline = 0usize;
+    for at in memchr::memmem::find_iter(body, b"\"data:") {
+        let start = at + 1;
+        if let Some(len) = memchr::memchr(b'"', &body[start..]) {
+            inline += len;
+        }
+    }
+    (inline, images)
 }
 
 fn utf8(body: &[u8]) -> Result<&str, ApiError> {

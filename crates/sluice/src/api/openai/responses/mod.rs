@@ -45,7 +45,7 @@ pub fn routes() -> Router<AppState> {
 /// the chat surface records its own bad requests.
 pub(crate) fn record_refusal(app: &AppState, parts: &http::request::Parts, surface: &'static str) {
     if let Some(c) = parts.extensions.get::<RequestCtx>() {
-        crate::api::settle::Settle::new(app.sink.clone(), c, surface)
+        crate::api::settle::Ledger::new(app.sink.clone(), c, surface)
             .finish(400, Some("bad_request"));
     }
 }
