@@ -15,6 +15,12 @@ step "cargo build (binaries for the end-to-end tests)"
 cargo build --workspace --locked
 step "cargo test"
 cargo test --workspace --locked
+step "bounded fuzz run (cargo-fuzz, 5 s per target; the seed-corpus smoke run is part of cargo test)"
+if cargo +nightly fuzz --version > /dev/null 2>&1; then
+  FUZZ_TARGET_DIR="$CARGO_TARGET_DIR/fuzz" fuzz/run.sh 5
+else
+  echo "cargo-fuzz or nightly not installed: only tests/fuzz_smoke.rs ran (see fuzz/README.md)"
+fi
 step "benchmark harness smoke run (~3 s; the real benchmark is 'cargo run --release -p sluice-bench')"
 "$CARGO_TARGET_DIR/debug/sluice-bench" --smoke --bin-dir "$CARGO_TARGET_DIR/debug" > /dev/null
 "$CARGO_TARGET_DIR/debug/sink-bench" --smoke > /dev/null

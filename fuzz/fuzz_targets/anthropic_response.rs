@@ -1,14 +1,5 @@
 #![no_main]
-//! Anthropic JSON answers and error bodies: never panic.
+//! Anthropic Messages answers and error bodies: never panic. The body is `sluice::fuzzing::anthropic_response`, shared with tests/fuzz_smoke.rs.
 use libfuzzer_sys::fuzz_target;
-use sluice::providers::anthropic::{decode_message, map_error};
-use sluice::providers::native::DecodeCtx;
 
-fuzz_target!(|data: &[u8]| {
-    let ctx = DecodeCtx {
-        model: "m".into(),
-        json_tool: Some("json_response".into()),
-    };
-    let _ = decode_message(data, &ctx);
-    let _ = map_error(http::StatusCode::BAD_REQUEST, data);
-});
+fuzz_target!(|data: &[u8]| sluice::fuzzing::anthropic_response(data));

@@ -1,16 +1,5 @@
 #![no_main]
-//! Anthropic SSE decoder: any bytes, split anywhere, never panic.
+//! Anthropic SSE decoder: any bytes, split anywhere: never panic. The body is `sluice::fuzzing::anthropic_stream`, shared with tests/fuzz_smoke.rs.
 use libfuzzer_sys::fuzz_target;
-use sluice::providers::anthropic::AnthropicStream;
-use sluice::providers::native::DecodeCtx;
 
-#[path = "common.rs"]
-mod common;
-
-fuzz_target!(|data: &[u8]| {
-    let mut d = AnthropicStream::new(DecodeCtx {
-        model: "m".into(),
-        json_tool: Some("json_response".into()),
-    });
-    common::feed_in_chunks(data, &mut d);
-});
+fuzz_target!(|data: &[u8]| sluice::fuzzing::anthropic_stream(data));

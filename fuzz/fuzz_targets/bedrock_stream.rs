@@ -1,17 +1,5 @@
 #![no_main]
-//! Bedrock ConverseStream decoder (binary AWS event-stream frames): any bytes, split
-//! anywhere, never panic, never buffer past the frame limit.
+//! Bedrock ConverseStream decoder (binary AWS event-stream frames), split anywhere: never panic. The body is `sluice::fuzzing::bedrock_stream`, shared with tests/fuzz_smoke.rs.
 use libfuzzer_sys::fuzz_target;
-use sluice::providers::bedrock::ConverseStream;
-use sluice::providers::native::DecodeCtx;
 
-#[path = "common.rs"]
-mod common;
-
-fuzz_target!(|data: &[u8]| {
-    let mut d = ConverseStream::new(DecodeCtx {
-        model: "m".into(),
-        json_tool: Some("json_response".into()),
-    });
-    common::feed_in_chunks(data, &mut d);
-});
+fuzz_target!(|data: &[u8]| sluice::fuzzing::bedrock_stream(data));

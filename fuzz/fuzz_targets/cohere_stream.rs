@@ -1,16 +1,5 @@
 #![no_main]
-//! Cohere v2 SSE decoder: any bytes, split anywhere, never panic.
+//! Cohere SSE decoder, split anywhere: never panic. The body is `sluice::fuzzing::cohere_stream`, shared with tests/fuzz_smoke.rs.
 use libfuzzer_sys::fuzz_target;
-use sluice::providers::cohere::CohereStream;
-use sluice::providers::native::DecodeCtx;
 
-#[path = "common.rs"]
-mod common;
-
-fuzz_target!(|data: &[u8]| {
-    let mut d = CohereStream::new(DecodeCtx {
-        model: "m".into(),
-        json_tool: None,
-    });
-    common::feed_in_chunks(data, &mut d);
-});
+fuzz_target!(|data: &[u8]| sluice::fuzzing::cohere_stream(data));

@@ -1,16 +1,5 @@
 #![no_main]
-//! Gemini `streamGenerateContent?alt=sse` decoder: any bytes, split anywhere, never panic.
+//! Gemini SSE decoder, split anywhere: never panic. The body is `sluice::fuzzing::gemini_stream`, shared with tests/fuzz_smoke.rs.
 use libfuzzer_sys::fuzz_target;
-use sluice::providers::gemini::GeminiStream;
-use sluice::providers::native::DecodeCtx;
 
-#[path = "common.rs"]
-mod common;
-
-fuzz_target!(|data: &[u8]| {
-    let mut d = GeminiStream::new(DecodeCtx {
-        model: "gemini".into(),
-        json_tool: None,
-    });
-    common::feed_in_chunks(data, &mut d);
-});
+fuzz_target!(|data: &[u8]| sluice::fuzzing::gemini_stream(data));

@@ -1,12 +1,5 @@
 #![no_main]
-//! OpenAI chunk SSE decoder: any bytes, split anywhere, never panic.
+//! OpenAI chunk SSE decoder, split anywhere: never panic. The body is `sluice::fuzzing::openai_stream`, shared with tests/fuzz_smoke.rs.
 use libfuzzer_sys::fuzz_target;
-use sluice::canonical::openai::OpenAiStream;
 
-#[path = "common.rs"]
-mod common;
-
-fuzz_target!(|data: &[u8]| {
-    let mut d = OpenAiStream::default();
-    common::feed_in_chunks(data, &mut d);
-});
+fuzz_target!(|data: &[u8]| sluice::fuzzing::openai_stream(data));

@@ -119,11 +119,11 @@ pub struct Shared {
     pub gov: Arc<Governance>,
     pub tracker: TaskTracker,
     pub shutting_down: AtomicBool,
+    /// Set once authentication was ever required (see [`Shared::auth_open`]); never unset.
+    auth_closed: AtomicBool,
     /// Fired when shutdown's drain timeout runs out: requests and streams still open close
     /// their ledgers (`drain_timeout`) and end.
     pub drain_expired: tokio_util::sync::CancellationToken,
-    /// Set once authentication was ever required (see [`Shared::auth_open`]); never unset.
-    auth_closed: AtomicBool,
     pub started_unix: i64,
     request_seq: AtomicU64,
     request_prefix: u32,
@@ -173,8 +173,8 @@ impl AppState {
             gov,
             tracker,
             shutting_down: AtomicBool::new(false),
-            drain_expired: tokio_util::sync::CancellationToken::new(),
             auth_closed: AtomicBool::new(false),
+            drain_expired: tokio_util::sync::CancellationToken::new(),
             started_unix: unix_ms() / 1000,
             request_seq: AtomicU64::new(0),
             request_prefix: rand::random(),

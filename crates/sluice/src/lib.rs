@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod edge;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod policy;
 pub mod providers;
 pub mod router;

@@ -94,6 +94,7 @@ pub async fn run(
     .await
     .context("loading keys and teams")?;
     let state = AppState::new(gateway, sink, store, gov.clone(), tracker.clone());
+    warn_if_open(&state, addr);
     let router = app::router(state.clone());
 
     #[cfg(unix)]
@@ -202,7 +203,12 @@ fn announce(cfg: &Config, addr: SocketAddr) {
             unpriced.join("; ")
         );
     }
-    if cfg.server.master_key.is_none() {
+}
+
+/// Says loudly when the gateway serves without authentication (see `Shared::auth_open`:
+/// no master key and a store that never held a key).
+fn warn_if_open(state: &AppState, addr: SocketAddr) {
+    if state.auth_open() {
         let scope = if addr.ip().is_loopback() {
             "loopback only"
         } else {

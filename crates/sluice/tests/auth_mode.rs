@@ -29,8 +29,10 @@ async fn revoking_the_last_key_does_not_reopen_the_gateway() {
         &format!("sqlite://{}", store.path().join("s.db").display()),
     );
     let mut gw = Gateway::start(&cfg);
-    // Never held a key, no master key: open on loopback.
+    // Never held a key, no master key: open on loopback, and it says so.
     assert_eq!(no_key(&gw, "/v1/models").await, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(gw.stderr().contains("NO AUTHENTICATION"), "{}", gw.stderr());
     assert_eq!(no_key(&gw, "/admin/keys").await, 200);
 
     // The first key closes it.
@@ -61,6 +63,12 @@ async fn revoking_the_last_key_does_not_reopen_the_gateway() {
     let gw = Gateway::start(&cfg);
     assert_eq!(no_key(&gw, "/v1/models").await, 401);
     assert_eq!(no_key(&gw, "/admin/keys").await, 401);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !gw.stderr().contains("NO AUTHENTICATION"),
+        "{}",
+        gw.stderr()
+    );
 }
 
 async fn wait_for_stderr(gw: &Gateway, needle: &str) -> bool {

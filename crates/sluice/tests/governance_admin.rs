@@ -258,20 +258,6 @@ async fn bad_admin_input_names_the_field_and_writes_nothing() {
     );
 }
 
-fn cli(gw: &Gateway, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env("SLUICE_URL", &gw.url)
-        .env("SLUICE_MASTER_KEY", MASTER)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn cli_mirrors_the_admin_api() {
     let gw = Gateway::start(&config());

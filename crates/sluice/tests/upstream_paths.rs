@@ -128,3 +128,33 @@ async fn bedrock() {
     )
     .await;
 }
+
+/// The kinds that carry the model in the body only: any name is just a JSON string there,
+/// and the URL path stays the provider's fixed endpoint.
+#[tokio::test]
+async fn body_only_kinds_never_put_the_model_in_the_path() {
+    for (provider, path) in [
+        (
+            "kind: openai_compatible, base_url: \"{mock}/v1\"",
+            "/v1/chat/completions",
+        ),
+        (
+            "kind: anthropic, base_url: \"{mock}\", api_key: k",
+            "/v1/messages",
+        ),
+        ("kind: cohere, base_url: \"{mock}\", api_key: k", "/v2/chat"),
+        ("kind: ollama, base_url: \"{mock}\"", "/api/chat"),
+    ] {
+        let mock = start_mock().await;
+        let provider = provider.replace("{mock}", &mock);
+        let gw = Gateway::start(&format!(
+            "store: {{url: \"{{DB}}\"}}\nproviders:\n  - {{name: p, {provider}}}\n\
+             models:\n  - {{name: \"p/*\", deployments: [{{provider: p, model: \"*\"}}]}}\n"
+        ));
+        for name in ["../../admin?x=1#y", "a/b", "plain-model"] {
+            let r = chat(&gw, &format!("p/{name}")).await;
+            assert!(r.status < 500, "{provider} {name}: {}", r.status);
+            assert_eq!(last_path(&mock).await, path, "{provider} {name}");
+        }
+    }
+}

@@ -396,3 +396,50 @@ fn print(conn: &Conn, v: &Value, columns: &[&str]) -> anyhow::Result<()> {
     print!("{}", render_table(rows, columns));
     Ok(())
 }
+
+/// `sluice audit`: the audit log of admin writes, newest first.
+#[derive(Args, Debug, Default)]
+pub struct AuditArgs {
+    /// From: `7d`, `24h` (ago), unix seconds or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until (exclusive), same forms.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only writes by this principal (`master`, a key id).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only writes to this key id, user or team name.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// At most this many entries (1-1000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+pub fn audit(conn: &Conn, args: AuditArgs) -> anyhow::Result<()> {
+    let mut q = vec![format!("limit={}", args.limit)];
+    for (k, v) in [
+        ("since", args.since),
+        ("until", args.until),
+        ("actor", args.actor),
+        ("target", args.target),
+    ] {
+        if let Some(v) = v {
+            q.push(format!("{k}={}", super::usage::enc(&v)));
+        }
+    }
+    let v = call(conn, "GET", &format!("/admin/audit?{}", q.join("&")), None)?;
+    print(
+        conn,
+        &v,
+        &[
+            "at",
+            "actor",
+            "action",
+            "target_kind",
+            "target",
+            "request_id",
+        ],
+    )
+}

@@ -1,5 +1,5 @@
 //! The `sluice` command line: `serve`, `config check`, and the admin commands `keys`,
-//! `users` and `teams` (see [`admin`]), and `usage` (see [`usage`]).
+//! `users` and `teams` (see [`admin`]), `usage` (see [`usage`]) and `audit`.
 
 pub mod admin;
 pub mod usage;
@@ -57,6 +57,13 @@ pub enum Command {
         #[command(flatten)]
         args: Box<usage::UsageArgs>,
     },
+    /// The audit log of admin writes: who, what, when (`sluice audit --since 7d`).
+    Audit {
+        #[command(flatten)]
+        conn: admin::Conn,
+        #[command(flatten)]
+        args: admin::AuditArgs,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -104,6 +111,7 @@ pub fn main() -> i32 {
         Command::Teams { conn, command } => exit_code(admin::teams(&conn, command)),
         Command::Users { conn, command } => exit_code(admin::users(&conn, command)),
         Command::Usage { conn, args } => exit_code(usage::run(&conn, *args)),
+        Command::Audit { conn, args } => exit_code(admin::audit(&conn, args)),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match config::load(Some(&file), &config::process_env) {

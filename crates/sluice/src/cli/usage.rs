@@ -86,7 +86,7 @@ pub enum UsageCommand {
 }
 
 /// Percent-encodes a query value.
-fn enc(v: &str) -> String {
+pub(crate) fn enc(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for b in v.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b',' | b':') {

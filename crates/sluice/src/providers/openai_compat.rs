@@ -68,6 +68,7 @@ pub async fn execute(
     if let Some((traceparent, _)) = &attempt {
         req.headers_mut().insert("traceparent", traceparent.clone());
     }
+    let credentials = sent_credentials(req.headers());
     let result = client.request(req).await;
     if let Some((_, a)) = attempt {
         match &result {
@@ -89,10 +90,15 @@ pub async fn execute(
                         || ct.starts_with("application/vnd.amazon.eventstream")
                 });
             let cap = (!streamed).then(|| super::Cap::new(max_response));
+            let body = if parts.status.is_success() {
+                UpstreamBody::Http(body, cap)
+            } else {
+                UpstreamBody::Full(Some(scrubbed_error_body(body, &credentials).await))
+            };
             Ok(UpstreamResponse {
                 status: parts.status,
                 headers: parts.headers,
-                body: UpstreamBody::Http(body, cap),
+                body,
             })
         }
         Err(e) => {
@@ -262,6 +268,59 @@ impl HttpUpstream {
         )
         .await
     }
+}
+
+/// The credentials a request carries (auth header values, and the token of `Bearer x`):
+/// what an upstream may quote back in an error.
+fn sent_credentials(headers: &HeaderMap) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in [
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+    ] {
+        for v in headers.get_all(name) {
+            let Ok(v) = v.to_str() else { continue };
+            if let Some((_, token)) = v.split_once(' ') {
+                out.push(token.trim().to_string());
+            }
+            out.push(v.to_string());
+        }
+    }
+    // Short values (a scheme name) would only blank out harmless words.
+    out.retain(|s| s.len() >= 8);
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out
+}
+
+/// Largest upstream error body kept, and how long reading it may take.
+const ERROR_BODY_LIMIT: usize = 1 << 20;
+const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An upstream error body, read (bounded) and with every credential the request carried
+/// replaced by `*****`: some providers quote the key they refused ("Incorrect API key
+/// provided: sk-..."), and that message goes on to the client, the logs and the traces.
+async fn scrubbed_error_body(body: hyper::body::Incoming, credentials: &[String]) -> Bytes {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, ERROR_BODY_LIMIT);
+    let bytes = match tokio::time::timeout(ERROR_BODY_TIMEOUT, limited.collect()).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        _ => return Bytes::new(),
+    };
+    if credentials.is_empty() {
+        return bytes;
+    }
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    let before = text.len();
+    for c in credentials {
+        text = text.replace(c.as_str(), "*****");
+    }
+    if text.len() == before && bytes.len() == before {
+        return bytes;
+    }
+    Bytes::from(text)
 }
 
 /// The innermost causes are the informative ones ("Connection refused (os error 111)").

@@ -1,6 +1,7 @@
 //! Shared state behind traits: the usage records store (SQLite for one process) and the
 //! batching sink that keeps database writes off the request path.
 
+pub mod audit;
 pub mod gov;
 pub mod query;
 pub mod responses;

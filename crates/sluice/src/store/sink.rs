@@ -62,6 +62,16 @@ pub struct UsageSink {
 }
 
 impl UsageSink {
+    /// Retention for the spill file: drops compliance content recorded before `before_ms`.
+    pub async fn purge_spilled_content(&self, before_ms: i64) -> std::io::Result<u64> {
+        let Some(spill) = self.spill.clone() else {
+            return Ok(0);
+        };
+        tokio::task::spawn_blocking(move || spill.purge_content(before_ms))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
     /// Completed spill replays so far (watch it to learn when the store caught up).
     pub fn replays(&self) -> tokio::sync::watch::Receiver<u64> {
         self.replays.clone()
@@ -83,16 +93,6 @@ impl UsageSink {
                  the stored spend and catch up once it is"
             );
         }
-    }
-
-    /// Retention for the spill file: drops compliance content recorded before `before_ms`.
-    pub async fn purge_spilled_content(&self, before_ms: i64) -> std::io::Result<u64> {
-        let Some(spill) = self.spill.clone() else {
-            return Ok(0);
-        };
-        tokio::task::spawn_blocking(move || spill.purge_content(before_ms))
-            .await
-            .map_err(std::io::Error::other)?
     }
 
     /// Queues a record; never waits. A full queue spills the record to the file instead.

@@ -146,28 +146,32 @@ impl Spill {
             if !std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
                 continue;
             }
-            let text = std::fs::read_to_string(&path)?;
-            let mut out = String::with_capacity(text.len());
-            let mut changed = 0;
-            for line in text.lines() {
-                match serde_json::from_str::<UsageRow>(line) {
-                    Ok(mut r) if r.content.is_some() && r.ts_ms < before_ms => {
-                        r.content = None;
-                        out.push_str(&serde_json::to_string(&r)?);
-                        changed += 1;
-                    }
-                    _ => out.push_str(line),
-                }
-                out.push('\n');
-            }
-            if changed == 0 {
-                continue;
-            }
+            // Line by line into a private temporary file: the spill can be large.
             let mut tmp = path.clone().into_os_string();
             tmp.push(".purge");
             let tmp = PathBuf::from(tmp);
-            let mut f = open_private(&tmp, false)?;
-            f.write_all(out.as_bytes())?;
+            let mut out = std::io::BufWriter::new(open_private(&tmp, false)?);
+            let mut changed = 0;
+            for line in BufReader::new(File::open(&path)?).lines() {
+                let line = line?;
+                match serde_json::from_str::<UsageRow>(&line) {
+                    Ok(mut r) if r.content.is_some() && r.ts_ms < before_ms => {
+                        r.content = None;
+                        serde_json::to_writer(&mut out, &r)?;
+                        changed += 1;
+                    }
+                    _ => out.write_all(line.as_bytes())?,
+                }
+                out.write_all(b"\n")?;
+            }
+            let f = out
+                .into_inner()
+                .map_err(std::io::IntoInnerError::into_error)?;
+            if changed == 0 {
+                drop(f);
+                std::fs::remove_file(&tmp)?;
+                continue;
+            }
             f.sync_all()?;
             if path == self.path {
                 // The appender's handle points at the old file: reopen on the next append.

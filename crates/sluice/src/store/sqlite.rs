@@ -94,6 +94,21 @@ CREATE INDEX IF NOT EXISTS responses_created ON responses (created_ms);
 ",
     // 8: every attempt that did not answer, with what it was charged (JSON array).
     r"ALTER TABLE usage_records ADD COLUMN attempt_log TEXT;",
+    // 9: the audit log of admin writes (store::audit). IF NOT EXISTS: safe to renumber.
+    r"
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target_kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    before TEXT,
+    after TEXT,
+    request_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts_ms);
+",
 ];
 
 const INSERT_COLUMNS: &str = "INSERT INTO usage_records (request_id, ts_ms, surface, principal, \

@@ -73,3 +73,18 @@ pub async fn chat_as(gw: &Gateway, key: &str, model: &str, max_tokens: u64) -> R
     )
     .await
 }
+
+/// Runs the `sluice` CLI against `gw` with the master key: (success, stdout, stderr).
+pub fn cli(gw: &Gateway, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("SLUICE_URL", &gw.url)
+        .env("SLUICE_MASTER_KEY", MASTER)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

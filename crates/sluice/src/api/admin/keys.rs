@@ -2,7 +2,7 @@
 //! `GET /v1/key/info` for a key to read its own limits and remaining budget.
 
 use super::input::{check_name, parse, parse_time, EntityInput};
-use super::{stored, usd};
+use super::{stored, usd, Change};
 use crate::api::RequestCtx;
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -112,6 +112,11 @@ fn key_json(app: &AppState, p: &KeyPrincipal) -> serde_json::Value {
     })
 }
 
+/// A key as the admin API shows it now (for the audit log: prefix, never the secret).
+fn now_json(app: &AppState, id: &str) -> Option<serde_json::Value> {
+    app.gov.index().key(id).map(|p| key_json(app, p))
+}
+
 fn with_secret(mut v: serde_json::Value, key: &str) -> serde_json::Value {
     v["key"] = serde_json::Value::String(key.to_string());
     v
@@ -142,7 +147,14 @@ pub(super) async fn create(
     };
     let who = Reach::of_principal(&ctx.principal);
     apply(&app, input, &mut rec, false, (&who, &scope))?;
-    stored(&app, app.gov.store().insert_key(&rec).await).await?;
+    let change = Change {
+        action: "create",
+        kind: "key",
+        target: rec.id.clone(),
+        before: None,
+    };
+    let r = app.gov.store().insert_key(&rec).await;
+    stored(&app, &ctx, change, r, || now_json(&app, &rec.id)).await?;
     let p = fresh(&app, &rec.id)?;
     Ok((
         StatusCode::CREATED,
@@ -194,10 +206,18 @@ pub(super) async fn update(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let input: EntityInput = parse(&body)?;
-    let mut rec = visible(&app, &scope, &id)?.record.clone();
+    let old = visible(&app, &scope, &id)?;
+    let mut rec = old.record.clone();
     let who = Reach::of_principal(&ctx.principal);
     apply(&app, input, &mut rec, true, (&who, &scope))?;
-    stored(&app, app.gov.store().update_key(&rec).await).await?;
+    let change = Change {
+        action: "update",
+        kind: "key",
+        target: id.clone(),
+        before: Some(key_json(&app, &old)),
+    };
+    let r = app.gov.store().update_key(&rec).await;
+    stored(&app, &ctx, change, r, || now_json(&app, &id)).await?;
     Ok(Json(key_json(&app, &*fresh(&app, &id)?)).into_response())
 }
 
@@ -207,14 +227,22 @@ pub(super) async fn revoke(
     Extension(scope): Extension<Scope>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mut rec = visible(&app, &scope, &id)?.record.clone();
+    let old = visible(&app, &scope, &id)?;
+    let mut rec = old.record.clone();
     let target = reach_of(&rec);
     roles::may_set_key(&Reach::of_principal(&ctx.principal), Some(&target), &target)?;
     if rec.revoked_ms.is_none() {
         rec.revoked_ms = Some(app.gov.clock.now_ms());
         rec.previous_hash = None;
         rec.previous_valid_until_ms = None;
-        stored(&app, app.gov.store().update_key(&rec).await).await?;
+        let change = Change {
+            action: "revoke",
+            kind: "key",
+            target: id.clone(),
+            before: Some(key_json(&app, &old)),
+        };
+        let r = app.gov.store().update_key(&rec).await;
+        stored(&app, &ctx, change, r, || now_json(&app, &id)).await?;
     }
     Ok(Json(key_json(&app, &*fresh(&app, &id)?)).into_response())
 }
@@ -247,7 +275,8 @@ pub(super) async fn rotate(
                 ApiError::bad_request(format!("`grace_period`: {e}"), Some("grace_period"))
             })?,
     };
-    let mut rec = visible(&app, &scope, &id)?.record.clone();
+    let old = visible(&app, &scope, &id)?;
+    let mut rec = old.record.clone();
     // Rotation hands out the new secret: the key must be within the caller's reach.
     let target = reach_of(&rec);
     roles::may_set_key(&Reach::of_principal(&ctx.principal), Some(&target), &target)?;
@@ -263,7 +292,14 @@ pub(super) async fn rotate(
     rec.previous_valid_until_ms = (grace_ms > 0).then(|| now.saturating_add(grace_ms));
     rec.hash = keys::hash_hex(&secret);
     rec.prefix = keys::visible_prefix(&secret);
-    stored(&app, app.gov.store().update_key(&rec).await).await?;
+    let change = Change {
+        action: "rotate",
+        kind: "key",
+        target: id.clone(),
+        before: Some(key_json(&app, &old)),
+    };
+    let r = app.gov.store().update_key(&rec).await;
+    stored(&app, &ctx, change, r, || now_json(&app, &id)).await?;
     let mut v = with_secret(key_json(&app, &*fresh(&app, &id)?), &secret);
     v["previous_key_valid_until"] = serde_json::json!(rec.previous_valid_until_ms.map(rfc3339));
     Ok(Json(v).into_response())

@@ -5,6 +5,7 @@
 //! route is registered with the [`Need`] it has and passes one gate. Users (`/admin/users`)
 //! own keys; a key's `user` must exist.
 
+mod audit;
 mod input;
 mod keys;
 mod routing;
@@ -66,6 +67,7 @@ fn build() -> AdminRoutes {
         .at(M::GET, "/admin/performance", Need::Read, usage::performance)
         .at(M::GET, "/admin/requests", Need::Read, usage::requests)
         .at(M::GET, "/admin/routing", Need::ReadOrg, routing::routing)
+        .at(M::GET, "/admin/audit", Need::ReadOrg, audit::audit)
 }
 
 pub fn routes() -> Router<AppState> {
@@ -136,11 +138,48 @@ pub(crate) fn store_error(e: GovStoreError) -> ApiError {
     }
 }
 
-/// A store write's outcome as the API answers it; on success the in-memory index is
-/// rebuilt at once, so the next request (here or on this replica) sees the change.
-pub(crate) async fn stored(app: &AppState, r: Result<(), GovStoreError>) -> Result<(), ApiError> {
+/// One admin write, as the audit log keeps it.
+pub(crate) struct Change {
+    pub action: &'static str,
+    pub kind: &'static str,
+    pub target: String,
+    /// The target as the admin API showed it before (no secrets in those views).
+    pub before: Option<serde_json::Value>,
+}
+
+/// A store write's outcome as the API answers it. On success the in-memory index is rebuilt
+/// at once, so the next request (here or on this replica) sees the change, and the audit
+/// log gets who did what, when, with the target before and `after` (read once the index is
+/// rebuilt). Every admin write goes through here, so none escapes the log.
+pub(crate) async fn stored(
+    app: &AppState,
+    ctx: &RequestCtx,
+    change: Change,
+    r: Result<(), GovStoreError>,
+    after: impl FnOnce() -> Option<serde_json::Value>,
+) -> Result<(), ApiError> {
     r.map_err(store_error)?;
-    reload(app).await
+    reload(app).await?;
+    let entry = crate::store::audit::AuditEntry {
+        ts_ms: app.gov.clock.now_ms(),
+        actor: ctx.principal.label().to_string(),
+        action: change.action,
+        target_kind: change.kind,
+        target: change.target,
+        before: change.before,
+        after: after(),
+        request_id: ctx.request_id.clone(),
+    };
+    if let Err(e) = app.store.append_audit(&entry).await {
+        // The change is made and cannot be taken back; losing its trace must be loud.
+        tracing::error!(
+            actor = %entry.actor,
+            action = entry.action,
+            target = %entry.target,
+            "could not write the audit log entry of an admin write: {e}"
+        );
+    }
+    Ok(())
 }
 
 pub(crate) async fn reload(app: &AppState) -> Result<(), ApiError> {
@@ -238,7 +277,9 @@ fn openapi_document() -> serde_json::Value {
             "/admin/usage": {"get": op("Usage totals: filters since, until, key, user, team, model, provider, deployment, status, surface, error_class; group_by any of those plus hour, day, week or month", None)},
             "/admin/performance": {"get": op("Per deployment latency, TTFT, tokens per second, error and fallback rates (same filters and group_by)", None)},
             "/admin/requests": {"get": op("The request log, newest first: same filters, limit, cursor, include_content", None)},
-            "/admin/usage/export": {"get": op("Compliance log (records with prompt and answer) as JSONL; all=true exports every record", None)}
+            "/admin/usage/export": {"get": op("Compliance log (records with prompt and answer) as JSONL; all=true exports every record", None)},
+            "/admin/routing": {"get": op("Every deployment's live routing state (breaker, latency, rate-limit use)", None)},
+            "/admin/audit": {"get": op("The audit log of admin writes, newest first: who, what, when, before and after; filters since, until, actor, target; limit, cursor", None)}
         }
     })
 }

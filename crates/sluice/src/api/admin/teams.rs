@@ -1,7 +1,8 @@
 //! `/admin/teams`: create, list, get, update, delete.
 
 use super::input::{check_name, parse, EntityInput};
-use super::{stored, usd};
+use super::{stored, usd, Change};
+use crate::api::RequestCtx;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::policy::keys::team_scope;
@@ -58,7 +59,11 @@ pub(super) fn team_json(app: &AppState, t: &TeamRecord) -> serde_json::Value {
     })
 }
 
-pub(super) async fn create(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub(super) async fn create(
+    State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let mut input: EntityInput = parse(&body)?;
     let name = input
         .name
@@ -71,7 +76,14 @@ pub(super) async fn create(State(app): State<AppState>, body: Bytes) -> Result<R
         ..TeamRecord::default()
     };
     apply(input, &mut team)?;
-    stored(&app, app.gov.store().insert_team(&team).await).await?;
+    let change = Change {
+        action: "create",
+        kind: "team",
+        target: team.name.clone(),
+        before: None,
+    };
+    let r = app.gov.store().insert_team(&team).await;
+    stored(&app, &ctx, change, r, || Some(team_json(&app, &team))).await?;
     Ok((StatusCode::CREATED, Json(team_json(&app, &team))).into_response())
 }
 
@@ -114,6 +126,7 @@ pub(super) async fn get_one(
 
 pub(super) async fn update(
     State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -125,15 +138,31 @@ pub(super) async fn update(
         ));
     }
     let mut team = visible(&app.gov.index(), &Scope::Org, &name)?.clone();
+    let change = Change {
+        action: "update",
+        kind: "team",
+        target: name.clone(),
+        before: Some(team_json(&app, &team)),
+    };
     apply(input, &mut team)?;
-    stored(&app, app.gov.store().update_team(&team).await).await?;
+    let r = app.gov.store().update_team(&team).await;
+    stored(&app, &ctx, change, r, || Some(team_json(&app, &team))).await?;
     Ok(Json(team_json(&app, &team)).into_response())
 }
 
 pub(super) async fn delete(
     State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    stored(&app, app.gov.store().delete_team(&name).await).await?;
+    let before = app.gov.index().team(&name).map(|t| team_json(&app, t));
+    let change = Change {
+        action: "delete",
+        kind: "team",
+        target: name.clone(),
+        before,
+    };
+    let r = app.gov.store().delete_team(&name).await;
+    stored(&app, &ctx, change, r, || None).await?;
     Ok(Json(serde_json::json!({"name": name, "deleted": true})).into_response())
 }

@@ -2,7 +2,8 @@
 //! of its keys together. A `team_admin` manages the users of its own team.
 
 use super::input::{check_name, parse, EntityInput};
-use super::{stored, usd};
+use super::{stored, usd, Change};
+use crate::api::RequestCtx;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::policy::keys::user_scope;
@@ -63,6 +64,7 @@ fn visible(app: &AppState, scope: &Scope, name: &str) -> Result<UserRecord, ApiE
 
 pub(super) async fn create(
     State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
     Extension(scope): Extension<Scope>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -78,7 +80,14 @@ pub(super) async fn create(
         ..UserRecord::default()
     };
     apply(input, &mut user, &scope)?;
-    stored(&app, app.gov.store().insert_user(&user).await).await?;
+    let change = Change {
+        action: "create",
+        kind: "user",
+        target: user.name.clone(),
+        before: None,
+    };
+    let r = app.gov.store().insert_user(&user).await;
+    stored(&app, &ctx, change, r, || Some(user_json(&app, &user))).await?;
     Ok((StatusCode::CREATED, Json(user_json(&app, &user))).into_response())
 }
 
@@ -107,6 +116,7 @@ pub(super) async fn get_one(
 
 pub(super) async fn update(
     State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
     Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
     body: Bytes,
@@ -119,17 +129,32 @@ pub(super) async fn update(
         ));
     }
     let mut user = visible(&app, &scope, &name)?;
+    let change = Change {
+        action: "update",
+        kind: "user",
+        target: name.clone(),
+        before: Some(user_json(&app, &user)),
+    };
     apply(input, &mut user, &scope)?;
-    stored(&app, app.gov.store().update_user(&user).await).await?;
+    let r = app.gov.store().update_user(&user).await;
+    stored(&app, &ctx, change, r, || Some(user_json(&app, &user))).await?;
     Ok(Json(user_json(&app, &user)).into_response())
 }
 
 pub(super) async fn delete(
     State(app): State<AppState>,
+    Extension(ctx): Extension<RequestCtx>,
     Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    visible(&app, &scope, &name)?;
-    stored(&app, app.gov.store().delete_user(&name).await).await?;
+    let old = visible(&app, &scope, &name)?;
+    let change = Change {
+        action: "delete",
+        kind: "user",
+        target: name.clone(),
+        before: Some(user_json(&app, &old)),
+    };
+    let r = app.gov.store().delete_user(&name).await;
+    stored(&app, &ctx, change, r, || None).await?;
     Ok(Json(serde_json::json!({"name": name, "deleted": true})).into_response())
 }
