@@ -117,6 +117,8 @@ pub struct Shared {
     /// Stored Responses API objects (`store: true`).
     pub responses: Arc<ResponseStore>,
     pub gov: Arc<Governance>,
+    /// The response cache (its size is read at start; entries survive config reloads).
+    pub cache: crate::cache::ResponseCache,
     pub tracker: TaskTracker,
     pub shutting_down: AtomicBool,
     /// Set once authentication was ever required (see [`Shared::auth_open`]); never unset.
@@ -165,12 +167,18 @@ impl AppState {
         gov: Arc<Governance>,
         tracker: TaskTracker,
     ) -> Self {
+        let cache_bytes = gateway
+            .config
+            .cache
+            .as_ref()
+            .map_or(crate::config::cache::DEFAULT_MAX_SIZE, |c| c.max_size);
         Self(Arc::new(Shared {
             gateway: ArcSwap::from_pointee(gateway),
             sink,
             responses: Arc::new(ResponseStore::new(store.pool().clone())),
             store,
             gov,
+            cache: crate::cache::ResponseCache::new(cache_bytes),
             tracker,
             shutting_down: AtomicBool::new(false),
             auth_closed: AtomicBool::new(false),

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cache;
 pub mod canonical;
 pub mod cli;
 pub mod config;

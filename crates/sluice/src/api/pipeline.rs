@@ -142,9 +142,15 @@ async fn stages(
     ledger.mark("parse");
     let mut guarded = guard_input(&gw, ctx, ledger, parsed, endpoint, peek).await?;
     ledger.mark("guard_input");
-    if let Some(hit) = cache_lookup(&guarded) {
-        return Ok(hit);
-    }
+    let fill = match cache_lookup(app, &gw, ctx, ledger, &guarded, headers, endpoint)? {
+        CacheStep::Hit(answer) => {
+            if let Some(l) = slot.take() {
+                l.finish(answer.status.as_u16(), None);
+            }
+            return Ok(answer);
+        }
+        CacheStep::Go(fill) => fill,
+    };
     let resolved = resolve_route(&gw, ctx, &guarded)?;
     let plan = plan(&gw, &resolved, &guarded)?;
     ledger.mark("route");
@@ -167,11 +173,21 @@ async fn stages(
     let Some(ledger) = slot.take() else {
         return Err(ApiError::Internal("the request's ledger is missing".into()));
     };
-    respond(
-        app, &gw, ctx, ledger, guarded, &resolved, &plan, &admitted, dispatched, endpoint,
+    let outcome = ledger.rec.cache;
+    let mut answered = respond(
+        app, &gw, ctx, ledger, guarded, &resolved, &plan, &admitted, dispatched, endpoint, fill,
     )
-    .await
+    .await?;
+    if let Some(o) = outcome {
+        answered
+            .headers
+            .insert(X_SLUICE_CACHE, http::HeaderValue::from_static(o));
+    }
+    Ok(answered)
 }
+
+const X_SLUICE_CACHE: http::HeaderName = http::HeaderName::from_static("x-sluice-cache");
+const X_SLUICE_CACHE_TTL: http::HeaderName = http::HeaderName::from_static("x-sluice-cache-ttl");
 
 /// What parse learned: the body and the few fields the gateway reads.
 struct Parsed {
@@ -266,10 +282,168 @@ async fn guard_input(
     })
 }
 
-/// Step cache_lookup: where the response cache answers without a provider. No cache yet:
-/// every request goes on to route.
-fn cache_lookup(_guarded: &Guarded) -> Option<Answered> {
-    None
+/// What the cache step decided.
+enum CacheStep {
+    /// Answered from the cache (the ledger is closed).
+    Hit(Answered),
+    /// On to route; the answer is stored through the fill when there is one.
+    Go(Option<CacheFill>),
+}
+
+/// Where a fresh answer is stored (a miss, or `Cache-Control: no-cache`).
+pub struct CacheFill {
+    app: AppState,
+    key: crate::cache::Key,
+    ttl: std::time::Duration,
+    route: Arc<str>,
+    team: Option<Arc<str>>,
+}
+
+impl CacheFill {
+    /// Stores a successful answer (OpenAI JSON) and what it cost.
+    pub fn store(self, body: Bytes, cost_micro_usd: Option<i64>) {
+        crate::telemetry::metrics::cache_stored();
+        self.app.cache.put(
+            self.key,
+            crate::cache::Entry {
+                body,
+                stored: Instant::now(),
+                ttl: self.ttl,
+                cost_micro_usd,
+                route: self.route,
+                team: self.team,
+            },
+        );
+    }
+}
+
+/// Step cache_lookup: for routes with a cache (the `cache:` section, or the route's own
+/// `cache:`), the answer stored for the same normalised request in the same scope is served
+/// in the client's shape — a hit counts against request limits, never against budgets, and
+/// costs nothing. `Cache-Control: no-cache` skips the lookup (the answer is still stored),
+/// `no-store` skips both, `x-sluice-cache-ttl` sets how long a fresh answer is kept. Requests
+/// with reversible redaction are never cached: their answers carry restored originals.
+#[allow(clippy::too_many_arguments)]
+fn cache_lookup(
+    app: &AppState,
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    ledger: &mut Ledger,
+    g: &Guarded,
+    headers: &HeaderMap,
+    endpoint: Endpoint,
+) -> Result<CacheStep, ApiError> {
+    use crate::config::cache::{CacheScope, RouteCache, DEFAULT_TTL};
+    if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings) {
+        return Ok(CacheStep::Go(None));
+    }
+    let Some(route) = gw.models.resolve(&g.p.model) else {
+        return Ok(CacheStep::Go(None));
+    };
+    let global = gw.config.cache.as_ref();
+    let mut ttl = match (route.cache, global) {
+        (RouteCache::Off, _) | (RouteCache::Inherit, None) => return Ok(CacheStep::Go(None)),
+        (RouteCache::On { ttl }, _) => ttl.or(global.map(|c| c.ttl)).unwrap_or(DEFAULT_TTL),
+        (RouteCache::Inherit, Some(c)) => c.ttl,
+    };
+    let control = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if control.contains("no-store") || g.vault.has_reversible() {
+        crate::telemetry::metrics::cache_lookup("bypass");
+        ledger.rec.cache = Some("bypass");
+        return Ok(CacheStep::Go(None));
+    }
+    if let Some(t) = headers
+        .get(&X_SLUICE_CACHE_TTL)
+        .and_then(|v| v.to_str().ok())
+    {
+        let t = t.trim();
+        let asked = t
+            .parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .or_else(|_| crate::config::units::parse_duration(t))
+            .map_err(|_| {
+                ApiError::bad_request(
+                    format!(
+                        "`x-sluice-cache-ttl` must be seconds or a duration such as 10m, got {t:?}"
+                    ),
+                    None,
+                )
+            })?;
+        ttl = asked.min(crate::cache::MAX_TTL);
+    }
+    let scope = global.map_or(CacheScope::Team, |c| c.scope);
+    let principal = ctx.key_id.as_deref().unwrap_or(ctx.principal.label());
+    let sid = crate::cache::scope_id(scope, ctx.team.as_deref(), principal);
+    let Some(key) = crate::cache::key(&route.name, &sid, &g.body) else {
+        ledger.rec.cache = Some("bypass");
+        return Ok(CacheStep::Go(None));
+    };
+    let fill = CacheFill {
+        app: app.clone(),
+        key,
+        ttl,
+        route: route.name.clone(),
+        team: ctx.team.clone(),
+    };
+    if control.contains("no-cache") {
+        crate::telemetry::metrics::cache_lookup("bypass");
+        ledger.rec.cache = Some("bypass");
+        return Ok(CacheStep::Go(Some(fill)));
+    }
+    let Some(entry) = app.cache.get(&key) else {
+        crate::telemetry::metrics::cache_lookup("miss");
+        ledger.rec.cache = Some("miss");
+        return Ok(CacheStep::Go(Some(fill)));
+    };
+    crate::telemetry::metrics::cache_lookup("hit");
+    // Requests per minute and concurrency apply; nothing is reserved or charged.
+    let mut out_headers = HeaderMap::new();
+    if let Principal::Key(k) = &ctx.principal {
+        let r = Reservation {
+            price: Some(crate::policy::prices::Price::default()),
+            unpriced_allowed: true,
+            ..Reservation::default()
+        };
+        if let Some(a) = app.gov.admit(k, &g.p.model, &r)? {
+            put_rate_headers(&mut out_headers, &a.headers());
+            ledger.admission = Some(a);
+        }
+    }
+    let (body, content_type) = if g.p.stream {
+        let sse = crate::cache::sse_from_json(&entry.body, g.p.include_usage == Some(true));
+        (sse, "text/event-stream")
+    } else {
+        (Some(entry.body.clone()), "application/json")
+    };
+    let Some(body) = body else {
+        ledger.rec.cache = Some("bypass");
+        return Ok(CacheStep::Go(Some(fill)));
+    };
+    ledger.rec.cache = Some("hit");
+    ledger.rec.cost_saved_micro_usd = entry.cost_micro_usd;
+    ledger.rec.route_reason = Some("cache_hit");
+    ledger.price = Some(crate::policy::prices::Price::default());
+    ledger.set_usage(Some(crate::canonical::Usage::default()));
+    if let Some(c) = entry.cost_micro_usd {
+        crate::telemetry::metrics::cache_saved(c);
+    }
+    out_headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    out_headers.insert(header::CONTENT_LENGTH, body.len().into());
+    out_headers.insert(X_SLUICE_CACHE, http::HeaderValue::from_static("hit"));
+    out_headers.insert(header::AGE, entry.stored.elapsed().as_secs().into());
+    ledger.capture(&body);
+    Ok(CacheStep::Hit(Answered {
+        status: StatusCode::OK,
+        headers: out_headers,
+        body: AnswerBody::Whole(body),
+    }))
 }
 
 /// Step route, first half: the model name (or alias, or wildcard) to its route; a
@@ -538,6 +712,7 @@ async fn respond(
     admitted: &Admitted,
     ok: Dispatched<'_>,
     endpoint: Endpoint,
+    fill: Option<CacheFill>,
 ) -> Result<Answered, ApiError> {
     let Guarded {
         p,
@@ -605,6 +780,7 @@ async fn respond(
             d.provider.name.clone(),
         )
         .holding(ok.in_flight)
+        .filling(fill.filter(|_| upstream.status.is_success()), d.price)
         .prefetched(ok.first_chunk)
         .ending_by(ok.limits.total.map(|t| ok.sent + t));
         headers.insert(
@@ -680,6 +856,10 @@ async fn respond(
     ledger.capture(&bytes);
     headers.insert(header::CONTENT_LENGTH, bytes.len().into());
     passthrough::put_route_headers(&mut headers, d, overhead_us, &route_info);
+    if let Some(fill) = fill.filter(|_| upstream.status.is_success()) {
+        let usage = crate::cache::usage_of(&bytes);
+        fill.store(bytes.clone(), d.price.zip(usage).map(|(p, u)| p.cost(&u)));
+    }
     // settle
     ledger.finish(upstream.status.as_u16(), None);
     drop(ok.in_flight);

@@ -83,9 +83,19 @@ pub async fn run_chat(
         mut headers,
         body,
     } = answered;
+    let replayed_stream = headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     headers.remove(CONTENT_LENGTH);
     headers.remove(CONTENT_TYPE);
     let bytes = match body {
+        // A stream replayed whole (the response cache).
+        AnswerBody::Whole(b) if replayed_stream && status.is_success() => {
+            return ChatOutcome::Stream {
+                body: Body::from(b),
+                headers,
+            }
+        }
         AnswerBody::Stream(tap) if status.is_success() => {
             return ChatOutcome::Stream {
                 body: Body::new(*tap),

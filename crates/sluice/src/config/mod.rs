@@ -1,5 +1,6 @@
 //! Configuration: load YAML, interpolate `${ENV}`, deserialize strictly, validate into [`Config`].
 
+pub mod cache;
 pub mod defaults;
 mod interpolate;
 mod policies;
@@ -47,6 +48,8 @@ pub struct Config {
     pub class_fallbacks: ClassFallbacks,
     /// Usage records: batching, spilling, compliance logging.
     pub usage: usage::UsageConfig,
+    /// The response cache (`None`: no `cache:` section).
+    pub cache: Option<cache::CacheConfig>,
     /// Where this came from, for start-up messages.
     pub source: Option<PathBuf>,
 }
@@ -203,6 +206,8 @@ pub struct ModelConfig {
     pub capabilities: CapabilityOverride,
     pub hedge: Option<HedgeConfig>,
     pub complexity: Option<ComplexityConfig>,
+    /// The route's `cache:` setting.
+    pub cache: cache::RouteCache,
 }
 
 /// Capability fields set in config; `None` keeps the catalog's value.

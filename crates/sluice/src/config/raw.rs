@@ -29,6 +29,8 @@ pub struct RawConfig {
     /// Usage records: batching, spill file, compliance logging.
     #[serde(default)]
     pub usage: super::usage::RawUsage,
+    /// The response cache; off unless present (or a route sets `cache:`).
+    pub cache: Option<super::cache::RawCache>,
 }
 
 /// Fallback routes per error class, each tried in order.
@@ -304,6 +306,8 @@ pub struct RawModel {
     pub hedge: Option<RawHedge>,
     /// Complexity routing: this route forwards to `simple` or `hard` by the request's shape.
     pub complexity: Option<RawComplexity>,
+    /// `false`, `true`, or `{ttl, semantic}`: this route's response cache.
+    pub cache: Option<super::cache::RawRouteCache>,
 }
 
 /// Overrides for a model's entry in the built-in capability catalog.

@@ -277,6 +277,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
             capabilities: super::routing::capabilities(rm.capabilities.as_ref(), &path, &mut errs),
             hedge: super::routing::hedge(rm.hedge.as_ref(), &path, &mut errs),
             complexity: super::routing::complexity(rm.complexity.as_ref(), &path, &mut errs),
+            cache: super::cache::route(rm.cache.as_ref(), &path, &mut errs),
         });
     }
     for (i, rm) in raw_models.iter().enumerate() {
@@ -437,6 +438,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
     let model_set = model_names.keys().cloned().collect();
     let policies = super::policies::policies(raw.policies, &model_set, &mut errs);
     let usage = super::usage::validate(raw.usage, &mut errs);
+    let cache = super::cache::validate(raw.cache, &mut errs);
 
     if !errs.is_empty() {
         return Err(errs);
@@ -467,6 +469,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         mode: raw.mode.unwrap_or_default(),
         class_fallbacks: global_class,
         usage,
+        cache,
         source: None,
     })
 }

@@ -92,6 +92,8 @@ pub struct Route {
     pub reserve_price: Option<Price>,
     /// Some deployment the request may reach (fallbacks included) has no price.
     pub unpriced: bool,
+    /// The route's `cache:` setting.
+    pub cache: crate::config::cache::RouteCache,
     /// Per error class (`FallbackClass::index`), tried after a failure of that class.
     pub class_fallbacks: [Vec<Arc<str>>; 4],
     pub strategy: Strategy,
@@ -282,6 +284,7 @@ impl ModelTable {
                 unpriced: reachable(m)
                     .into_iter()
                     .any(|n| dearest.get(n).is_some_and(|d| d.1)),
+                cache: m.cache,
                 class_fallbacks: arcs(&m.class_fallbacks),
                 strategy: m.strategy,
                 retries: m.retries,
@@ -407,6 +410,7 @@ impl ModelTable {
             fallbacks: template.fallbacks.clone(),
             reserve_price,
             unpriced,
+            cache: template.cache,
             class_fallbacks: template.class_fallbacks.clone(),
             strategy: template.strategy,
             retries: template.retries,

@@ -64,6 +64,10 @@ pub struct UsageRecord {
     /// Attempts that did not answer the client (retried, timed out, hedge losers), each
     /// with what it was charged; the answering attempt is the record itself.
     pub attempt_log: Vec<AttemptLine>,
+    /// The response cache: `hit`, `miss` or `bypass` (`None`: no cache for this route).
+    pub cache: Option<&'static str>,
+    /// A cache hit: what the original answer cost (the provider was not asked).
+    pub cost_saved_micro_usd: Option<i64>,
 }
 
 /// One attempt of a request that did not give the client its answer: retried after an

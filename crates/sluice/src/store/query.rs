@@ -179,6 +179,9 @@ struct Agg {
     requests: u64,
     /// Billed but unpriced (cost unknown).
     unpriced: u64,
+    /// Answered by the response cache, and what those answers had cost.
+    cache_hits: u64,
+    cost_saved: i64,
     errors: u64,
     input: u64,
     output: u64,
@@ -221,7 +224,7 @@ pub async fn aggregate(
     let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
         "SELECT ts_ms, status, input_tokens, output_tokens, cached_input_tokens, \
          cache_write_tokens, reasoning_tokens, cost_micro_usd, latency_us, ttft_us, attempts, \
-         fallback_reason, streamed",
+         fallback_reason, streamed, cache, cost_saved_micro_usd",
     );
     for d in group {
         q.push(", ").push(d.column());
@@ -236,9 +239,9 @@ pub async fn aggregate(
         let mut key = Vec::with_capacity(group.len());
         for (i, d) in group.iter().enumerate() {
             let v = if *d == Dim::Status {
-                KeyPart::Int(r.try_get::<i64, _>(13 + i)?)
+                KeyPart::Int(r.try_get::<i64, _>(15 + i)?)
             } else {
-                KeyPart::Text(r.try_get::<Option<String>, _>(13 + i)?)
+                KeyPart::Text(r.try_get::<Option<String>, _>(15 + i)?)
             };
             key.push(v);
         }
@@ -269,6 +272,10 @@ pub async fn aggregate(
         a.attempts += u(r.try_get(10)?);
         if r.try_get::<Option<String>, _>(11)?.is_some() {
             a.fallbacks += 1;
+        }
+        if r.try_get::<Option<String>, _>(13)?.as_deref() == Some("hit") {
+            a.cache_hits += 1;
+            a.cost_saved += r.try_get::<Option<i64>, _>(14)?.unwrap_or(0);
         }
         if r.try_get::<bool, _>(12)? {
             a.streamed += 1;
@@ -310,6 +317,9 @@ pub async fn aggregate(
                 "cost_micro_usd": a.cost,
                 "cost_usd": a.cost as f64 / 1e6,
                 "unpriced_requests": a.unpriced,
+                "cache_hits": a.cache_hits,
+                "cache_hit_rate": a.cache_hits as f64 / n,
+                "cost_saved_micro_usd": a.cost_saved,
                 "streamed": a.streamed,
                 "retries": a.attempts.saturating_sub(a.requests),
                 "fallbacks": a.fallbacks,
@@ -377,6 +387,8 @@ const LOG_COLUMNS: &[&str] = &[
     "fallback_reason",
     "policy_hits",
     "attempt_log",
+    "cache",
+    "cost_saved_micro_usd",
     "key_id",
     "key_prefix",
     "team",

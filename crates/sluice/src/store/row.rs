@@ -40,6 +40,8 @@ pub struct UsageRow {
     pub catalog_version: Option<String>,
     /// JSON array of the attempts that did not answer (see [`super::AttemptLine`]).
     pub attempt_log: Option<String>,
+    pub cache: Option<String>,
+    pub cost_saved_micro_usd: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
 }
@@ -82,6 +84,8 @@ impl From<UsageRecord> for UsageRow {
             tags: owned(r.tags.as_ref()),
             cost_micro_usd: r.cost_micro_usd,
             catalog_version: owned(r.catalog_version.as_ref()),
+            cache: r.cache.map(str::to_string),
+            cost_saved_micro_usd: r.cost_saved_micro_usd,
             attempt_log: if r.attempt_log.is_empty() {
                 None
             } else {

@@ -109,13 +109,19 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts_ms);
 ",
+    // 10: the response cache's outcome and what a hit saved.
+    r"
+ALTER TABLE usage_records ADD COLUMN cache TEXT;
+ALTER TABLE usage_records ADD COLUMN cost_saved_micro_usd INTEGER;
+",
 ];
 
 const INSERT_COLUMNS: &str = "INSERT INTO usage_records (request_id, ts_ms, surface, principal, \
      requested_model, provider, deployment_model, status, error_class, streamed, input_tokens, \
      output_tokens, cached_input_tokens, reasoning_tokens, latency_us, ttft_us, overhead_us, \
      attempts, policy_hits, key_id, key_prefix, team, user_name, tags, cost_micro_usd, \
-     catalog_version, cache_write_tokens, route_reason, fallback_reason, attempt_log) ";
+     catalog_version, cache_write_tokens, route_reason, fallback_reason, attempt_log, cache, \
+     cost_saved_micro_usd) ";
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -223,7 +229,9 @@ fn bind_row<'q>(
         .push_bind(int(r.cache_write_tokens))
         .push_bind(r.route_reason.as_deref())
         .push_bind(r.fallback_reason.as_deref())
-        .push_bind(r.attempt_log.as_deref());
+        .push_bind(r.attempt_log.as_deref())
+        .push_bind(r.cache.as_deref())
+        .push_bind(r.cost_saved_micro_usd);
 }
 
 async fn insert_content(

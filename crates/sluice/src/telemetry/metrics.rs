@@ -329,6 +329,30 @@ pub fn unpriced_request() {
         .increment(1);
 }
 
+/// The response cache: one lookup's outcome (`hit`, `miss`, `bypass`).
+pub fn cache_lookup(outcome: &'static str) {
+    if HANDLE.get().is_none_or(Option::is_none) {
+        return;
+    }
+    metrics::counter!("sluice_cache_lookups_total", "outcome" => outcome).increment(1);
+}
+
+/// The response cache: an answer stored.
+pub fn cache_stored() {
+    if HANDLE.get().is_none_or(Option::is_none) {
+        return;
+    }
+    metrics::counter!("sluice_cache_stores_total").increment(1);
+}
+
+/// The response cache: what a hit saved (the original answer's cost).
+pub fn cache_saved(micro_usd: i64) {
+    if HANDLE.get().is_none_or(Option::is_none) {
+        return;
+    }
+    metrics::counter!("sluice_cache_saved_micro_usd_total").increment(micro_usd.unsigned_abs());
+}
+
 /// Usage sink: records lost (spill file unwritable, or no spill file).
 pub fn usage_dropped(n: usize) {
     metrics::counter!("sluice_usage_dropped_total").increment(n as u64);

@@ -68,6 +68,30 @@ fn build() -> AdminRoutes {
         .at(M::GET, "/admin/requests", Need::Read, usage::requests)
         .at(M::GET, "/admin/routing", Need::ReadOrg, routing::routing)
         .at(M::GET, "/admin/audit", Need::ReadOrg, audit::audit)
+        .at(M::GET, "/admin/cache", Need::ReadOrg, cache_stats)
+        .at(M::DELETE, "/admin/cache", Need::Admin, cache_clear)
+}
+
+/// `GET /admin/cache`: the response cache's size, hits, misses and savings.
+async fn cache_stats(State(app): State<AppState>) -> Response {
+    Json(app.cache.stats()).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct CacheFilter {
+    route: Option<String>,
+    team: Option<String>,
+}
+
+/// `DELETE /admin/cache[?route=..][&team=..]`: drops every entry, or those of a route / team.
+async fn cache_clear(
+    State(app): State<AppState>,
+    axum::extract::Query(f): axum::extract::Query<CacheFilter>,
+) -> Response {
+    if !app.cache.clear(f.route.as_deref(), f.team.as_deref()) {
+        return ApiError::Internal("the cache could not be cleared".into()).into_response();
+    }
+    Json(serde_json::json!({"cleared": true, "route": f.route, "team": f.team})).into_response()
 }
 
 pub fn routes() -> Router<AppState> {

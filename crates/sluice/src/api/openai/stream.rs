@@ -303,6 +303,15 @@ pub struct TapBody {
     total: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Shutdown's drain timeout ran out: the stream ends (and is recorded).
     drain: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// The response cache's fill (a miss): what the client received, stored as one answer
+    /// when the stream completes; the deployment's price for the saving of later hits.
+    fill: Option<(
+        crate::api::pipeline::CacheFill,
+        Option<crate::policy::prices::Price>,
+    )>,
+    kept: Vec<u8>,
+    /// The stream ended in an error event (never stored).
+    failed: bool,
 }
 
 /// Frames already waiting are merged into one write, up to this size.
@@ -333,6 +342,9 @@ impl TapBody {
             _in_flight: None,
             total: None,
             drain: Box::pin(drain.cancelled_owned()),
+            fill: None,
+            kept: Vec::new(),
+            failed: false,
         }
     }
 
@@ -350,10 +362,49 @@ impl TapBody {
                 self.settle(200, Some("content_policy_violation"));
             }
             if !out.is_empty() {
+                self.keep(&out);
                 self.pending = Some(out);
             }
         }
         self
+    }
+
+    /// Stores the answer in the response cache when the stream completes.
+    #[must_use]
+    pub fn filling(
+        mut self,
+        fill: Option<crate::api::pipeline::CacheFill>,
+        price: Option<crate::policy::prices::Price>,
+    ) -> Self {
+        self.fill = fill.map(|f| (f, price));
+        self
+    }
+
+    /// Keeps what the client received for the cache (gives up past the size bound).
+    fn keep(&mut self, out: &[u8]) {
+        if self.fill.is_some() {
+            if self.kept.len() + out.len() > crate::cache::MAX_STREAM_BYTES {
+                self.fill = None;
+                self.kept = Vec::new();
+            } else {
+                self.kept.extend_from_slice(out);
+            }
+        }
+    }
+
+    /// The stream completed cleanly: its answer goes to the response cache.
+    fn store(&mut self) {
+        let Some((fill, price)) = self.fill.take() else {
+            return;
+        };
+        if self.failed || self.scanner.blocked || !self.scanner.saw_done {
+            return;
+        }
+        if let Some(json) = crate::cache::json_from_sse(&self.kept) {
+            let cost = price.zip(self.scanner.usage).map(|(p, u)| p.cost(&u));
+            fill.store(json, cost);
+        }
+        self.kept = Vec::new();
     }
 
     /// Ends the stream with an error event at `deadline` (the attempt's total timeout).
@@ -426,6 +477,8 @@ impl TapBody {
         out.extend_from_slice(b"\n\n");
         self.pending = Some(out.freeze());
         self.finished = true;
+        self.failed = true;
+        self.fill = None;
         tracing::warn!(provider = %self.provider, class, "stream ended early: {message}");
         self.settle(200, Some(class));
     }
@@ -462,6 +515,8 @@ impl Body for TapBody {
                 if let Some(s) = this.settle.as_mut() {
                     s.capture(&tail);
                 }
+                this.keep(&tail);
+                this.store();
                 this.settle(200, class);
                 if !tail.is_empty() {
                     return Poll::Ready(Some(Ok(Frame::data(tail))));
@@ -492,6 +547,7 @@ impl Body for TapBody {
                     if let Some(s) = this.settle.as_mut() {
                         s.capture(&out);
                     }
+                    this.keep(&out);
                     if this.scanner.blocked {
                         this.finished = true;
                         this.settle(200, Some("content_policy_violation"));

@@ -1,0 +1,170 @@
+//! The `cache:` section and the per-route `cache:` override: the response cache.
+
+use super::units::{parse_bytes, parse_duration};
+use super::ConfigError;
+use serde::Deserialize;
+use std::time::Duration;
+
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_MAX_SIZE: u64 = 256 << 20;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// `memory` (default); `redis` is not built yet.
+    pub backend: Option<String>,
+    /// Memory backend: the most bytes of answers kept (`256MiB` default).
+    pub max_size: Option<String>,
+    /// How long an answer is served (`1h` default).
+    pub ttl: Option<String>,
+    /// Who shares entries: `key`, `team` (default) or `global`.
+    pub scope: Option<String>,
+    /// The semantic cache (not built yet): parsed so configs are forward-compatible.
+    pub semantic: Option<RawSemantic>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSemantic {
+    pub embedding_model: Option<String>,
+    pub threshold: Option<f64>,
+}
+
+/// A route's `cache:`: `false` turns it off, `true` or a map turns it on (with overrides).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRouteCache {
+    On(bool),
+    With(RawRouteCacheFields),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCacheFields {
+    pub ttl: Option<String>,
+    pub semantic: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheScope {
+    Key,
+    Team,
+    Global,
+}
+
+impl CacheScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheScope::Key => "key",
+            CacheScope::Team => "team",
+            CacheScope::Global => "global",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub max_size: u64,
+    pub ttl: Duration,
+    pub scope: CacheScope,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_size: DEFAULT_MAX_SIZE,
+            ttl: DEFAULT_TTL,
+            scope: CacheScope::Team,
+        }
+    }
+}
+
+/// A route's cache setting after validation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RouteCache {
+    /// Follows the global `cache:` section (off when there is none).
+    #[default]
+    Inherit,
+    Off,
+    /// On for this route, with its own TTL when set.
+    On {
+        ttl: Option<Duration>,
+    },
+}
+
+pub fn validate(raw: Option<RawCache>, errs: &mut Vec<ConfigError>) -> Option<CacheConfig> {
+    let raw = raw?;
+    let mut cfg = CacheConfig::default();
+    match raw.backend.as_deref() {
+        None | Some("memory") => {}
+        Some("redis") => errs.push(ConfigError::new(
+            "cache.backend",
+            "the redis cache backend is not available yet; use memory",
+        )),
+        Some(other) => errs.push(ConfigError::new(
+            "cache.backend",
+            format!("{other:?} is not one of: memory, redis"),
+        )),
+    }
+    if let Some(t) = raw.max_size.as_deref() {
+        match parse_bytes(t) {
+            Ok(n) if n > 0 => cfg.max_size = n,
+            Ok(_) => errs.push(ConfigError::new("cache.max_size", "must be more than 0")),
+            Err(e) => errs.push(ConfigError::new("cache.max_size", e)),
+        }
+    }
+    if let Some(t) = raw.ttl.as_deref() {
+        match parse_duration(t) {
+            Ok(d) if !d.is_zero() => cfg.ttl = d,
+            Ok(_) => errs.push(ConfigError::new("cache.ttl", "must be more than 0")),
+            Err(e) => errs.push(ConfigError::new("cache.ttl", e)),
+        }
+    }
+    match raw.scope.as_deref() {
+        None | Some("team") => {}
+        Some("key") => cfg.scope = CacheScope::Key,
+        Some("global") => cfg.scope = CacheScope::Global,
+        Some(other) => errs.push(ConfigError::new(
+            "cache.scope",
+            format!("{other:?} is not one of: key, team, global"),
+        )),
+    }
+    if raw.semantic.is_some() {
+        errs.push(ConfigError::new(
+            "cache.semantic",
+            "the semantic cache is not available yet; remove `semantic` (the exact cache works)",
+        ));
+    }
+    Some(cfg)
+}
+
+pub fn route(raw: Option<&RawRouteCache>, path: &str, errs: &mut Vec<ConfigError>) -> RouteCache {
+    match raw {
+        None => RouteCache::Inherit,
+        Some(RawRouteCache::On(false)) => RouteCache::Off,
+        Some(RawRouteCache::On(true)) => RouteCache::On { ttl: None },
+        Some(RawRouteCache::With(f)) => {
+            if f.semantic == Some(true) {
+                errs.push(ConfigError::new(
+                    format!("{path}.cache.semantic"),
+                    "the semantic cache is not available yet",
+                ));
+            }
+            let ttl = f.ttl.as_deref().and_then(|t| match parse_duration(t) {
+                Ok(d) if !d.is_zero() => Some(d),
+                Ok(_) => {
+                    errs.push(ConfigError::new(
+                        format!("{path}.cache.ttl"),
+                        "must be more than 0",
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errs.push(ConfigError::new(format!("{path}.cache.ttl"), e));
+                    None
+                }
+            });
+            RouteCache::On { ttl }
+        }
+    }
+}

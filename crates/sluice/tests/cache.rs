@@ -1,0 +1,314 @@
+//! The exact response cache through the real gateway: hits never reach the upstream, answers
+//! replay between JSON and SSE, scopes isolate teams, TTLs expire, Cache-Control is honoured,
+//! abandoned streams are not stored, and hits are recorded with what they saved.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::gov::{admin, create_key, MASTER};
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn config(mock: &str) -> String {
+    format!(
+        r#"
+server: {{master_key: {MASTER}}}
+store: {{url: "{{DB}}"}}
+cache: {{ttl: 1h, scope: team}}
+providers:
+  - name: up
+    kind: openai_compatible
+    base_url: {mock}/v1
+    headers: {{x-mock-chunks: "4", x-mock-chunk-delay-ms: "30"}}
+models:
+  - name: chat
+    deployments: [{{provider: up, model: mock-1}}]
+  - name: nocache
+    cache: false
+    deployments: [{{provider: up, model: mock-1}}]
+"#
+    )
+}
+
+async fn upstream_requests(mock: &str) -> u64 {
+    let r = request("GET", &format!("{mock}/_mock/stats"), &[], String::new()).await;
+    r.json()["requests"].as_u64().unwrap()
+}
+
+fn body(prompt: &str, stream: bool) -> String {
+    json!({"model": "chat", "stream": stream, "max_tokens": 20,
+           "messages": [{"role": "user", "content": prompt}]})
+    .to_string()
+}
+
+async fn send(gw: &Gateway, key: &str, body: String, extra: &[(&str, &str)]) -> Reply {
+    let auth = format!("Bearer {key}");
+    let mut headers = vec![
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    headers.extend_from_slice(extra);
+    request(
+        "POST",
+        &format!("{}/v1/chat/completions", gw.url),
+        &headers,
+        body,
+    )
+    .await
+}
+
+fn content(r: &Reply) -> String {
+    r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The text of an SSE answer's content deltas.
+fn streamed_text(r: &Reply) -> String {
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn hits_skip_the_upstream_and_replay_in_the_clients_shape() {
+    let mock = start_mock().await;
+    let gw = Gateway::start(&config(&mock));
+    let first = send(&gw, MASTER, body("tell me about caches", false), &[]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    let second = send(&gw, MASTER, body("tell me about caches", false), &[]).await;
+    assert_eq!(second.header("x-sluice-cache"), Some("hit"));
+    assert!(second.header("age").is_some());
+    assert_eq!(content(&first), content(&second));
+    assert_eq!(
+        upstream_requests(&mock).await,
+        1,
+        "a hit never reaches the upstream"
+    );
+
+    // JSON stored -> replayed as a stream (with the usage chunk when asked).
+    let mut b: Value = serde_json::from_str(&body("tell me about caches", true)).unwrap();
+    b["stream_options"] = json!({"include_usage": true});
+    let streamed = send(&gw, MASTER, b.to_string(), &[]).await;
+    assert_eq!(streamed.header("x-sluice-cache"), Some("hit"));
+    assert!(streamed
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
+    assert_eq!(streamed_text(&streamed), content(&first));
+    assert!(String::from_utf8_lossy(&streamed.body).contains("\"usage\":{"));
+    assert_eq!(upstream_requests(&mock).await, 1);
+
+    // A stream stored once it completed -> replayed as JSON.
+    let s = send(&gw, MASTER, body("stream me a story", true), &[]).await;
+    assert_eq!(s.header("x-sluice-cache"), Some("miss"));
+    let text = streamed_text(&s);
+    assert!(!text.is_empty());
+    let j = send(&gw, MASTER, body("stream me a story", false), &[]).await;
+    assert_eq!(
+        j.header("x-sluice-cache"),
+        Some("hit"),
+        "{}",
+        String::from_utf8_lossy(&j.body)
+    );
+    assert_eq!(content(&j), text);
+    assert_eq!(upstream_requests(&mock).await, 2);
+
+    // The Anthropic surface goes through the same pipeline: a repeated message is a hit.
+    let msg = json!({"model": "chat", "max_tokens": 20,
+                     "messages": [{"role": "user", "content": "anthropic asks"}]})
+    .to_string();
+    let before = upstream_requests(&mock).await;
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        let r = request(
+            "POST",
+            &format!("{}/v1/messages", gw.url),
+            &[("x-api-key", MASTER), ("content-type", "application/json")],
+            msg.clone(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["type"], "message");
+        outcomes.push(r.header("x-sluice-cache").map(str::to_string));
+    }
+    assert_eq!(
+        outcomes,
+        [Some("miss".to_string()), Some("hit".to_string())]
+    );
+    assert_eq!(upstream_requests(&mock).await, before + 1);
+
+    // A route with `cache: false` never uses it.
+    let mut nb: Value = serde_json::from_str(&body("tell me about caches", false)).unwrap();
+    nb["model"] = json!("nocache");
+    let n = send(&gw, MASTER, nb.to_string(), &[]).await;
+    assert_eq!(n.status, 200);
+    assert_eq!(n.header("x-sluice-cache"), None);
+    assert_eq!(upstream_requests(&mock).await, 4);
+
+    // Hits are recorded with what they saved; stats and clearing through the admin API.
+    let stats = admin(&gw, MASTER, "GET", "/admin/cache", Value::Null)
+        .await
+        .json();
+    assert!(stats["hits"].as_u64().unwrap() >= 3, "{stats}");
+    // Usage records are written in batches: wait for all five of `chat` (openai.chat).
+    let mut chat = Value::Null;
+    for _ in 0..100 {
+        let usage = admin(
+            &gw,
+            MASTER,
+            "GET",
+            "/admin/usage?group_by=model,surface",
+            Value::Null,
+        )
+        .await
+        .json();
+        chat = usage["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == "chat" && r["surface"] == "openai.chat")
+            .cloned()
+            .unwrap_or(Value::Null);
+        if chat["requests"] == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(chat["requests"], 5, "{chat}");
+    assert_eq!(chat["cache_hits"], 3, "{chat}");
+    assert_eq!(chat["errors"], 0, "{chat}");
+    assert!(chat["cost_saved_micro_usd"].as_i64().unwrap() > 0, "{chat}");
+    let cleared = admin(
+        &gw,
+        MASTER,
+        "DELETE",
+        "/admin/cache?route=chat",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(cleared.status, 200);
+    let again = send(&gw, MASTER, body("tell me about caches", false), &[]).await;
+    assert_eq!(again.header("x-sluice-cache"), Some("miss"));
+}
+
+#[tokio::test]
+async fn scopes_ttl_cache_control_and_abandoned_streams() {
+    let mock = start_mock().await;
+    let gw = Gateway::start(&config(&mock));
+    for t in ["red", "blue"] {
+        let r = admin(&gw, MASTER, "POST", "/admin/teams", json!({"name": t})).await;
+        assert_eq!(r.status, 201);
+    }
+    let (_, red) = create_key(&gw, json!({"team": "red"})).await;
+    let (_, red2) = create_key(&gw, json!({"team": "red"})).await;
+    let (_, blue) = create_key(&gw, json!({"team": "blue"})).await;
+    assert_eq!(
+        send(&gw, &red, body("team secret", false), &[])
+            .await
+            .header("x-sluice-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        send(&gw, &red2, body("team secret", false), &[])
+            .await
+            .header("x-sluice-cache"),
+        Some("hit"),
+        "the same team shares entries"
+    );
+    assert_eq!(
+        send(&gw, &blue, body("team secret", false), &[])
+            .await
+            .header("x-sluice-cache"),
+        Some("miss"),
+        "another team never sees them"
+    );
+
+    // no-store: neither looked up nor stored; no-cache: not looked up, but stored.
+    let ns = send(
+        &gw,
+        &red,
+        body("fresh", false),
+        &[("cache-control", "no-store")],
+    )
+    .await;
+    assert_eq!(ns.header("x-sluice-cache"), Some("bypass"));
+    let nc = send(
+        &gw,
+        &red,
+        body("fresh", false),
+        &[("cache-control", "no-cache")],
+    )
+    .await;
+    assert_eq!(nc.header("x-sluice-cache"), Some("bypass"));
+    let hit = send(&gw, &red, body("fresh", false), &[]).await;
+    assert_eq!(hit.header("x-sluice-cache"), Some("hit"));
+
+    // x-sluice-cache-ttl: the entry expires.
+    let short = send(
+        &gw,
+        &red,
+        body("brief", false),
+        &[("x-sluice-cache-ttl", "1")],
+    )
+    .await;
+    assert_eq!(short.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(
+        send(&gw, &red, body("brief", false), &[])
+            .await
+            .header("x-sluice-cache"),
+        Some("hit")
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        send(&gw, &red, body("brief", false), &[])
+            .await
+            .header("x-sluice-cache"),
+        Some("miss"),
+        "expired after its TTL"
+    );
+    let bad = send(
+        &gw,
+        &red,
+        body("brief", false),
+        &[("x-sluice-cache-ttl", "soon")],
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+
+    // A stream the client abandoned is not stored.
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let auth = format!("Bearer {red}");
+    let _ = tokio::time::timeout(
+        Duration::from_millis(60),
+        request(
+            "POST",
+            &url,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body("abandon me", true),
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        send(&gw, &red, body("abandon me", true), &[])
+            .await
+            .header("x-sluice-cache"),
+        Some("miss")
+    );
+}
