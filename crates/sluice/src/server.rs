@@ -6,7 +6,8 @@ use crate::app::{self, AppState, Gateway};
 use crate::config::{self, Config};
 use crate::policy::alerts::AlertSink;
 use crate::policy::governance::Governance;
-use crate::policy::limits::MemoryLimits;
+use crate::policy::limits::{LimitStore, MemoryLimits};
+use crate::policy::limits_redis::RedisLimits;
 use crate::store::sqlite::SqliteStore;
 use crate::store::UsageWriter;
 use anyhow::{bail, Context};
@@ -77,7 +78,13 @@ pub async fn run(
         sink_cfg.spill_path = crate::config::usage::default_spill_path(&cfg.store.url);
     }
     let (sink, writer) = UsageWriter::start(store.clone(), &tracker, sink_cfg);
-    let limits = Arc::new(MemoryLimits::new(cfg.governance.budget_offset_ms));
+    let clock = crate::policy::clock::from_env();
+    // Limits in this process's memory, or shared by the fleet through Redis (`redis.url`).
+    let limits: Arc<dyn LimitStore> = match &cfg.redis {
+        None => Arc::new(MemoryLimits::new(cfg.governance.budget_offset_ms)),
+        Some(r) => RedisLimits::start(r.clone(), cfg.governance.budget_offset_ms, clock.clone())
+            .context("connecting to redis.url")?,
+    };
     let alerts = AlertSink::start(
         cfg.governance.alert_webhook.clone(),
         cfg.governance.alert_thresholds.clone(),
@@ -85,14 +92,9 @@ pub async fn run(
     let gateway = Gateway::build(cfg).map_err(anyhow::Error::msg)?;
     // Budgets are seeded from the stored spend: a spill file from an earlier run goes in first.
     sink.caught_up(std::time::Duration::from_secs(10)).await;
-    let gov = Governance::start(
-        store.clone(),
-        limits,
-        crate::policy::clock::from_env(),
-        alerts,
-    )
-    .await
-    .context("loading keys and teams")?;
+    let gov = Governance::start(store.clone(), limits, clock, alerts)
+        .await
+        .context("loading keys and teams")?;
     let state = AppState::new(gateway, sink, store, gov.clone(), tracker.clone());
     warn_if_open(&state, addr);
     let router = app::router(state.clone());

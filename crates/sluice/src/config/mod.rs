@@ -5,6 +5,7 @@ mod interpolate;
 mod policies;
 mod providers;
 pub mod raw;
+pub mod redis;
 pub mod responses;
 pub mod routing;
 pub mod secret;
@@ -34,6 +35,8 @@ pub const DEFAULT_MAX_RESPONSE: u64 = 64 << 20;
 pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
+    /// `redis:`: shared limits for a fleet; `None` = in this process's memory.
+    pub redis: Option<redis::RedisConfig>,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     pub governance: GovernanceConfig,

@@ -437,6 +437,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
     let model_set = model_names.keys().cloned().collect();
     let policies = super::policies::policies(raw.policies, &model_set, &mut errs);
     let usage = super::usage::validate(raw.usage, &mut errs);
+    let redis = super::redis::validate(raw.redis, &mut errs);
 
     if !errs.is_empty() {
         return Err(errs);
@@ -461,6 +462,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
             edge,
         },
         store: StoreConfig { url: store_url },
+        redis,
         providers,
         models,
         policies: std::sync::Arc::new(policies),

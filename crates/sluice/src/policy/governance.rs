@@ -261,7 +261,9 @@ impl Governance {
             if let Err(e) = self.reload().await {
                 tracing::warn!("refreshing keys and teams failed: {e}");
             }
-            if replayed || self.unseeded.load(std::sync::atomic::Ordering::Relaxed) {
+            // `take_reseed` first: it must be consumed even when another reason already holds.
+            let lost = self.limits.take_reseed();
+            if lost || replayed || self.unseeded.load(std::sync::atomic::Ordering::Relaxed) {
                 self.reseed().await;
             }
         }
@@ -271,7 +273,7 @@ impl Governance {
     /// budgeted key on a model without a price is refused (`model_unpriced`) unless
     /// `unpriced_allowed`; a budget too short for the worst case is a 429, or with
     /// `r.cap_output` the output limit is lowered to what the tightest budget can pay.
-    pub fn admit(
+    pub async fn admit(
         &self,
         p: &Arc<KeyPrincipal>,
         model: &str,
@@ -302,7 +304,10 @@ impl Governance {
             let worst = r
                 .price
                 .map_or(0, |pr| pr.worst_case(r.input_tokens, output));
-            match self.admit_tokens(p, model, r.input_tokens.saturating_add(output), worst) {
+            match self
+                .admit_tokens(p, model, r.input_tokens.saturating_add(output), worst)
+                .await
+            {
                 Ok(mut a) => {
                     if let Some(a) = a.as_mut() {
                         a.output_cap = capped;
@@ -342,7 +347,7 @@ impl Governance {
         ))
     }
 
-    fn admit_tokens(
+    async fn admit_tokens(
         &self,
         p: &Arc<KeyPrincipal>,
         model: &str,
@@ -364,7 +369,7 @@ impl Governance {
                 p.scopes.iter().cloned().chain(extra).collect()
             });
         let scopes = with_models.as_deref().unwrap_or(&p.scopes);
-        match self.limits.admit(scopes, tokens, worst_cost, now) {
+        match self.limits.admit(scopes, tokens, worst_cost, now).await {
             Ok(grant) => Ok(Some(Admission {
                 scopes: with_models,
                 alerts: self.alerts.clone(),
@@ -449,6 +454,9 @@ fn denied(d: Denied, now: i64) -> ApiError {
             let what = match kind {
                 DeniedKind::Requests => format!("{} requests per minute", d.limit),
                 DeniedKind::Tokens => format!("{} tokens per minute", d.limit),
+                DeniedKind::Unavailable => {
+                    "the shared limits are unreachable (redis.on_failure: closed)".to_string()
+                }
                 _ => format!("{} concurrent requests", d.limit),
             };
             let message = match (kind == DeniedKind::Tokens, d.retry_after_ms) {

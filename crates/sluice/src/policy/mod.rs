@@ -8,5 +8,6 @@ pub mod content;
 pub mod governance;
 pub mod keys;
 pub mod limits;
+pub mod limits_redis;
 pub mod prices;
 pub mod roles;
