@@ -43,6 +43,13 @@ impl Prefix {
 
 impl Drop for Prefix {
     fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+impl Prefix {
+    /// Deletes every key of this prefix.
+    fn wipe(&self) {
         let Ok(client) = redis::Client::open(format!("redis://{REDIS}")) else {
             return;
         };
@@ -421,4 +428,59 @@ async fn redis_outage_degrades_as_configured_and_recovers() {
     assert_eq!(chat_as(&gws[0], &key, "mock-1", 10).await.status, 200);
     assert_eq!(chat_as(&gws[0], &key, "mock-1", 10).await.status, 429);
     assert!(metrics(&gws[0]).await.contains("sluice_redis_degraded 0"));
+}
+
+fn micro(v: &Value) -> i64 {
+    let s = v.as_str().unwrap();
+    let (w, f) = s.split_once('.').unwrap_or((s, ""));
+    w.parse::<i64>().unwrap() * 1_000_000 + format!("{f:0<6}").parse::<i64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spend_is_rebuilt_from_the_store_when_redis_lost_its_state() {
+    let Some(()) = redis_or_skip("spend_is_rebuilt") else {
+        return;
+    };
+    let (_dir, prefix, gws) = three("rebuild", "");
+    let (id, key) = create_key(
+        &gws[0],
+        json!({"budget_usd": "1", "budget_period": "monthly"}),
+    )
+    .await;
+    known_everywhere(&gws, &id).await;
+    let mut spent = 0;
+    for gw in &gws {
+        let r = chat_as(gw, &key, "mock-1", 50).await;
+        assert_eq!(r.status, 200);
+        let u = &r.json()["usage"];
+        spent +=
+            u["prompt_tokens"].as_i64().unwrap() + 2 * u["completion_tokens"].as_i64().unwrap();
+    }
+    let spend = |gw: &Gateway| {
+        let url = format!("/admin/keys/{id}");
+        let gw_url = gw.url.clone();
+        async move {
+            let r = request(
+                "GET",
+                &format!("{gw_url}{url}"),
+                &[("authorization", &format!("Bearer {MASTER}"))],
+                String::new(),
+            )
+            .await;
+            micro(&r.json()["spend_usd"])
+        }
+    };
+    assert_eq!(spend(&gws[1]).await, spent, "the fleet's spend, from Redis");
+    // Let the usage records reach the store, then Redis forgets everything (as a restart
+    // without persistence would).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    prefix.wipe();
+    assert_eq!(spend(&gws[1]).await, 0, "the state is gone");
+    // The next admission notices and every replica loads the spend from the store again.
+    assert_eq!(chat_as(&gws[2], &key, "mock-1", 50).await.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while spend(&gws[0]).await < spent {
+        assert!(Instant::now() < deadline, "spend never rebuilt");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
