@@ -110,6 +110,10 @@ pub async fn run(
     on_listening(addr);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(r) = &state.gateway.load().config.redis {
+        let b = crate::policy::broadcast::Broadcast::new(r).context("connecting to redis.url")?;
+        gov.join_fleet(b, stop_rx.clone());
+    }
     // Not on the tracker: it records nothing, and stops with the stop signal.
     tokio::spawn(gov.refresh_until(stop_rx.clone(), state.sink.replays()));
     // Active health checks (providers with `health_check`); also off the tracker.

@@ -484,3 +484,56 @@ async fn spend_is_rebuilt_from_the_store_when_redis_lost_its_state() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_revoked_through_one_replica_fails_on_the_others_within_a_second() {
+    let Some(()) = redis_or_skip("revoked_key") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = Prefix::new("revoke");
+    let cfg = fleet_config(&dir.path().join("fleet.db"), REDIS, &prefix.0, "");
+    // The store poll is slowed to 10 s: only the pub/sub announcement can be this fast.
+    let gws: Vec<Gateway> = (0..3)
+        .map(|_| Gateway::start_with(Some(&cfg), &[], &[("SLUICE_TEST_GOV_POLL_MS", "10000")]))
+        .collect();
+    // Let every replica subscribe.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (id, key) = create_key(&gws[0], json!({})).await;
+    let created = Instant::now();
+    known_everywhere(&gws, &id).await;
+    assert!(
+        created.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        created.elapsed()
+    );
+    for gw in &gws {
+        assert_eq!(chat_as(gw, &key, "mock-1", 10).await.status, 200);
+    }
+    let r = admin(
+        &gws[0],
+        MASTER,
+        "POST",
+        &format!("/admin/keys/{id}/revoke"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let revoked = Instant::now();
+    for gw in &gws[1..] {
+        loop {
+            let status = chat_as(gw, &key, "mock-1", 10).await.status;
+            if status == 401 {
+                break;
+            }
+            assert_eq!(status, 200);
+            assert!(
+                revoked.elapsed() < Duration::from_secs(1),
+                "still accepted on {} after {:?}",
+                gw.url,
+                revoked.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -22,6 +22,15 @@ use subtle::ConstantTimeEq;
 
 const POLL: Duration = Duration::from_millis(250);
 
+/// The poll interval; `SLUICE_TEST_GOV_POLL_MS` lengthens it so that tests can tell the
+/// fleet's pub/sub from the poll.
+fn poll_interval() -> Duration {
+    std::env::var("SLUICE_TEST_GOV_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(POLL, Duration::from_millis)
+}
+
 /// One consistent view of every team and key.
 #[derive(Default)]
 pub struct KeyIndex {
@@ -103,6 +112,8 @@ pub struct Governance {
     seeded: std::sync::Mutex<HashMap<Arc<str>, Period>>,
     /// A scope's spend could not be loaded (store down): the refresher tries again.
     unseeded: std::sync::atomic::AtomicBool,
+    /// Fleet mode: admin changes announced to the other replicas.
+    broadcast: std::sync::OnceLock<Arc<super::broadcast::Broadcast>>,
 }
 
 impl Governance {
@@ -121,9 +132,29 @@ impl Governance {
             loaded: tokio::sync::Mutex::new(None),
             seeded: std::sync::Mutex::new(HashMap::new()),
             unseeded: std::sync::atomic::AtomicBool::new(false),
+            broadcast: std::sync::OnceLock::new(),
         });
         gov.reload().await?;
         Ok(gov)
+    }
+
+    /// Fleet mode: admin changes are announced through `b`, and its messages reload this
+    /// replica, until `stop`.
+    pub fn join_fleet(
+        self: &Arc<Self>,
+        b: Arc<super::broadcast::Broadcast>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let _ = self.broadcast.set(b.clone());
+        // Not on the tracker: it records nothing.
+        tokio::spawn(b.listen(Arc::downgrade(self), stop));
+    }
+
+    /// After an admin write: the other replicas reload now rather than at their next poll.
+    pub async fn announce(&self) {
+        if let Some(b) = self.broadcast.get() {
+            b.changed().await;
+        }
     }
 
     pub fn index(&self) -> arc_swap::Guard<Arc<KeyIndex>> {
@@ -252,9 +283,10 @@ impl Governance {
         mut stop: tokio::sync::watch::Receiver<bool>,
         mut replays: tokio::sync::watch::Receiver<u64>,
     ) {
+        let poll = poll_interval();
         loop {
             let replayed = tokio::select! {
-                () = tokio::time::sleep(POLL) => false,
+                () = tokio::time::sleep(poll) => false,
                 r = replays.changed() => r.is_ok(),
                 _ = stop.wait_for(|s| *s) => return,
             };

@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod broadcast;
 pub mod clock;
 pub mod content;
 pub mod governance;

@@ -186,7 +186,9 @@ pub(crate) async fn reload(app: &AppState) -> Result<(), ApiError> {
     app.gov
         .reload()
         .await
-        .map_err(|e| ApiError::Internal(format!("reloading keys: {e}")))
+        .map_err(|e| ApiError::Internal(format!("reloading keys: {e}")))?;
+    app.gov.announce().await;
+    Ok(())
 }
 
 pub(crate) fn usd(micro: Option<i64>) -> serde_json::Value {
