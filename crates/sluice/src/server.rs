@@ -89,13 +89,23 @@ pub async fn run(
         cfg.governance.alert_webhook.clone(),
         cfg.governance.alert_thresholds.clone(),
     );
+    let cfg_redis = cfg.redis.clone();
     let gateway = Gateway::build(cfg).map_err(anyhow::Error::msg)?;
     // Budgets are seeded from the stored spend: a spill file from an earlier run goes in first.
     sink.caught_up(std::time::Duration::from_secs(10)).await;
     let gov = Governance::start(store.clone(), limits, clock, alerts)
         .await
         .context("loading keys and teams")?;
-    let state = AppState::new(gateway, sink, store, gov.clone(), tracker.clone());
+    let replicas =
+        crate::fleet::Replicas::new(cfg_redis.as_ref(), addr).context("connecting to redis.url")?;
+    let state = AppState::new(
+        gateway,
+        sink,
+        store,
+        gov.clone(),
+        tracker.clone(),
+        replicas.clone(),
+    );
     warn_if_open(&state, addr);
     let router = app::router(state.clone());
 
@@ -114,6 +124,8 @@ pub async fn run(
         let b = crate::policy::broadcast::Broadcast::new(r).context("connecting to redis.url")?;
         gov.join_fleet(b, stop_rx.clone());
     }
+    // Not on the tracker: it records nothing.
+    tokio::spawn(replicas.heartbeat_until(state.clone(), stop_rx.clone()));
     // Not on the tracker: it records nothing, and stops with the stop signal.
     tokio::spawn(gov.refresh_until(stop_rx.clone(), state.sink.replays()));
     // Active health checks (providers with `health_check`); also off the tracker.

@@ -537,3 +537,79 @@ async fn a_key_revoked_through_one_replica_fails_on_the_others_within_a_second()
         }
     }
 }
+
+/// `sluice config check FILE`'s `config hash:` line.
+fn checked_hash(path: &std::path::Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["config", "check"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix("config hash: "))
+        .unwrap_or_else(|| panic!("no hash in {text}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_replicas_lists_live_replicas_with_their_config_hash() {
+    let Some(()) = redis_or_skip("admin_replicas") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = Prefix::new("replicas");
+    let cfg = fleet_config(&dir.path().join("fleet.db"), REDIS, &prefix.0, "");
+    let a = Gateway::start(&cfg);
+    let b = Gateway::start(&cfg);
+    let mut c = Gateway::start(&format!("{cfg}# drifted\n"));
+    let list = || async {
+        let r = admin(&a, MASTER, "GET", "/admin/replicas", Value::Null).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let v = loop {
+        let v = list().await;
+        if v["data"].as_array().unwrap().len() == 3 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let hashes: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["config_hash"].as_str().unwrap())
+        .collect();
+    let (same, drifted) = (
+        checked_hash(&a.config_path()),
+        checked_hash(&c.config_path()),
+    );
+    assert_ne!(same, drifted);
+    assert_eq!(hashes.iter().filter(|h| **h == same).count(), 2, "{v}");
+    assert_eq!(hashes.iter().filter(|h| **h == drifted).count(), 1, "{v}");
+    assert_eq!(v["config_drift"], true);
+    let me: Vec<&Value> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["this"] == true)
+        .collect();
+    assert_eq!(me.len(), 1);
+    assert_eq!(me[0]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(me[0]["uptime_s"].as_i64().unwrap() >= 0);
+    let _ = &b;
+    // A replica that stops leaves the list.
+    assert_eq!(c.stop(Duration::from_secs(10)), Some(0));
+    let v = list().await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["config_drift"], false);
+}

@@ -118,9 +118,10 @@ async fn request_for(gw: &Gateway, method: &str, path: &str, t: Target) -> (Shap
         Target::Org => THIRD,
     };
     match (method, path) {
-        ("GET", "/admin/openapi.json") | ("GET", "/admin/routing") | ("GET", "/admin/audit") => {
-            (Shape::None, path.into(), Value::Null)
-        }
+        ("GET", "/admin/openapi.json")
+        | ("GET", "/admin/routing")
+        | ("GET", "/admin/audit")
+        | ("GET", "/admin/replicas") => (Shape::None, path.into(), Value::Null),
         ("GET", "/admin/teams") | ("GET", "/admin/users") | ("GET", "/admin/keys") => {
             (Shape::None, path.into(), Value::Null)
         }

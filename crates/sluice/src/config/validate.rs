@@ -470,6 +470,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         class_fallbacks: global_class,
         usage,
         source: None,
+        hash: String::new(),
     })
 }
 
