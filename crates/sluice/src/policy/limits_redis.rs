@@ -37,6 +37,9 @@ enum Op {
         keys: [String; 2],
         args: [i64; 3],
     },
+    /// Answered once everything queued before it was sent (tests).
+    #[cfg(test)]
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 pub struct RedisLimits {
@@ -541,6 +544,8 @@ async fn worker(
                         .arg(&args[..])
                         .ignore();
                 }
+                #[cfg(test)]
+                Op::Barrier(_) => {}
             }
         }
         let mut c = conn.clone();
@@ -562,6 +567,12 @@ async fn worker(
                 if let Op::Settle { ticket, .. } = op {
                     l.remove(ticket);
                 }
+            }
+        }
+        #[cfg(test)]
+        for op in batch.drain(..) {
+            if let Op::Barrier(done) = op {
+                let _ = done.send(());
             }
         }
         batch.clear();
@@ -594,6 +605,155 @@ async fn renew_leases(
         let mut c = conn.clone();
         if let Err(e) = pipe.query_async::<()>(&mut c).await {
             tracing::warn!("renewing {n} redis leases failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    impl RedisLimits {
+        /// Waits until every settle queued so far reached Redis.
+        async fn settled(&self) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = self.ops.send(Op::Barrier(tx));
+            let _ = rx.await;
+        }
+    }
+
+    fn scope(
+        id: &str,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        conc: Option<u64>,
+        budget: Option<(i64, Period)>,
+    ) -> ScopeLimits {
+        ScopeLimits {
+            id: Arc::from(id),
+            label: Arc::from(id),
+            rpm,
+            tpm,
+            max_concurrency: conc,
+            budget,
+        }
+    }
+
+    /// The Lua scripts and the in-memory store make the same decisions: the same random
+    /// admits and settles over several minutes (rpm, tpm, concurrency, a calendar and a
+    /// rolling budget, on a key and its team) get the same answers, headers and spend.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lua_scripts_decide_exactly_as_the_memory_store() {
+        if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+            assert!(
+                std::env::var("SLUICE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "Redis at 127.0.0.1:6379 is down and SLUICE_REQUIRE_SERVICES=1"
+            );
+            eprintln!("SKIPPED lua_scripts_decide_exactly_as_the_memory_store: no Redis at 127.0.0.1:6379");
+            return;
+        }
+        let prefix = format!("t-lua-{}-{}", std::process::id(), rand::random::<u32>());
+        let cfg = RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: prefix.clone(),
+            on_failure: OnFailure::Closed,
+            replicas: 1,
+            // Renewals use the real clock; the test's clock runs up to ~10 min ahead of it.
+            lease: Duration::from_secs(3600),
+            timeout: Duration::from_secs(2),
+        };
+        let clock: Arc<dyn super::super::clock::Clock> = Arc::new(super::super::clock::SystemClock);
+        let redis = RedisLimits::start(cfg, 0, clock).unwrap();
+        let mem = MemoryLimits::new(0);
+        let scopes = [
+            scope(
+                "key:k",
+                Some(20),
+                Some(1500),
+                Some(3),
+                Some((12_000, Period::Monthly)),
+            ),
+            scope(
+                "team:t",
+                Some(30),
+                None,
+                Some(4),
+                Some((15_000, Period::RollingDaily)),
+            ),
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+        let mut now = crate::app::unix_ms();
+        let mut held: Vec<(Grant, Grant)> = Vec::new();
+        let mut admitted = 0;
+        // Requests, tokens, concurrency, budget.
+        let mut denied = [0; 4];
+        for round in 0..300 {
+            now += rng.gen_range(0..1_500);
+            if !held.is_empty() && rng.gen_bool(0.45) {
+                let (m, r) = held.swap_remove(rng.gen_range(0..held.len()));
+                let used = rng.gen_range(0..=m.tokens + 10);
+                let cost = rng.gen_range(0..=m.worst_cost);
+                mem.settle(&m, &scopes, used, cost, now);
+                redis.settle(&r, &scopes, used, cost, now);
+                redis.settled().await;
+                continue;
+            }
+            let tokens = rng.gen_range(0..150);
+            let worst = rng.gen_range(0..300);
+            let m = mem.admit(&scopes, tokens, worst, now);
+            let r = redis
+                .admit_shared(&scopes, tokens, worst, now)
+                .await
+                .unwrap();
+            match (m, r) {
+                (Ok(m), Ok(r)) => {
+                    assert_eq!(m.headers, r.headers, "round {round}");
+                    admitted += 1;
+                    held.push((m, r));
+                }
+                (Err(m), Err(r)) => {
+                    assert_eq!(m, r, "round {round}");
+                    let k = match m.kind {
+                        DeniedKind::Requests => 0,
+                        DeniedKind::Tokens => 1,
+                        DeniedKind::Concurrency => 2,
+                        _ => 3,
+                    };
+                    denied[k] += 1;
+                }
+                (m, r) => panic!("round {round}: memory {m:?}, redis {r:?}"),
+            }
+            for s in &scopes {
+                assert_eq!(
+                    mem.spend(s, now).0,
+                    redis.spend_shared(s, now).await.0,
+                    "round {round} {}",
+                    s.id
+                );
+                assert_eq!(
+                    mem.spend(s, now).1,
+                    redis.spend_shared(s, now).await.1,
+                    "round {round} {}",
+                    s.id
+                );
+            }
+        }
+        assert!(
+            admitted > 50,
+            "too few admitted to mean anything: {admitted}"
+        );
+        let mut c = redis::Client::open("redis://127.0.0.1:6379")
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{prefix}}}*"))
+            .query(&mut c)
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(keys).query(&mut c).unwrap();
         }
     }
 }

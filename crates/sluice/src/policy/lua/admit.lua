@@ -70,7 +70,7 @@ for i = 0, n - 1 do
       rq = {rpm, 0, reset}
       return denied(i, 1, rpm, math.max(reset, 1), 0, 0, -1)
     end
-    if rq[1] < 0 or remaining <= rq[2] then rq = {rpm, remaining, reset} end
+    if rq[1] < 0 or remaining < rq[2] then rq = {rpm, remaining, reset} end
   end
   if tpm >= 0 then
     local sum, live = window(KEYS[k + 2])
@@ -93,7 +93,7 @@ for i = 0, n - 1 do
       end
       return denied(i, 2, tpm, retry, 0, 0, -1)
     end
-    if tk[1] < 0 or remaining <= tk[2] then tk = {tpm, remaining, reset} end
+    if tk[1] < 0 or remaining < tk[2] then tk = {tpm, remaining, reset} end
   end
   if conc >= 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[k + 3], '-inf', now)
