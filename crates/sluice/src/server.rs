@@ -78,17 +78,22 @@ pub async fn run(
         sink_cfg.spill_path = crate::config::usage::default_spill_path(&cfg.store.url);
     }
     let (sink, writer) = UsageWriter::start(store.clone(), &tracker, sink_cfg);
-    let clock = crate::policy::clock::from_env();
-    // Limits in this process's memory, or shared by the fleet through Redis (`redis.url`).
-    let limits: Arc<dyn LimitStore> = match &cfg.redis {
-        None => Arc::new(MemoryLimits::new(cfg.governance.budget_offset_ms)),
-        Some(r) => RedisLimits::start(r.clone(), cfg.governance.budget_offset_ms, clock.clone())
-            .context("connecting to redis.url")?,
-    };
     let alerts = AlertSink::start(
         cfg.governance.alert_webhook.clone(),
         cfg.governance.alert_thresholds.clone(),
     );
+    let clock = crate::policy::clock::from_env();
+    // Limits in this process's memory, or shared by the fleet through Redis (`redis.url`).
+    let limits: Arc<dyn LimitStore> = match &cfg.redis {
+        None => Arc::new(MemoryLimits::new(cfg.governance.budget_offset_ms)),
+        Some(r) => RedisLimits::start(
+            r.clone(),
+            cfg.governance.budget_offset_ms,
+            clock.clone(),
+            alerts.clone(),
+        )
+        .context("connecting to redis.url")?,
+    };
     let cfg_redis = cfg.redis.clone();
     let gateway = Gateway::build(cfg).map_err(anyhow::Error::msg)?;
     // Budgets are seeded from the stored spend: a spill file from an earlier run goes in first.

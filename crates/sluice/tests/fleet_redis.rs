@@ -9,6 +9,7 @@ mod common;
 use common::gov::{admin, chat_as, create_key, MASTER};
 use common::*;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const REDIS: &str = "127.0.0.1:6379";
@@ -612,4 +613,60 @@ async fn admin_replicas_lists_live_replicas_with_their_config_hash() {
     let v = list().await;
     assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(v["config_drift"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn budget_thresholds_fire_once_for_the_fleet() {
+    use std::sync::Mutex;
+    let Some(()) = redis_or_skip("budget_thresholds") else {
+        return;
+    };
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = {
+        let got = got.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+                let got = got.clone();
+                async move {
+                    got.lock().unwrap().push(v);
+                    http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = Prefix::new("alerts");
+    let cfg = fleet_config(&dir.path().join("fleet.db"), REDIS, &prefix.0, "").replace(
+        "providers:",
+        &format!(
+            "governance: {{alert_webhook: \"{hook}\", alert_thresholds: [25, 50, 80]}}\nproviders:"
+        ),
+    );
+    let gws: Vec<Gateway> = (0..3).map(|_| Gateway::start(&cfg)).collect();
+    let (id, key) = create_key(
+        &gws[0],
+        json!({"budget_usd": "0.0004", "budget_period": "weekly"}),
+    )
+    .await;
+    known_everywhere(&gws, &id).await;
+    let mut n = 0;
+    while chat_as(&gws[n % 3], &key, "mock-1", 5).await.status == 200 {
+        n += 1;
+        assert!(n < 100, "the budget never stopped the key");
+    }
+    assert!(n >= 3, "the spend must be spread over the replicas: {n}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let alerts = got.lock().unwrap().clone();
+    let mut thresholds: Vec<i64> = alerts
+        .iter()
+        .map(|a| a["threshold_percent"].as_i64().unwrap())
+        .collect();
+    thresholds.sort_unstable();
+    // Each threshold once, whichever replica's request crossed it (per-replica spend would
+    // never reach 50 % on any one of them).
+    assert_eq!(thresholds, [25, 50, 80], "{alerts:?}");
 }

@@ -5,7 +5,7 @@
 //! state. The refresher polls the store's change marker every 250 ms, and admin writes in this
 //! process reload at once, so a change is visible within well under a second everywhere.
 
-use super::alerts::{AlertSink, BudgetAlert};
+use super::alerts::AlertSink;
 use super::clock::Clock;
 use super::keys::{self, decode_hash, KeyPrincipal};
 use super::limits::{Denied, DeniedKind, Grant, LimitStore, Period, RateHeaders, ScopeLimits};
@@ -556,19 +556,7 @@ impl Admission {
         let now = self.clock.now_ms();
         let scopes = self.scopes.as_deref().unwrap_or(&self.principal.scopes);
         let moves = self.limits.settle(&g, scopes, tokens, cost, now);
-        for m in moves {
-            for t in self.alerts.crossed(m.before, m.after, m.limit) {
-                self.alerts.send(BudgetAlert {
-                    event: "budget.threshold",
-                    scope: m.label.to_string(),
-                    threshold_percent: t,
-                    spend_usd: format_usd(m.after),
-                    budget_usd: format_usd(m.limit),
-                    period: m.period.as_str(),
-                    at: rfc3339(now),
-                });
-            }
-        }
+        self.alerts.spend_moved(&moves, now);
     }
 }
 

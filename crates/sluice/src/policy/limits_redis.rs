@@ -32,6 +32,11 @@ enum Op {
         keys: Vec<String>,
         args: Vec<i64>,
         ticket: u64,
+        /// The budget scopes in script order (label, limit, period), and the cost charged:
+        /// the script answers each one's spend after, for threshold alerts.
+        budgets: Vec<(Arc<str>, i64, Period)>,
+        cost: i64,
+        now: i64,
     },
     Seed {
         keys: [String; 2],
@@ -69,6 +74,7 @@ impl RedisLimits {
         cfg: RedisConfig,
         calendar_offset_ms: i64,
         clock: Arc<dyn super::clock::Clock>,
+        alerts: super::alerts::AlertSink,
     ) -> Result<Arc<Self>, redis::RedisError> {
         let client = redis::Client::open(cfg.url.as_str())?;
         let mc = redis::aio::ConnectionManagerConfig::new()
@@ -98,7 +104,7 @@ impl RedisLimits {
         });
         // Not on the task tracker: a lost settle only frees a lease early or late (it lapses)
         // and spend is rebuilt from the usage records, which the sink keeps.
-        tokio::spawn(worker(conn, rx, live, cfg.lease, reseed, clock));
+        tokio::spawn(worker(conn, rx, live, cfg.lease, reseed, clock, alerts));
         Ok(this)
     }
 
@@ -422,10 +428,14 @@ impl LimitStore for RedisLimits {
             i64::try_from(tokens.min(LUA_MAX)).unwrap_or(0),
             cost.clamp(0, LUA_MAX as i64),
         ];
+        let mut budgets = Vec::new();
         for id in &grant.scopes {
             let Some(s) = scopes.iter().find(|s| &s.id == id) else {
                 continue;
             };
+            if let Some((limit, p)) = s.budget {
+                budgets.push((s.label.clone(), limit, p));
+            }
             // The spend key of the period the request was admitted in.
             keys.extend(self.keys_of(s, grant.at));
             let (hour, ttl) = match s.budget {
@@ -441,8 +451,11 @@ impl LimitStore for RedisLimits {
             keys,
             args,
             ticket: grant.ticket,
+            budgets,
+            cost: cost.clamp(0, LUA_MAX as i64),
+            now,
         });
-        // Threshold alerts need the fleet-wide spend; see docs/fleet.md.
+        // The moves are the fleet's: the worker sends their alerts when Redis answered.
         Vec::new()
     }
 
@@ -506,6 +519,7 @@ async fn worker(
     lease: Duration,
     reseed: Arc<AtomicBool>,
     clock: Arc<dyn super::clock::Clock>,
+    alerts: super::alerts::AlertSink,
 ) {
     let settle = redis::Script::new(include_str!("lua/settle.lua"));
     let seed = redis::Script::new(include_str!("lua/seed.lua"));
@@ -527,14 +541,15 @@ async fn worker(
         let mut pipe = redis::pipe();
         for op in &batch {
             match op {
-                Op::Settle { keys, args, ticket } => {
+                Op::Settle {
+                    keys, args, ticket, ..
+                } => {
                     pipe.cmd("EVALSHA")
                         .arg(settle.get_hash())
                         .arg(keys.len())
                         .arg(keys)
                         .arg(ticket)
-                        .arg(args)
-                        .ignore();
+                        .arg(args);
                 }
                 Op::Seed { keys, args } => {
                     pipe.cmd("EVALSHA")
@@ -549,18 +564,42 @@ async fn worker(
             }
         }
         let mut c = conn.clone();
-        let mut result = pipe.query_async::<()>(&mut c).await;
+        let mut result = pipe.query_async::<Vec<Vec<i64>>>(&mut c).await;
         if matches!(&result, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
         {
             // Redis restarted (scripts are not kept): load them and send the batch again.
             let _ = settle.load_async(&mut c).await;
             let _ = seed.load_async(&mut c).await;
-            result = pipe.query_async::<()>(&mut c).await;
+            result = pipe.query_async::<Vec<Vec<i64>>>(&mut c).await;
         }
-        if let Err(e) = result {
-            // Leases lapse by themselves; spend is rebuilt from the usage records.
-            tracing::warn!("settling {} requests in redis failed: {e}", batch.len());
-            reseed.store(true, Ordering::Relaxed);
+        match result {
+            Ok(afters) => {
+                let settles = batch.iter().filter_map(|op| match op {
+                    Op::Settle {
+                        budgets, cost, now, ..
+                    } => Some((budgets, *cost, *now)),
+                    _ => None,
+                });
+                for ((budgets, cost, now), after) in settles.zip(afters) {
+                    let moves: Vec<SpendMove> = budgets
+                        .iter()
+                        .zip(after)
+                        .map(|((label, limit, period), after)| SpendMove {
+                            label: label.clone(),
+                            before: after.saturating_sub(cost),
+                            after,
+                            limit: *limit,
+                            period: *period,
+                        })
+                        .collect();
+                    alerts.spend_moved(&moves, now);
+                }
+            }
+            Err(e) => {
+                // Leases lapse by themselves; spend is rebuilt from the usage records.
+                tracing::warn!("settling {} requests in redis failed: {e}", batch.len());
+                reseed.store(true, Ordering::Relaxed);
+            }
         }
         if let Ok(mut l) = live.lock() {
             for op in &batch {
@@ -665,7 +704,13 @@ mod tests {
             timeout: Duration::from_secs(2),
         };
         let clock: Arc<dyn super::super::clock::Clock> = Arc::new(super::super::clock::SystemClock);
-        let redis = RedisLimits::start(cfg, 0, clock).unwrap();
+        let redis = RedisLimits::start(
+            cfg,
+            0,
+            clock,
+            crate::policy::alerts::AlertSink::start(None, Vec::new()),
+        )
+        .unwrap();
         let mem = MemoryLimits::new(0);
         let scopes = [
             scope(
