@@ -670,3 +670,59 @@ async fn budget_thresholds_fire_once_for_the_fleet() {
     // never reach 50 % on any one of them).
     assert_eq!(thresholds, [25, 50, 80], "{alerts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_records_from_every_replica_sum_exactly() {
+    let Some(()) = redis_or_skip("usage_records_sum") else {
+        return;
+    };
+    let (dir, _prefix, mut gws) = three("usage", "");
+    let (id, key) = create_key(&gws[0], json!({"rpm": 1000})).await;
+    known_everywhere(&gws, &id).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let url = gws[i % 3].url.clone();
+        let key = key.clone();
+        set.spawn(async move {
+            let auth = format!("Bearer {key}");
+            let r = request(
+                "POST",
+                &format!("{url}/v1/chat/completions"),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                CHAT.to_string(),
+            )
+            .await;
+            assert_eq!(r.status, 200);
+            let u = &r.json()["usage"];
+            (
+                r.json()["id"].as_str().unwrap().to_string(),
+                u["prompt_tokens"].as_i64().unwrap(),
+                u["completion_tokens"].as_i64().unwrap(),
+            )
+        });
+    }
+    let answers = set.join_all().await;
+    for gw in &mut gws {
+        assert_eq!(gw.stop(Duration::from_secs(10)), Some(0));
+    }
+    let rows = usage_rows(&dir.path().join("fleet.db")).await;
+    let ok: Vec<&Value> = rows.iter().filter(|r| r["status"] == 200).collect();
+    assert_eq!(ok.len(), 60, "one record per answered request");
+    let sum = |f: &str| ok.iter().map(|r| r[f].as_i64().unwrap()).sum::<i64>();
+    assert_eq!(
+        sum("input_tokens"),
+        answers.iter().map(|a| a.1).sum::<i64>()
+    );
+    assert_eq!(
+        sum("output_tokens"),
+        answers.iter().map(|a| a.2).sum::<i64>()
+    );
+    let ids: std::collections::HashSet<&str> = ok
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 60, "no record twice");
+}
