@@ -375,7 +375,7 @@ async fn redis_outage_degrades_as_configured_and_recovers() {
         &prefix.0,
         ", on_failure: local, replicas: 2, timeout: 200ms",
     ));
-    let gws = [closed, local];
+    let mut gws = [closed, local];
     let (id, key) = create_key(&gws[0], json!({"rpm": 10})).await;
     known_everywhere(&gws, &id).await;
     // Shared: 4 on each replica, 8 of the 10 used.
@@ -429,6 +429,12 @@ async fn redis_outage_degrades_as_configured_and_recovers() {
     assert_eq!(chat_as(&gws[0], &key, "mock-1", 10).await.status, 200);
     assert_eq!(chat_as(&gws[0], &key, "mock-1", 10).await.status, 429);
     assert!(metrics(&gws[0]).await.contains("sluice_redis_degraded 0"));
+    // No usage record was lost to the outage: 8 before, 5 during (local), 2 after.
+    for gw in &mut gws {
+        assert_eq!(gw.stop(Duration::from_secs(10)), Some(0));
+    }
+    let rows = usage_rows(&db).await;
+    assert_eq!(rows.iter().filter(|r| r["status"] == 200).count(), 15);
 }
 
 fn micro(v: &Value) -> i64 {

@@ -42,6 +42,9 @@ enum Op {
         keys: [String; 2],
         args: [i64; 3],
     },
+    /// Marks the prefix's state as present (a re-seed is under way), so that a fleet without
+    /// budgets does not re-seed on every admission.
+    Alive(String),
     /// Answered once everything queued before it was sent (tests).
     #[cfg(test)]
     Barrier(tokio::sync::oneshot::Sender<()>),
@@ -494,7 +497,11 @@ impl LimitStore for RedisLimits {
     }
 
     fn take_reseed(&self) -> bool {
-        self.reseed.swap(false, Ordering::Relaxed)
+        let lost = self.reseed.swap(false, Ordering::Relaxed);
+        if lost {
+            let _ = self.ops.send(Op::Alive(self.alive_key()));
+        }
+        lost
     }
 
     fn degraded(&self) -> Option<String> {
@@ -558,6 +565,9 @@ async fn worker(
                         .arg(&keys[..])
                         .arg(&args[..])
                         .ignore();
+                }
+                Op::Alive(key) => {
+                    pipe.cmd("SET").arg(key).arg(1).ignore();
                 }
                 #[cfg(test)]
                 Op::Barrier(_) => {}
