@@ -163,7 +163,8 @@ async fn stages(
         &resolved.route,
         peek,
         None,
-    )?;
+    )
+    .await?;
     ledger.mark("admit");
     let dispatched = dispatch(
         &gw, ctx, ledger, &guarded, &resolved, &plan, &admitted, headers, endpoint,
@@ -570,7 +571,7 @@ struct Admitted {
 /// Step admit: for virtual keys, model access, limits and the budget's worst case (the
 /// ledger now holds the reservation); master-key and open-gateway requests skip it.
 #[allow(clippy::too_many_arguments)]
-fn admit(
+async fn admit(
     app: &AppState,
     gw: &Gateway,
     ctx: &RequestCtx,
@@ -599,7 +600,7 @@ fn admit(
         unpriced_allowed: gw.config.governance.unpriced_allowed,
         cap_output: gw.config.governance.cap_output_when_short,
     };
-    let Some(a) = app.gov.admit(k, &g.p.model, &r)? else {
+    let Some(a) = app.gov.admit(k, &g.p.model, &r).await? else {
         return Ok(admitted);
     };
     admitted.rate_headers = Some(a.headers());
@@ -926,7 +927,8 @@ pub async fn preflight(
             &resolved.route,
             peek,
             Some(0),
-        )?;
+        )
+        .await?;
         Ok::<_, ApiError>((resolved.route, rewritten))
     };
     match steps.await {
