@@ -142,7 +142,7 @@ async fn stages(
     ledger.mark("parse");
     let mut guarded = guard_input(&gw, ctx, ledger, parsed, endpoint, peek).await?;
     ledger.mark("guard_input");
-    let fill = match cache_lookup(app, &gw, ctx, ledger, &guarded, headers, endpoint)? {
+    let fill = match cache_lookup(app, &gw, ctx, ledger, &guarded, headers, endpoint).await? {
         CacheStep::Hit(answer) => {
             if let Some(l) = slot.take() {
                 l.finish(answer.status.as_u16(), None);
@@ -325,7 +325,7 @@ impl CacheFill {
 /// `no-store` skips both, `x-sluice-cache-ttl` sets how long a fresh answer is kept. Requests
 /// with reversible redaction are never cached: their answers carry restored originals.
 #[allow(clippy::too_many_arguments)]
-fn cache_lookup(
+async fn cache_lookup(
     app: &AppState,
     gw: &Gateway,
     ctx: &RequestCtx,
@@ -409,7 +409,7 @@ fn cache_lookup(
             unpriced_allowed: true,
             ..Reservation::default()
         };
-        if let Some(a) = app.gov.admit(k, &g.p.model, &r)? {
+        if let Some(a) = app.gov.admit(k, &g.p.model, &r).await? {
             put_rate_headers(&mut out_headers, &a.headers());
             ledger.admission = Some(a);
         }
