@@ -127,6 +127,8 @@ pub struct Shared {
     /// their ledgers (`drain_timeout`) and end.
     pub drain_expired: tokio_util::sync::CancellationToken,
     pub started_unix: i64,
+    /// This replica and, in fleet mode, the others (`GET /admin/replicas`).
+    pub replicas: Arc<crate::fleet::Replicas>,
     request_seq: AtomicU64,
     request_prefix: u32,
 }
@@ -166,6 +168,7 @@ impl AppState {
         store: SqliteStore,
         gov: Arc<Governance>,
         tracker: TaskTracker,
+        replicas: Arc<crate::fleet::Replicas>,
     ) -> Self {
         let cache_bytes = gateway
             .config
@@ -184,6 +187,7 @@ impl AppState {
             auth_closed: AtomicBool::new(false),
             drain_expired: tokio_util::sync::CancellationToken::new(),
             started_unix: unix_ms() / 1000,
+            replicas,
             request_seq: AtomicU64::new(0),
             request_prefix: rand::random(),
         }))

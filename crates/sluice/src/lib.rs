@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod policy;

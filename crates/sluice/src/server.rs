@@ -6,7 +6,8 @@ use crate::app::{self, AppState, Gateway};
 use crate::config::{self, Config};
 use crate::policy::alerts::AlertSink;
 use crate::policy::governance::Governance;
-use crate::policy::limits::MemoryLimits;
+use crate::policy::limits::{LimitStore, MemoryLimits};
+use crate::policy::limits_redis::RedisLimits;
 use crate::store::sqlite::SqliteStore;
 use crate::store::UsageWriter;
 use anyhow::{bail, Context};
@@ -77,23 +78,39 @@ pub async fn run(
         sink_cfg.spill_path = crate::config::usage::default_spill_path(&cfg.store.url);
     }
     let (sink, writer) = UsageWriter::start(store.clone(), &tracker, sink_cfg);
-    let limits = Arc::new(MemoryLimits::new(cfg.governance.budget_offset_ms));
     let alerts = AlertSink::start(
         cfg.governance.alert_webhook.clone(),
         cfg.governance.alert_thresholds.clone(),
     );
+    let clock = crate::policy::clock::from_env();
+    // Limits in this process's memory, or shared by the fleet through Redis (`redis.url`).
+    let limits: Arc<dyn LimitStore> = match &cfg.redis {
+        None => Arc::new(MemoryLimits::new(cfg.governance.budget_offset_ms)),
+        Some(r) => RedisLimits::start(
+            r.clone(),
+            cfg.governance.budget_offset_ms,
+            clock.clone(),
+            alerts.clone(),
+        )
+        .context("connecting to redis.url")?,
+    };
+    let cfg_redis = cfg.redis.clone();
     let gateway = Gateway::build(cfg).map_err(anyhow::Error::msg)?;
     // Budgets are seeded from the stored spend: a spill file from an earlier run goes in first.
     sink.caught_up(std::time::Duration::from_secs(10)).await;
-    let gov = Governance::start(
-        store.clone(),
-        limits,
-        crate::policy::clock::from_env(),
-        alerts,
-    )
-    .await
-    .context("loading keys and teams")?;
-    let state = AppState::new(gateway, sink, store, gov.clone(), tracker.clone());
+    let gov = Governance::start(store.clone(), limits, clock, alerts)
+        .await
+        .context("loading keys and teams")?;
+    let replicas =
+        crate::fleet::Replicas::new(cfg_redis.as_ref(), addr).context("connecting to redis.url")?;
+    let state = AppState::new(
+        gateway,
+        sink,
+        store,
+        gov.clone(),
+        tracker.clone(),
+        replicas.clone(),
+    );
     warn_if_open(&state, addr);
     let router = app::router(state.clone());
 
@@ -108,6 +125,12 @@ pub async fn run(
     on_listening(addr);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(r) = &state.gateway.load().config.redis {
+        let b = crate::policy::broadcast::Broadcast::new(r).context("connecting to redis.url")?;
+        gov.join_fleet(b, stop_rx.clone());
+    }
+    // Not on the tracker: it records nothing.
+    tokio::spawn(replicas.heartbeat_until(state.clone(), stop_rx.clone()));
     // Not on the tracker: it records nothing, and stops with the stop signal.
     tokio::spawn(gov.refresh_until(stop_rx.clone(), state.sink.replays()));
     // Active health checks (providers with `health_check`); also off the tracker.

@@ -121,6 +121,7 @@ async fn request_for(gw: &Gateway, method: &str, path: &str, t: Target) -> (Shap
         ("GET", "/admin/openapi.json")
         | ("GET", "/admin/routing")
         | ("GET", "/admin/audit")
+        | ("GET", "/admin/replicas")
         | ("GET", "/admin/cache")
         | ("DELETE", "/admin/cache") => (Shape::None, path.into(), Value::Null),
         ("GET", "/admin/teams") | ("GET", "/admin/users") | ("GET", "/admin/keys") => {

@@ -30,8 +30,11 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         Err(_) => return unavailable("store: no answer within 2s".into()),
     }
     let gw = app.gateway.load();
+    // Degraded still serves (200), so a load balancer keeps the replica; the body says why.
+    let degraded = app.gov.limits.degraded();
     Json(serde_json::json!({
-        "status": "ready",
+        "status": if degraded.is_some() { "degraded" } else { "ready" },
+        "degraded": degraded,
         "models": gw.models.names().len(),
         "providers": gw.providers.len(),
     }))

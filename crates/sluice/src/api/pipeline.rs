@@ -142,7 +142,7 @@ async fn stages(
     ledger.mark("parse");
     let mut guarded = guard_input(&gw, ctx, ledger, parsed, endpoint, peek).await?;
     ledger.mark("guard_input");
-    let fill = match cache_lookup(app, &gw, ctx, ledger, &guarded, headers, endpoint)? {
+    let fill = match cache_lookup(app, &gw, ctx, ledger, &guarded, headers, endpoint).await? {
         CacheStep::Hit(answer) => {
             if let Some(l) = slot.take() {
                 l.finish(answer.status.as_u16(), None);
@@ -163,7 +163,8 @@ async fn stages(
         &resolved.route,
         peek,
         None,
-    )?;
+    )
+    .await?;
     ledger.mark("admit");
     let dispatched = dispatch(
         &gw, ctx, ledger, &guarded, &resolved, &plan, &admitted, headers, endpoint,
@@ -324,7 +325,7 @@ impl CacheFill {
 /// `no-store` skips both, `x-sluice-cache-ttl` sets how long a fresh answer is kept. Requests
 /// with reversible redaction are never cached: their answers carry restored originals.
 #[allow(clippy::too_many_arguments)]
-fn cache_lookup(
+async fn cache_lookup(
     app: &AppState,
     gw: &Gateway,
     ctx: &RequestCtx,
@@ -408,7 +409,7 @@ fn cache_lookup(
             unpriced_allowed: true,
             ..Reservation::default()
         };
-        if let Some(a) = app.gov.admit(k, &g.p.model, &r)? {
+        if let Some(a) = app.gov.admit(k, &g.p.model, &r).await? {
             put_rate_headers(&mut out_headers, &a.headers());
             ledger.admission = Some(a);
         }
@@ -570,7 +571,7 @@ struct Admitted {
 /// Step admit: for virtual keys, model access, limits and the budget's worst case (the
 /// ledger now holds the reservation); master-key and open-gateway requests skip it.
 #[allow(clippy::too_many_arguments)]
-fn admit(
+async fn admit(
     app: &AppState,
     gw: &Gateway,
     ctx: &RequestCtx,
@@ -599,7 +600,7 @@ fn admit(
         unpriced_allowed: gw.config.governance.unpriced_allowed,
         cap_output: gw.config.governance.cap_output_when_short,
     };
-    let Some(a) = app.gov.admit(k, &g.p.model, &r)? else {
+    let Some(a) = app.gov.admit(k, &g.p.model, &r).await? else {
         return Ok(admitted);
     };
     admitted.rate_headers = Some(a.headers());
@@ -926,7 +927,8 @@ pub async fn preflight(
             &resolved.route,
             peek,
             Some(0),
-        )?;
+        )
+        .await?;
         Ok::<_, ApiError>((resolved.route, rewritten))
     };
     match steps.await {

@@ -122,6 +122,7 @@ pub fn main() -> i32 {
                     cfg.providers.len(),
                     cfg.models.len()
                 );
+                println!("config hash: {}", cfg.hash);
                 for line in crate::router::unpriced(&cfg) {
                     println!("warning: unpriced: {line}");
                 }

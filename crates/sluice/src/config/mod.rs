@@ -6,6 +6,7 @@ mod interpolate;
 mod policies;
 mod providers;
 pub mod raw;
+pub mod redis;
 pub mod responses;
 pub mod routing;
 pub mod secret;
@@ -35,6 +36,8 @@ pub const DEFAULT_MAX_RESPONSE: u64 = 64 << 20;
 pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
+    /// `redis:`: shared limits for a fleet; `None` = in this process's memory.
+    pub redis: Option<redis::RedisConfig>,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     pub governance: GovernanceConfig,
@@ -52,6 +55,9 @@ pub struct Config {
     pub cache: Option<cache::CacheConfig>,
     /// Where this came from, for start-up messages.
     pub source: Option<PathBuf>,
+    /// `sha256:` and 16 hex digits of the file's text as written (before `${VAR}`
+    /// interpolation): what `sluice config check` prints and `GET /admin/replicas` compares.
+    pub hash: String,
 }
 
 #[derive(Debug, Clone)]
@@ -398,6 +404,10 @@ pub fn process_env(name: &str) -> Option<String> {
 pub fn load(path: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
     match path {
         None => validate::validate(raw::RawConfig::default(), env)
+            .map(|mut c| {
+                c.hash = text_hash("");
+                c
+            })
             .map_err(|errors| ConfigErrors { file: None, errors }),
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| ConfigErrors {
@@ -442,7 +452,16 @@ pub fn from_yaml(text: &str, env: EnvLookup<'_>) -> Result<Config, Vec<ConfigErr
         let path = if path == "." { String::new() } else { path };
         vec![ConfigError::new(path, e.into_inner().to_string())]
     })?;
-    validate::validate(raw, env)
+    let mut cfg = validate::validate(raw, env)?;
+    cfg.hash = text_hash(text);
+    Ok(cfg)
+}
+
+/// The config hash: equal files, equal hashes, so drift between replicas is visible.
+pub fn text_hash(text: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(text.as_bytes());
+    format!("sha256:{}", hex::encode(&d[..8]))
 }
 
 /// serde_norway appends " at line X column Y" to messages; we print our own location.

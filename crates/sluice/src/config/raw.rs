@@ -11,6 +11,9 @@ pub struct RawConfig {
     pub server: RawServer,
     #[serde(default)]
     pub store: RawStore,
+    /// Shared limits and budgets for a fleet; absent = in memory.
+    #[serde(default)]
+    pub redis: super::redis::RawRedis,
     /// Absent = zero-config providers (built-in mock + providers found in the environment).
     pub providers: Option<Vec<RawProvider>>,
     pub models: Option<Vec<RawModel>>,

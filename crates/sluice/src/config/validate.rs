@@ -439,6 +439,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
     let policies = super::policies::policies(raw.policies, &model_set, &mut errs);
     let usage = super::usage::validate(raw.usage, &mut errs);
     let cache = super::cache::validate(raw.cache, &mut errs);
+    let redis = super::redis::validate(raw.redis, &mut errs);
 
     if !errs.is_empty() {
         return Err(errs);
@@ -463,6 +464,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
             edge,
         },
         store: StoreConfig { url: store_url },
+        redis,
         providers,
         models,
         policies: std::sync::Arc::new(policies),
@@ -471,6 +473,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         usage,
         cache,
         source: None,
+        hash: String::new(),
     })
 }
 

@@ -63,6 +63,23 @@ impl AlertSink {
             .collect()
     }
 
+    /// Sends an alert for every threshold a settled request's spend moves crossed.
+    pub fn spend_moved(&self, moves: &[super::limits::SpendMove], now_ms: i64) {
+        for m in moves {
+            for t in self.crossed(m.before, m.after, m.limit) {
+                self.send(BudgetAlert {
+                    event: "budget.threshold",
+                    scope: m.label.to_string(),
+                    threshold_percent: t,
+                    spend_usd: super::prices::format_usd(m.after),
+                    budget_usd: super::prices::format_usd(m.limit),
+                    period: m.period.as_str(),
+                    at: super::governance::rfc3339(now_ms),
+                });
+            }
+        }
+    }
+
     pub fn send(&self, alert: BudgetAlert) {
         tracing::warn!(
             scope = %alert.scope,

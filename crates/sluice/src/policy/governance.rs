@@ -5,7 +5,7 @@
 //! state. The refresher polls the store's change marker every 250 ms, and admin writes in this
 //! process reload at once, so a change is visible within well under a second everywhere.
 
-use super::alerts::{AlertSink, BudgetAlert};
+use super::alerts::AlertSink;
 use super::clock::Clock;
 use super::keys::{self, decode_hash, KeyPrincipal};
 use super::limits::{Denied, DeniedKind, Grant, LimitStore, Period, RateHeaders, ScopeLimits};
@@ -21,6 +21,15 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 const POLL: Duration = Duration::from_millis(250);
+
+/// The poll interval; `SLUICE_TEST_GOV_POLL_MS` lengthens it so that tests can tell the
+/// fleet's pub/sub from the poll.
+fn poll_interval() -> Duration {
+    std::env::var("SLUICE_TEST_GOV_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(POLL, Duration::from_millis)
+}
 
 /// One consistent view of every team and key.
 #[derive(Default)]
@@ -103,6 +112,8 @@ pub struct Governance {
     seeded: std::sync::Mutex<HashMap<Arc<str>, Period>>,
     /// A scope's spend could not be loaded (store down): the refresher tries again.
     unseeded: std::sync::atomic::AtomicBool,
+    /// Fleet mode: admin changes announced to the other replicas.
+    broadcast: std::sync::OnceLock<Arc<super::broadcast::Broadcast>>,
 }
 
 impl Governance {
@@ -121,9 +132,29 @@ impl Governance {
             loaded: tokio::sync::Mutex::new(None),
             seeded: std::sync::Mutex::new(HashMap::new()),
             unseeded: std::sync::atomic::AtomicBool::new(false),
+            broadcast: std::sync::OnceLock::new(),
         });
         gov.reload().await?;
         Ok(gov)
+    }
+
+    /// Fleet mode: admin changes are announced through `b`, and its messages reload this
+    /// replica, until `stop`.
+    pub fn join_fleet(
+        self: &Arc<Self>,
+        b: Arc<super::broadcast::Broadcast>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let _ = self.broadcast.set(b.clone());
+        // Not on the tracker: it records nothing.
+        tokio::spawn(b.listen(Arc::downgrade(self), stop));
+    }
+
+    /// After an admin write: the other replicas reload now rather than at their next poll.
+    pub async fn announce(&self) {
+        if let Some(b) = self.broadcast.get() {
+            b.changed().await;
+        }
     }
 
     pub fn index(&self) -> arc_swap::Guard<Arc<KeyIndex>> {
@@ -252,16 +283,19 @@ impl Governance {
         mut stop: tokio::sync::watch::Receiver<bool>,
         mut replays: tokio::sync::watch::Receiver<u64>,
     ) {
+        let poll = poll_interval();
         loop {
             let replayed = tokio::select! {
-                () = tokio::time::sleep(POLL) => false,
+                () = tokio::time::sleep(poll) => false,
                 r = replays.changed() => r.is_ok(),
                 _ = stop.wait_for(|s| *s) => return,
             };
             if let Err(e) = self.reload().await {
                 tracing::warn!("refreshing keys and teams failed: {e}");
             }
-            if replayed || self.unseeded.load(std::sync::atomic::Ordering::Relaxed) {
+            // `take_reseed` first: it must be consumed even when another reason already holds.
+            let lost = self.limits.take_reseed();
+            if lost || replayed || self.unseeded.load(std::sync::atomic::Ordering::Relaxed) {
                 self.reseed().await;
             }
         }
@@ -271,7 +305,7 @@ impl Governance {
     /// budgeted key on a model without a price is refused (`model_unpriced`) unless
     /// `unpriced_allowed`; a budget too short for the worst case is a 429, or with
     /// `r.cap_output` the output limit is lowered to what the tightest budget can pay.
-    pub fn admit(
+    pub async fn admit(
         &self,
         p: &Arc<KeyPrincipal>,
         model: &str,
@@ -302,7 +336,10 @@ impl Governance {
             let worst = r
                 .price
                 .map_or(0, |pr| pr.worst_case(r.input_tokens, output));
-            match self.admit_tokens(p, model, r.input_tokens.saturating_add(output), worst) {
+            match self
+                .admit_tokens(p, model, r.input_tokens.saturating_add(output), worst)
+                .await
+            {
                 Ok(mut a) => {
                     if let Some(a) = a.as_mut() {
                         a.output_cap = capped;
@@ -342,7 +379,7 @@ impl Governance {
         ))
     }
 
-    fn admit_tokens(
+    async fn admit_tokens(
         &self,
         p: &Arc<KeyPrincipal>,
         model: &str,
@@ -364,7 +401,7 @@ impl Governance {
                 p.scopes.iter().cloned().chain(extra).collect()
             });
         let scopes = with_models.as_deref().unwrap_or(&p.scopes);
-        match self.limits.admit(scopes, tokens, worst_cost, now) {
+        match self.limits.admit(scopes, tokens, worst_cost, now).await {
             Ok(grant) => Ok(Some(Admission {
                 scopes: with_models,
                 alerts: self.alerts.clone(),
@@ -449,6 +486,9 @@ fn denied(d: Denied, now: i64) -> ApiError {
             let what = match kind {
                 DeniedKind::Requests => format!("{} requests per minute", d.limit),
                 DeniedKind::Tokens => format!("{} tokens per minute", d.limit),
+                DeniedKind::Unavailable => {
+                    "the shared limits are unreachable (redis.on_failure: closed)".to_string()
+                }
                 _ => format!("{} concurrent requests", d.limit),
             };
             let message = match (kind == DeniedKind::Tokens, d.retry_after_ms) {
@@ -516,19 +556,7 @@ impl Admission {
         let now = self.clock.now_ms();
         let scopes = self.scopes.as_deref().unwrap_or(&self.principal.scopes);
         let moves = self.limits.settle(&g, scopes, tokens, cost, now);
-        for m in moves {
-            for t in self.alerts.crossed(m.before, m.after, m.limit) {
-                self.alerts.send(BudgetAlert {
-                    event: "budget.threshold",
-                    scope: m.label.to_string(),
-                    threshold_percent: t,
-                    spend_usd: format_usd(m.after),
-                    budget_usd: format_usd(m.limit),
-                    period: m.period.as_str(),
-                    at: rfc3339(now),
-                });
-            }
-        }
+        self.alerts.spend_moved(&moves, now);
     }
 }
 

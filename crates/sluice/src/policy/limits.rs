@@ -3,8 +3,8 @@
 //! settled after. One lock covers every scope a request touches, so a request is admitted
 //! against its key, its team and the team's parents atomically or not at all.
 //!
-//! A Redis implementation (for a fleet) will implement [`LimitStore`] with one Lua script per
-//! admit / settle doing the same arithmetic.
+//! The Redis implementation for a fleet ([`super::limits_redis`]) does the same arithmetic in
+//! one Lua script per admit / settle.
 
 use super::clock::{civil_from_days, days_from_civil};
 use std::collections::HashMap;
@@ -149,6 +149,8 @@ pub enum DeniedKind {
     Requests,
     Tokens,
     Concurrency,
+    /// The shared limits are unreachable and `redis.on_failure: closed` refuses limited keys.
+    Unavailable,
     Budget {
         limit: i64,
         spent: i64,
@@ -184,16 +186,22 @@ pub struct SpendMove {
 #[derive(Debug)]
 pub struct Grant {
     /// When it was admitted (its tokens sit in that second's bucket).
-    at: i64,
-    scopes: Vec<Arc<str>>,
+    pub(super) at: i64,
+    pub(super) scopes: Vec<Arc<str>>,
+    /// Redis: the lease's id; 0 in memory.
+    pub(super) ticket: u64,
+    /// Redis: admitted by the per-replica fallback while Redis was unreachable.
+    pub(super) local: bool,
     pub tokens: u64,
     pub worst_cost: i64,
     pub headers: RateHeaders,
 }
 
-/// Shared limit state; in memory now, Redis for a fleet.
+/// Shared limit state: in memory for one process, Redis for a fleet. Admission is async (one
+/// Redis round trip); settling and seeding only queue work, so a `Drop` can settle.
+#[async_trait::async_trait]
 pub trait LimitStore: Send + Sync + 'static {
-    fn admit(
+    async fn admit(
         &self,
         scopes: &[ScopeLimits],
         tokens: u64,
@@ -214,9 +222,19 @@ pub trait LimitStore: Send + Sync + 'static {
     /// again when the store caught up): never lower than what this process already counts.
     fn seed_spend(&self, scope: &ScopeLimits, spent: i64, now_ms: i64);
     /// Spent and reserved micro-USD of a budget scope in its current period.
+    /// (Admin views only, never the request path: the Redis store waits for Redis here.)
     fn spend(&self, scope: &ScopeLimits, now_ms: i64) -> (i64, i64);
     /// The budget calendar's time zone, milliseconds east of UTC.
     fn calendar_offset_ms(&self) -> i64;
+    /// True once after the shared state was found lost (Redis restarted empty, or came back
+    /// after an outage): every budget's spend must be seeded again from the store.
+    fn take_reseed(&self) -> bool {
+        false
+    }
+    /// Why limits are not shared right now (`None`: healthy), for `/health/ready`.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 }
 
 const BUCKET_MS: i64 = 1_000;
@@ -426,8 +444,45 @@ fn tighter(a: Option<Counter>, b: Counter) -> Option<Counter> {
     }
 }
 
+#[async_trait::async_trait]
 impl LimitStore for MemoryLimits {
-    fn admit(
+    async fn admit(
+        &self,
+        scopes: &[ScopeLimits],
+        tokens: u64,
+        worst_cost: i64,
+        now: i64,
+    ) -> Result<Grant, Box<Denied>> {
+        MemoryLimits::admit(self, scopes, tokens, worst_cost, now)
+    }
+
+    fn settle(
+        &self,
+        grant: &Grant,
+        scopes: &[ScopeLimits],
+        tokens: u64,
+        cost: i64,
+        now: i64,
+    ) -> Vec<SpendMove> {
+        MemoryLimits::settle(self, grant, scopes, tokens, cost, now)
+    }
+
+    fn seed_spend(&self, scope: &ScopeLimits, spent: i64, now: i64) {
+        MemoryLimits::seed_spend(self, scope, spent, now);
+    }
+
+    fn spend(&self, scope: &ScopeLimits, now: i64) -> (i64, i64) {
+        MemoryLimits::spend(self, scope, now)
+    }
+
+    fn calendar_offset_ms(&self) -> i64 {
+        self.offset_ms
+    }
+}
+
+/// The arithmetic, synchronous: one lock per call.
+impl MemoryLimits {
+    pub fn admit(
         &self,
         scopes: &[ScopeLimits],
         tokens: u64,
@@ -543,13 +598,15 @@ impl LimitStore for MemoryLimits {
         Ok(Grant {
             at: now,
             scopes: scopes.iter().map(|s| s.id.clone()).collect(),
+            ticket: 0,
+            local: false,
             tokens,
             worst_cost,
             headers,
         })
     }
 
-    fn settle(
+    pub fn settle(
         &self,
         grant: &Grant,
         scopes: &[ScopeLimits],
@@ -591,7 +648,7 @@ impl LimitStore for MemoryLimits {
         moves
     }
 
-    fn seed_spend(&self, scope: &ScopeLimits, spent: i64, now: i64) {
+    pub fn seed_spend(&self, scope: &ScopeLimits, spent: i64, now: i64) {
         let Some((_, period)) = scope.budget else {
             return;
         };
@@ -617,11 +674,7 @@ impl LimitStore for MemoryLimits {
         }
     }
 
-    fn calendar_offset_ms(&self) -> i64 {
-        self.offset_ms
-    }
-
-    fn spend(&self, scope: &ScopeLimits, now: i64) -> (i64, i64) {
+    pub fn spend(&self, scope: &ScopeLimits, now: i64) -> (i64, i64) {
         let Ok(mut st) = self.state.lock() else {
             return (0, 0);
         };

@@ -3,10 +3,12 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod broadcast;
 pub mod clock;
 pub mod content;
 pub mod governance;
 pub mod keys;
 pub mod limits;
+pub mod limits_redis;
 pub mod prices;
 pub mod roles;

@@ -394,3 +394,13 @@ fn status_class(status: u16) -> &'static str {
         _ => "other",
     }
 }
+
+/// Shared limits: 1 while Redis is unreachable and this replica applies `redis.on_failure`.
+pub fn redis_degraded(on: bool) {
+    metrics::gauge!("sluice_redis_degraded").set(if on { 1.0 } else { 0.0 });
+}
+
+/// Shared limits: admissions decided without Redis (`redis.on_failure`).
+pub fn redis_fallback_admission() {
+    metrics::counter!("sluice_redis_fallback_admissions_total").increment(1);
+}

@@ -8,6 +8,7 @@
 mod audit;
 mod input;
 mod keys;
+mod replicas;
 mod routing;
 mod teams;
 mod usage;
@@ -68,6 +69,7 @@ fn build() -> AdminRoutes {
         .at(M::GET, "/admin/requests", Need::Read, usage::requests)
         .at(M::GET, "/admin/routing", Need::ReadOrg, routing::routing)
         .at(M::GET, "/admin/audit", Need::ReadOrg, audit::audit)
+        .at(M::GET, "/admin/replicas", Need::ReadOrg, replicas::list)
         .at(M::GET, "/admin/cache", Need::ReadOrg, cache_stats)
         .at(M::DELETE, "/admin/cache", Need::Admin, cache_clear)
 }
@@ -210,7 +212,9 @@ pub(crate) async fn reload(app: &AppState) -> Result<(), ApiError> {
     app.gov
         .reload()
         .await
-        .map_err(|e| ApiError::Internal(format!("reloading keys: {e}")))
+        .map_err(|e| ApiError::Internal(format!("reloading keys: {e}")))?;
+    app.gov.announce().await;
+    Ok(())
 }
 
 pub(crate) fn usd(micro: Option<i64>) -> serde_json::Value {
@@ -303,6 +307,7 @@ fn openapi_document() -> serde_json::Value {
             "/admin/requests": {"get": op("The request log, newest first: same filters, limit, cursor, include_content", None)},
             "/admin/usage/export": {"get": op("Compliance log (records with prompt and answer) as JSONL; all=true exports every record", None)},
             "/admin/routing": {"get": op("Every deployment's live routing state (breaker, latency, rate-limit use)", None)},
+            "/admin/replicas": {"get": op("Every live replica of the fleet: id, version, config hash, listen address, start time and uptime; config_drift when their config hashes differ", None)},
             "/admin/audit": {"get": op("The audit log of admin writes, newest first: who, what, when, before and after; filters since, until, actor, target; limit, cursor", None)}
         }
     })

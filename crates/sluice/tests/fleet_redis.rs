@@ -1,0 +1,734 @@
+//! Fleet mode on Redis (issue 16): three real replicas share one Redis (each test its own key
+//! prefix) and one store, and behave as one gateway for rate limits, concurrency and budgets.
+//! Outages use a loopback proxy in this process that can be cut; the machine's Redis is never
+//! stopped. Without Redis these tests skip (and say so) unless `SLUICE_REQUIRE_SERVICES=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::gov::{admin, chat_as, create_key, MASTER};
+use common::*;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const REDIS: &str = "127.0.0.1:6379";
+
+/// The machine's Redis, or `None` (test skipped) when it is down and not required.
+fn redis_or_skip(test: &str) -> Option<()> {
+    let up = std::net::TcpStream::connect_timeout(&REDIS.parse().unwrap(), Duration::from_secs(1))
+        .is_ok();
+    if up {
+        return Some(());
+    }
+    assert!(
+        std::env::var("SLUICE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+        "{test}: Redis at {REDIS} is down and SLUICE_REQUIRE_SERVICES=1"
+    );
+    eprintln!("SKIPPED {test}: no Redis at {REDIS} (set SLUICE_REQUIRE_SERVICES=1 to require it)");
+    None
+}
+
+/// A key prefix of this test's own; its keys are deleted when it ends.
+struct Prefix(String);
+
+impl Prefix {
+    fn new(test: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        Prefix(format!("t-{test}-{}-{nanos}", std::process::id()))
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+impl Prefix {
+    /// Deletes every key of this prefix.
+    fn wipe(&self) {
+        let Ok(client) = redis::Client::open(format!("redis://{REDIS}")) else {
+            return;
+        };
+        let Ok(mut c) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{}}}*", self.0))
+            .query(&mut c)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut c);
+        }
+    }
+}
+
+fn fleet_config(db: &std::path::Path, redis: &str, prefix: &str, extra: &str) -> String {
+    format!(
+        r#"
+server: {{master_key: {MASTER}}}
+store: {{url: "sqlite://{db}"}}
+redis: {{url: "redis://{redis}", key_prefix: "{prefix}", lease: 2s{extra}}}
+providers:
+  - {{name: local, kind: mock}}
+  - name: slow
+    kind: mock
+    mock: {{latency: 1500ms}}
+  - name: stuck
+    kind: mock
+    mock: {{latency: 30s}}
+models:
+  - {{name: mock-1, deployments: [{{provider: local, model: mock-1}}]}}
+  - {{name: slow-1, deployments: [{{provider: slow, model: mock-1}}]}}
+  - {{name: stuck-1, deployments: [{{provider: stuck, model: mock-1}}]}}
+"#,
+        db = db.display()
+    )
+}
+
+/// Three replicas on one store and one Redis prefix.
+fn three(test: &str, extra: &str) -> (tempfile::TempDir, Prefix, Vec<Gateway>) {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = Prefix::new(test);
+    let cfg = fleet_config(&dir.path().join("fleet.db"), REDIS, &prefix.0, extra);
+    let gws = (0..3).map(|_| Gateway::start(&cfg)).collect();
+    (dir, prefix, gws)
+}
+
+/// Waits until every replica knows key `id` (they poll the shared store).
+async fn known_everywhere(gws: &[Gateway], id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for gw in gws {
+        loop {
+            let r = admin(gw, MASTER, "GET", &format!("/admin/keys/{id}"), Value::Null).await;
+            if r.status == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "key {id} never reached {}",
+                gw.url
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rpm_30_holds_across_three_replicas() {
+    let Some(()) = redis_or_skip("rpm_30_holds_across_three_replicas") else {
+        return;
+    };
+    let (_dir, _prefix, gws) = three("rpm", "");
+    let (id, key) = create_key(&gws[0], json!({"rpm": 30})).await;
+    known_everywhere(&gws, &id).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let url = gws[i % 3].url.clone();
+        let key = key.clone();
+        set.spawn(async move {
+            let gw_url = url;
+            let auth = format!("Bearer {key}");
+            request(
+                "POST",
+                &format!("{gw_url}/v1/chat/completions"),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                CHAT.to_string(),
+            )
+            .await
+            .status
+        });
+    }
+    let statuses = set.join_all().await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((ok, limited), (30, 70), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrency_5_holds_across_three_replicas() {
+    let Some(()) = redis_or_skip("concurrency_5_holds_across_three_replicas") else {
+        return;
+    };
+    let (_dir, _prefix, gws) = three("conc", "");
+    let (id, key) = create_key(&gws[0], json!({"max_concurrency": 5})).await;
+    known_everywhere(&gws, &id).await;
+    let mut set = tokio::task::JoinSet::new();
+    // 30 at once on a 1.5 s model: only 5 can be in flight together, whichever replica.
+    for i in 0..30 {
+        let url = gws[i % 3].url.clone();
+        let key = key.clone();
+        set.spawn(async move {
+            let auth = format!("Bearer {key}");
+            let body = json!({"model": "slow-1", "messages": [{"role": "user", "content": "hi"}]});
+            let r = request(
+                "POST",
+                &format!("{url}/v1/chat/completions"),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                body.to_string(),
+            )
+            .await;
+            r.status
+        });
+    }
+    let statuses = set.join_all().await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(ok, 5, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    // The slots are free again once those 5 settled.
+    let r = chat_as(&gws[1], &key, "mock-1", 10).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn budget_across_replicas_overspends_at_most_one_worst_case() {
+    let Some(()) = redis_or_skip("budget_across_replicas") else {
+        return;
+    };
+    let (_dir, _prefix, gws) = three("budget", "");
+    // mock-1: 1 micro-USD per input token, 2 per output (see tests/governance.rs).
+    let limit = 3000;
+    let (id, key) = create_key(
+        &gws[0],
+        json!({"budget_usd": "0.003", "budget_period": "monthly"}),
+    )
+    .await;
+    known_everywhere(&gws, &id).await;
+    let mut set = tokio::task::JoinSet::new();
+    for c in 0..50 {
+        let url = gws[c % 3].url.clone();
+        let key = key.clone();
+        set.spawn(async move {
+            let auth = format!("Bearer {key}");
+            let body = json!({"model": "mock-1", "max_tokens": 50,
+                "messages": [{"role": "user", "content": "hello there"}]});
+            let mut spent = 0;
+            for _ in 0..100 {
+                let r = request(
+                    "POST",
+                    &format!("{url}/v1/chat/completions"),
+                    &[
+                        ("authorization", &auth),
+                        ("content-type", "application/json"),
+                    ],
+                    body.to_string(),
+                )
+                .await;
+                if r.status == 429 {
+                    return spent;
+                }
+                assert_eq!(r.status, 200);
+                let u = &r.json()["usage"];
+                spent += u["prompt_tokens"].as_i64().unwrap()
+                    + 2 * u["completion_tokens"].as_i64().unwrap();
+            }
+            panic!("the budget never stopped this client (spent {spent})");
+        });
+    }
+    let total: i64 = set.join_all().await.iter().sum();
+    let worst = 22 + 2 * 50;
+    // Three separate budgets would let up to 3x through.
+    assert!(total <= limit + worst, "spent {total} > {limit} + {worst}");
+    assert!(total >= limit - worst, "stopped early at {total}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slots_of_a_killed_replica_come_back_within_the_lease() {
+    let Some(()) = redis_or_skip("slots_of_a_killed_replica") else {
+        return;
+    };
+    let (_dir, _prefix, mut gws) = three("kill", "");
+    let (id, key) = create_key(&gws[0], json!({"max_concurrency": 2})).await;
+    known_everywhere(&gws, &id).await;
+    // Two requests that will not finish hold both slots on replica A.
+    for _ in 0..2 {
+        let url = gws[0].url.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let auth = format!("Bearer {key}");
+            let body = json!({"model": "stuck-1", "messages": [{"role": "user", "content": "hi"}]});
+            let _ = request(
+                "POST",
+                &format!("{url}/v1/chat/completions"),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                body.to_string(),
+            )
+            .await;
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A renews its leases (2 s) while it lives: still held after more than a lease.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(chat_as(&gws[1], &key, "mock-1", 10).await.status, 429);
+    gws[0].child.kill().unwrap();
+    let killed = Instant::now();
+    gws[0].child.wait().unwrap();
+    loop {
+        let r = chat_as(&gws[2], &key, "mock-1", 10).await;
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 429);
+        assert!(
+            killed.elapsed() < Duration::from_millis(3500),
+            "slots still held {:?} after kill -9",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A loopback TCP proxy to the machine's Redis that can be cut and restored.
+struct Proxy {
+    port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut p = Proxy { port, task: None };
+        p.run(l);
+        p
+    }
+
+    fn run(&mut self, l: tokio::net::TcpListener) {
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = l.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(REDIS).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Closes the listener and every connection through it (the JoinSet aborts on drop).
+    fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    async fn restore(&mut self) {
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.run(l);
+    }
+}
+
+async fn ready(gw: &Gateway) -> Value {
+    request(
+        "GET",
+        &format!("{}/health/ready", gw.url),
+        &[],
+        String::new(),
+    )
+    .await
+    .json()
+}
+
+async fn metrics(gw: &Gateway) -> String {
+    let r = admin(gw, MASTER, "GET", "/metrics", Value::Null).await;
+    String::from_utf8_lossy(&r.body).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_outage_degrades_as_configured_and_recovers() {
+    let Some(()) = redis_or_skip("redis_outage") else {
+        return;
+    };
+    let mut proxy = Proxy::start().await;
+    let via = format!("127.0.0.1:{}", proxy.port);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fleet.db");
+    let prefix = Prefix::new("outage");
+    let closed = Gateway::start(&fleet_config(
+        &db,
+        &via,
+        &prefix.0,
+        ", on_failure: closed, timeout: 200ms",
+    ));
+    let local = Gateway::start(&fleet_config(
+        &db,
+        &via,
+        &prefix.0,
+        ", on_failure: local, replicas: 2, timeout: 200ms",
+    ));
+    let mut gws = [closed, local];
+    let (id, key) = create_key(&gws[0], json!({"rpm": 10})).await;
+    known_everywhere(&gws, &id).await;
+    // Shared: 4 on each replica, 8 of the 10 used.
+    for gw in &gws {
+        for _ in 0..4 {
+            assert_eq!(chat_as(gw, &key, "mock-1", 10).await.status, 200);
+        }
+    }
+    assert_eq!(ready(&gws[0]).await["status"], "ready");
+
+    proxy.cut();
+    // closed: limited keys are refused while Redis is unreachable.
+    let r = chat_as(&gws[0], &key, "mock-1", 10).await;
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.openai_error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let health = ready(&gws[0]).await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(health["degraded"].as_str().unwrap().contains("closed"));
+    assert!(metrics(&gws[0]).await.contains("sluice_redis_degraded 1"));
+    // local: this replica's share of rpm 10 over 2 replicas is 5, counted from zero.
+    let mut ok = 0;
+    for _ in 0..8 {
+        if chat_as(&gws[1], &key, "mock-1", 10).await.status == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 5);
+    assert_eq!(ready(&gws[1]).await["status"], "degraded");
+    assert!(gws[1].stderr().contains("redis unreachable"));
+
+    proxy.restore().await;
+    // Back to the shared window (8 used before the outage): within a few seconds (the
+    // degraded replica retries Redis once a second), 2 more pass, then 429.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = chat_as(&gws[0], &key, "mock-1", 10).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ready(&gws[0]).await["status"], "ready");
+    assert_eq!(chat_as(&gws[0], &key, "mock-1", 10).await.status, 200);
+    assert_eq!(chat_as(&gws[0], &key, "mock-1", 10).await.status, 429);
+    assert!(metrics(&gws[0]).await.contains("sluice_redis_degraded 0"));
+    // No usage record was lost to the outage: 8 before, 5 during (local), 2 after.
+    for gw in &mut gws {
+        assert_eq!(gw.stop(Duration::from_secs(10)), Some(0));
+    }
+    let rows = usage_rows(&db).await;
+    assert_eq!(rows.iter().filter(|r| r["status"] == 200).count(), 15);
+}
+
+fn micro(v: &Value) -> i64 {
+    let s = v.as_str().unwrap();
+    let (w, f) = s.split_once('.').unwrap_or((s, ""));
+    w.parse::<i64>().unwrap() * 1_000_000 + format!("{f:0<6}").parse::<i64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spend_is_rebuilt_from_the_store_when_redis_lost_its_state() {
+    let Some(()) = redis_or_skip("spend_is_rebuilt") else {
+        return;
+    };
+    let (_dir, prefix, gws) = three("rebuild", "");
+    let (id, key) = create_key(
+        &gws[0],
+        json!({"budget_usd": "1", "budget_period": "monthly"}),
+    )
+    .await;
+    known_everywhere(&gws, &id).await;
+    let mut spent = 0;
+    for gw in &gws {
+        let r = chat_as(gw, &key, "mock-1", 50).await;
+        assert_eq!(r.status, 200);
+        let u = &r.json()["usage"];
+        spent +=
+            u["prompt_tokens"].as_i64().unwrap() + 2 * u["completion_tokens"].as_i64().unwrap();
+    }
+    let spend = |gw: &Gateway| {
+        let url = format!("/admin/keys/{id}");
+        let gw_url = gw.url.clone();
+        async move {
+            let r = request(
+                "GET",
+                &format!("{gw_url}{url}"),
+                &[("authorization", &format!("Bearer {MASTER}"))],
+                String::new(),
+            )
+            .await;
+            micro(&r.json()["spend_usd"])
+        }
+    };
+    assert_eq!(spend(&gws[1]).await, spent, "the fleet's spend, from Redis");
+    // Let the usage records reach the store, then Redis forgets everything (as a restart
+    // without persistence would).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    prefix.wipe();
+    assert_eq!(spend(&gws[1]).await, 0, "the state is gone");
+    // The next admission notices and every replica loads the spend from the store again.
+    assert_eq!(chat_as(&gws[2], &key, "mock-1", 50).await.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while spend(&gws[0]).await < spent {
+        assert!(Instant::now() < deadline, "spend never rebuilt");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_revoked_through_one_replica_fails_on_the_others_within_a_second() {
+    let Some(()) = redis_or_skip("revoked_key") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = Prefix::new("revoke");
+    let cfg = fleet_config(&dir.path().join("fleet.db"), REDIS, &prefix.0, "");
+    // The store poll is slowed to 10 s: only the pub/sub announcement can be this fast.
+    let gws: Vec<Gateway> = (0..3)
+        .map(|_| Gateway::start_with(Some(&cfg), &[], &[("SLUICE_TEST_GOV_POLL_MS", "10000")]))
+        .collect();
+    // Let every replica subscribe.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (id, key) = create_key(&gws[0], json!({})).await;
+    let created = Instant::now();
+    known_everywhere(&gws, &id).await;
+    assert!(
+        created.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        created.elapsed()
+    );
+    for gw in &gws {
+        assert_eq!(chat_as(gw, &key, "mock-1", 10).await.status, 200);
+    }
+    let r = admin(
+        &gws[0],
+        MASTER,
+        "POST",
+        &format!("/admin/keys/{id}/revoke"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let revoked = Instant::now();
+    for gw in &gws[1..] {
+        loop {
+            let status = chat_as(gw, &key, "mock-1", 10).await.status;
+            if status == 401 {
+                break;
+            }
+            assert_eq!(status, 200);
+            assert!(
+                revoked.elapsed() < Duration::from_secs(1),
+                "still accepted on {} after {:?}",
+                gw.url,
+                revoked.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// `sluice config check FILE`'s `config hash:` line.
+fn checked_hash(path: &std::path::Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["config", "check"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix("config hash: "))
+        .unwrap_or_else(|| panic!("no hash in {text}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_replicas_lists_live_replicas_with_their_config_hash() {
+    let Some(()) = redis_or_skip("admin_replicas") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = Prefix::new("replicas");
+    let cfg = fleet_config(&dir.path().join("fleet.db"), REDIS, &prefix.0, "");
+    let a = Gateway::start(&cfg);
+    let b = Gateway::start(&cfg);
+    let mut c = Gateway::start(&format!("{cfg}# drifted\n"));
+    let list = || async {
+        let r = admin(&a, MASTER, "GET", "/admin/replicas", Value::Null).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let v = loop {
+        let v = list().await;
+        if v["data"].as_array().unwrap().len() == 3 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let hashes: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["config_hash"].as_str().unwrap())
+        .collect();
+    let (same, drifted) = (
+        checked_hash(&a.config_path()),
+        checked_hash(&c.config_path()),
+    );
+    assert_ne!(same, drifted);
+    assert_eq!(hashes.iter().filter(|h| **h == same).count(), 2, "{v}");
+    assert_eq!(hashes.iter().filter(|h| **h == drifted).count(), 1, "{v}");
+    assert_eq!(v["config_drift"], true);
+    let me: Vec<&Value> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["this"] == true)
+        .collect();
+    assert_eq!(me.len(), 1);
+    assert_eq!(me[0]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(me[0]["uptime_s"].as_i64().unwrap() >= 0);
+    let _ = &b;
+    // A replica that stops leaves the list.
+    assert_eq!(c.stop(Duration::from_secs(10)), Some(0));
+    let v = list().await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["config_drift"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn budget_thresholds_fire_once_for_the_fleet() {
+    use std::sync::Mutex;
+    let Some(()) = redis_or_skip("budget_thresholds") else {
+        return;
+    };
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = {
+        let got = got.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+                let got = got.clone();
+                async move {
+                    got.lock().unwrap().push(v);
+                    http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = Prefix::new("alerts");
+    let cfg = fleet_config(&dir.path().join("fleet.db"), REDIS, &prefix.0, "").replace(
+        "providers:",
+        &format!(
+            "governance: {{alert_webhook: \"{hook}\", alert_thresholds: [25, 50, 80]}}\nproviders:"
+        ),
+    );
+    let gws: Vec<Gateway> = (0..3).map(|_| Gateway::start(&cfg)).collect();
+    let (id, key) = create_key(
+        &gws[0],
+        json!({"budget_usd": "0.0004", "budget_period": "weekly"}),
+    )
+    .await;
+    known_everywhere(&gws, &id).await;
+    let mut n = 0;
+    while chat_as(&gws[n % 3], &key, "mock-1", 5).await.status == 200 {
+        n += 1;
+        assert!(n < 100, "the budget never stopped the key");
+    }
+    assert!(n >= 3, "the spend must be spread over the replicas: {n}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let alerts = got.lock().unwrap().clone();
+    let mut thresholds: Vec<i64> = alerts
+        .iter()
+        .map(|a| a["threshold_percent"].as_i64().unwrap())
+        .collect();
+    thresholds.sort_unstable();
+    // Each threshold once, whichever replica's request crossed it (per-replica spend would
+    // never reach 50 % on any one of them).
+    assert_eq!(thresholds, [25, 50, 80], "{alerts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_records_from_every_replica_sum_exactly() {
+    let Some(()) = redis_or_skip("usage_records_sum") else {
+        return;
+    };
+    let (dir, _prefix, mut gws) = three("usage", "");
+    let (id, key) = create_key(&gws[0], json!({"rpm": 1000})).await;
+    known_everywhere(&gws, &id).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let url = gws[i % 3].url.clone();
+        let key = key.clone();
+        set.spawn(async move {
+            let auth = format!("Bearer {key}");
+            let r = request(
+                "POST",
+                &format!("{url}/v1/chat/completions"),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                CHAT.to_string(),
+            )
+            .await;
+            assert_eq!(r.status, 200);
+            let u = &r.json()["usage"];
+            (
+                r.json()["id"].as_str().unwrap().to_string(),
+                u["prompt_tokens"].as_i64().unwrap(),
+                u["completion_tokens"].as_i64().unwrap(),
+            )
+        });
+    }
+    let answers = set.join_all().await;
+    for gw in &mut gws {
+        assert_eq!(gw.stop(Duration::from_secs(10)), Some(0));
+    }
+    let rows = usage_rows(&dir.path().join("fleet.db")).await;
+    let ok: Vec<&Value> = rows.iter().filter(|r| r["status"] == 200).collect();
+    assert_eq!(ok.len(), 60, "one record per answered request");
+    let sum = |f: &str| ok.iter().map(|r| r[f].as_i64().unwrap()).sum::<i64>();
+    assert_eq!(
+        sum("input_tokens"),
+        answers.iter().map(|a| a.1).sum::<i64>()
+    );
+    assert_eq!(
+        sum("output_tokens"),
+        answers.iter().map(|a| a.2).sum::<i64>()
+    );
+    let ids: std::collections::HashSet<&str> = ok
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 60, "no record twice");
+}
