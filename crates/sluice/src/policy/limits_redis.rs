@@ -673,6 +673,26 @@ mod tests {
         }
     }
 
+    /// Deletes the test's keys when it ends, failed or not.
+    struct Wipe(String);
+
+    impl Drop for Wipe {
+        fn drop(&mut self) {
+            let Ok(mut c) =
+                redis::Client::open("redis://127.0.0.1:6379").and_then(|c| c.get_connection())
+            else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{{{}}}*", self.0))
+                .query(&mut c)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut c);
+            }
+        }
+    }
+
     fn scope(
         id: &str,
         rpm: Option<u64>,
@@ -704,6 +724,7 @@ mod tests {
             return;
         }
         let prefix = format!("t-lua-{}-{}", std::process::id(), rand::random::<u32>());
+        let _wipe = Wipe(prefix.clone());
         let cfg = RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
             key_prefix: prefix.clone(),
@@ -722,21 +743,38 @@ mod tests {
         )
         .unwrap();
         let mem = MemoryLimits::new(0);
-        let scopes = [
-            scope(
-                "key:k",
-                Some(20),
-                Some(1500),
-                Some(3),
-                Some((12_000, Period::Monthly)),
-            ),
-            scope(
-                "team:t",
-                Some(30),
-                None,
-                Some(4),
-                Some((15_000, Period::RollingDaily)),
-            ),
+        // Three phases, each tight on something else; every phase has a key and its team.
+        let phases = [
+            [
+                scope("key:a", Some(10), Some(5_000), Some(3), None),
+                scope("team:a", Some(15), None, Some(4), None),
+            ],
+            [
+                scope(
+                    "key:b",
+                    None,
+                    Some(800),
+                    Some(5),
+                    Some((50_000, Period::Monthly)),
+                ),
+                scope("team:b", Some(100), Some(1_000), None, None),
+            ],
+            [
+                scope(
+                    "key:c",
+                    Some(100),
+                    None,
+                    Some(4),
+                    Some((3_000, Period::Monthly)),
+                ),
+                scope(
+                    "team:c",
+                    None,
+                    None,
+                    None,
+                    Some((4_000, Period::RollingDaily)),
+                ),
+            ],
         ];
         let mut rng = rand::rngs::StdRng::seed_from_u64(16);
         let mut now = crate::app::unix_ms();
@@ -744,22 +782,32 @@ mod tests {
         let mut admitted = 0;
         // Requests, tokens, concurrency, budget.
         let mut denied = [0; 4];
-        for round in 0..300 {
+        for round in 0..600 {
+            let scopes = &phases[round / 200];
+            if round > 0 && round % 200 == 0 {
+                // The previous phase's requests end.
+                for (m, r) in held.drain(..) {
+                    let prev = &phases[round / 200 - 1];
+                    mem.settle(&m, prev, 0, 0, now);
+                    redis.settle(&r, prev, 0, 0, now);
+                }
+                redis.settled().await;
+            }
             now += rng.gen_range(0..1_500);
             if !held.is_empty() && rng.gen_bool(0.45) {
                 let (m, r) = held.swap_remove(rng.gen_range(0..held.len()));
                 let used = rng.gen_range(0..=m.tokens + 10);
                 let cost = rng.gen_range(0..=m.worst_cost);
-                mem.settle(&m, &scopes, used, cost, now);
-                redis.settle(&r, &scopes, used, cost, now);
+                mem.settle(&m, scopes, used, cost, now);
+                redis.settle(&r, scopes, used, cost, now);
                 redis.settled().await;
                 continue;
             }
             let tokens = rng.gen_range(0..150);
             let worst = rng.gen_range(0..300);
-            let m = mem.admit(&scopes, tokens, worst, now);
+            let m = mem.admit(scopes, tokens, worst, now);
             let r = redis
-                .admit_shared(&scopes, tokens, worst, now)
+                .admit_shared(scopes, tokens, worst, now)
                 .await
                 .unwrap();
             match (m, r) {
@@ -780,7 +828,7 @@ mod tests {
                 }
                 (m, r) => panic!("round {round}: memory {m:?}, redis {r:?}"),
             }
-            for s in &scopes {
+            for s in scopes {
                 assert_eq!(
                     mem.spend(s, now).0,
                     redis.spend_shared(s, now).await.0,
@@ -799,16 +847,24 @@ mod tests {
             admitted > 50,
             "too few admitted to mean anything: {admitted}"
         );
-        let mut c = redis::Client::open("redis://127.0.0.1:6379")
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{{{prefix}}}*"))
-            .query(&mut c)
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(keys).query(&mut c).unwrap();
+        assert!(
+            denied.iter().all(|n| *n > 0),
+            "every kind of refusal compared: {denied:?}"
+        );
+
+        // The edges random sizes rarely hit: exactly at each limit passes, one more does not.
+        let edge = [scope(
+            "key:edge",
+            Some(2),
+            Some(100),
+            Some(2),
+            Some((100, Period::Monthly)),
+        )];
+        now += 60_000;
+        for (tokens, worst, pass) in [(60, 60, true), (40, 40, true), (0, 0, false)] {
+            let r = redis.admit_shared(&edge, tokens, worst, now).await.unwrap();
+            assert_eq!(r.is_ok(), pass, "{tokens} tokens, {worst} worst: {r:?}");
+            assert_eq!(mem.admit(&edge, tokens, worst, now).is_ok(), pass);
         }
     }
 }
