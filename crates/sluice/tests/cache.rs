@@ -312,3 +312,44 @@ async fn scopes_ttl_cache_control_and_abandoned_streams() {
         Some("miss")
     );
 }
+
+#[tokio::test]
+async fn a_route_can_turn_the_cache_on_without_a_cache_section() {
+    let mock = start_mock().await;
+    let cfg = format!(
+        r#"
+server: {{master_key: {MASTER}}}
+store: {{url: "{{DB}}"}}
+providers:
+  - {{name: up, kind: openai_compatible, base_url: {mock}/v1}}
+models:
+  - name: chat
+    cache: {{ttl: 5m}}
+    deployments: [{{provider: up, model: mock-1}}]
+  - name: plain
+    deployments: [{{provider: up, model: mock-1}}]
+"#
+    );
+    let gw = Gateway::start(&cfg);
+    let outcomes: Vec<Option<String>> = two_outcomes(&gw, "chat").await;
+    assert_eq!(outcomes, [Some("miss".into()), Some("hit".into())]);
+    let plain = two_outcomes(&gw, "plain").await;
+    assert_eq!(
+        plain,
+        [None, None],
+        "no cache section, no route setting: no cache"
+    );
+    assert_eq!(upstream_requests(&mock).await, 3);
+}
+
+async fn two_outcomes(gw: &Gateway, model: &str) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        let mut b: Value = serde_json::from_str(&body("same question", false)).unwrap();
+        b["model"] = json!(model);
+        let r = send(gw, MASTER, b.to_string(), &[]).await;
+        assert_eq!(r.status, 200);
+        out.push(r.header("x-sluice-cache").map(str::to_string));
+    }
+    out
+}

@@ -335,7 +335,10 @@ async fn cache_lookup(
     endpoint: Endpoint,
 ) -> Result<CacheStep, ApiError> {
     use crate::config::cache::{CacheScope, RouteCache, DEFAULT_TTL};
-    if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings) {
+    // No cache anywhere (the common case): nothing to resolve or hash.
+    if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings)
+        || (gw.config.cache.is_none() && !gw.models.any_route_cache)
+    {
         return Ok(CacheStep::Go(None));
     }
     let Some(route) = gw.models.resolve(&g.p.model) else {

@@ -233,11 +233,11 @@ impl Ledger {
             (Some(_), None) => None,
         };
         let billed_somewhere = usage.is_some() || !self.rec.attempt_log.is_empty();
-        let cost = match (own_cost, attempts_cost) {
-            (Some(a), Some(b)) if billed_somewhere => Some(a.saturating_add(b)),
-            (Some(_), Some(_)) => None,
-            _ => None,
-        };
+        // Nothing billed: no cost (not 0). Any unpriced billed part: unknown.
+        let cost = own_cost
+            .zip(attempts_cost)
+            .filter(|_| billed_somewhere)
+            .map(|(a, b)| a.saturating_add(b));
         if cost.is_none() && billed_somewhere {
             crate::telemetry::metrics::unpriced_request();
         }

@@ -165,11 +165,6 @@ impl Governance {
         &self.store
     }
 
-    /// True when at least one usable key exists (then the gateway is never open).
-    pub fn has_keys(&self) -> bool {
-        !self.index.load().by_hash.is_empty()
-    }
-
     /// Looks a presented key up in the cache; the hash comparison is constant-time.
     pub fn lookup(&self, presented: &str) -> Result<Arc<KeyPrincipal>, KeyRejection> {
         let h = keys::hash(presented);

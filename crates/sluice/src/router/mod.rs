@@ -172,6 +172,8 @@ pub struct ModelTable {
     /// Routes resolved through a wildcard, kept so their state (round robin, hedging
     /// statistics) lives across requests; bounded by [`WILDCARD_ROUTES`].
     resolved: std::sync::RwLock<HashMap<String, Arc<Route>>>,
+    /// Some route sets `cache:` on (so the cache step must look even without a `cache:` section).
+    pub any_route_cache: bool,
 }
 
 /// The most wildcard-resolved routes kept; past it the set starts over.
@@ -317,6 +319,10 @@ impl ModelTable {
             health,
             catalog_version: catalog_version(cfg),
             resolved: std::sync::RwLock::new(HashMap::new()),
+            any_route_cache: cfg
+                .models
+                .iter()
+                .any(|m| matches!(m.cache, crate::config::cache::RouteCache::On { .. })),
         }
     }
 
