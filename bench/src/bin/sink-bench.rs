@@ -1,13 +1,14 @@
 //! The usage sink at a fixed offered rate: records handed to `UsageSink::record` (what the
 //! settle step does) at `--rate` per second for `--seconds`, written by the real writer into a
-//! real SQLite file. Prints one row per second (written rate, queue depth, spills, RSS) and
+//! real SQLite file (or the PostgreSQL database of `--store postgres://...`). Prints one row per second (written rate, queue depth, spills, RSS) and
 //! fails when the writer falls behind or memory keeps growing.
 //!
 //! `cargo run --release -p sluice-bench --bin sink-bench -- --rate 100000 --seconds 10`
+//! `... --bin sink-bench -- --store postgres://postgres@127.0.0.1:5432/test`
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use sluice::store::sqlite::SqliteStore;
+use sluice::store::Store;
 use sluice::store::{SinkConfig, UsageRecord, UsageWriter};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,10 @@ struct Args {
     /// A few-second run (for ./test.sh).
     #[arg(long)]
     smoke: bool,
+    /// The store to write into: a fresh SQLite file by default, or a `postgres://` URL (its
+    /// `usage_records` table grows by what the run writes).
+    #[arg(long)]
+    store: Option<String>,
 }
 
 fn rss_mib() -> f64 {
@@ -95,9 +100,12 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
     let db = dir.join("bench.db");
-    let store = SqliteStore::open(&format!("sqlite://{}", db.display()))
-        .await
-        .context("opening the store")?;
+    let url = args
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", db.display()));
+    let store = Store::open(&url).await.context("opening the store")?;
+    println!("store: {}", store.pool().engine());
     let tracker = tokio_util::task::TaskTracker::new();
     let cfg = SinkConfig {
         spill_path: Some(dir.join("bench.db.usage-spill.jsonl")),
@@ -124,12 +132,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Arc::from("builtin-2026.12"),
     ];
 
-    // The store alone: 100k rows in batches of 1000, straight into SQLite.
+    // The store alone: 100k rows in batches of 1000, straight into the database.
     let probe_rows: u64 = if args.smoke { 10_000 } else { 100_000 };
     {
         use sluice::store::{UsageRow, UsageStore};
-        let probe =
-            SqliteStore::open(&format!("sqlite://{}", dir.join("probe.db").display())).await?;
+        let probe_url = args
+            .store
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("probe.db").display()));
+        let probe = Store::open(&probe_url).await?;
         let rows: Vec<UsageRow> = (0..probe_rows)
             .map(|n| UsageRow::from(sample_record(n, &shared)))
             .collect();
@@ -173,6 +184,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "\n{:>4}  {:>10}  {:>12}  {:>12}  {:>11}  {:>9}  {:>8}",
         "s", "offered", "written", "written/s", "queue", "spilled", "RSS MiB"
     );
+    let base = store.usage_count().await?;
     let start = Instant::now();
     let mut last_written = 0i64;
     let mut rss = Vec::new();
@@ -182,9 +194,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             start + Duration::from_secs(s),
         ))
         .await;
-        let written: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_records")
-            .fetch_one(store.pool())
-            .await?;
+        let written = store.usage_count().await? - base;
         let spilled = spill_path.as_ref().map_or(0, |p| {
             let replay = std::path::PathBuf::from(format!("{}.replay", p.display()));
             [p.clone(), replay]
@@ -207,12 +217,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let offered = producer.await?;
     let drain = Instant::now();
     writer.close().await;
-    let written: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_records")
-        .fetch_one(store.pool())
-        .await?;
+    let written = store.usage_count().await? - base;
     let elapsed = start.elapsed().as_secs_f64();
     println!(
-        "CPU: {:.1} us per record end to end (record + queue + batch + SQLite), {:.2} cores at the offered rate",
+        "CPU: {:.1} us per record end to end (record + queue + batch + store client), {:.2} cores at the offered rate",
         (cpu_secs() - cpu0) * 1e6 / offered as f64,
         (cpu_secs() - cpu0) / elapsed
     );

@@ -59,7 +59,7 @@ use crate::policy::governance::Governance;
 use crate::providers::Provider;
 use crate::router::ModelTable;
 use crate::store::responses::ResponseStore;
-use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
 use crate::store::UsageSink;
 use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
@@ -113,7 +113,7 @@ impl Gateway {
 pub struct Shared {
     pub gateway: ArcSwap<Gateway>,
     pub sink: UsageSink,
-    pub store: SqliteStore,
+    pub store: Store,
     /// Stored Responses API objects (`store: true`).
     pub responses: Arc<ResponseStore>,
     pub gov: Arc<Governance>,
@@ -165,7 +165,7 @@ impl AppState {
     pub fn new(
         gateway: Gateway,
         sink: UsageSink,
-        store: SqliteStore,
+        store: Store,
         gov: Arc<Governance>,
         tracker: TaskTracker,
         replicas: Arc<crate::fleet::Replicas>,

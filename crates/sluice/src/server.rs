@@ -8,7 +8,7 @@ use crate::policy::alerts::AlertSink;
 use crate::policy::governance::Governance;
 use crate::policy::limits::{LimitStore, MemoryLimits};
 use crate::policy::limits_redis::RedisLimits;
-use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
 use crate::store::UsageWriter;
 use anyhow::{bail, Context};
 use std::future::Future;
@@ -59,9 +59,12 @@ pub async fn run(
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     check_exposure(&cfg)?;
-    let store = SqliteStore::open(&cfg.store.url)
-        .await
-        .with_context(|| format!("opening the store at {}", cfg.store.url))?;
+    let store = Store::open(&cfg.store.url).await.with_context(|| {
+        format!(
+            "opening the store at {}",
+            crate::config::redact_url(&cfg.store.url)
+        )
+    })?;
     let listener = TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
@@ -216,7 +219,7 @@ fn announce(cfg: &Config, addr: SocketAddr) {
         "sluice {} on http://{addr} — {models} models from providers [{}], store {}",
         env!("CARGO_PKG_VERSION"),
         providers.join(", "),
-        cfg.store.url
+        crate::config::redact_url(&cfg.store.url)
     );
     let unpriced = crate::router::unpriced(cfg);
     if !unpriced.is_empty() {

@@ -1,5 +1,6 @@
 //! Fleet mode on Redis (issue 16): three real replicas share one Redis (each test its own key
-//! prefix) and one store, and behave as one gateway for rate limits, concurrency and budgets.
+//! prefix) and one store (PostgreSQL; a shared SQLite file where it is down and not required),
+//! and behave as one gateway for rate limits, concurrency and budgets.
 //! Outages use a loopback proxy in this process that can be cut; the machine's Redis is never
 //! stopped. Without Redis these tests skip (and say so) unless `SLUICE_REQUIRE_SERVICES=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -7,6 +8,7 @@
 mod common;
 
 use common::gov::{admin, chat_as, create_key, MASTER};
+use common::testdb::{self, TestDb};
 use common::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -67,11 +69,11 @@ impl Prefix {
     }
 }
 
-fn fleet_config(db: &std::path::Path, redis: &str, prefix: &str, extra: &str) -> String {
+fn fleet_config(store: &str, redis: &str, prefix: &str, extra: &str) -> String {
     format!(
         r#"
 server: {{master_key: {MASTER}}}
-store: {{url: "sqlite://{db}"}}
+store: {{url: "{store}"}}
 redis: {{url: "redis://{redis}", key_prefix: "{prefix}", lease: 2s{extra}}}
 providers:
   - {{name: local, kind: mock}}
@@ -85,18 +87,17 @@ models:
   - {{name: mock-1, deployments: [{{provider: local, model: mock-1}}]}}
   - {{name: slow-1, deployments: [{{provider: slow, model: mock-1}}]}}
   - {{name: stuck-1, deployments: [{{provider: stuck, model: mock-1}}]}}
-"#,
-        db = db.display()
+"#
     )
 }
 
-/// Three replicas on one store and one Redis prefix.
-fn three(test: &str, extra: &str) -> (tempfile::TempDir, Prefix, Vec<Gateway>) {
-    let dir = tempfile::tempdir().unwrap();
+/// Three replicas on one store (PostgreSQL, a schema of the test's own) and one Redis prefix.
+async fn three(test: &str, extra: &str) -> (TestDb, Prefix, Vec<Gateway>) {
+    let db = testdb::fleet(test).await;
     let prefix = Prefix::new(test);
-    let cfg = fleet_config(&dir.path().join("fleet.db"), REDIS, &prefix.0, extra);
+    let cfg = fleet_config(&db.url, REDIS, &prefix.0, extra);
     let gws = (0..3).map(|_| Gateway::start(&cfg)).collect();
-    (dir, prefix, gws)
+    (db, prefix, gws)
 }
 
 /// Waits until every replica knows key `id` (they poll the shared store).
@@ -123,7 +124,7 @@ async fn rpm_30_holds_across_three_replicas() {
     let Some(()) = redis_or_skip("rpm_30_holds_across_three_replicas") else {
         return;
     };
-    let (_dir, _prefix, gws) = three("rpm", "");
+    let (_dir, _prefix, gws) = three("rpm", "").await;
     let (id, key) = create_key(&gws[0], json!({"rpm": 30})).await;
     known_everywhere(&gws, &id).await;
     let mut set = tokio::task::JoinSet::new();
@@ -157,7 +158,7 @@ async fn concurrency_5_holds_across_three_replicas() {
     let Some(()) = redis_or_skip("concurrency_5_holds_across_three_replicas") else {
         return;
     };
-    let (_dir, _prefix, gws) = three("conc", "");
+    let (_dir, _prefix, gws) = three("conc", "").await;
     let (id, key) = create_key(&gws[0], json!({"max_concurrency": 5})).await;
     known_everywhere(&gws, &id).await;
     let mut set = tokio::task::JoinSet::new();
@@ -198,7 +199,7 @@ async fn budget_across_replicas_overspends_at_most_one_worst_case() {
     let Some(()) = redis_or_skip("budget_across_replicas") else {
         return;
     };
-    let (_dir, _prefix, gws) = three("budget", "");
+    let (_dir, _prefix, gws) = three("budget", "").await;
     // mock-1: 1 micro-USD per input token, 2 per output (see tests/governance.rs).
     let limit = 3000;
     let (id, key) = create_key(
@@ -260,7 +261,7 @@ async fn slots_of_a_killed_replica_come_back_within_the_lease() {
     let Some(()) = redis_or_skip("slots_of_a_killed_replica") else {
         return;
     };
-    let (_dir, _prefix, mut gws) = three("kill", "");
+    let (_dir, _prefix, mut gws) = three("kill", "").await;
     let (id, key) = create_key(&gws[0], json!({"max_concurrency": 2})).await;
     known_everywhere(&gws, &id).await;
     // Two requests that will not finish hold both slots on replica A.
@@ -370,17 +371,16 @@ async fn redis_outage_degrades_as_configured_and_recovers() {
     };
     let mut proxy = Proxy::start().await;
     let via = format!("127.0.0.1:{}", proxy.port);
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("fleet.db");
+    let db = testdb::fleet("outage").await;
     let prefix = Prefix::new("outage");
     let closed = Gateway::start(&fleet_config(
-        &db,
+        &db.url,
         &via,
         &prefix.0,
         ", on_failure: closed, timeout: 200ms",
     ));
     let local = Gateway::start(&fleet_config(
-        &db,
+        &db.url,
         &via,
         &prefix.0,
         ", on_failure: local, replicas: 2, timeout: 200ms",
@@ -443,7 +443,7 @@ async fn redis_outage_degrades_as_configured_and_recovers() {
     for gw in &mut gws {
         assert_eq!(gw.stop(Duration::from_secs(10)), Some(0));
     }
-    let rows = usage_rows(&db).await;
+    let rows = usage_rows_at(&db.url).await;
     assert_eq!(rows.iter().filter(|r| r["status"] == 200).count(), 15);
 }
 
@@ -458,7 +458,7 @@ async fn spend_is_rebuilt_from_the_store_when_redis_lost_its_state() {
     let Some(()) = redis_or_skip("spend_is_rebuilt") else {
         return;
     };
-    let (_dir, prefix, gws) = three("rebuild", "");
+    let (_dir, prefix, gws) = three("rebuild", "").await;
     let (id, key) = create_key(
         &gws[0],
         json!({"budget_usd": "1", "budget_period": "monthly"}),
@@ -507,9 +507,9 @@ async fn a_key_revoked_through_one_replica_fails_on_the_others_within_a_second()
     let Some(()) = redis_or_skip("revoked_key") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let db = testdb::fleet("fleet").await;
     let prefix = Prefix::new("revoke");
-    let cfg = fleet_config(&dir.path().join("fleet.db"), REDIS, &prefix.0, "");
+    let cfg = fleet_config(&db.url, REDIS, &prefix.0, "");
     // The store poll is slowed to 10 s: only the pub/sub announcement can be this fast.
     let gws: Vec<Gateway> = (0..3)
         .map(|_| Gateway::start_with(Some(&cfg), &[], &[("SLUICE_TEST_GOV_POLL_MS", "10000")]))
@@ -580,9 +580,9 @@ async fn admin_replicas_lists_live_replicas_with_their_config_hash() {
     let Some(()) = redis_or_skip("admin_replicas") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let db = testdb::fleet("fleet").await;
     let prefix = Prefix::new("replicas");
-    let cfg = fleet_config(&dir.path().join("fleet.db"), REDIS, &prefix.0, "");
+    let cfg = fleet_config(&db.url, REDIS, &prefix.0, "");
     let a = Gateway::start(&cfg);
     let b = Gateway::start(&cfg);
     let mut c = Gateway::start(&format!("{cfg}# drifted\n"));
@@ -654,9 +654,9 @@ async fn budget_thresholds_fire_once_for_the_fleet() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let dir = tempfile::tempdir().unwrap();
+    let db = testdb::fleet("fleet").await;
     let prefix = Prefix::new("alerts");
-    let cfg = fleet_config(&dir.path().join("fleet.db"), REDIS, &prefix.0, "").replace(
+    let cfg = fleet_config(&db.url, REDIS, &prefix.0, "").replace(
         "providers:",
         &format!(
             "governance: {{alert_webhook: \"{hook}\", alert_thresholds: [25, 50, 80]}}\nproviders:"
@@ -692,7 +692,7 @@ async fn usage_records_from_every_replica_sum_exactly() {
     let Some(()) = redis_or_skip("usage_records_sum") else {
         return;
     };
-    let (dir, _prefix, mut gws) = three("usage", "");
+    let (db, _prefix, mut gws) = three("usage", "").await;
     let (id, key) = create_key(&gws[0], json!({"rpm": 1000})).await;
     known_everywhere(&gws, &id).await;
     let mut set = tokio::task::JoinSet::new();
@@ -724,7 +724,7 @@ async fn usage_records_from_every_replica_sum_exactly() {
     for gw in &mut gws {
         assert_eq!(gw.stop(Duration::from_secs(10)), Some(0));
     }
-    let rows = usage_rows(&dir.path().join("fleet.db")).await;
+    let rows = usage_rows_at(&db.url).await;
     let ok: Vec<&Value> = rows.iter().filter(|r| r["status"] == 200).collect();
     assert_eq!(ok.len(), 60, "one record per answered request");
     let sum = |f: &str| ok.iter().map(|r| r[f].as_i64().unwrap()).sum::<i64>();

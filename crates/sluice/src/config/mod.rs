@@ -26,6 +26,22 @@ use std::time::Duration;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_STORE_URL: &str = "sqlite://sluice.db";
+
+/// `url` with its password, if any, replaced by `***` (for logs and messages).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
 pub const DEFAULT_MAX_BODY: u64 = 32 << 20;
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 /// Largest non-streamed upstream answer read into memory.
@@ -469,5 +485,23 @@ fn strip_location(msg: &str) -> &str {
     match msg.find(" at line ") {
         Some(i) => &msg[..i],
         None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_urls_lose_their_password_in_messages() {
+        use super::redact_url;
+        assert_eq!(
+            redact_url("postgres://sluice:s3cret@db:5432/x?sslmode=require"),
+            "postgres://sluice:***@db:5432/x?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://sluice@db/x"),
+            "postgres://sluice@db/x"
+        );
+        assert_eq!(redact_url("sqlite://sluice.db"), "sqlite://sluice.db");
+        assert_eq!(redact_url("redis://:pw@h:6379"), "redis://:***@h:6379");
     }
 }

@@ -172,10 +172,15 @@ pub fn validate(raw: RawUsage, errs: &mut Vec<ConfigError>) -> UsageConfig {
     out
 }
 
-/// `sqlite://path/x.db` -> `path/x.db.usage-spill.jsonl`; in-memory stores spill nowhere.
+/// `sqlite://path/x.db` -> `path/x.db.usage-spill.jsonl`; PostgreSQL ->
+/// `sluice-usage-spill.jsonl` in the working directory (replicas sharing a directory set
+/// `usage.spill_path` each); in-memory stores spill nowhere.
 pub fn default_spill_path(store_url: &str) -> Option<PathBuf> {
     if store_url.contains(":memory:") {
         return None;
+    }
+    if store_url.starts_with("postgres://") || store_url.starts_with("postgresql://") {
+        return Some(PathBuf::from("sluice-usage-spill.jsonl"));
     }
     let path = store_url
         .strip_prefix("sqlite://")

@@ -76,10 +76,16 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
         .store
         .url
         .unwrap_or_else(|| DEFAULT_STORE_URL.to_string());
-    if !store_url.starts_with("sqlite:") {
+    let engine_ok = ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|p| store_url.starts_with(p));
+    if !engine_ok {
         errs.push(ConfigError::new(
             "store.url",
-            format!("unsupported store {store_url:?}; this version supports sqlite://PATH"),
+            format!(
+                "unsupported store {:?}; use sqlite://PATH or postgres://USER@HOST:PORT/DB",
+                super::redact_url(&store_url)
+            ),
         ));
     }
 

@@ -12,7 +12,7 @@ use super::limits::{Denied, DeniedKind, Grant, LimitStore, Period, RateHeaders, 
 use super::prices::format_usd;
 use crate::error::ApiError;
 use crate::store::gov::{GovSnapshot, GovStore, SpendScope, TeamRecord, UserRecord};
-use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
 use crate::store::StoreError;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -105,7 +105,7 @@ pub struct Governance {
     pub limits: Arc<dyn LimitStore>,
     pub clock: Arc<dyn Clock>,
     alerts: AlertSink,
-    store: SqliteStore,
+    store: Store,
     /// Last change marker loaded; also serialises reloads.
     loaded: tokio::sync::Mutex<Option<i64>>,
     /// Budget scopes whose spend was loaded from the usage records, and for which period.
@@ -118,7 +118,7 @@ pub struct Governance {
 
 impl Governance {
     pub async fn start(
-        store: SqliteStore,
+        store: Store,
         limits: Arc<dyn LimitStore>,
         clock: Arc<dyn Clock>,
         alerts: AlertSink,
@@ -161,7 +161,7 @@ impl Governance {
         self.index.load()
     }
 
-    pub fn store(&self) -> &SqliteStore {
+    pub fn store(&self) -> &Store {
         &self.store
     }
 

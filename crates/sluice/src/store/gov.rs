@@ -1,11 +1,11 @@
-//! Governance records (teams, virtual keys) and the store trait that keeps them; the SQLite
-//! implementation is here, a Postgres one will implement the same trait for a fleet.
+//! Governance records (teams, users, virtual keys) and the store trait that keeps them, on
+//! SQLite or PostgreSQL (one implementation: `store::db`'s engine-neutral SQL).
 //!
 //! Records are stored whole as JSON next to the columns that need indexes or constraints, so
 //! a field added later needs no migration. Every write bumps one change marker that the
 //! principal cache polls.
 
-use super::sqlite::SqliteStore;
+use super::db::{on_pool, Store};
 use super::StoreError;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -170,102 +170,93 @@ fn json<T: Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Migrate(format!("encoding a record: {e}")))
 }
 
-type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
-type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
-
-// Admin writes take the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction that
-// reads and then writes fails at once with SQLITE_BUSY when the usage writer committed in
-// between, instead of waiting out the busy timeout.
-async fn begin(s: &SqliteStore) -> Result<Tx, GovStoreError> {
-    Ok(s.pool().begin_with("BEGIN IMMEDIATE").await?)
+/// Runs `$body` in a write transaction `$tx` on `$store`, then bumps the change marker and
+/// commits. Errors inside `$body` roll back (the transaction is dropped).
+macro_rules! admin_write {
+    ($store:expr, |$tx:ident| $body:block) => {{
+        let pool = $store.pool();
+        on_pool!(pool, |p| {
+            let mut $tx = p.begin_with(pool.begin_write()).await?;
+            $body
+            sqlx::query("UPDATE gov_meta SET version = version + 1")
+                .execute(&mut *$tx)
+                .await?;
+            $tx.commit().await?;
+        });
+        Ok(())
+    }};
 }
 
-/// Bumps the change marker and commits.
-async fn commit(mut tx: Tx) -> Result<(), GovStoreError> {
-    sqlx::query("UPDATE gov_meta SET version = version + 1")
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Fails with `NotFound` unless `name` (when given) is a row of `table`.
-async fn require(
-    tx: &mut Tx,
-    table: &'static str,
-    what: &'static str,
-    name: Option<&String>,
-) -> Result<(), GovStoreError> {
-    let Some(name) = name else { return Ok(()) };
-    let sql = match table {
-        "gov_users" => "SELECT COUNT(*) FROM gov_users WHERE name = ?",
-        _ => "SELECT COUNT(*) FROM gov_teams WHERE name = ?",
+/// Fails with `NotFound` unless `$name` (an `Option<&String>`) is a row of `$table`.
+macro_rules! require {
+    ($tx:ident, $table:literal, $what:expr, $name:expr) => {
+        if let Some(name) = $name {
+            let n: i64 =
+                sqlx::query_scalar(concat!("SELECT COUNT(*) FROM ", $table, " WHERE name = $1"))
+                    .bind(name)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+            if n == 0 {
+                return Err(GovStoreError::NotFound {
+                    what: $what,
+                    name: name.clone(),
+                });
+            }
+        }
     };
-    let n: i64 = sqlx::query_scalar(sql)
-        .bind(name)
-        .fetch_one(&mut **tx)
-        .await?;
-    if n == 0 {
-        return Err(GovStoreError::NotFound {
-            what,
-            name: name.clone(),
-        });
-    }
-    Ok(())
 }
 
-/// Fails with `InUse` while active keys match `filter` (a JSON path of the key record).
-async fn unused(
-    tx: &mut Tx,
-    what: &'static str,
-    path: &'static str,
-    name: &str,
-) -> Result<(), GovStoreError> {
-    let keys: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM gov_keys WHERE json_extract(data, ?) = ? \
-         AND json_extract(data, '$.revoked_ms') IS NULL",
-    )
-    .bind(path)
-    .bind(name)
-    .fetch_one(&mut **tx)
-    .await?;
-    if keys > 0 {
-        return Err(GovStoreError::InUse {
-            what,
-            name: name.to_string(),
-            by: format!("{keys} active key(s)"),
-        });
-    }
-    Ok(())
+/// Fails with `InUse` while active keys name `$name` in their field `$field`.
+macro_rules! unused {
+    ($store:expr, $tx:ident, $what:expr, $field:literal, $name:expr) => {
+        let pool = $store.pool();
+        let sql = format!(
+            "SELECT COUNT(*) FROM gov_keys WHERE {} = $1 AND {} IS NULL",
+            pool.json_text("data", $field),
+            pool.json_text("data", "revoked_ms"),
+        );
+        let keys: i64 = sqlx::query_scalar(&sql)
+            .bind($name)
+            .fetch_one(&mut *$tx)
+            .await?;
+        if keys > 0 {
+            return Err(GovStoreError::InUse {
+                what: $what,
+                name: $name.to_string(),
+                by: format!("{keys} active key(s)"),
+            });
+        }
+    };
 }
 
 /// Runs one write: a UNIQUE violation is `Conflict`, touching no row is `NotFound`.
-async fn write(
-    tx: &mut Tx,
-    q: Query<'_>,
-    what: &'static str,
-    name: &str,
-) -> Result<(), GovStoreError> {
-    match q.execute(&mut **tx).await {
-        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(GovStoreError::Conflict {
-            what,
-            name: name.to_string(),
-        }),
-        Err(e) => Err(e.into()),
-        Ok(r) if r.rows_affected() == 0 => Err(GovStoreError::NotFound {
-            what,
-            name: name.to_string(),
-        }),
-        Ok(_) => Ok(()),
-    }
+macro_rules! write {
+    ($tx:ident, $q:expr, $what:expr, $name:expr) => {
+        match $q.execute(&mut *$tx).await {
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                return Err(GovStoreError::Conflict {
+                    what: $what,
+                    name: $name.to_string(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+            Ok(r) if r.rows_affected() == 0 => {
+                return Err(GovStoreError::NotFound {
+                    what: $what,
+                    name: $name.to_string(),
+                })
+            }
+            Ok(_) => {}
+        }
+    };
 }
 
 async fn load<T: serde::de::DeserializeOwned>(
-    s: &SqliteStore,
+    s: &Store,
     sql: &'static str,
     what: &str,
 ) -> Result<Vec<T>, StoreError> {
-    let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(s.pool()).await?;
+    let rows: Vec<String> = on_pool!(s.pool(), |p| sqlx::query_scalar(sql).fetch_all(p).await?);
     rows.iter()
         .map(|r| {
             serde_json::from_str(r).map_err(|e| {
@@ -275,11 +266,13 @@ async fn load<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-impl GovStore for SqliteStore {
+impl GovStore for Store {
     async fn change_marker(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT version FROM gov_meta")
-            .fetch_one(self.pool())
-            .await?)
+        Ok(on_pool!(self.pool(), |p| sqlx::query_scalar(
+            "SELECT version FROM gov_meta"
+        )
+        .fetch_one(p)
+        .await?))
     }
 
     async fn load_all(&self) -> Result<GovSnapshot, StoreError> {
@@ -296,99 +289,103 @@ impl GovStore for SqliteStore {
     }
 
     async fn insert_user(&self, u: &UserRecord) -> Result<(), GovStoreError> {
-        let mut tx = begin(self).await?;
-        require(&mut tx, "gov_teams", "team", u.team.as_ref()).await?;
         let data = json(u)?;
-        let q = sqlx::query("INSERT INTO gov_users (name, team, data) VALUES (?, ?, ?)")
-            .bind(&u.name)
-            .bind(&u.team)
-            .bind(data);
-        write(&mut tx, q, "user", &u.name).await?;
-        commit(tx).await
+        admin_write!(self, |tx| {
+            require!(tx, "gov_teams", "team", u.team.as_ref());
+            let q = sqlx::query("INSERT INTO gov_users (name, team, data) VALUES ($1, $2, $3)")
+                .bind(&u.name)
+                .bind(&u.team)
+                .bind(&data);
+            write!(tx, q, "user", &u.name);
+        })
     }
 
     async fn update_user(&self, u: &UserRecord) -> Result<(), GovStoreError> {
-        let mut tx = begin(self).await?;
-        require(&mut tx, "gov_teams", "team", u.team.as_ref()).await?;
         let data = json(u)?;
-        let q = sqlx::query("UPDATE gov_users SET team = ?, data = ? WHERE name = ?")
-            .bind(&u.team)
-            .bind(data)
-            .bind(&u.name);
-        write(&mut tx, q, "user", &u.name).await?;
-        commit(tx).await
+        admin_write!(self, |tx| {
+            require!(tx, "gov_teams", "team", u.team.as_ref());
+            let q = sqlx::query("UPDATE gov_users SET team = $1, data = $2 WHERE name = $3")
+                .bind(&u.team)
+                .bind(&data)
+                .bind(&u.name);
+            write!(tx, q, "user", &u.name);
+        })
     }
 
     async fn delete_user(&self, name: &str) -> Result<(), GovStoreError> {
-        let mut tx = begin(self).await?;
-        unused(&mut tx, "user", "$.user", name).await?;
-        let q = sqlx::query("DELETE FROM gov_users WHERE name = ?").bind(name);
-        write(&mut tx, q, "user", name).await?;
-        commit(tx).await
+        admin_write!(self, |tx| {
+            unused!(self, tx, "user", "user", name);
+            let q = sqlx::query("DELETE FROM gov_users WHERE name = $1").bind(name);
+            write!(tx, q, "user", name);
+        })
     }
 
     async fn insert_team(&self, t: &TeamRecord) -> Result<(), GovStoreError> {
-        let mut tx = begin(self).await?;
-        require(&mut tx, "gov_teams", "parent team", t.parent.as_ref()).await?;
         let data = json(t)?;
-        let q = sqlx::query("INSERT INTO gov_teams (name, data) VALUES (?, ?)")
-            .bind(&t.name)
-            .bind(data);
-        write(&mut tx, q, "team", &t.name).await?;
-        commit(tx).await
+        admin_write!(self, |tx| {
+            require!(tx, "gov_teams", "parent team", t.parent.as_ref());
+            let q = sqlx::query("INSERT INTO gov_teams (name, data) VALUES ($1, $2)")
+                .bind(&t.name)
+                .bind(&data);
+            write!(tx, q, "team", &t.name);
+        })
     }
 
     async fn update_team(&self, t: &TeamRecord) -> Result<(), GovStoreError> {
-        let mut tx = begin(self).await?;
-        require(&mut tx, "gov_teams", "parent team", t.parent.as_ref()).await?;
         let data = json(t)?;
-        let q = sqlx::query("UPDATE gov_teams SET data = ? WHERE name = ?")
-            .bind(data)
-            .bind(&t.name);
-        write(&mut tx, q, "team", &t.name).await?;
-        commit(tx).await
+        admin_write!(self, |tx| {
+            require!(tx, "gov_teams", "parent team", t.parent.as_ref());
+            let q = sqlx::query("UPDATE gov_teams SET data = $1 WHERE name = $2")
+                .bind(&data)
+                .bind(&t.name);
+            write!(tx, q, "team", &t.name);
+        })
     }
 
     async fn delete_team(&self, name: &str) -> Result<(), GovStoreError> {
-        let mut tx = begin(self).await?;
-        unused(&mut tx, "team", "$.team", name).await?;
-        let q = sqlx::query("DELETE FROM gov_teams WHERE name = ?").bind(name);
-        write(&mut tx, q, "team", name).await?;
-        commit(tx).await
+        admin_write!(self, |tx| {
+            unused!(self, tx, "team", "team", name);
+            let q = sqlx::query("DELETE FROM gov_teams WHERE name = $1").bind(name);
+            write!(tx, q, "team", name);
+        })
     }
 
     async fn insert_key(&self, k: &KeyRecord) -> Result<(), GovStoreError> {
-        let mut tx = begin(self).await?;
-        require(&mut tx, "gov_teams", "team", k.team.as_ref()).await?;
-        require(&mut tx, "gov_users", "user", k.user.as_ref()).await?;
         let data = json(k)?;
-        let q = sqlx::query(
-            "INSERT INTO gov_keys (id, hash, team, name, created_ms, data) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&k.id)
-        .bind(&k.hash)
-        .bind(&k.team)
-        .bind(&k.name)
-        .bind(k.created_ms)
-        .bind(data);
-        write(&mut tx, q, "key", k.name.as_deref().unwrap_or(&k.id)).await?;
-        commit(tx).await
+        let label = k.name.as_deref().unwrap_or(&k.id);
+        admin_write!(self, |tx| {
+            require!(tx, "gov_teams", "team", k.team.as_ref());
+            require!(tx, "gov_users", "user", k.user.as_ref());
+            let q = sqlx::query(
+                "INSERT INTO gov_keys (id, hash, team, name, created_ms, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&k.id)
+            .bind(&k.hash)
+            .bind(&k.team)
+            .bind(&k.name)
+            .bind(k.created_ms)
+            .bind(&data);
+            write!(tx, q, "key", label);
+        })
     }
 
     async fn update_key(&self, k: &KeyRecord) -> Result<(), GovStoreError> {
-        let mut tx = begin(self).await?;
-        require(&mut tx, "gov_teams", "team", k.team.as_ref()).await?;
-        require(&mut tx, "gov_users", "user", k.user.as_ref()).await?;
         let data = json(k)?;
-        let q =
-            sqlx::query("UPDATE gov_keys SET hash = ?, team = ?, name = ?, data = ? WHERE id = ?")
-                .bind(&k.hash)
-                .bind(&k.team)
-                .bind(&k.name)
-                .bind(data)
-                .bind(&k.id);
-        write(&mut tx, q, "key", k.name.as_deref().unwrap_or(&k.id)).await?;
-        commit(tx).await
+        let label = k.name.as_deref().unwrap_or(&k.id);
+        admin_write!(self, |tx| {
+            require!(tx, "gov_teams", "team", k.team.as_ref());
+            require!(tx, "gov_users", "user", k.user.as_ref());
+            let q = sqlx::query(
+                "UPDATE gov_keys SET hash = $1, team = $2, name = $3, data = $4 WHERE id = $5",
+            )
+            .bind(&k.hash)
+            .bind(&k.team)
+            .bind(&k.name)
+            .bind(&data)
+            .bind(&k.id);
+            write!(tx, q, "key", label);
+        })
     }
 
     async fn spend_since(
@@ -399,20 +396,23 @@ impl GovStore for SqliteStore {
     ) -> Result<i64, StoreError> {
         let sql = match scope {
             SpendScope::Key => {
-                "SELECT COALESCE(SUM(cost_micro_usd), 0) FROM usage_records WHERE key_id = ? AND ts_ms >= ?"
+                "SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage_records \
+                 WHERE key_id = $1 AND ts_ms >= $2"
             }
             SpendScope::User => {
-                "SELECT COALESCE(SUM(cost_micro_usd), 0) FROM usage_records WHERE user_name = ? AND ts_ms >= ?"
+                "SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage_records \
+                 WHERE user_name = $1 AND ts_ms >= $2"
             }
             SpendScope::Team => {
-                "SELECT COALESCE(SUM(cost_micro_usd), 0) FROM usage_records WHERE team = ? AND ts_ms >= ?"
+                "SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage_records \
+                 WHERE team = $1 AND ts_ms >= $2"
             }
         };
-        Ok(sqlx::query_scalar(sql)
+        Ok(on_pool!(self.pool(), |p| sqlx::query_scalar(sql)
             .bind(value)
             .bind(since_ms)
-            .fetch_one(self.pool())
-            .await?)
+            .fetch_one(p)
+            .await?))
     }
 }
 
@@ -423,7 +423,12 @@ mod tests {
 
     #[tokio::test]
     async fn teams_and_keys_round_trip_with_conflicts_and_markers() {
-        let s = SqliteStore::open("sqlite::memory:").await.unwrap();
+        for db in crate::store::testing::databases("gov_round_trip").await {
+            round_trip(&Store::open(&db.url).await.unwrap()).await;
+        }
+    }
+
+    async fn round_trip(s: &Store) {
         let m0 = s.change_marker().await.unwrap();
         let team = TeamRecord {
             name: "eng".into(),

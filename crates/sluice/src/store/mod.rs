@@ -1,18 +1,21 @@
-//! Shared state behind traits: the usage records store (SQLite for one process) and the
-//! batching sink that keeps database writes off the request path.
+//! Shared state behind traits: the store (SQLite for one process, PostgreSQL for a fleet) and
+//! the batching sink that keeps database writes off the request path.
 
 pub mod audit;
+pub mod db;
 pub mod gov;
 pub mod query;
 pub mod responses;
 pub mod row;
 pub mod sink;
 mod spill;
-pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::future::Future;
 use std::sync::Arc;
 
+pub use db::Store;
 pub use row::UsageRow;
 pub use sink::{SinkConfig, UsageSink, UsageWriter};
 

@@ -2,9 +2,10 @@
 //! counts, latency / TTFT percentiles, tokens per second) and the paged request log.
 //!
 //! Aggregation streams the matching rows once and groups them in memory (SQLite has no
-//! percentile function); the time-range filter uses the `ts_ms` index.
+//! percentile function); the time-range filter uses the `ts_ms` index. The same SQL runs on
+//! SQLite and PostgreSQL.
 
-use super::sqlite::SqliteStore;
+use super::db::{on_pool, Store};
 use super::StoreError;
 use futures_util::TryStreamExt;
 use serde_json::{json, Map, Value};
@@ -134,7 +135,11 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn push_where(&self, q: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>) {
+    fn push_where<'a, DB: sqlx::Database>(&self, q: &mut sqlx::QueryBuilder<'a, DB>)
+    where
+        i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    {
         q.push(" WHERE 1=1");
         if let Some(s) = self.since_ms {
             q.push(" AND ts_ms >= ").push_bind(s);
@@ -216,75 +221,77 @@ fn u(v: Option<i64>) -> u64 {
 
 /// Aggregates the records matching `filter`, one row per distinct `group` (+ `bucket`).
 pub async fn aggregate(
-    store: &SqliteStore,
+    store: &Store,
     filter: &Filter,
     group: &[Dim],
     bucket: Option<Bucket>,
 ) -> Result<Vec<Value>, StoreError> {
-    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "SELECT ts_ms, status, input_tokens, output_tokens, cached_input_tokens, \
-         cache_write_tokens, reasoning_tokens, cost_micro_usd, latency_us, ttft_us, attempts, \
-         fallback_reason, streamed, cache, cost_saved_micro_usd",
-    );
-    for d in group {
-        q.push(", ").push(d.column());
-    }
-    q.push(" FROM usage_records");
-    filter.push_where(&mut q);
     let mut groups: BTreeMap<(i64, Vec<KeyPart>), Agg> = BTreeMap::new();
-    let mut rows = q.build().fetch(store.pool());
-    while let Some(r) = rows.try_next().await? {
-        let ts: i64 = r.try_get(0)?;
-        let b = bucket.map_or(0, |b| b.start(ts));
-        let mut key = Vec::with_capacity(group.len());
-        for (i, d) in group.iter().enumerate() {
-            let v = if *d == Dim::Status {
-                KeyPart::Int(r.try_get::<i64, _>(15 + i)?)
-            } else {
-                KeyPart::Text(r.try_get::<Option<String>, _>(15 + i)?)
-            };
-            key.push(v);
+    on_pool!(store.pool(), |p| {
+        let mut q = sqlx::QueryBuilder::new(
+            "SELECT ts_ms, status, input_tokens, output_tokens, cached_input_tokens, \
+             cache_write_tokens, reasoning_tokens, cost_micro_usd, latency_us, ttft_us, attempts, \
+             fallback_reason, streamed, cache, cost_saved_micro_usd",
+        );
+        for d in group {
+            q.push(", ").push(d.column());
         }
-        let a = groups.entry((b, key)).or_default();
-        let status: i64 = r.try_get(1)?;
-        a.requests += 1;
-        if status >= 400 {
-            a.errors += 1;
+        q.push(" FROM usage_records");
+        filter.push_where(&mut q);
+        let mut rows = q.build().fetch(p);
+        while let Some(r) = rows.try_next().await? {
+            let ts: i64 = r.try_get(0)?;
+            let b = bucket.map_or(0, |b| b.start(ts));
+            let mut key = Vec::with_capacity(group.len());
+            for (i, d) in group.iter().enumerate() {
+                let v = if *d == Dim::Status {
+                    KeyPart::Int(r.try_get::<i64, _>(15 + i)?)
+                } else {
+                    KeyPart::Text(r.try_get::<Option<String>, _>(15 + i)?)
+                };
+                key.push(v);
+            }
+            let a = groups.entry((b, key)).or_default();
+            let status: i64 = r.try_get(1)?;
+            a.requests += 1;
+            if status >= 400 {
+                a.errors += 1;
+            }
+            a.input += u(r.try_get(2)?);
+            let output = u(r.try_get(3)?);
+            a.output += output;
+            a.cached += u(r.try_get(4)?);
+            a.cache_write += u(r.try_get(5)?);
+            a.reasoning += u(r.try_get(6)?);
+            match r.try_get::<Option<i64>, _>(7)? {
+                Some(c) => a.cost += c,
+                // Billed tokens without a price (`governance.unpriced: allow`): cost unknown.
+                None if r.try_get::<Option<i64>, _>(2)?.is_some_and(|n| n > 0) => a.unpriced += 1,
+                None => {}
+            }
+            let latency_us = u(r.try_get(8)?);
+            a.latency_ms.push(latency_us as f64 / 1000.0);
+            let ttft_us: Option<i64> = r.try_get(9)?;
+            if let Some(t) = ttft_us {
+                a.ttft_ms.push(t as f64 / 1000.0);
+            }
+            a.attempts += u(r.try_get(10)?);
+            if r.try_get::<Option<String>, _>(11)?.is_some() {
+                a.fallbacks += 1;
+            }
+            if r.try_get::<Option<String>, _>(13)?.as_deref() == Some("hit") {
+                a.cache_hits += 1;
+                a.cost_saved += r.try_get::<Option<i64>, _>(14)?.unwrap_or(0);
+            }
+            if r.try_get::<bool, _>(12)? {
+                a.streamed += 1;
+            }
+            if status < 400 && output > 0 {
+                a.gen_tokens += output;
+                a.gen_secs += latency_us.saturating_sub(u(ttft_us)) as f64 / 1e6;
+            }
         }
-        a.input += u(r.try_get(2)?);
-        let output = u(r.try_get(3)?);
-        a.output += output;
-        a.cached += u(r.try_get(4)?);
-        a.cache_write += u(r.try_get(5)?);
-        a.reasoning += u(r.try_get(6)?);
-        match r.try_get::<Option<i64>, _>(7)? {
-            Some(c) => a.cost += c,
-            // Billed tokens without a price (`governance.unpriced: allow`): cost unknown.
-            None if r.try_get::<Option<i64>, _>(2)?.is_some_and(|n| n > 0) => a.unpriced += 1,
-            None => {}
-        }
-        let latency_us = u(r.try_get(8)?);
-        a.latency_ms.push(latency_us as f64 / 1000.0);
-        let ttft_us: Option<i64> = r.try_get(9)?;
-        if let Some(t) = ttft_us {
-            a.ttft_ms.push(t as f64 / 1000.0);
-        }
-        a.attempts += u(r.try_get(10)?);
-        if r.try_get::<Option<String>, _>(11)?.is_some() {
-            a.fallbacks += 1;
-        }
-        if r.try_get::<Option<String>, _>(13)?.as_deref() == Some("hit") {
-            a.cache_hits += 1;
-            a.cost_saved += r.try_get::<Option<i64>, _>(14)?.unwrap_or(0);
-        }
-        if r.try_get::<bool, _>(12)? {
-            a.streamed += 1;
-        }
-        if status < 400 && output > 0 {
-            a.gen_tokens += output;
-            a.gen_secs += latency_us.saturating_sub(u(ttft_us)) as f64 / 1e6;
-        }
-    }
+    });
     Ok(groups
         .into_iter()
         .map(|((b, key), mut a)| {
@@ -398,81 +405,83 @@ const LOG_COLUMNS: &[&str] = &[
 
 /// One page of the request log, newest first, and the cursor for the next page.
 pub async fn requests(
-    store: &SqliteStore,
+    store: &Store,
     filter: &Filter,
     before: Option<Cursor>,
     limit: u32,
     with_content: bool,
 ) -> Result<(Vec<Value>, Option<Cursor>), StoreError> {
-    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT rowid");
-    for c in LOG_COLUMNS {
-        q.push(", ").push(*c);
-    }
-    q.push(" FROM usage_records");
-    filter.push_where(&mut q);
-    if let Some(c) = before {
-        q.push(" AND (ts_ms < ")
-            .push_bind(c.ts_ms)
-            .push(" OR (ts_ms = ")
-            .push_bind(c.ts_ms)
-            .push(" AND rowid < ")
-            .push_bind(c.rowid)
-            .push("))");
-    }
-    q.push(" ORDER BY ts_ms DESC, rowid DESC LIMIT ")
-        .push_bind(i64::from(limit) + 1);
-    let rows = q.build().fetch_all(store.pool()).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    let mut last = None;
-    for r in rows.iter().take(limit as usize) {
-        let mut m = Map::new();
-        for (i, c) in LOG_COLUMNS.iter().enumerate() {
-            let v: Value = match *c {
-                "streamed" => json!(r.try_get::<bool, _>(i + 1)?),
-                "policy_hits" | "tags" | "attempt_log" => r
-                    .try_get::<Option<String>, _>(i + 1)?
-                    .and_then(|t| serde_json::from_str(&t).ok())
-                    .unwrap_or(Value::Null),
-                _ => match r.try_get_raw(i + 1).map(|v| sqlx::ValueRef::is_null(&v)) {
-                    Ok(true) => Value::Null,
-                    _ => r
-                        .try_get::<i64, _>(i + 1)
-                        .map(Value::from)
-                        .or_else(|_| r.try_get::<String, _>(i + 1).map(Value::from))?,
-                },
-            };
-            let name = if *c == "user_name" { "user" } else { c };
-            m.insert(name.into(), v);
+    let (out, next) = on_pool!(store.pool(), |p| {
+        let mut q = sqlx::QueryBuilder::new("SELECT rowid");
+        for c in LOG_COLUMNS {
+            q.push(", ").push(*c);
         }
-        let ts: i64 = r.try_get("ts_ms")?;
-        m.insert("time".into(), json!(crate::policy::governance::rfc3339(ts)));
-        if let Some(c) = m.get("cost_micro_usd").and_then(Value::as_i64) {
-            m.insert("cost_usd".into(), json!(c as f64 / 1e6));
+        q.push(" FROM usage_records");
+        filter.push_where(&mut q);
+        if let Some(c) = before {
+            q.push(" AND (ts_ms < ")
+                .push_bind(c.ts_ms)
+                .push(" OR (ts_ms = ")
+                .push_bind(c.ts_ms)
+                .push(" AND rowid < ")
+                .push_bind(c.rowid)
+                .push("))");
         }
-        last = Some(Cursor {
-            ts_ms: ts,
-            rowid: r.try_get(0)?,
-        });
-        out.push(Value::Object(m));
-    }
-    if with_content {
-        for row in &mut out {
-            let id = row["request_id"].as_str().unwrap_or_default().to_string();
-            let ts = row["ts_ms"].as_i64().unwrap_or_default();
-            let c = sqlx::query(
-                "SELECT prompt, response FROM usage_content WHERE request_id = ? AND ts_ms = ? LIMIT 1",
-            )
-            .bind(id)
-            .bind(ts)
-            .fetch_optional(store.pool())
-            .await?;
-            if let (Some(c), Some(o)) = (c, row.as_object_mut()) {
-                o.insert("prompt".into(), json!(c.try_get::<String, _>(0)?));
-                o.insert("response".into(), json!(c.try_get::<String, _>(1)?));
+        q.push(" ORDER BY ts_ms DESC, rowid DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows = q.build().fetch_all(p).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for r in rows.iter().take(limit as usize) {
+            let mut m = Map::new();
+            for (i, c) in LOG_COLUMNS.iter().enumerate() {
+                let v: Value = match *c {
+                    "streamed" => json!(r.try_get::<bool, _>(i + 1)?),
+                    "policy_hits" | "tags" | "attempt_log" => r
+                        .try_get::<Option<String>, _>(i + 1)?
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or(Value::Null),
+                    _ => match r.try_get_raw(i + 1).map(|v| sqlx::ValueRef::is_null(&v)) {
+                        Ok(true) => Value::Null,
+                        _ => r
+                            .try_get::<i64, _>(i + 1)
+                            .map(Value::from)
+                            .or_else(|_| r.try_get::<String, _>(i + 1).map(Value::from))?,
+                    },
+                };
+                let name = if *c == "user_name" { "user" } else { c };
+                m.insert(name.into(), v);
+            }
+            let ts: i64 = r.try_get("ts_ms")?;
+            m.insert("time".into(), json!(crate::policy::governance::rfc3339(ts)));
+            if let Some(c) = m.get("cost_micro_usd").and_then(Value::as_i64) {
+                m.insert("cost_usd".into(), json!(c as f64 / 1e6));
+            }
+            last = Some(Cursor {
+                ts_ms: ts,
+                rowid: r.try_get(0)?,
+            });
+            out.push(Value::Object(m));
+        }
+        if with_content {
+            for row in &mut out {
+                let id = row["request_id"].as_str().unwrap_or_default().to_string();
+                let ts = row["ts_ms"].as_i64().unwrap_or_default();
+                let c = sqlx::query(
+                    "SELECT prompt, response FROM usage_content WHERE request_id = $1 AND ts_ms = $2 LIMIT 1",
+                )
+                .bind(id)
+                .bind(ts)
+                .fetch_optional(p)
+                .await?;
+                if let (Some(c), Some(o)) = (c, row.as_object_mut()) {
+                    o.insert("prompt".into(), json!(c.try_get::<String, _>(0)?));
+                    o.insert("response".into(), json!(c.try_get::<String, _>(1)?));
+                }
             }
         }
-    }
-    let next = (rows.len() > limit as usize).then_some(last).flatten();
+        (out, (rows.len() > limit as usize).then_some(last).flatten())
+    });
     Ok((out, next))
 }
 
@@ -499,5 +508,74 @@ mod tests {
         assert_eq!(pct(&v, 95.0), Some(95.0));
         assert_eq!(pct(&[7.0], 99.0), Some(7.0));
         assert_eq!(pct(&[], 50.0), None);
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn aggregates_and_pages_the_same_on_every_engine() {
+        use crate::store::{UsageRow, UsageStore};
+        for db in crate::store::testing::databases("query_engines").await {
+            let store = Store::open(&db.url).await.unwrap();
+            let rows: Vec<UsageRow> = (0..5u16)
+                .map(|i| UsageRow {
+                    request_id: format!("r{i}"),
+                    ts_ms: 1000 + i64::from(i),
+                    surface: "openai.chat".into(),
+                    principal: "p".into(),
+                    requested_model: if i < 3 { "a" } else { "b" }.into(),
+                    status: if i == 4 { 500 } else { 200 },
+                    streamed: i % 2 == 0,
+                    input_tokens: Some(10),
+                    output_tokens: Some(u64::from(i)),
+                    cost_micro_usd: Some(100),
+                    latency_us: 1000 * (u64::from(i) + 1),
+                    attempts: 1,
+                    tags: Some(r#"{"app":"x"}"#.into()),
+                    ..Default::default()
+                })
+                .collect();
+            store.write_batch(&rows).await.unwrap();
+            let e = db.engine;
+            let g = aggregate(&store, &Filter::default(), &[Dim::Model, Dim::Status], None)
+                .await
+                .unwrap();
+            assert_eq!(g.len(), 3, "{e}: {g:?}");
+            assert_eq!(
+                (g[0]["model"].as_str(), g[0]["status"].as_i64()),
+                (Some("a"), Some(200))
+            );
+            assert_eq!(g[0]["requests"], 3, "{e}");
+            assert_eq!(g[0]["input_tokens"], 30, "{e}");
+            assert_eq!(g[0]["cost_micro_usd"], 300, "{e}");
+            assert_eq!(g[0]["streamed"], 2, "{e}");
+            assert_eq!(g[0]["p50_latency_ms"], 2.0, "{e}");
+            assert_eq!(g[2]["errors"], 1, "{e}");
+            // The request log, newest first, in pages of two.
+            let all = Filter::default();
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let (page, next) = requests(&store, &all, cursor, 2, false).await.unwrap();
+                seen.extend(
+                    page.iter()
+                        .map(|r| r["request_id"].as_str().unwrap().to_string()),
+                );
+                assert_eq!(page[0]["tags"]["app"], "x", "{e}");
+                assert!(page[0]["streamed"].is_boolean(), "{e}");
+                match next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, ["r4", "r3", "r2", "r1", "r0"], "{e}");
+            let failed = Filter {
+                eq: vec![(Dim::Status, "500".into())],
+                ..Filter::default()
+            };
+            let (page, _) = requests(&store, &failed, None, 10, false).await.unwrap();
+            assert_eq!(page.len(), 1, "{e}");
+            assert_eq!(page[0]["status"], 500, "{e}");
+            assert_eq!(page[0]["provider"], Value::Null, "{e}");
+        }
     }
 }

@@ -3,12 +3,12 @@
 //!
 //! Read-your-writes: a response is visible the moment it is answered. JSON answers are
 //! written before they are returned; a stream's final object is put in an in-memory map
-//! when its last event is written and moved to SQLite by a tracked task, and reads look in
+//! when its last event is written and moved to the store by a tracked task, and reads look in
 //! the map first.
 
+use super::db::{on_pool, Pool};
 use super::StoreError;
 use serde_json::Value;
-use sqlx::{Row, SqlitePool};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,13 +59,13 @@ impl Scope<'_> {
 }
 
 pub struct ResponseStore {
-    pool: SqlitePool,
+    pool: Pool,
     pending: Mutex<HashMap<String, Arc<StoredResponse>>>,
     last_purge_ms: AtomicI64,
 }
 
 impl ResponseStore {
-    pub fn new(pool: SqlitePool) -> Self {
+    pub fn new(pool: Pool) -> Self {
         Self {
             pool,
             pending: Mutex::new(HashMap::new()),
@@ -97,19 +97,25 @@ impl ResponseStore {
 
     /// Writes `r` (replacing a response with the same id).
     pub async fn write(&self, r: &StoredResponse) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO responses (id, created_ms, key_id, team, model, \
-             input_items, response) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        let items = Value::Array(r.input_items.clone()).to_string();
+        let response = r.response.to_string();
+        on_pool!(&self.pool, |p| sqlx::query(
+            "INSERT INTO responses (id, created_ms, key_id, team, model, input_items, response) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET \
+             created_ms = excluded.created_ms, key_id = excluded.key_id, team = excluded.team, \
+             model = excluded.model, input_items = excluded.input_items, \
+             response = excluded.response",
         )
         .bind(&r.id)
         .bind(r.created_ms)
         .bind(r.key_id.as_deref())
         .bind(r.team.as_deref())
         .bind(&r.model)
-        .bind(Value::Array(r.input_items.clone()).to_string())
-        .bind(r.response.to_string())
-        .execute(&self.pool)
-        .await?;
+        .bind(&items)
+        .bind(&response)
+        .execute(p)
+        .await?
+        .rows_affected());
         Ok(())
     }
 
@@ -123,27 +129,38 @@ impl ResponseStore {
         if let Some(r) = self.pending().get(id).cloned() {
             return Ok((scope.allows(&r) && r.created_ms >= not_before_ms).then(|| (*r).clone()));
         }
-        let row = sqlx::query(
+        type Columns = (
+            String,
+            i64,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            String,
+        );
+        let row: Option<Columns> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT id, created_ms, key_id, team, model, input_items, response FROM responses \
-             WHERE id = ? AND created_ms >= ?",
+             WHERE id = $1 AND created_ms >= $2",
         )
         .bind(id)
         .bind(not_before_ms)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
+        .fetch_optional(p)
+        .await?);
+        let Some((id, created_ms, key_id, team, model, items, response)) = row else {
+            return Ok(None);
+        };
         let parse = |s: String| serde_json::from_str::<Value>(&s).unwrap_or(Value::Null);
         let r = StoredResponse {
-            id: row.get(0),
-            created_ms: row.get(1),
-            key_id: row.get(2),
-            team: row.get(3),
-            model: row.get(4),
-            input_items: match parse(row.get(5)) {
+            id,
+            created_ms,
+            key_id,
+            team,
+            model,
+            input_items: match parse(items) {
                 Value::Array(a) => a,
                 _ => Vec::new(),
             },
-            response: parse(row.get(6)),
+            response: parse(response),
         };
         Ok(scope.allows(&r).then_some(r))
     }
@@ -157,31 +174,34 @@ impl ResponseStore {
                 _ => false,
             }
         };
-        let done = match scope {
-            Scope::All => {
-                sqlx::query("DELETE FROM responses WHERE id = ?")
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await?
-            }
-            Scope::Key(k) => {
-                sqlx::query("DELETE FROM responses WHERE id = ? AND key_id = ?")
-                    .bind(id)
-                    .bind(k)
-                    .execute(&self.pool)
-                    .await?
-            }
+        // `All` matches any owner: `key_id = $2 OR $2 IS NULL` would need a typed NULL.
+        let (sql, key) = match scope {
+            Scope::All => ("DELETE FROM responses WHERE id = $1", None),
+            Scope::Key(k) => (
+                "DELETE FROM responses WHERE id = $1 AND key_id = $2",
+                Some(k),
+            ),
         };
-        Ok(held || done.rows_affected() > 0)
+        let done = on_pool!(&self.pool, |p| {
+            let q = sqlx::query(sql).bind(id);
+            match key {
+                Some(k) => q.bind(k).execute(p).await?,
+                None => q.execute(p).await?,
+            }
+            .rows_affected()
+        });
+        Ok(held || done > 0)
     }
 
     /// Deletes responses created before `before_ms`; how many.
     pub async fn purge(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let r = sqlx::query("DELETE FROM responses WHERE created_ms < ?")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
+        Ok(on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM responses WHERE created_ms < $1"
+        )
+        .bind(before_ms)
+        .execute(p)
+        .await?
+        .rows_affected()))
     }
 
     /// Whether a purge is due (at most one per `every_ms`); claims it when it is.
@@ -199,7 +219,7 @@ impl ResponseStore {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::store::sqlite::SqliteStore;
+    use crate::store::Store;
     use serde_json::json;
 
     fn resp(id: &str, key: Option<&str>, created_ms: i64) -> StoredResponse {
@@ -216,8 +236,24 @@ mod tests {
 
     #[tokio::test]
     async fn held_then_flushed_scoped_purged() {
-        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
-        let rs = ResponseStore::new(store.pool().clone());
+        for db in crate::store::testing::databases("responses_held").await {
+            let store = Store::open(&db.url).await.unwrap();
+            held_flushed_scoped_purged(ResponseStore::new(store.pool().clone())).await;
+            // Writing an id again replaces it.
+            let rs = ResponseStore::new(store.pool().clone());
+            rs.write(&resp("twice", None, 1)).await.unwrap();
+            rs.write(&resp("twice", Some("k9"), 2)).await.unwrap();
+            let r = rs.get("twice", Scope::All, 0).await.unwrap().unwrap();
+            assert_eq!(
+                (r.created_ms, r.key_id.as_deref()),
+                (2, Some("k9")),
+                "{}",
+                db.engine
+            );
+        }
+    }
+
+    async fn held_flushed_scoped_purged(rs: ResponseStore) {
         rs.hold(resp("r1", Some("k1"), 100));
         // Readable before the write, by its owner only.
         assert!(rs.get("r1", Scope::Key("k1"), 0).await.unwrap().is_some());

@@ -372,7 +372,7 @@ impl<S: UsageStore> Writer<S> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::store::sqlite::SqliteStore;
+    use crate::store::Store;
     use crate::store::StoreError;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -386,16 +386,20 @@ mod tests {
         }
     }
 
-    async fn count(store: &SqliteStore) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM usage_records")
-            .fetch_one(store.pool())
+    async fn count(store: &Store) -> i64 {
+        scalar(store, "SELECT COUNT(*) FROM usage_records").await
+    }
+
+    async fn scalar(store: &Store, sql: &'static str) -> i64 {
+        crate::store::db::on_pool!(store.pool(), |p| sqlx::query_scalar(sql)
+            .fetch_one(p)
             .await
-            .unwrap()
+            .unwrap())
     }
 
     #[tokio::test]
     async fn close_flushes_everything_queued() {
-        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let store = Store::open("sqlite::memory:").await.unwrap();
         let tracker = TaskTracker::new();
         let (sink, writer) = UsageWriter::start(store.clone(), &tracker, SinkConfig::default());
         for i in 0..1500 {
@@ -407,7 +411,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stop_during_the_gather_pause_is_not_missed() {
-        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let store = Store::open("sqlite::memory:").await.unwrap();
         let tracker = TaskTracker::new();
         let cfg = SinkConfig {
             flush_interval: Duration::from_secs(30),
@@ -425,7 +429,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_are_written_within_the_flush_interval() {
-        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let store = Store::open("sqlite::memory:").await.unwrap();
         let tracker = TaskTracker::new();
         let (sink, writer) = UsageWriter::start(store.clone(), &tracker, SinkConfig::default());
         sink.record(rec(1));
@@ -441,7 +445,7 @@ mod tests {
     /// A store that fails while `down` is set, then writes into SQLite.
     #[derive(Clone)]
     struct Flaky {
-        inner: SqliteStore,
+        inner: Store,
         down: Arc<AtomicBool>,
     }
 
@@ -465,8 +469,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_down_store_spills_then_replays_everything_once() {
+        for db in crate::store::testing::databases("sink_spill_replay").await {
+            spill_and_replay(Store::open(&db.url).await.unwrap()).await;
+        }
+    }
+
+    async fn spill_and_replay(inner: Store) {
         let dir = tempfile::tempdir().unwrap();
-        let inner = SqliteStore::open("sqlite::memory:").await.unwrap();
         let down = Arc::new(AtomicBool::new(true));
         let store = Flaky {
             inner: inner.clone(),
@@ -498,11 +507,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         writer.close().await;
         assert_eq!(count(&inner).await, 1000);
-        let distinct: i64 =
-            sqlx::query_scalar("SELECT COUNT(DISTINCT request_id) FROM usage_records")
-                .fetch_one(inner.pool())
-                .await
-                .unwrap();
+        let distinct = scalar(
+            &inner,
+            "SELECT COUNT(DISTINCT request_id) FROM usage_records",
+        )
+        .await;
         assert_eq!(distinct, 1000);
         assert!(!dir.path().join("spill.jsonl").exists());
         assert!(!dir.path().join("spill.jsonl.replay").exists());
@@ -510,6 +519,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_spill_file_left_by_an_earlier_run_is_replayed_at_start() {
+        for db in crate::store::testing::databases("sink_replay_at_start").await {
+            replayed_at_start(Store::open(&db.url).await.unwrap()).await;
+        }
+    }
+
+    async fn replayed_at_start(store: Store) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spill.jsonl");
         let spill = Spill::new(path.clone(), crate::store::spill::DEFAULT_SPILL_MAX);
@@ -524,7 +539,6 @@ mod tests {
             ),
         )
         .unwrap();
-        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
         // One of them already made it into the store before the crash.
         store.write_batch(&rows[..1]).await.unwrap();
         let tracker = TaskTracker::new();

@@ -3,6 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod gov;
+#[path = "../../src/store/testing.rs"]
+pub mod testdb;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -271,6 +273,27 @@ pub async fn usage_rows(db: &Path) -> Vec<serde_json::Value> {
             })
         })
         .collect()
+}
+
+/// Every usage record of the store at `url` (either engine), oldest first, as the request
+/// log shows them.
+pub async fn usage_rows_at(url: &str) -> Vec<serde_json::Value> {
+    let store = sluice::store::Store::open(url).await.unwrap();
+    let filter = sluice::store::query::Filter::default();
+    let mut rows = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = sluice::store::query::requests(&store, &filter, cursor, 1000, false)
+            .await
+            .unwrap();
+        rows.extend(page);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    rows.reverse();
+    rows
 }
 
 pub const CHAT: &str = r#"{"model":"mock-1","messages":[{"role":"user","content":"hello"}]}"#;
