@@ -69,8 +69,26 @@ pub enum ApiError {
     LocalOnly { model: String, why: &'static str },
     #[error("the gateway is shutting down; retry on another instance")]
     ShuttingDown,
+    /// The store (SQLite file or PostgreSQL) did not answer: admin writes and analytics
+    /// wait for it; inference goes on (usage spills to disk and is replayed).
+    #[error("the store is unavailable ({0}); retry shortly")]
+    StoreUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl ApiError {
+    /// A store error met while `doing` something: a store that cannot be reached is a 503
+    /// `store_unavailable`; anything else an internal error.
+    pub fn from_store(doing: &str, e: &crate::store::StoreError) -> ApiError {
+        use sqlx::Error as E;
+        match e {
+            crate::store::StoreError::Db(
+                E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed,
+            ) => ApiError::StoreUnavailable(format!("{doing}: {e}")),
+            _ => ApiError::Internal(format!("{doing}: {e}")),
+        }
+    }
 }
 
 fn model_not_found_message(model: &str, available: &[String]) -> String {
@@ -161,7 +179,9 @@ impl ApiError {
             ApiError::Policy(PolicyError::NoLocalDeployment { .. })
             | ApiError::LocalOnly { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Policy(_) => StatusCode::BAD_REQUEST,
-            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ShuttingDown | ApiError::StoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -189,6 +209,7 @@ impl ApiError {
             | ApiError::LocalOnly { .. } => "no_local_deployment",
             ApiError::Policy(PolicyError::BadBody(_)) => "bad_request",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -259,6 +280,7 @@ impl ApiError {
             ),
             ApiError::Policy(PolicyError::BadBody(_)) => ("invalid_request_error", None, None),
             ApiError::ShuttingDown => ("server_error", None, Some("shutting_down")),
+            ApiError::StoreUnavailable(_) => ("server_error", None, Some("store_unavailable")),
             ApiError::Internal(_) => ("server_error", None, Some("internal_error")),
         }
     }
@@ -316,6 +338,9 @@ impl IntoResponse for ApiError {
         }
         if matches!(self, ApiError::ShuttingDown) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, ApiError::StoreUnavailable(_)) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp.extensions_mut().insert(ErrorSeen(self));
         resp

@@ -305,49 +305,6 @@ async fn slots_of_a_killed_replica_come_back_within_the_lease() {
     }
 }
 
-/// A loopback TCP proxy to the machine's Redis that can be cut and restored.
-struct Proxy {
-    port: u16,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let mut p = Proxy { port, task: None };
-        p.run(l);
-        p
-    }
-
-    fn run(&mut self, l: tokio::net::TcpListener) {
-        self.task = Some(tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = l.accept().await {
-                conns.spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(REDIS).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-            }
-        }));
-    }
-
-    /// Closes the listener and every connection through it (the JoinSet aborts on drop).
-    fn cut(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-
-    async fn restore(&mut self) {
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .unwrap();
-        self.run(l);
-    }
-}
-
 async fn ready(gw: &Gateway) -> Value {
     request(
         "GET",
@@ -369,7 +326,7 @@ async fn redis_outage_degrades_as_configured_and_recovers() {
     let Some(()) = redis_or_skip("redis_outage") else {
         return;
     };
-    let mut proxy = Proxy::start().await;
+    let mut proxy = Proxy::start(REDIS).await;
     let via = format!("127.0.0.1:{}", proxy.port);
     let db = testdb::fleet("outage").await;
     let prefix = Prefix::new("outage");

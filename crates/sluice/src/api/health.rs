@@ -24,17 +24,28 @@ pub async fn ready(State(app): State<AppState>) -> Response {
     if app.shutting_down.load(Ordering::Relaxed) {
         return unavailable("shutting down".into());
     }
+    // A store that does not answer degrades the replica but does not take it out: known keys
+    // are still served and usage spills to disk until the store is back.
+    let mut degraded: Vec<String> = Vec::new();
     match tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return unavailable(format!("store: {e}")),
-        Err(_) => return unavailable("store: no answer within 2s".into()),
+        Ok(Err(e)) => degraded.push(format!(
+            "store unreachable ({}): {e}; usage spills to disk, admin writes wait",
+            app.store.pool().engine()
+        )),
+        Err(_) => degraded.push(format!(
+            "store unreachable ({}): no answer within 2s; usage spills to disk, admin writes wait",
+            app.store.pool().engine()
+        )),
     }
     let gw = app.gateway.load();
     // Degraded still serves (200), so a load balancer keeps the replica; the body says why.
-    let degraded = app.gov.limits.degraded();
+    degraded.extend(app.gov.limits.degraded());
+    let degraded = (!degraded.is_empty()).then(|| degraded.join("; "));
     Json(serde_json::json!({
         "status": if degraded.is_some() { "degraded" } else { "ready" },
         "degraded": degraded,
+        "store": app.store.pool().engine(),
         "models": gw.models.names().len(),
         "providers": gw.providers.len(),
     }))

@@ -279,14 +279,27 @@ impl Governance {
         mut replays: tokio::sync::watch::Receiver<u64>,
     ) {
         let poll = poll_interval();
+        // Said once when the store goes away and once when it is back, not every poll.
+        let mut store_down = false;
         loop {
             let replayed = tokio::select! {
                 () = tokio::time::sleep(poll) => false,
                 r = replays.changed() => r.is_ok(),
                 _ = stop.wait_for(|s| *s) => return,
             };
-            if let Err(e) = self.reload().await {
-                tracing::warn!("refreshing keys and teams failed: {e}");
+            match self.reload().await {
+                Err(e) if !store_down => {
+                    store_down = true;
+                    tracing::warn!(
+                        "refreshing keys and teams failed: {e}; serving the keys known so far \
+                         until the store is back"
+                    );
+                }
+                Ok(()) if store_down => {
+                    store_down = false;
+                    tracing::info!("the store is back: keys and teams refreshed");
+                }
+                _ => {}
             }
             // `take_reseed` first: it must be consumed even when another reason already holds.
             let lost = self.limits.take_reseed();

@@ -356,3 +356,53 @@ pub async fn stream(url: &str, body: &str) -> Streamed {
         frames: read_frames(b).await,
     }
 }
+
+/// A loopback TCP proxy to `target` (the machine's Redis or PostgreSQL) that can be cut and
+/// restored: an outage without stopping the machine's service.
+pub struct Proxy {
+    pub port: u16,
+    target: &'static str,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub async fn start(target: &'static str) -> Self {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut p = Proxy {
+            port,
+            target,
+            task: None,
+        };
+        p.run(l);
+        p
+    }
+
+    fn run(&mut self, l: tokio::net::TcpListener) {
+        let target = self.target;
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = l.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Closes the listener and every connection through it (the JoinSet aborts on drop).
+    pub fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    pub async fn restore(&mut self) {
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.run(l);
+    }
+}

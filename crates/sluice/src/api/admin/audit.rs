@@ -61,7 +61,7 @@ pub(super) async fn audit(
         .store
         .audit(&q)
         .await
-        .map_err(|e| ApiError::Internal(format!("reading the audit log: {e}")))?;
+        .map_err(|e| ApiError::from_store("reading the audit log", &e))?;
     Ok(Json(serde_json::json!({
         "object": "list",
         "data": data,

@@ -160,7 +160,7 @@ pub(crate) fn store_error(e: GovStoreError) -> ApiError {
                 _ => "id",
             }),
         },
-        GovStoreError::Store(e) => ApiError::Internal(e.to_string()),
+        GovStoreError::Store(e) => ApiError::from_store("writing to the store", &e),
     }
 }
 
@@ -212,7 +212,7 @@ pub(crate) async fn reload(app: &AppState) -> Result<(), ApiError> {
     app.gov
         .reload()
         .await
-        .map_err(|e| ApiError::Internal(format!("reloading keys: {e}")))?;
+        .map_err(|e| ApiError::from_store("reloading keys", &e))?;
     app.gov.announce().await;
     Ok(())
 }

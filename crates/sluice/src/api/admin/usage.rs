@@ -165,7 +165,7 @@ fn group_by(
 }
 
 fn store_err(e: crate::store::StoreError) -> ApiError {
-    ApiError::Internal(format!("reading usage records: {e}"))
+    ApiError::from_store("reading usage records", &e)
 }
 
 /// `GET /admin/usage`: `{"rows": [...]}` grouped by `group_by` (default: no grouping, one

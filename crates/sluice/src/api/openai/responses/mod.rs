@@ -70,7 +70,11 @@ fn not_found(id: &str) -> Response {
 
 fn store_error(e: &crate::store::StoreError) -> Response {
     tracing::error!(error = %e, "responses store");
-    ApiError::Internal("the response store is unavailable".into()).into_response()
+    match ApiError::from_store("the response store", e) {
+        ApiError::StoreUnavailable(m) => ApiError::StoreUnavailable(m),
+        _ => ApiError::Internal("the response store failed".into()),
+    }
+    .into_response()
 }
 
 fn ctx(parts: &http::request::Parts) -> Option<&RequestCtx> {
