@@ -256,6 +256,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Err(e) => skipped.push(format!("(d) governance on: {e:#}")),
     }
 
+    // 2f. Fleet mode: two replicas of (d) on the machine's PostgreSQL and Redis, both on the
+    // gateway's core; the key is made through the second and the load goes to the first.
+    match fleet(&client, &plan, &sluice_bin, &mock.url, &tmp).await {
+        Ok(r) => results.push(r),
+        Err(e) => skipped.push(format!("(f) fleet (PostgreSQL + Redis): {e:#}")),
+    }
+
     // 3. Peers, one at a time on the same core, against the same upstream.
     if !args.smoke && !args.no_peers {
         match systems::start_litellm(&mock.url, &tmp, Some(GATEWAY_CPU)).await {
@@ -298,6 +305,97 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
+}
+
+const FLEET_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+const FLEET_REDIS: &str = "redis://127.0.0.1:6379";
+
+/// Scenario (f): two replicas on PostgreSQL (a schema of this run's own, dropped after) and
+/// Redis (a key prefix of this run's own).
+async fn fleet(
+    client: &HttpClient,
+    plan: &Plan,
+    sluice_bin: &std::path::Path,
+    mock: &str,
+    tmp: &std::path::Path,
+) -> anyhow::Result<Result1> {
+    for (what, addr) in [
+        ("PostgreSQL", "127.0.0.1:5432"),
+        ("Redis", "127.0.0.1:6379"),
+    ] {
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| anyhow::anyhow!("{what} at {addr} does not answer"))?
+            .with_context(|| format!("no {what} at {addr}"))?;
+    }
+    let schema = format!("sluice_bench_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(FLEET_PG).await?;
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await?;
+    let store = format!("{FLEET_PG}?options=-c%20search_path%3D{schema}");
+    let result = async {
+        let mut procs = Vec::new();
+        for i in 0..2 {
+            let cfg = tmp.join(format!("sluice-fleet-{i}.yaml"));
+            std::fs::write(
+                &cfg,
+                systems::sluice_fleet_config(
+                    mock,
+                    &store,
+                    FLEET_REDIS,
+                    &schema,
+                    &tmp.join(format!("fleet-{i}.spill.jsonl")),
+                ),
+            )?;
+            procs.push(systems::start_sluice(sluice_bin, &cfg, Some(GATEWAY_CPU))?);
+        }
+        let other = procs.pop().expect("two replicas");
+        let key = systems::create_bench_key(client, &other.url).await?;
+        // The first replica learns the key from the store (or Redis's change broadcast).
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let first = procs.pop().expect("two replicas");
+        let sys = System {
+            name: "Sluice (f) fleet: 2 replicas, PostgreSQL + Redis".into(),
+            base: first.url.clone(),
+            proc: Some(first),
+            headers: vec![("authorization", format!("Bearer {key}"))],
+            model: "bench",
+            paced_model: None,
+            version: String::new(),
+        };
+        let r = measure(client, &sys, plan, None).await;
+        if let Some(p) = sys.proc {
+            p.stop();
+        }
+        other.stop();
+        anyhow::ensure!(r.max.ok > 0, "no request succeeded");
+        Ok(r)
+    }
+    .await;
+    let _ = sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await;
+    forget_redis_prefix(&schema).await;
+    result
+}
+
+/// Deletes the run's Redis keys (`{prefix}:...`).
+async fn forget_redis_prefix(prefix: &str) {
+    let Ok(client) = redis::Client::open(FLEET_REDIS) else {
+        return;
+    };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{prefix}}}*"))
+        .query_async(&mut c)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+    }
 }
 
 pub const CHAT_BODY: &str =

@@ -318,6 +318,18 @@ impl Report {
                 format!("{:.0} %", share * 100.0),
                 share >= 0.8,
             ));
+            if let Some(fl) = self
+                .results
+                .iter()
+                .find(|x| x.name.starts_with("Sluice (f)"))
+            {
+                let share = fl.max.rps() / g.max.rps().max(1e-9);
+                t.push((
+                    "(f) fleet within 15 % of (d) throughput (issue 16)".into(),
+                    format!("{:.0} %", share * 100.0),
+                    share >= 0.85,
+                ));
+            }
         }
         for (peer, factor) in [("Portkey", 20.0), ("LiteLLM", 100.0)] {
             if let Some(p) = self.results.iter().find(|x| x.name == peer) {

@@ -244,6 +244,31 @@ models:
     )
 }
 
+/// Scenario (f): scenario (d)'s gateway as one replica of a fleet: keys, usage and the audit
+/// log on PostgreSQL (`store`), limits, budgets and concurrency on Redis (`redis`).
+pub fn sluice_fleet_config(
+    mock: &str,
+    store: &str,
+    redis: &str,
+    prefix: &str,
+    spill: &Path,
+) -> String {
+    format!(
+        r#"server: {{master_key: sk-bench-master}}
+store: {{url: "{store}"}}
+redis: {{url: "{redis}", key_prefix: "{prefix}", replicas: 2}}
+usage: {{spill_path: "{spill}"}}
+providers:
+  - {{name: upstream, kind: openai_compatible, base_url: "{mock}/v1", api_key: sk-bench}}
+models:
+  - name: bench
+    price: {{input: 1, output: 2}}
+    deployments: [{{provider: upstream, model: bench}}]
+"#,
+        spill = spill.display()
+    )
+}
+
 /// Creates a team and a limited, budgeted virtual key through the admin API.
 pub async fn create_bench_key(
     client: &crate::load::HttpClient,
