@@ -468,3 +468,47 @@ fn routing_timeouts_capabilities_hedging_and_complexity_are_validated() {
         ["prove"]
     );
 }
+
+/// The fleet examples under deploy/ are configs this build accepts, with the environment
+/// their manifests provide, and every manifest is valid YAML.
+#[test]
+fn deploy_examples_pass_config_check() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    for cfg in ["compose/sluice.yaml", "k8s/sluice.yaml"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["config", "check"])
+            .arg(deploy.join(cfg))
+            .env("SLUICE_MASTER_KEY", "sk-example-master-key-0123456789")
+            .env("POSTGRES_PASSWORD", "pw")
+            .env("OPENAI_API_KEY", "sk-example")
+            .env("SLUICE_DATABASE_URL", "postgres://sluice:pw@db:5432/sluice")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{cfg}: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("config hash: sha256:"), "{cfg}: {stdout}");
+        // The password never shows.
+        assert!(!stdout.contains("pw@"), "{cfg}: {stdout}");
+    }
+    for manifest in [
+        "compose/docker-compose.yml",
+        "k8s/deployment.yaml",
+        "k8s/service.yaml",
+        "k8s/pdb.yaml",
+        "k8s/redis.yaml",
+        "k8s/kustomization.yaml",
+        "k8s/secret.example.yaml",
+    ] {
+        let text = std::fs::read_to_string(deploy.join(manifest)).unwrap();
+        for doc in text.split("\n---\n") {
+            let v: serde_json::Value = serde_norway::from_str(doc)
+                .unwrap_or_else(|e| panic!("{manifest} is not valid YAML: {e}"));
+            assert!(v.is_object(), "{manifest}");
+        }
+    }
+}
