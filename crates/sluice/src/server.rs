@@ -130,7 +130,13 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(r) = &state.gateway.load().config.redis {
         let b = crate::policy::broadcast::Broadcast::new(r).context("connecting to redis.url")?;
-        gov.join_fleet(b, stop_rx.clone());
+        if r.share_breakers {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            crate::router::health::share_breakers(tx);
+            // Not on the tracker: it records nothing; it ends with the process.
+            tokio::spawn(b.clone().publish_breakers(rx));
+        }
+        gov.join_fleet(b, state.clone(), stop_rx.clone());
     }
     // Not on the tracker: it records nothing.
     tokio::spawn(replicas.heartbeat_until(state.clone(), stop_rx.clone()));

@@ -699,3 +699,103 @@ async fn usage_records_from_every_replica_sum_exactly() {
         .collect();
     assert_eq!(ids.len(), 60, "no record twice");
 }
+
+/// `redis.share_breakers`: a breaker opened by failures on one replica is open within a
+/// second on the replicas that share breakers (which then refuse without trying), not on one
+/// that does not share them; when the deployment is back and the first replica's probe
+/// succeeds, the breaker closes on the others too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_breakers_open_and_close_on_every_replica_that_shares_them() {
+    let Some(()) = redis_or_skip("shared_breakers") else {
+        return;
+    };
+    let db = testdb::fleet("breakers").await;
+    let prefix = Prefix::new("breakers");
+    // An OpenAI-compatible upstream (the mock) behind a proxy this test can cut; the route's
+    // breaker opens after two failures for 1.5 s.
+    let upstream: &'static str = Box::leak(
+        start_mock()
+            .await
+            .trim_start_matches("http://")
+            .to_string()
+            .into_boxed_str(),
+    );
+    let mut proxy = Proxy::start(upstream).await;
+    let routes = "  - name: flaky-1\n    breaker: {failures: 2, cooldown: 1500ms}\n    \
+                  deployments: [{provider: flaky, model: mock-1}]\n";
+    let provider = format!(
+        "  - {{name: flaky, kind: openai_compatible, base_url: \"http://127.0.0.1:{}/v1\", api_key: x}}\n",
+        proxy.port
+    );
+    let make = |share: &str| {
+        fleet_config(&db.url, REDIS, &prefix.0, share)
+            .replace("providers:\n", &format!("providers:\n{provider}"))
+            .replace("models:\n", &format!("models:\n{routes}"))
+    };
+    let a = Gateway::start(&make(", share_breakers: true"));
+    let b = Gateway::start(&make(", share_breakers: true"));
+    let lone = Gateway::start(&make(""));
+    let state = |gw: &Gateway| {
+        let url = gw.url.clone();
+        async move {
+            let r = admin_at(&url, "/admin/routing").await;
+            r["deployments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["provider"] == "flaky")
+                .map(|d| d["breaker"].as_str().unwrap().to_string())
+                .unwrap()
+        }
+    };
+    assert_eq!(chat_as(&a, MASTER, "flaky-1", 5).await.status, 200);
+    proxy.cut();
+    for _ in 0..2 {
+        let r = chat_as(&a, MASTER, "flaky-1", 5).await;
+        assert!(r.status >= 500, "{}", r.status);
+    }
+    assert_eq!(state(&a).await, "open");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while state(&b).await != "open" {
+        assert!(
+            Instant::now() < deadline,
+            "b never heard that the breaker opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        state(&lone).await,
+        "closed",
+        "a replica without share_breakers"
+    );
+    // b refuses at once, without trying the deployment: the breaker is open there too.
+    let r = chat_as(&b, MASTER, "flaky-1", 5).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+
+    // The upstream is back; after the cooldown a's next request is the probe, and closes it.
+    proxy.restore().await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert_eq!(state(&b).await, "half_open");
+    assert_eq!(chat_as(&a, MASTER, "flaky-1", 5).await.status, 200);
+    assert_eq!(state(&a).await, "closed");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while state(&b).await != "closed" {
+        assert!(
+            Instant::now() < deadline,
+            "b never heard that the breaker closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn admin_at(base: &str, path: &str) -> Value {
+    let auth = format!("Bearer {MASTER}");
+    request(
+        "GET",
+        &format!("{base}{path}"),
+        &[("authorization", &auth)],
+        String::new(),
+    )
+    .await
+    .json()
+}

@@ -21,6 +21,8 @@ pub struct RawRedis {
     pub lease: Option<String>,
     /// Longest wait for Redis on the request path before it counts as unreachable.
     pub timeout: Option<String>,
+    /// Share circuit-breaker openings and closings with the other replicas (pub/sub).
+    pub share_breakers: Option<bool>,
 }
 
 /// What a replica does when Redis cannot be reached.
@@ -42,6 +44,8 @@ pub struct RedisConfig {
     pub replicas: u64,
     pub lease: Duration,
     pub timeout: Duration,
+    /// A breaker that opens (or closes) on one replica does so on every replica.
+    pub share_breakers: bool,
 }
 
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -100,6 +104,7 @@ pub fn validate(raw: RawRedis, errs: &mut Vec<ConfigError>) -> Option<RedisConfi
         replicas,
         lease,
         timeout,
+        share_breakers: raw.share_breakers.unwrap_or(false),
     })
 }
 

@@ -143,11 +143,12 @@ impl Governance {
     pub fn join_fleet(
         self: &Arc<Self>,
         b: Arc<super::broadcast::Broadcast>,
+        app: crate::app::AppState,
         stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let _ = self.broadcast.set(b.clone());
         // Not on the tracker: it records nothing.
-        tokio::spawn(b.listen(Arc::downgrade(self), stop));
+        tokio::spawn(b.listen(Arc::downgrade(self), app, stop));
     }
 
     /// After an admin write: the other replicas reload now rather than at their next poll.

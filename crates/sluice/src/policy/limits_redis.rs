@@ -733,6 +733,7 @@ mod tests {
             // Renewals use the real clock; the test's clock runs up to ~10 min ahead of it.
             lease: Duration::from_secs(3600),
             timeout: Duration::from_secs(2),
+            share_breakers: false,
         };
         let clock: Arc<dyn super::super::clock::Clock> = Arc::new(super::super::clock::SystemClock);
         let redis = RedisLimits::start(

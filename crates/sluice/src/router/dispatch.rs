@@ -228,8 +228,11 @@ async fn try_one(
     match outcome {
         Ok((response, first_chunk)) => {
             let took = sent.elapsed();
-            d.health
-                .record_success(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+            if d.health
+                .record_success(u64::try_from(took.as_micros()).unwrap_or(u64::MAX))
+            {
+                super::health::announce(&d.provider.name, &d.model, None);
+            }
             if route.breaker.error_rate.is_some() {
                 d.health.count_in_window(&route.breaker, false);
             }
@@ -246,7 +249,13 @@ async fn try_one(
         }
         Err(err) => {
             if err.source() == ErrorSource::Upstream {
-                d.health.record_failure(&route.breaker);
+                if d.health.record_failure(&route.breaker) {
+                    super::health::announce(
+                        &d.provider.name,
+                        &d.model,
+                        Some(route.breaker.cooldown),
+                    );
+                }
             } else {
                 // The deployment answered; the request was at fault.
                 d.health.release_probe();

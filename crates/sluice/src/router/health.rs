@@ -4,6 +4,7 @@
 
 use crate::config::BreakerConfig;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// A new latency sample weighs 1/2^EWMA_SHIFT = 1/4 in the EWMA (older ones decay by 3/4 each).
@@ -256,7 +257,8 @@ impl Health {
         self.ewma_us.load(Ordering::Relaxed)
     }
 
-    pub fn record_success(&self, latency_us: u64) {
+    /// Counts a success; true when it closed an open (half-open) breaker.
+    pub fn record_success(&self, latency_us: u64) -> bool {
         self.successes.fetch_add(1, Ordering::Relaxed);
         let sample = latency_us.max(1);
         let old = self.ewma_us.load(Ordering::Relaxed);
@@ -271,13 +273,28 @@ impl Health {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
         if self.open_until_us.load(Ordering::Relaxed) != 0 {
-            self.open_until_us.store(0, Ordering::Release);
-            self.probing.store(false, Ordering::Release);
-            // A closed breaker starts a fresh error-rate window.
-            self.window_start_us.store(0, Ordering::Relaxed);
-            self.window_total.store(0, Ordering::Relaxed);
-            self.window_failed.store(0, Ordering::Relaxed);
+            self.close();
+            return true;
         }
+        false
+    }
+
+    /// Closes the breaker (a success, or another replica's, with shared breakers).
+    pub fn close(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.open_until_us.store(0, Ordering::Release);
+        self.probing.store(false, Ordering::Release);
+        // A closed breaker starts a fresh error-rate window.
+        self.window_start_us.store(0, Ordering::Relaxed);
+        self.window_total.store(0, Ordering::Relaxed);
+        self.window_failed.store(0, Ordering::Relaxed);
+    }
+
+    /// Opens the breaker for `for_us` from now unless it is open longer already (another
+    /// replica's breaker opened, with shared breakers).
+    pub fn open_for(&self, for_us: u64) {
+        let until = self.now_us().saturating_add(for_us).max(1);
+        self.open_until_us.fetch_max(until, Ordering::AcqRel);
     }
 
     /// Counts one outcome in the error-rate window (a fixed window, restarted when it has
@@ -300,8 +317,9 @@ impl Health {
         (total, failed)
     }
 
-    /// A failure the deployment is responsible for (not the client's).
-    pub fn record_failure(&self, cfg: &BreakerConfig) {
+    /// A failure the deployment is responsible for (not the client's); true when it opened
+    /// the breaker (from closed or half-open).
+    pub fn record_failure(&self, cfg: &BreakerConfig) -> bool {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let n = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
         let probe_failed = self.probing.swap(false, Ordering::AcqRel);
@@ -311,10 +329,13 @@ impl Health {
                 && u64::from(failed) * 100 >= u64::from(rate) * u64::from(total)
         });
         if rate_exceeded || (cfg.failures > 0 && (n >= cfg.failures || probe_failed)) {
+            let was_open = self.state() == BreakerState::Open;
             let cooldown = u64::try_from(cfg.cooldown.as_micros()).unwrap_or(u64::MAX);
             let until = self.now_us().saturating_add(cooldown).max(1);
             self.open_until_us.store(until, Ordering::Release);
+            return !was_open;
         }
+        false
     }
 
     /// An active health check passed: once the cooldown is over it closes the breaker (it is
@@ -337,6 +358,35 @@ impl Health {
     pub fn open_for_ms(&self) -> u64 {
         let until = self.open_until_us.load(Ordering::Acquire);
         until.saturating_sub(self.now_us()) / 1000
+    }
+}
+
+/// A breaker that opened (`open_for_ms`) or closed (`None`) on this replica, for the others
+/// (`redis.share_breakers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerEvent {
+    pub provider: Arc<str>,
+    pub model: Arc<str>,
+    pub open_for_ms: Option<u64>,
+}
+
+/// Where breaker transitions go when breakers are shared: set once, by the server, in fleet
+/// mode with `redis.share_breakers: true`; nowhere otherwise.
+static BREAKER_EVENTS: OnceLock<tokio::sync::mpsc::UnboundedSender<BreakerEvent>> = OnceLock::new();
+
+/// Sends this replica's breaker transitions to `tx` from now on (once per process).
+pub fn share_breakers(tx: tokio::sync::mpsc::UnboundedSender<BreakerEvent>) {
+    let _ = BREAKER_EVENTS.set(tx);
+}
+
+/// Tells the other replicas (when breakers are shared) that a breaker opened or closed.
+pub fn announce(provider: &Arc<str>, model: &Arc<str>, open_for: Option<std::time::Duration>) {
+    if let Some(tx) = BREAKER_EVENTS.get() {
+        let _ = tx.send(BreakerEvent {
+            provider: provider.clone(),
+            model: model.clone(),
+            open_for_ms: open_for.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        });
     }
 }
 
