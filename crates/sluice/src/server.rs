@@ -174,6 +174,14 @@ pub async fn run(
         }
     }
 
+    // Settles still queued for Redis go out (leases freed, spend counted) before exit;
+    // a Redis that does not answer gets two seconds (leases lapse, spend is re-seeded).
+    if tokio::time::timeout(std::time::Duration::from_secs(2), state.gov.limits.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shared limits: settles still queued at exit were not sent");
+    }
     // Post-response work (usage records) is flushed before exit.
     tracing::debug!("connections closed; flushing usage records");
     tracker.close();

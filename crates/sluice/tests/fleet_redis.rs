@@ -799,3 +799,57 @@ async fn admin_at(base: &str, path: &str) -> Value {
     .await
     .json()
 }
+
+/// A replica stopped (SIGTERM) while its last request is still running sends that request's
+/// settle to Redis before it exits: the key's only concurrency slot is free at once on the
+/// other replicas, not after the 30 s lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_replica_settles_its_last_requests_before_exit() {
+    let Some(()) = redis_or_skip("stop_settles") else {
+        return;
+    };
+    let db = testdb::fleet("stop_settles").await;
+    let prefix = Prefix::new("stop_settles");
+    let cfg = fleet_config(&db.url, REDIS, &prefix.0, "").replace("lease: 2s", "lease: 30s");
+    let mut gws: Vec<Gateway> = (0..2).map(|_| Gateway::start(&cfg)).collect();
+    let (id, key) = create_key(&gws[0], json!({"max_concurrency": 1})).await;
+    known_everywhere(&gws, &id).await;
+    let slow = {
+        let (url, key) = (gws[0].url.clone(), key.clone());
+        tokio::spawn(async move { chat_url(&url, &key, "slow-1").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The slot is taken fleet-wide.
+    assert_eq!(chat_as(&gws[1], &key, "mock-1", 5).await.status, 429);
+    gws[0].terminate();
+    assert_eq!(
+        slow.await.unwrap(),
+        200,
+        "the running request finishes in the drain"
+    );
+    assert_eq!(gws[0].wait_exit(Duration::from_secs(10)), Some(0));
+    let r = chat_as(&gws[1], &key, "mock-1", 5).await;
+    assert_eq!(
+        r.status,
+        200,
+        "the slot is still held after the replica exited: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+}
+
+async fn chat_url(base: &str, key: &str, model: &str) -> u16 {
+    let auth = format!("Bearer {key}");
+    let body = json!({"model": model, "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hello"}]});
+    request(
+        "POST",
+        &format!("{base}/v1/chat/completions"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body.to_string(),
+    )
+    .await
+    .status
+}

@@ -235,6 +235,9 @@ pub trait LimitStore: Send + Sync + 'static {
     fn degraded(&self) -> Option<String> {
         None
     }
+    /// Waits until every settle queued so far has reached the shared state (at shutdown,
+    /// so a stopping replica's last requests free their leases and count their spend).
+    async fn flush(&self) {}
 }
 
 const BUCKET_MS: i64 = 1_000;

@@ -45,8 +45,7 @@ enum Op {
     /// Marks the prefix's state as present (a re-seed is under way), so that a fleet without
     /// budgets does not re-seed on every admission.
     Alive(String),
-    /// Answered once everything queued before it was sent (tests).
-    #[cfg(test)]
+    /// Answered once everything queued before it was sent (shutdown, tests).
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -504,6 +503,13 @@ impl LimitStore for RedisLimits {
         lost
     }
 
+    async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.ops.send(Op::Barrier(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     fn degraded(&self) -> Option<String> {
         self.degraded.load(Ordering::Relaxed).then(|| {
             format!(
@@ -569,7 +575,6 @@ async fn worker(
                 Op::Alive(key) => {
                     pipe.cmd("SET").arg(key).arg(1).ignore();
                 }
-                #[cfg(test)]
                 Op::Barrier(_) => {}
             }
         }
@@ -618,7 +623,6 @@ async fn worker(
                 }
             }
         }
-        #[cfg(test)]
         for op in batch.drain(..) {
             if let Op::Barrier(done) = op {
                 let _ = done.send(());
@@ -665,11 +669,8 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     impl RedisLimits {
-        /// Waits until every settle queued so far reached Redis.
         async fn settled(&self) {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let _ = self.ops.send(Op::Barrier(tx));
-            let _ = rx.await;
+            self.flush().await;
         }
     }
 
