@@ -430,15 +430,22 @@ macro_rules! bind_row {
     }};
 }
 
-/// Inserts `rows` (and their compliance content) in one transaction.
+/// Inserts `rows` (and their compliance content) in one transaction: multi-row INSERTs on
+/// SQLite, `COPY ... FROM STDIN` on PostgreSQL (about 2.5 times the rows per second of
+/// multi-row INSERTs there; bench/README.md).
 async fn insert_rows(pool: &Pool, rows: &[&UsageRow]) -> Result<(), StoreError> {
     let per_insert = pool.rows_per_insert();
     on_pool!(pool, |p| {
         let mut tx = p.begin().await?;
-        for chunk in rows.chunks(per_insert) {
-            let mut q = sqlx::QueryBuilder::new(INSERT_COLUMNS);
-            q.push_values(chunk, |mut b, r| bind_row!(b, r));
-            q.build().execute(&mut *tx).await?;
+        match copy_text(pool, rows) {
+            Some((statement, data)) => tx.copy(&statement, data).await?,
+            None => {
+                for chunk in rows.chunks(per_insert) {
+                    let mut q = sqlx::QueryBuilder::new(INSERT_COLUMNS);
+                    q.push_values(chunk, |mut b, r| bind_row!(b, r));
+                    q.build().execute(&mut *tx).await?;
+                }
+            }
         }
         for r in rows {
             if let Some(c) = &r.content {
@@ -459,6 +466,119 @@ async fn insert_rows(pool: &Pool, rows: &[&UsageRow]) -> Result<(), StoreError> 
         tx.commit().await?;
     });
     Ok(())
+}
+
+/// The COPY statement and its data (PostgreSQL's text format) for `rows`; `None` on SQLite.
+fn copy_text(pool: &Pool, rows: &[&UsageRow]) -> Option<(String, Vec<u8>)> {
+    if !pool.is_postgres() || rows.is_empty() {
+        return None;
+    }
+    let columns = INSERT_COLUMNS
+        .trim_start_matches("INSERT INTO usage_records ")
+        .trim_end();
+    let statement = format!("COPY usage_records {columns} FROM STDIN");
+    let mut out = Vec::with_capacity(rows.len() * 320);
+    for r in rows {
+        copy_row(&mut out, r);
+    }
+    Some((statement, out))
+}
+
+/// One record as a line of COPY's text format, in `INSERT_COLUMNS` order.
+fn copy_row(out: &mut Vec<u8>, r: &UsageRow) {
+    use std::io::Write;
+    let mut first = true;
+    let mut sep = |out: &mut Vec<u8>| {
+        if !std::mem::take(&mut first) {
+            out.push(b'\t');
+        }
+    };
+    let text = |out: &mut Vec<u8>, v: Option<&str>| match v {
+        None => out.extend_from_slice(b"\\N"),
+        Some(t) => {
+            for &b in t.as_bytes() {
+                match b {
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    _ => out.push(b),
+                }
+            }
+        }
+    };
+    let num = |out: &mut Vec<u8>, v: Option<i64>| match v {
+        None => out.extend_from_slice(b"\\N"),
+        Some(n) => {
+            let _ = write!(out, "{n}");
+        }
+    };
+    macro_rules! t {
+        ($v:expr) => {{
+            sep(out);
+            text(out, $v);
+        }};
+    }
+    macro_rules! n {
+        ($v:expr) => {{
+            sep(out);
+            num(out, $v);
+        }};
+    }
+    t!(Some(r.request_id.as_str()));
+    n!(Some(r.ts_ms));
+    t!(Some(r.surface.as_str()));
+    t!(Some(r.principal.as_str()));
+    t!(Some(r.requested_model.as_str()));
+    t!(r.provider.as_deref());
+    t!(r.deployment_model.as_deref());
+    n!(Some(i64::from(r.status)));
+    t!(r.error_class.as_deref());
+    t!(Some(if r.streamed { "t" } else { "f" }));
+    n!(int(r.input_tokens));
+    n!(int(r.output_tokens));
+    n!(int(r.cached_input_tokens));
+    n!(int(r.reasoning_tokens));
+    n!(int(Some(r.latency_us)));
+    n!(int(r.ttft_us));
+    n!(int(r.overhead_us));
+    n!(Some(i64::from(r.attempts)));
+    t!(r.policy_hits.as_deref());
+    t!(r.key_id.as_deref());
+    t!(r.key_prefix.as_deref());
+    t!(r.team.as_deref());
+    t!(r.user.as_deref());
+    t!(r.tags.as_deref());
+    n!(r.cost_micro_usd);
+    t!(r.catalog_version.as_deref());
+    n!(int(r.cache_write_tokens));
+    t!(r.route_reason.as_deref());
+    t!(r.fallback_reason.as_deref());
+    t!(r.attempt_log.as_deref());
+    t!(r.cache.as_deref());
+    n!(r.cost_saved_micro_usd);
+    out.push(b'\n');
+}
+
+/// Sends `data` through `COPY ... FROM STDIN` on a PostgreSQL transaction (a no-op type for
+/// SQLite, which never gets here: `copy_text` is `None` there).
+trait CopyIn {
+    async fn copy(&mut self, statement: &str, data: Vec<u8>) -> Result<(), StoreError>;
+}
+
+impl CopyIn for sqlx::Transaction<'_, sqlx::Postgres> {
+    async fn copy(&mut self, statement: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        let mut copy = (**self).copy_in_raw(statement).await?;
+        copy.send(data).await?;
+        copy.finish().await?;
+        Ok(())
+    }
+}
+
+impl CopyIn for sqlx::Transaction<'_, sqlx::Sqlite> {
+    async fn copy(&mut self, _: &str, _: Vec<u8>) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("COPY on SQLite".into()))
+    }
 }
 
 /// Creates a new database file readable by the owner only: it holds compliance prompts and
@@ -575,7 +695,35 @@ mod tests {
                 input_tokens: Some(5),
                 ..rec.clone()
             };
-            store.write_batch_dedup(&[rec, other]).await.unwrap();
+            store
+                .write_batch_dedup(&[rec.clone(), other])
+                .await
+                .unwrap();
+            // Text that COPY's format must escape, and NULLs, come back as written.
+            let odd = "tab\there\nnew line \\N back\\slash \r é";
+            let tricky = UsageRow {
+                request_id: "r3".into(),
+                principal: odd.into(),
+                error_class: None,
+                input_tokens: None,
+                tags: Some(r#"{"k":"v\\t"}"#.into()),
+                ..rec
+            };
+            store.write_batch(&[tricky.clone()]).await.unwrap();
+            let back: (String, Option<String>, Option<i64>, bool) =
+                on_pool!(store.pool(), |p| sqlx::query_as(
+                    "SELECT principal, tags, input_tokens, streamed FROM usage_records \
+                     WHERE request_id = 'r3'"
+                )
+                .fetch_one(p)
+                .await
+                .unwrap());
+            assert_eq!(
+                back,
+                (odd.to_string(), tricky.tags.clone(), None, true),
+                "{}",
+                db.engine
+            );
             drop(store);
             // Re-open: migrations must not run twice.
             let store = Store::open(&db.url).await.unwrap();
