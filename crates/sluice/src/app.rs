@@ -175,13 +175,23 @@ impl AppState {
             .cache
             .as_ref()
             .map_or(crate::config::cache::DEFAULT_MAX_SIZE, |c| c.max_size);
+        // `cache.backend: redis` (config validation made sure `redis:` is there). A client
+        // that cannot even be built (a bad URL) leaves the cache in memory, said loudly.
+        let cache_redis = match (&gateway.config.cache, &gateway.config.redis) {
+            (Some(c), Some(r)) if c.backend == crate::config::cache::CacheBackend::Redis => {
+                crate::cache::redis::RedisCache::new(r)
+                    .map_err(|e| tracing::error!("the response cache cannot use redis: {e}"))
+                    .ok()
+            }
+            _ => None,
+        };
         Self(Arc::new(Shared {
             gateway: ArcSwap::from_pointee(gateway),
             sink,
             responses: Arc::new(ResponseStore::new(store.pool().clone())),
             store,
             gov,
-            cache: crate::cache::ResponseCache::new(cache_bytes),
+            cache: crate::cache::ResponseCache::new(cache_bytes, cache_redis),
             tracker,
             shutting_down: AtomicBool::new(false),
             auth_closed: AtomicBool::new(false),

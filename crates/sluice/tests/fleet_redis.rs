@@ -853,3 +853,72 @@ async fn chat_url(base: &str, key: &str, model: &str) -> u16 {
     .await
     .status
 }
+
+/// `cache.backend: redis`: an answer stored through one replica is a hit through another
+/// (the same answer, id included); `DELETE /admin/cache` through either clears it for both
+/// within a second; with Redis cut, requests are served (`bypass`) and nothing errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_redis_cache_is_shared_by_replicas_and_an_outage_is_a_bypass() {
+    let Some(()) = redis_or_skip("redis_cache") else {
+        return;
+    };
+    let db = testdb::fleet("redis_cache").await;
+    let prefix = Prefix::new("redis_cache");
+    let mut proxy = Proxy::start(REDIS).await;
+    let via = format!("127.0.0.1:{}", proxy.port);
+    let cfg = format!(
+        "{}cache: {{backend: redis, ttl: 10m}}\n",
+        fleet_config(&db.url, &via, &prefix.0, ", timeout: 200ms")
+    );
+    let a = Gateway::start(&cfg);
+    let b = Gateway::start(&cfg);
+    let first = chat_as(&a, MASTER, "mock-1", 7).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    // The store to Redis is in the background: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let again = loop {
+        let r = chat_as(&b, MASTER, "mock-1", 7).await;
+        if r.header("x-sluice-cache") == Some("hit") || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        again.header("x-sluice-cache"),
+        Some("hit"),
+        "b never hit a's entry"
+    );
+    assert_eq!(
+        again.json()["id"],
+        first.json()["id"],
+        "the stored answer itself"
+    );
+    let stats = admin(&b, MASTER, "GET", "/admin/cache", Value::Null)
+        .await
+        .json();
+    assert_eq!(stats["backend"], "redis", "{stats}");
+
+    // Cleared through b: a's near cache forgets it within a second, Redis at once.
+    let r = admin(&b, MASTER, "DELETE", "/admin/cache", Value::Null).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.json()["shared_entries_deleted"].as_u64().unwrap() >= 1,
+        "{}",
+        r.json()
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = chat_as(&a, MASTER, "mock-1", 7).await;
+    assert_eq!(after.header("x-sluice-cache"), Some("miss"));
+
+    // Redis cut: a new request is answered by the provider, marked bypass.
+    proxy.cut();
+    let r = chat_as(&a, MASTER, "mock-1", 9).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-sluice-cache"), Some("bypass"));
+    let stats = admin(&a, MASTER, "GET", "/admin/cache", Value::Null)
+        .await
+        .json();
+    assert!(stats["errors"].as_u64().unwrap() >= 1, "{stats}");
+    proxy.restore().await;
+}

@@ -398,10 +398,24 @@ async fn cache_lookup(
         ledger.rec.cache = Some("bypass");
         return Ok(CacheStep::Go(Some(fill)));
     }
-    let Some(entry) = app.cache.get(&key) else {
-        crate::telemetry::metrics::cache_lookup("miss");
-        ledger.rec.cache = Some("miss");
-        return Ok(CacheStep::Go(Some(fill)));
+    let entry = match app
+        .cache
+        .lookup(&key, &route.name, ctx.team.as_deref())
+        .await
+    {
+        crate::cache::Lookup::Hit(e) => e,
+        crate::cache::Lookup::Miss => {
+            crate::telemetry::metrics::cache_lookup("miss");
+            ledger.rec.cache = Some("miss");
+            return Ok(CacheStep::Go(Some(fill)));
+        }
+        // The cache never fails a request: its backend failing is a miss, not stored again
+        // (the backend is away).
+        crate::cache::Lookup::Failed => {
+            crate::telemetry::metrics::cache_lookup("bypass");
+            ledger.rec.cache = Some("bypass");
+            return Ok(CacheStep::Go(None));
+        }
     };
     crate::telemetry::metrics::cache_lookup("hit");
     // Requests per minute and concurrency apply; nothing is reserved or charged.

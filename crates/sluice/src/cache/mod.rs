@@ -4,6 +4,10 @@
 //! An entry is always an OpenAI `chat.completion` JSON body: a streamed answer is folded into
 //! one when it completed, and replayed as a stream when a streaming client asks. Entries are
 //! bounded by bytes (moka: TinyLFU admission, LRU eviction) and expire after their TTL.
+//! With `cache.backend: redis` they are kept in Redis, shared by every replica, and the
+//! memory holds each for at most a second (`redis.rs`).
+
+pub mod redis;
 
 use crate::canonical::openai::{decode_response, encode_response, OpenAiStream, StreamEncoder};
 use crate::canonical::{ChatResponse, StreamEvent, Usage};
@@ -40,73 +44,145 @@ pub struct Entry {
     pub team: Option<Arc<str>>,
 }
 
-struct PerEntryTtl;
-
-impl moka::Expiry<Key, Arc<Entry>> for PerEntryTtl {
-    fn expire_after_create(&self, _: &Key, e: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(e.ttl)
+impl Entry {
+    fn remaining(&self) -> Duration {
+        self.ttl.saturating_sub(self.stored.elapsed())
     }
 }
 
+/// An entry in memory, and how long memory keeps it (its TTL; with Redis at most a second).
+#[derive(Clone)]
+struct Held {
+    entry: Arc<Entry>,
+    keep: Duration,
+}
+
+struct PerEntryTtl;
+
+impl moka::Expiry<Key, Held> for PerEntryTtl {
+    fn expire_after_create(&self, _: &Key, h: &Held, _: Instant) -> Option<Duration> {
+        Some(h.keep)
+    }
+}
+
+/// How long a replica keeps an entry read from (or written to) Redis in memory.
+const NEAR_TTL: Duration = Duration::from_secs(1);
+
+/// What a lookup found.
+pub enum Lookup {
+    Hit(Arc<Entry>),
+    Miss,
+    /// The backend failed (Redis away, a corrupt entry): served as a miss (`bypass`).
+    Failed,
+}
+
 pub struct ResponseCache {
-    entries: moka::sync::Cache<Key, Arc<Entry>>,
+    entries: moka::sync::Cache<Key, Held>,
+    redis: Option<Arc<redis::RedisCache>>,
     hits: AtomicU64,
     misses: AtomicU64,
     stored: AtomicU64,
     saved: AtomicU64,
+    errors: AtomicU64,
 }
 
 impl ResponseCache {
-    pub fn new(max_bytes: u64) -> Self {
+    /// A cache in memory bounded by `max_bytes`; with `redis`, entries are kept there and
+    /// memory is each replica's near cache.
+    pub fn new(max_bytes: u64, redis: Option<redis::RedisCache>) -> Self {
         Self {
             entries: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
                 // Bytes of the answer plus what an entry costs around it.
-                .weigher(|_, e: &Arc<Entry>| u32::try_from(e.body.len() + 256).unwrap_or(u32::MAX))
+                .weigher(|_, h: &Held| u32::try_from(h.entry.body.len() + 256).unwrap_or(u32::MAX))
                 .expire_after(PerEntryTtl)
                 .support_invalidation_closures()
                 .build(),
+            redis: redis.map(Arc::new),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             stored: AtomicU64::new(0),
             saved: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
         }
     }
 
-    pub fn get(&self, key: &Key) -> Option<Arc<Entry>> {
-        let e = self.entries.get(key);
-        match &e {
-            Some(e) => {
+    fn hold(&self, key: Key, entry: Arc<Entry>) {
+        let keep = match self.redis {
+            Some(_) => entry.remaining().min(NEAR_TTL),
+            None => entry.ttl,
+        };
+        if !keep.is_zero() {
+            self.entries.insert(key, Held { entry, keep });
+        }
+    }
+
+    /// The answer stored for `key` (of `route` and `team`), from memory, then Redis.
+    pub async fn lookup(&self, key: &Key, route: &str, team: Option<&str>) -> Lookup {
+        let found = match self.entries.get(key) {
+            Some(h) => Lookup::Hit(h.entry),
+            None => match &self.redis {
+                None => Lookup::Miss,
+                Some(r) => match r.get(key, route, team).await {
+                    redis::Found::Entry(e) if !e.remaining().is_zero() => {
+                        let e = Arc::new(e);
+                        self.hold(*key, e.clone());
+                        Lookup::Hit(e)
+                    }
+                    redis::Found::Entry(_) | redis::Found::Nothing => Lookup::Miss,
+                    redis::Found::Failed => Lookup::Failed,
+                },
+            },
+        };
+        match &found {
+            Lookup::Hit(e) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 if let Some(c) = e.cost_micro_usd {
                     self.saved.fetch_add(c.unsigned_abs(), Ordering::Relaxed);
                 }
             }
-            None => {
+            Lookup::Miss => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
             }
+            Lookup::Failed => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        e
+        found
     }
 
     pub fn put(&self, key: Key, entry: Entry) {
         self.stored.fetch_add(1, Ordering::Relaxed);
-        self.entries.insert(key, Arc::new(entry));
+        if let Some(r) = &self.redis {
+            r.put(&key, &entry);
+        }
+        self.hold(key, Arc::new(entry));
     }
 
-    /// Drops every entry, or those of one route and/or team. Returns whether it ran.
-    pub fn clear(&self, route: Option<&str>, team: Option<&str>) -> bool {
-        if route.is_none() && team.is_none() {
+    /// Drops every entry, or those of one route and/or team (in Redis too: the other
+    /// replicas' near caches forget them within a second). Errors say why.
+    pub async fn clear(&self, route: Option<&str>, team: Option<&str>) -> Result<u64, String> {
+        let local = if route.is_none() && team.is_none() {
             self.entries.invalidate_all();
-            return true;
+            Ok(())
+        } else {
+            let (r, t) = (route.map(str::to_string), team.map(str::to_string));
+            self.entries
+                .invalidate_entries_if(move |_, h| {
+                    r.as_deref().is_none_or(|r| *h.entry.route == *r)
+                        && t.as_deref()
+                            .is_none_or(|t| h.entry.team.as_deref() == Some(t))
+                })
+                .map(|_| ())
+        };
+        local.map_err(|e| format!("clearing the memory cache: {e}"))?;
+        match &self.redis {
+            Some(r) => r
+                .clear(route, team)
+                .await
+                .map_err(|e| format!("clearing the cache in redis: {e}")),
+            None => Ok(0),
         }
-        let (route, team) = (route.map(str::to_string), team.map(str::to_string));
-        self.entries
-            .invalidate_entries_if(move |_, e| {
-                route.as_deref().is_none_or(|r| *e.route == *r)
-                    && team.as_deref().is_none_or(|t| e.team.as_deref() == Some(t))
-            })
-            .is_ok()
     }
 
     pub fn stats(&self) -> Value {
@@ -114,6 +190,8 @@ impl ResponseCache {
         let hits = self.hits.load(Ordering::Relaxed);
         let misses = self.misses.load(Ordering::Relaxed);
         json!({
+            "backend": if self.redis.is_some() { "redis" } else { "memory" },
+            "errors": self.errors.load(Ordering::Relaxed),
             "entries": self.entries.entry_count(),
             "bytes": self.entries.weighted_size(),
             "hits": hits,
@@ -258,9 +336,16 @@ mod tests {
         assert_eq!(v["usage"]["completion_tokens"], 2);
     }
 
+    fn hit(c: &ResponseCache, k: Key) -> bool {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        matches!(rt.block_on(c.lookup(&k, "a", None)), Lookup::Hit(_))
+    }
+
     #[test]
     fn entries_are_bounded_expire_and_clear_by_route_and_team() {
-        let c = ResponseCache::new(1 << 20);
+        let c = ResponseCache::new(1 << 20, None);
         let entry = |route: &str, team: Option<&str>, ttl| Entry {
             body: Bytes::from_static(b"{}"),
             stored: Instant::now(),
@@ -273,11 +358,14 @@ mod tests {
         c.put([2; 32], entry("b", Some("t2"), Duration::from_secs(60)));
         c.put([3; 32], entry("a", Some("t2"), Duration::from_millis(1)));
         std::thread::sleep(Duration::from_millis(20));
-        assert!(c.get(&[3; 32]).is_none(), "expired");
-        assert!(c.clear(Some("a"), None));
+        assert!(!hit(&c, [3; 32]), "expired");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(c.clear(Some("a"), None)), Ok(0));
         c.entries.run_pending_tasks();
-        assert!(c.get(&[1; 32]).is_none());
-        assert!(c.get(&[2; 32]).is_some());
+        assert!(!hit(&c, [1; 32]));
+        assert!(hit(&c, [2; 32]));
         assert_eq!(c.stats()["saved_micro_usd"], 5);
     }
 }

@@ -62,8 +62,18 @@ impl CacheScope {
     }
 }
 
+/// Where entries live: this process's memory, or Redis (`redis.url`), shared by replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CacheBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
+    pub backend: CacheBackend,
+    /// The memory backend's bound (with Redis: the bound of each replica's near cache).
     pub max_size: u64,
     pub ttl: Duration,
     pub scope: CacheScope,
@@ -72,6 +82,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
+            backend: CacheBackend::Memory,
             max_size: DEFAULT_MAX_SIZE,
             ttl: DEFAULT_TTL,
             scope: CacheScope::Team,
@@ -97,10 +108,8 @@ pub fn validate(raw: Option<RawCache>, errs: &mut Vec<ConfigError>) -> Option<Ca
     let mut cfg = CacheConfig::default();
     match raw.backend.as_deref() {
         None | Some("memory") => {}
-        Some("redis") => errs.push(ConfigError::new(
-            "cache.backend",
-            "the redis cache backend is not available yet; use memory",
-        )),
+        // That `redis:` is configured too is checked where both sections are known.
+        Some("redis") => cfg.backend = CacheBackend::Redis,
         Some(other) => errs.push(ConfigError::new(
             "cache.backend",
             format!("{other:?} is not one of: memory, redis"),
@@ -166,5 +175,37 @@ pub fn route(raw: Option<&RawRouteCache>, path: &str, errs: &mut Vec<ConfigError
             });
             RouteCache::On { ttl }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match crate::config::from_yaml(yaml, &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .into_iter()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_redis_backend_needs_the_redis_section() {
+        let e = errors("cache: {backend: redis}\n");
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("cache.backend: redis needs")),
+            "{e:?}"
+        );
+        let ok = errors("cache: {backend: redis}\nredis: {url: \"redis://127.0.0.1:6379\"}\n");
+        assert!(ok.is_empty(), "{ok:?}");
+        let bad = errors("cache: {backend: disk}\n");
+        assert!(
+            bad.iter().any(|m| m.contains("not one of: memory, redis")),
+            "{bad:?}"
+        );
     }
 }

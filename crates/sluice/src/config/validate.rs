@@ -446,6 +446,16 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
     let usage = super::usage::validate(raw.usage, &mut errs);
     let cache = super::cache::validate(raw.cache, &mut errs);
     let redis = super::redis::validate(raw.redis, &mut errs);
+    if cache
+        .as_ref()
+        .is_some_and(|c| c.backend == super::cache::CacheBackend::Redis)
+        && redis.is_none()
+    {
+        errs.push(ConfigError::new(
+            "cache.backend",
+            "redis needs the `redis:` section (its url is where entries are kept)",
+        ));
+    }
 
     if !errs.is_empty() {
         return Err(errs);

@@ -709,7 +709,10 @@ mod tests {
                 tags: Some(r#"{"k":"v\\t"}"#.into()),
                 ..rec
             };
-            store.write_batch(std::slice::from_ref(&tricky)).await.unwrap();
+            store
+                .write_batch(std::slice::from_ref(&tricky))
+                .await
+                .unwrap();
             let back: (String, Option<String>, Option<i64>, bool) =
                 on_pool!(store.pool(), |p| sqlx::query_as(
                     "SELECT principal, tags, input_tokens, streamed FROM usage_records \

@@ -404,3 +404,12 @@ pub fn redis_degraded(on: bool) {
 pub fn redis_fallback_admission() {
     metrics::counter!("sluice_redis_fallback_admissions_total").increment(1);
 }
+
+/// The response cache: a lookup or store that failed (Redis away, a corrupt entry), served
+/// as a miss (`bypass`).
+pub fn cache_error(stage: &'static str) {
+    if HANDLE.get().is_none_or(Option::is_none) {
+        return;
+    }
+    metrics::counter!("sluice_cache_errors_total", "stage" => stage).increment(1);
+}

@@ -90,10 +90,13 @@ async fn cache_clear(
     State(app): State<AppState>,
     axum::extract::Query(f): axum::extract::Query<CacheFilter>,
 ) -> Response {
-    if !app.cache.clear(f.route.as_deref(), f.team.as_deref()) {
-        return ApiError::Internal("the cache could not be cleared".into()).into_response();
+    match app.cache.clear(f.route.as_deref(), f.team.as_deref()).await {
+        Ok(n) => Json(serde_json::json!({
+            "cleared": true, "route": f.route, "team": f.team, "shared_entries_deleted": n
+        }))
+        .into_response(),
+        Err(e) => ApiError::StoreUnavailable(e).into_response(),
     }
-    Json(serde_json::json!({"cleared": true, "route": f.route, "team": f.team})).into_response()
 }
 
 pub fn routes() -> Router<AppState> {
