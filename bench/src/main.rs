@@ -256,6 +256,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Err(e) => skipped.push(format!("(d) governance on: {e:#}")),
     }
 
+    // 2e. Cache hits: the same route with the response cache on; after the first request
+    // every JSON and streamed request of the run is answered from memory, no upstream at all.
+    let cache_cfg = tmp.join("sluice-cache.yaml");
+    std::fs::write(
+        &cache_cfg,
+        format!(
+            "{}cache: {{ttl: 1h, scope: global}}\n",
+            systems::sluice_config(&mock.url, &tmp)
+        ),
+    )?;
+    match systems::start_sluice(&sluice_bin, &cache_cfg, Some(GATEWAY_CPU)) {
+        Ok(p) => {
+            let sys = System {
+                name: "Sluice (e) cache hit".into(),
+                base: p.url.clone(),
+                proc: Some(p),
+                headers: vec![],
+                model: "bench",
+                paced_model: None,
+                version: String::new(),
+            };
+            results.push(measure(&client, &sys, &plan, None).await);
+            if let Some(p) = sys.proc {
+                p.stop();
+            }
+        }
+        Err(e) => skipped.push(format!("(e) cache hit: {e:#}")),
+    }
+
     // 2f. Fleet mode: two replicas of (d) on the machine's PostgreSQL and Redis, both on the
     // gateway's core; the key is made through the second and the load goes to the first.
     match fleet(&client, &plan, &sluice_bin, &mock.url, &tmp).await {
@@ -286,7 +315,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         skipped.push("peers: not run in this mode".into());
     }
-    skipped.push("(e) cache hit: needs the cache".into());
     let mock_rss = mock.rss_mib();
     mock.stop();
 

@@ -331,6 +331,29 @@ impl Report {
                 ));
             }
         }
+        if let (Some(e), Some(d)) = (
+            self.results
+                .iter()
+                .find(|x| x.name.starts_with("Sluice (e)")),
+            self.direct(),
+        ) {
+            t.push((
+                "(e) cache hits ≥ 30k/s (issue 15)".into(),
+                f(e.max.rps()),
+                e.max.rps() >= 30_000.0,
+            ));
+            t.push((
+                "(e) cache hits faster than direct-to-mock (throughput)".into(),
+                format!("{:.0} %", e.max.rps() / d.max.rps().max(1e-9) * 100.0),
+                e.max.rps() > d.max.rps(),
+            ));
+            let added = e.sequential.ms(0.5) - d.sequential.ms(0.5);
+            t.push((
+                "(e) cache hit added p50 < 0.1 ms (one at a time)".into(),
+                format!("{added:.3} ms"),
+                added < 0.1,
+            ));
+        }
         for (peer, factor) in [("Portkey", 20.0), ("LiteLLM", 100.0)] {
             if let Some(p) = self.results.iter().find(|x| x.name == peer) {
                 let ratio = r.max.rps() / p.max.rps().max(1e-9);
