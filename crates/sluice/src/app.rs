@@ -119,6 +119,8 @@ pub struct Shared {
     pub gov: Arc<Governance>,
     /// The response cache (its size is read at start; entries survive config reloads).
     pub cache: crate::cache::ResponseCache,
+    /// The semantic cache's index of last turns (routes with `cache: {semantic: true}`).
+    pub semantic: crate::cache::semantic::SemanticIndex,
     pub tracker: TaskTracker,
     pub shutting_down: AtomicBool,
     /// Set once authentication was ever required (see [`Shared::auth_open`]); never unset.
@@ -192,6 +194,7 @@ impl AppState {
             store,
             gov,
             cache: crate::cache::ResponseCache::new(cache_bytes, cache_redis),
+            semantic: crate::cache::semantic::SemanticIndex::new(100_000),
             tracker,
             shutting_down: AtomicBool::new(false),
             auth_closed: AtomicBool::new(false),

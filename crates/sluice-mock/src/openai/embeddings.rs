@@ -1,4 +1,8 @@
-//! OpenAI embeddings: deterministic unit vectors derived from a hash of each input item.
+//! OpenAI embeddings: deterministic unit vectors. A text's vector is the normalised sum of
+//! one pseudo-random unit vector per word and per pair of adjacent words (lowercased,
+//! punctuation dropped), so texts that share most of their words point the same way (a
+//! rewording scores high, an unrelated text near 0) — meaningful enough for the semantic
+//! cache's tests, and the same on every run. A token list gets one vector from its hash.
 
 use std::borrow::Cow;
 
@@ -92,9 +96,34 @@ pub(crate) fn vector(seed: u64, dims: usize) -> Vec<f32> {
     values
 }
 
-/// The vector every wire format gives for one text input (native formats reuse it).
+/// The vector every wire format gives for one text input (native formats reuse it): a
+/// hashed bag of words and word pairs.
 pub(crate) fn text_vector(text: &str, dims: usize) -> Vec<f32> {
-    vector(Item::Text(text).seed(), dims)
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .map(|w| w.trim_matches('\'').to_lowercase())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.is_empty() {
+        return vector(Item::Text(text).seed(), dims);
+    }
+    let mut sum = vec![0f32; dims];
+    let mut add = |token: &str, weight: f32| {
+        for (s, v) in sum.iter_mut().zip(vector(Item::Text(token).seed(), dims)) {
+            *s += weight * v;
+        }
+    };
+    for w in &words {
+        add(w, 1.0);
+    }
+    for pair in words.windows(2) {
+        add(&format!("{} {}", pair[0], pair[1]), 0.5);
+    }
+    let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        sum.iter_mut().for_each(|v| *v /= norm);
+    }
+    sum
 }
 
 /// Token count every wire format reports for one text input.
@@ -205,7 +234,10 @@ pub(crate) fn embeddings(body: &[u8], default_dims: usize) -> Result<Payload, Ap
         .iter()
         .enumerate()
         .map(|(index, item)| {
-            let values = vector(item.seed(), dims);
+            let values = match item {
+                Item::Text(t) => text_vector(t, dims),
+                Item::Tokens(_) => vector(item.seed(), dims),
+            };
             let embedding = if base64_output {
                 let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
                 Embedding::Base64(base64(&bytes))

@@ -298,12 +298,19 @@ pub struct CacheFill {
     ttl: std::time::Duration,
     route: Arc<str>,
     team: Option<Arc<str>>,
+    /// Semantic routes: the last turn's probe and embedding, indexed with the answer.
+    semantic: Option<(crate::cache::semantic::Probe, Arc<[f32]>)>,
 }
 
 impl CacheFill {
     /// Stores a successful answer (OpenAI JSON) and what it cost.
     pub fn store(self, body: Bytes, cost_micro_usd: Option<i64>) {
         crate::telemetry::metrics::cache_stored();
+        if let Some((probe, vector)) = &self.semantic {
+            self.app
+                .semantic
+                .insert(probe, vector.clone(), self.key, self.ttl);
+        }
         self.app.cache.put(
             self.key,
             crate::cache::Entry {
@@ -347,7 +354,7 @@ async fn cache_lookup(
     let global = gw.config.cache.as_ref();
     let mut ttl = match (route.cache, global) {
         (RouteCache::Off, _) | (RouteCache::Inherit, None) => return Ok(CacheStep::Go(None)),
-        (RouteCache::On { ttl }, _) => ttl.or(global.map(|c| c.ttl)).unwrap_or(DEFAULT_TTL),
+        (RouteCache::On { ttl, .. }, _) => ttl.or(global.map(|c| c.ttl)).unwrap_or(DEFAULT_TTL),
         (RouteCache::Inherit, Some(c)) => c.ttl,
     };
     let control = headers
@@ -386,28 +393,36 @@ async fn cache_lookup(
         ledger.rec.cache = Some("bypass");
         return Ok(CacheStep::Go(None));
     };
-    let fill = CacheFill {
+    let semantic = match route.cache {
+        RouteCache::On {
+            semantic: true,
+            semantic_tools,
+            ..
+        } => global
+            .and_then(|c| c.semantic.as_ref())
+            .map(|s| (s, semantic_tools)),
+        _ => None,
+    };
+    let mut fill = CacheFill {
         app: app.clone(),
         key,
         ttl,
         route: route.name.clone(),
         team: ctx.team.clone(),
+        semantic: None,
     };
-    if control.contains("no-cache") {
-        crate::telemetry::metrics::cache_lookup("bypass");
-        ledger.rec.cache = Some("bypass");
-        return Ok(CacheStep::Go(Some(fill)));
-    }
-    let entry = match app
-        .cache
-        .lookup(&key, &route.name, ctx.team.as_deref())
-        .await
-    {
-        crate::cache::Lookup::Hit(e) => e,
-        crate::cache::Lookup::Miss => {
-            crate::telemetry::metrics::cache_lookup("miss");
-            ledger.rec.cache = Some("miss");
-            return Ok(CacheStep::Go(Some(fill)));
+    // `no-cache`: no lookup (exact or semantic); the fresh answer is still stored.
+    let look = !control.contains("no-cache");
+    let exact = if look {
+        app.cache
+            .lookup(&key, &route.name, ctx.team.as_deref())
+            .await
+    } else {
+        crate::cache::Lookup::Miss
+    };
+    match exact {
+        crate::cache::Lookup::Hit(e) => {
+            return serve_hit(app, ctx, ledger, g, e, "hit", fill).await
         }
         // The cache never fails a request: its backend failing is a miss, not stored again
         // (the backend is away).
@@ -416,9 +431,56 @@ async fn cache_lookup(
             ledger.rec.cache = Some("bypass");
             return Ok(CacheStep::Go(None));
         }
-    };
-    crate::telemetry::metrics::cache_lookup("hit");
-    // Requests per minute and concurrency apply; nothing is reserved or charged.
+        crate::cache::Lookup::Miss => {}
+    }
+    if let Some((sem, tools_ok)) = semantic {
+        if let Some(probe) = crate::cache::semantic::probe(&route.name, &sid, &g.body, tools_ok) {
+            match crate::cache::embed::embed(gw, sem, &probe.text, &ctx.request_id).await {
+                Ok(em) => {
+                    crate::cache::embed::healthy();
+                    ledger.rec.attempt_log.push(em.line);
+                    let vector: Arc<[f32]> = em.vector.into();
+                    let found = look
+                        .then(|| app.semantic.find(&probe, &vector, sem.threshold))
+                        .flatten();
+                    if let Some((similar, _)) = found {
+                        if let crate::cache::Lookup::Hit(e) = app
+                            .cache
+                            .lookup(&similar, &route.name, ctx.team.as_deref())
+                            .await
+                        {
+                            app.cache.semantic_hit();
+                            return serve_hit(app, ctx, ledger, g, e, "semantic-hit", fill).await;
+                        }
+                    }
+                    fill.semantic = Some((probe, vector));
+                }
+                Err(e) => {
+                    crate::cache::embed::failed(&e);
+                    crate::telemetry::metrics::cache_lookup("bypass");
+                    ledger.rec.cache = Some("bypass");
+                    return Ok(CacheStep::Go(Some(fill)));
+                }
+            }
+        }
+    }
+    let outcome = if look { "miss" } else { "bypass" };
+    crate::telemetry::metrics::cache_lookup(outcome);
+    ledger.rec.cache = Some(outcome);
+    Ok(CacheStep::Go(Some(fill)))
+}
+
+/// Answers from a stored entry (`outcome`: `hit` or `semantic-hit`) in the client's shape.
+/// Requests per minute and concurrency apply; nothing is reserved or charged.
+async fn serve_hit(
+    app: &AppState,
+    ctx: &RequestCtx,
+    ledger: &mut Ledger,
+    g: &Guarded,
+    entry: Arc<crate::cache::Entry>,
+    outcome: &'static str,
+    fill: CacheFill,
+) -> Result<CacheStep, ApiError> {
     let mut out_headers = HeaderMap::new();
     if let Principal::Key(k) = &ctx.principal {
         let r = Reservation {
@@ -438,10 +500,12 @@ async fn cache_lookup(
         (Some(entry.body.clone()), "application/json")
     };
     let Some(body) = body else {
+        crate::telemetry::metrics::cache_lookup("bypass");
         ledger.rec.cache = Some("bypass");
         return Ok(CacheStep::Go(Some(fill)));
     };
-    ledger.rec.cache = Some("hit");
+    crate::telemetry::metrics::cache_lookup(outcome);
+    ledger.rec.cache = Some(outcome);
     ledger.rec.cost_saved_micro_usd = entry.cost_micro_usd;
     ledger.rec.route_reason = Some("cache_hit");
     ledger.price = Some(crate::policy::prices::Price::default());
@@ -454,7 +518,7 @@ async fn cache_lookup(
         http::HeaderValue::from_static(content_type),
     );
     out_headers.insert(header::CONTENT_LENGTH, body.len().into());
-    out_headers.insert(X_SLUICE_CACHE, http::HeaderValue::from_static("hit"));
+    out_headers.insert(X_SLUICE_CACHE, http::HeaderValue::from_static(outcome));
     out_headers.insert(header::AGE, entry.stored.elapsed().as_secs().into());
     ledger.capture(&body);
     Ok(CacheStep::Hit(Answered {

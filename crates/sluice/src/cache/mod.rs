@@ -7,7 +7,9 @@
 //! With `cache.backend: redis` they are kept in Redis, shared by every replica, and the
 //! memory holds each for at most a second (`redis.rs`).
 
+pub mod embed;
 pub mod redis;
+pub mod semantic;
 
 use crate::canonical::openai::{decode_response, encode_response, OpenAiStream, StreamEncoder};
 use crate::canonical::{ChatResponse, StreamEvent, Usage};
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Request members that do not change the answer (so they are not part of the key).
-const IGNORED: [&str; 4] = ["user", "metadata", "stream", "stream_options"];
+pub(crate) const IGNORED: [&str; 4] = ["user", "metadata", "stream", "stream_options"];
 
 /// The longest TTL `x-sluice-cache-ttl` may ask for.
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 86_400);
@@ -84,6 +86,7 @@ pub struct ResponseCache {
     stored: AtomicU64,
     saved: AtomicU64,
     errors: AtomicU64,
+    semantic_hits: AtomicU64,
 }
 
 impl ResponseCache {
@@ -104,6 +107,7 @@ impl ResponseCache {
             stored: AtomicU64::new(0),
             saved: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            semantic_hits: AtomicU64::new(0),
         }
     }
 
@@ -151,6 +155,11 @@ impl ResponseCache {
         found
     }
 
+    /// A hit that was found by similarity (also counted as a hit).
+    pub fn semantic_hit(&self) {
+        self.semantic_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn put(&self, key: Key, entry: Entry) {
         self.stored.fetch_add(1, Ordering::Relaxed);
         if let Some(r) = &self.redis {
@@ -192,6 +201,7 @@ impl ResponseCache {
         json!({
             "backend": if self.redis.is_some() { "redis" } else { "memory" },
             "errors": self.errors.load(Ordering::Relaxed),
+            "semantic_hits": self.semantic_hits.load(Ordering::Relaxed),
             "entries": self.entries.entry_count(),
             "bytes": self.entries.weighted_size(),
             "hits": hits,

@@ -28,6 +28,10 @@ pub struct RawCache {
 pub struct RawSemantic {
     pub embedding_model: Option<String>,
     pub threshold: Option<f64>,
+    /// Asked of the embedding route as `dimensions` (models that can shorten their vectors).
+    pub dimensions: Option<u64>,
+    /// Longest wait for an embedding; slower is a miss.
+    pub timeout: Option<String>,
 }
 
 /// A route's `cache:`: `false` turns it off, `true` or a map turns it on (with overrides).
@@ -43,6 +47,8 @@ pub enum RawRouteCache {
 pub struct RawRouteCacheFields {
     pub ttl: Option<String>,
     pub semantic: Option<bool>,
+    /// Semantic hits also for a last turn that is a tool result, or a forced tool call.
+    pub semantic_tools: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,9 +76,25 @@ pub enum CacheBackend {
     Redis,
 }
 
+/// The semantic cache's embedder and how close is close enough.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticConfig {
+    /// A route that serves embeddings.
+    pub embedding_model: String,
+    /// Cosine similarity of the last user turns at or above which an answer is reused.
+    pub threshold: f64,
+    pub dimensions: Option<u64>,
+    pub timeout: Duration,
+}
+
+pub const DEFAULT_THRESHOLD: f64 = 0.92;
+pub const DEFAULT_EMBED_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
     pub backend: CacheBackend,
+    /// `None`: no route may use the semantic cache.
+    pub semantic: Option<SemanticConfig>,
     /// The memory backend's bound (with Redis: the bound of each replica's near cache).
     pub max_size: u64,
     pub ttl: Duration,
@@ -83,6 +105,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             backend: CacheBackend::Memory,
+            semantic: None,
             max_size: DEFAULT_MAX_SIZE,
             ttl: DEFAULT_TTL,
             scope: CacheScope::Team,
@@ -100,6 +123,10 @@ pub enum RouteCache {
     /// On for this route, with its own TTL when set.
     On {
         ttl: Option<Duration>,
+        /// Answers reused for a similar last user turn (needs `cache.semantic`).
+        semantic: bool,
+        /// ... also when the last turn is a tool result or a tool call is forced.
+        semantic_tools: bool,
     },
 }
 
@@ -138,11 +165,44 @@ pub fn validate(raw: Option<RawCache>, errs: &mut Vec<ConfigError>) -> Option<Ca
             format!("{other:?} is not one of: key, team, global"),
         )),
     }
-    if raw.semantic.is_some() {
-        errs.push(ConfigError::new(
-            "cache.semantic",
-            "the semantic cache is not available yet; remove `semantic` (the exact cache works)",
-        ));
+    if let Some(sem) = raw.semantic {
+        let threshold = sem.threshold.unwrap_or(DEFAULT_THRESHOLD);
+        if !(threshold > 0.0 && threshold <= 1.0) {
+            errs.push(ConfigError::new(
+                "cache.semantic.threshold",
+                format!("must be more than 0 and at most 1, got {threshold}"),
+            ));
+        }
+        let timeout = match sem.timeout.as_deref().map(parse_duration) {
+            None => DEFAULT_EMBED_TIMEOUT,
+            Some(Ok(d)) if !d.is_zero() => d,
+            Some(Ok(_)) => {
+                errs.push(ConfigError::new(
+                    "cache.semantic.timeout",
+                    "must be more than 0",
+                ));
+                DEFAULT_EMBED_TIMEOUT
+            }
+            Some(Err(e)) => {
+                errs.push(ConfigError::new("cache.semantic.timeout", e));
+                DEFAULT_EMBED_TIMEOUT
+            }
+        };
+        match sem.embedding_model {
+            // That it names a route is checked where the routes are known.
+            Some(m) if !m.is_empty() => {
+                cfg.semantic = Some(SemanticConfig {
+                    embedding_model: m,
+                    threshold,
+                    dimensions: sem.dimensions,
+                    timeout,
+                });
+            }
+            _ => errs.push(ConfigError::new(
+                "cache.semantic.embedding_model",
+                "required: the route that serves embeddings for the semantic cache",
+            )),
+        }
     }
     Some(cfg)
 }
@@ -151,14 +211,12 @@ pub fn route(raw: Option<&RawRouteCache>, path: &str, errs: &mut Vec<ConfigError
     match raw {
         None => RouteCache::Inherit,
         Some(RawRouteCache::On(false)) => RouteCache::Off,
-        Some(RawRouteCache::On(true)) => RouteCache::On { ttl: None },
+        Some(RawRouteCache::On(true)) => RouteCache::On {
+            ttl: None,
+            semantic: false,
+            semantic_tools: false,
+        },
         Some(RawRouteCache::With(f)) => {
-            if f.semantic == Some(true) {
-                errs.push(ConfigError::new(
-                    format!("{path}.cache.semantic"),
-                    "the semantic cache is not available yet",
-                ));
-            }
             let ttl = f.ttl.as_deref().and_then(|t| match parse_duration(t) {
                 Ok(d) if !d.is_zero() => Some(d),
                 Ok(_) => {
@@ -173,7 +231,11 @@ pub fn route(raw: Option<&RawRouteCache>, path: &str, errs: &mut Vec<ConfigError
                     None
                 }
             });
-            RouteCache::On { ttl }
+            RouteCache::On {
+                ttl,
+                semantic: f.semantic.unwrap_or(false),
+                semantic_tools: f.semantic_tools.unwrap_or(false),
+            }
         }
     }
 }
@@ -206,6 +268,33 @@ mod tests {
         assert!(
             bad.iter().any(|m| m.contains("not one of: memory, redis")),
             "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn semantic_routes_need_an_embedding_route_and_a_sane_threshold() {
+        let models = "providers: [{name: p, kind: mock}]\nmodels:\n  - {name: chat, cache: {semantic: true}, deployments: [{provider: p, model: m}]}\n  - {name: emb, deployments: [{provider: p, model: e}]}\n";
+        let e = errors(models);
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("models[0].cache.semantic: needs")),
+            "{e:?}"
+        );
+        let ok = errors(&format!(
+            "{models}cache: {{semantic: {{embedding_model: emb}}}}\n"
+        ));
+        assert!(ok.is_empty(), "{ok:?}");
+        let e = errors(&format!(
+            "{models}cache: {{semantic: {{embedding_model: nope, threshold: 1.5}}}}\n"
+        ));
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("cache.semantic.embedding_model: no model named \"nope\"")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|m| m.starts_with("cache.semantic.threshold")),
+            "{e:?}"
         );
     }
 }

@@ -456,6 +456,28 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<Config
             "redis needs the `redis:` section (its url is where entries are kept)",
         ));
     }
+    let semantic = cache.as_ref().and_then(|c| c.semantic.as_ref());
+    if let Some(sem) = semantic {
+        if !model_names.contains_key(&sem.embedding_model) {
+            errs.push(ConfigError::new(
+                "cache.semantic.embedding_model",
+                format!(
+                    "no model named {:?} serves embeddings here",
+                    sem.embedding_model
+                ),
+            ));
+        }
+    }
+    for (i, m) in models.iter().enumerate() {
+        if matches!(m.cache, super::cache::RouteCache::On { semantic: true, .. })
+            && semantic.is_none()
+        {
+            errs.push(ConfigError::new(
+                format!("models[{i}].cache.semantic"),
+                "needs `cache.semantic` (its embedding_model and threshold)",
+            ));
+        }
+    }
 
     if !errs.is_empty() {
         return Err(errs);

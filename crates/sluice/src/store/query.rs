@@ -279,7 +279,10 @@ pub async fn aggregate(
             if r.try_get::<Option<String>, _>(11)?.is_some() {
                 a.fallbacks += 1;
             }
-            if r.try_get::<Option<String>, _>(13)?.as_deref() == Some("hit") {
+            if matches!(
+                r.try_get::<Option<String>, _>(13)?.as_deref(),
+                Some("hit" | "semantic-hit")
+            ) {
                 a.cache_hits += 1;
                 a.cost_saved += r.try_get::<Option<i64>, _>(14)?.unwrap_or(0);
             }

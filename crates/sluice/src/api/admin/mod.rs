@@ -90,6 +90,9 @@ async fn cache_clear(
     State(app): State<AppState>,
     axum::extract::Query(f): axum::extract::Query<CacheFilter>,
 ) -> Response {
+    if f.route.is_none() && f.team.is_none() {
+        app.semantic.clear();
+    }
     match app.cache.clear(f.route.as_deref(), f.team.as_deref()).await {
         Ok(n) => Json(serde_json::json!({
             "cleared": true, "route": f.route, "team": f.team, "shared_entries_deleted": n
