@@ -353,3 +353,77 @@ async fn two_outcomes(gw: &Gateway, model: &str) -> Vec<Option<String>> {
     }
     out
 }
+
+/// One entry for every surface: an answer stored through chat completions is a hit for the
+/// same request through the Anthropic Messages and Responses surfaces (each in its own shape),
+/// without the upstream; a request that differs in anything else does not hit.
+#[tokio::test]
+async fn the_anthropic_and_responses_surfaces_hit_the_entry_stored_through_chat() {
+    let mock = start_mock().await;
+    let gw = Gateway::start(&config(&mock));
+    let first = send(&gw, MASTER, body("one entry for all", false), &[]).await;
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    let answer = content(&first);
+    let upstream = upstream_requests(&mock).await;
+    let auth = format!("Bearer {MASTER}");
+    let post = |path: &'static str, body: Value| {
+        let (url, auth) = (format!("{}{path}", gw.url), auth.clone());
+        async move {
+            request(
+                "POST",
+                &url,
+                &[
+                    ("authorization", auth.as_str()),
+                    ("content-type", "application/json"),
+                    ("anthropic-version", "2023-06-01"),
+                ],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    let messages = post(
+        "/v1/messages",
+        json!({"model": "chat", "max_tokens": 20,
+               "messages": [{"role": "user", "content": [{"type": "text", "text": "one entry for all"}]}]}),
+    )
+    .await;
+    assert_eq!(
+        messages.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&messages.body)
+    );
+    assert_eq!(messages.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(messages.json()["content"][0]["text"], answer.as_str());
+    let responses = post(
+        "/v1/responses",
+        json!({"model": "chat", "max_output_tokens": 20, "input": "one entry for all"}),
+    )
+    .await;
+    assert_eq!(
+        responses.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&responses.body)
+    );
+    assert_eq!(responses.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(
+        responses.json()["output"][0]["content"][0]["text"],
+        answer.as_str()
+    );
+    assert_eq!(
+        upstream_requests(&mock).await,
+        upstream,
+        "no upstream for hits"
+    );
+    // Anything else in the request counts: Anthropic's stop sequences (sent as `stop`).
+    let other = post(
+        "/v1/messages",
+        json!({"model": "chat", "max_tokens": 20, "stop_sequences": ["END"],
+               "messages": [{"role": "user", "content": "one entry for all"}]}),
+    )
+    .await;
+    assert_eq!(other.status, 200);
+    assert_eq!(other.header("x-sluice-cache"), Some("miss"));
+}

@@ -227,12 +227,7 @@ pub fn scope_id(scope: CacheScope, team: Option<&str>, principal: &str) -> Strin
 /// message and content part, tools, tool_choice, response_format, sampling, `n`, `seed` and
 /// reasoning settings count). `None` when the body is not a JSON object.
 pub fn key(route: &str, scope: &str, body: &[u8]) -> Option<Key> {
-    let mut v: Value = serde_json::from_slice(body).ok()?;
-    let o = v.as_object_mut()?;
-    for k in IGNORED {
-        o.remove(k);
-    }
-    o.remove("model");
+    let v = normalized(body)?;
     // serde_json's map is ordered by key: the text below is the same for any key order.
     let text = serde_json::to_vec(&v).ok()?;
     let mut h = Sha256::new();
@@ -242,6 +237,41 @@ pub fn key(route: &str, scope: &str, body: &[u8]) -> Option<Key> {
     h.update([0]);
     h.update(&text);
     Some(h.finalize().into())
+}
+
+/// The request as the cache sees it: without the members that do not change the answer
+/// (`IGNORED`, `model`), and with the spellings that mean the same thing made one, so that
+/// every surface's request for the same thing is the same entry: `max_tokens` is
+/// `max_completion_tokens` (what the Anthropic and Responses surfaces send), and a message
+/// whose content is one bare text part is that text. Parts with anything more (a
+/// `cache_control`, say) are kept as they are.
+pub(crate) fn normalized(body: &[u8]) -> Option<Value> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let o = v.as_object_mut()?;
+    for k in IGNORED {
+        o.remove(k);
+    }
+    o.remove("model");
+    if let Some(m) = o.remove("max_tokens") {
+        o.entry("max_completion_tokens").or_insert(m);
+    }
+    if let Some(messages) = o.get_mut("messages").and_then(Value::as_array_mut) {
+        for m in messages {
+            let Some(content) = m.get_mut("content") else {
+                continue;
+            };
+            let single_text = content.as_array().and_then(|parts| match parts.as_slice() {
+                [p] if p.as_object().is_some_and(|o| o.len() == 2) && p["type"] == "text" => {
+                    p["text"].as_str().map(str::to_string)
+                }
+                _ => None,
+            });
+            if let Some(t) = single_text {
+                *content = Value::String(t);
+            }
+        }
+    }
+    Some(v)
 }
 
 /// A stored JSON answer as the chunks of an OpenAI stream (with the usage chunk when asked).
@@ -328,6 +358,16 @@ mod tests {
         assert_ne!(key("r", "s", a), key("r", "t", a), "scope counts");
         assert_ne!(key("r", "s", a), key("q", "s", a), "route counts");
         assert_eq!(key("r", "s", b"[1]"), None);
+        // The same request as the Anthropic and Responses surfaces spell it.
+        let chat = br#"{"model":"m","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
+        let other = br#"{"model":"m","max_completion_tokens":50,"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#;
+        assert_eq!(key("r", "s", chat), key("r", "s", other));
+        let marked = br#"{"model":"m","max_tokens":50,"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}]}"#;
+        assert_ne!(
+            key("r", "s", chat),
+            key("r", "s", marked),
+            "vendor fields count"
+        );
     }
 
     #[test]

@@ -41,12 +41,8 @@ pub struct Probe {
 /// request, its last message is not a user text turn (a tool result counts only with
 /// `tools_ok`), or it forces a tool call (unless `tools_ok`).
 pub fn probe(route: &str, scope: &str, body: &[u8], tools_ok: bool) -> Option<Probe> {
-    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let mut v = super::normalized(body)?;
     let o = v.as_object_mut()?;
-    for k in super::IGNORED {
-        o.remove(k);
-    }
-    o.remove("model");
     if !tools_ok && forces_tool(o.get("tool_choice")) {
         return None;
     }
