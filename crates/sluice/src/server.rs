@@ -138,6 +138,28 @@ pub async fn run(
         }
         gov.join_fleet(b, state.clone(), stop_rx.clone());
     }
+    // Fleet mode with the Redis cache: every replica's semantic index follows the others'.
+    if let Some(r) = state.cache.redis().cloned() {
+        let app = state.clone();
+        let index: std::sync::Arc<dyn Fn(crate::cache::redis::SemanticShare) + Send + Sync> =
+            std::sync::Arc::new(move |e| {
+                let (Ok(context), Ok(key)) = (hex::decode(&e.context), hex::decode(&e.key)) else {
+                    return;
+                };
+                let (Ok(context), Ok(key)) = (context.try_into(), key.try_into()) else {
+                    return;
+                };
+                app.semantic.insert_parts(
+                    context,
+                    e.critical,
+                    e.vector.into(),
+                    key,
+                    std::time::Duration::from_millis(e.ttl_ms),
+                );
+            });
+        // Not on the tracker: it records nothing.
+        tokio::spawn(r.follow_semantic(index, stop_rx.clone()));
+    }
     // Not on the tracker: it records nothing.
     tokio::spawn(replicas.heartbeat_until(state.clone(), stop_rx.clone()));
     // Not on the tracker: it records nothing, and stops with the stop signal.

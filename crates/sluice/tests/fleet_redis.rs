@@ -922,3 +922,82 @@ async fn the_redis_cache_is_shared_by_replicas_and_an_outage_is_a_bypass() {
     assert!(stats["errors"].as_u64().unwrap() >= 1, "{stats}");
     proxy.restore().await;
 }
+
+/// The semantic cache across replicas (`backend: redis`): a rewording asked through one
+/// replica is answered with what another replica stored, and a replica started afterwards
+/// loads the index from Redis; a changed number still misses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rewording_through_another_replica_is_a_semantic_hit() {
+    let Some(()) = redis_or_skip("semantic_fleet") else {
+        return;
+    };
+    let db = testdb::fleet("semantic_fleet").await;
+    let prefix = Prefix::new("semantic_fleet");
+    let cfg = format!(
+        "{}cache: {{backend: redis, semantic: {{embedding_model: embed, dimensions: 256}}}}\n",
+        fleet_config(&db.url, REDIS, &prefix.0, "")
+    )
+    .replace(
+        "models:\n",
+        "models:\n  - {name: support, cache: {semantic: true}, deployments: [{provider: local, model: mock-1}]}\n  - {name: embed, deployments: [{provider: local, model: mock-embed}]}\n",
+    );
+    let a = Gateway::start(&cfg);
+    let b = Gateway::start(&cfg);
+    let ask = |gw: &Gateway, text: &str| {
+        let (url, body) = (
+            gw.url.clone(),
+            json!({"model": "support", "max_tokens": 8,
+                   "messages": [{"role": "user", "content": text}]})
+            .to_string(),
+        );
+        async move {
+            let auth = format!("Bearer {MASTER}");
+            let r = request(
+                "POST",
+                &format!("{url}/v1/chat/completions"),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                body,
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            (
+                r.header("x-sluice-cache").unwrap_or_default().to_string(),
+                r.json()["id"].clone(),
+            )
+        }
+    };
+    let (first, id) = ask(&a, "Track order 48213 for me").await;
+    assert_eq!(first, "miss");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let (outcome, hit_id) = loop {
+        let r = ask(&b, "track order 48213 for me.").await;
+        if r.0 == "semantic-hit" || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(outcome, "semantic-hit", "b never found a's answer");
+    assert_eq!(hit_id, id);
+    assert_eq!(ask(&b, "Track order 48231 for me").await.0, "miss");
+    // A replica that starts now loads the index from Redis.
+    let c = Gateway::start(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for n in 1.. {
+        // Another exact request each time: a miss stores its own answer, which must not
+        // turn the next try into an exact hit.
+        let r = ask(&c, &format!("Track order 48213 for me{}", "!".repeat(n))).await;
+        if r.0 == "semantic-hit" {
+            assert_eq!(r.1, id);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "c never loaded the index: {}",
+            r.0
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

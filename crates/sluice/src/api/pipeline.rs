@@ -310,6 +310,15 @@ impl CacheFill {
             self.app
                 .semantic
                 .insert(probe, vector.clone(), self.key, self.ttl);
+            if let Some(r) = self.app.cache.redis() {
+                r.share_semantic(crate::cache::redis::SemanticShare {
+                    context: hex::encode(probe.context),
+                    key: hex::encode(self.key),
+                    critical: probe.critical.clone(),
+                    vector: vector.to_vec(),
+                    ttl_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
         }
         self.app.cache.put(
             self.key,

@@ -160,6 +160,11 @@ impl ResponseCache {
         self.semantic_hits.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Fleet mode: the Redis backend, when the cache uses it.
+    pub fn redis(&self) -> Option<&Arc<redis::RedisCache>> {
+        self.redis.as_ref()
+    }
+
     pub fn put(&self, key: Key, entry: Entry) {
         self.stored.fetch_add(1, Ordering::Relaxed);
         if let Some(r) = &self.redis {

@@ -8,6 +8,12 @@
 //! entry is (stored time, TTL, cost, route, team) then the answer's bytes. Route and team are
 //! hex so that clearing by either is a glob that nothing in a name can break.
 //!
+//! The semantic index follows: a replica that indexes a last turn (`semantic.rs`) also keeps
+//! it in Redis (`{prefix}:semvec:<context hex>:<key hex>`, same TTL) and announces it on
+//! `{prefix}:semantic`; every replica adds what it hears to its own index, and a replica that
+//! starts loads what Redis holds. So a rewording asked through any replica finds an answer
+//! stored through any other.
+//!
 //! The cache never fails a request: a Redis that is away or slow (`redis.timeout`), or an
 //! entry that does not parse, is a miss (`bypass`), counted in `sluice_cache_errors_total`
 //! and logged once per incident.
@@ -20,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct RedisCache {
+    client: redis::Client,
     conn: ConnectionManager,
     tag: String,
     timeout: Duration,
@@ -40,6 +47,18 @@ struct Meta {
     m: Option<String>,
 }
 
+/// A semantic index entry as Redis keeps and announces it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SemanticShare {
+    /// The context hash and the answer's key, hex.
+    pub context: String,
+    pub key: String,
+    pub critical: Vec<String>,
+    pub vector: Vec<f32>,
+    /// Left of the answer's TTL when shared.
+    pub ttl_ms: u64,
+}
+
 /// What a Redis lookup found.
 pub enum Found {
     Entry(Entry),
@@ -57,7 +76,8 @@ impl RedisCache {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         Ok(Self {
-            conn: ConnectionManager::new_lazy_with_config(client, mc)?,
+            conn: ConnectionManager::new_lazy_with_config(client.clone(), mc)?,
+            client,
             tag: format!("{{{}}}", cfg.key_prefix),
             timeout: cfg.timeout,
             down: AtomicBool::new(false),
@@ -167,6 +187,114 @@ impl RedisCache {
             }
             if next == 0 {
                 return Ok(gone);
+            }
+            cursor = next;
+        }
+    }
+
+    fn semantic_channel(&self) -> String {
+        format!("{}:semantic", self.tag)
+    }
+
+    /// Keeps a semantic index entry in Redis and tells the other replicas (in the background).
+    pub fn share_semantic(self: &Arc<Self>, e: SemanticShare) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(text) = serde_json::to_string(&e) else {
+                return;
+            };
+            let k = format!("{}:semvec:{}:{}", this.tag, e.context, e.key);
+            let mut c = this.conn.clone();
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(&k)
+                .arg(&text)
+                .arg("PX")
+                .arg(e.ttl_ms.max(1))
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(this.semantic_channel())
+                .arg(&text)
+                .ignore();
+            let sent = tokio::time::timeout(this.timeout, pipe.query_async::<()>(&mut c)).await;
+            match sent {
+                Ok(Ok(())) => this.up(),
+                Ok(Err(err)) => {
+                    this.failed("semantic_share", &err.to_string());
+                }
+                Err(_) => {
+                    this.failed("semantic_share", "no answer within redis.timeout");
+                }
+            }
+        });
+    }
+
+    /// Loads the semantic entries Redis holds, then adds every one announced, into `index`,
+    /// until `stop`; resubscribes (and reloads) after a lost connection.
+    pub async fn follow_semantic(
+        self: Arc<Self>,
+        index: Arc<dyn Fn(SemanticShare) + Send + Sync>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use futures_util::StreamExt;
+        loop {
+            let run = async {
+                let mut ps = self.client.get_async_pubsub().await?;
+                ps.subscribe(self.semantic_channel()).await?;
+                self.load_semantic(index.as_ref()).await?;
+                let mut msgs = ps.on_message();
+                while let Some(m) = msgs.next().await {
+                    if let Some(e) = m
+                        .get_payload::<String>()
+                        .ok()
+                        .and_then(|t| serde_json::from_str::<SemanticShare>(&t).ok())
+                    {
+                        index(e);
+                    }
+                }
+                Ok::<(), redis::RedisError>(())
+            };
+            tokio::select! {
+                r = run => {
+                    if let Err(e) = r {
+                        tracing::debug!("semantic cache subscription: {e}");
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn load_semantic(
+        &self,
+        index: &(dyn Fn(SemanticShare) + Send + Sync),
+    ) -> Result<(), redis::RedisError> {
+        let mut c = self.conn.clone();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}:semvec:*", self.tag))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await?;
+            if !keys.is_empty() {
+                let values: Vec<Option<String>> =
+                    redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+                for v in values.into_iter().flatten() {
+                    if let Ok(e) = serde_json::from_str::<SemanticShare>(&v) {
+                        index(e);
+                    }
+                }
+            }
+            if next == 0 {
+                return Ok(());
             }
             cursor = next;
         }

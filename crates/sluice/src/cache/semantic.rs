@@ -254,9 +254,21 @@ impl SemanticIndex {
 
     /// Remembers that the answer stored under `key` answered `p` (for `ttl`).
     pub fn insert(&self, p: &Probe, vector: Arc<[f32]>, key: Key, ttl: Duration) {
+        self.insert_parts(p.context, p.critical.clone(), vector, key, ttl);
+    }
+
+    /// [`SemanticIndex::insert`] from its parts (an entry another replica indexed).
+    pub fn insert_parts(
+        &self,
+        context: Key,
+        critical: Vec<String>,
+        vector: Arc<[f32]>,
+        key: Key,
+        ttl: Duration,
+    ) {
         let bucket = self
             .contexts
-            .get_with(p.context, || Arc::new(Mutex::new(Vec::new())));
+            .get_with(context, || Arc::new(Mutex::new(Vec::new())));
         let Ok(mut list) = bucket.lock() else { return };
         let now = Instant::now();
         list.retain(|e| e.expires > now && e.key != key);
@@ -265,7 +277,7 @@ impl SemanticIndex {
         }
         list.push(Indexed {
             vector,
-            critical: p.critical.clone(),
+            critical,
             key,
             expires: now + ttl,
         });
