@@ -186,6 +186,25 @@ def test_anthropic_thinking_round_trips_with_signature(native: OpenAI, mock):
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
 
 
+def test_anthropic_thinking_streams_through_the_sdk_stream_helper(native: OpenAI):
+    """openai-python's `chat.completions.stream()` merges list deltas by `index` (and raises
+    without one): every streamed thinking_blocks delta carries its block's index, so the
+    helper rebuilds each signed block whole, ready to be sent back."""
+    with native.chat.completions.stream(
+        model="anthropic-model",
+        messages=[{"role": "user", "content": "Think, then say hi"}],
+        reasoning_effort="low",
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    msg = final.choices[0].message.model_dump()
+    blocks = msg["thinking_blocks"]
+    assert len(blocks) == 1, blocks
+    assert blocks[0]["type"] == "thinking"
+    assert blocks[0]["thinking"] and blocks[0]["signature"].startswith("sig_mock_")
+
+
 def test_gemini_thinking_round_trips_with_signature(native: OpenAI, mock):
     """reasoning_effort turns Gemini thoughts on; the signature Gemini puts on the answer comes
     back to the client and, sent back in the next turn, reaches Gemini on the text part."""

@@ -107,7 +107,7 @@ fn every_broken_config_names_its_field_path() {
         ),
         (
             "store: {url: \"mysql://x\"}\n".into(),
-            "store.url: unsupported store \"mysql://x\"; this version supports sqlite://PATH",
+            "store.url: unsupported store \"mysql://x\"; use sqlite://PATH or postgres://USER@HOST:PORT/DB",
         ),
         (
             "server: {master_key: \"${EMPTY_KEY:-}\"}\n".into(),

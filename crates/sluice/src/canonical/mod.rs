@@ -275,7 +275,16 @@ impl ChatResponse {
                 StreamEvent::Usage(u) => r.usage = Some(*u),
             }
         }
-        r.tool_calls = calls.into_iter().map(|(_, c)| c).collect();
+        r.tool_calls = calls
+            .into_iter()
+            .map(|(_, mut c)| {
+                // A call that streamed no arguments takes none.
+                if c.arguments.is_empty() {
+                    c.arguments.push_str("{}");
+                }
+                c
+            })
+            .collect();
         r
     }
 }

@@ -376,7 +376,11 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool, StoreError> {
 /// request path) that gives up quickly when the server is away, so the usage writer spills
 /// to disk instead of waiting.
 async fn open_postgres(url: &str) -> Result<PgPool, StoreError> {
-    let opts = PgConnectOptions::from_str(url)?.application_name("sluice");
+    let mut opts = PgConnectOptions::from_str(url)?;
+    // The URL's own `application_name` wins (the tests name their connections this way).
+    if !url.contains("application_name=") {
+        opts = opts.application_name("sluice");
+    }
     Ok(PgPoolOptions::new()
         .max_connections(8)
         .min_connections(0)

@@ -27,9 +27,17 @@ impl Drop for TestDb {
                     .unwrap();
                 rt.block_on(async {
                     if let Ok(p) = sqlx::PgPool::connect(PG_ADMIN_URL).await {
-                        let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                            .execute(&p)
-                            .await;
+                        // The test's own connections may still hold locks (a transaction an
+                        // error dropped is rolled back by its runtime, which this thread
+                        // blocks): end them first; never wait on a lock for long.
+                        let _ = sqlx::raw_sql(&format!(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                             WHERE application_name = '{schema}' AND pid <> pg_backend_pid(); \
+                             SET lock_timeout = '10s'; \
+                             DROP SCHEMA IF EXISTS {schema} CASCADE"
+                        ))
+                        .execute(&p)
+                        .await;
                     }
                 });
             })
@@ -96,7 +104,9 @@ pub async fn postgres(test: &str) -> Option<TestDb> {
         .unwrap();
     Some(TestDb {
         engine: "postgres",
-        url: format!("{PG_ADMIN_URL}?options=-c%20search_path%3D{schema}"),
+        url: format!(
+            "{PG_ADMIN_URL}?options=-c%20search_path%3D{schema}&application_name={schema}"
+        ),
         _dir: None,
         schema: Some(schema),
     })

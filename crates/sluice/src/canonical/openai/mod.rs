@@ -441,6 +441,14 @@ pub struct StreamEncoder {
     finish: Option<FinishReason>,
     usage: Option<Usage>,
     saw_tool_call: bool,
+    /// Tool calls started, and whether each got an argument delta (a call with none gets
+    /// `{}` before the finish, so that clients never parse an empty string).
+    tool_args_seen: Vec<bool>,
+    /// The thinking block the next thinking delta belongs to, and whether it has text yet;
+    /// every `thinking_blocks` delta carries its block's `index`, so that clients that merge
+    /// deltas by index (openai-python's stream helper) rebuild each signed block whole.
+    thinking_index: u32,
+    thinking_open: bool,
     done: bool,
     /// `data: {"id":..,"object":..,"created":..,"model":..,"choices":[{"index":0,"delta":`,
     /// rendered once when the stream starts (text deltas then cost one string escape).
@@ -460,6 +468,9 @@ impl StreamEncoder {
             finish: None,
             usage: None,
             saw_tool_call: false,
+            tool_args_seen: Vec::new(),
+            thinking_index: 0,
+            thinking_open: false,
             done: false,
             prefix: Vec::new(),
         }
@@ -524,32 +535,49 @@ impl StreamEncoder {
                     return;
                 }
                 self.ensure_started(out);
+                self.thinking_open = true;
+                let i = self.thinking_index;
                 self.chunk(
                     out,
                     &json!({"reasoning_content": t,
-                            "thinking_blocks": [{"type": "thinking", "thinking": t}]}),
+                            "thinking_blocks": [{"index": i, "type": "thinking", "thinking": t}]}),
                     None,
                 );
             }
             StreamEvent::ThinkingSignature(s) => {
                 self.ensure_started(out);
+                // The signature closes its block: the next thinking text is a new one.
+                let i = self.thinking_index;
+                self.thinking_index += 1;
+                self.thinking_open = false;
                 self.chunk(
                     out,
-                    &json!({"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": s}]}),
+                    &json!({"thinking_blocks": [{"index": i, "type": "thinking", "thinking": "", "signature": s}]}),
                     None,
                 );
             }
             StreamEvent::RedactedThinking(d) => {
                 self.ensure_started(out);
+                if self.thinking_open {
+                    self.thinking_index += 1;
+                    self.thinking_open = false;
+                }
+                let i = self.thinking_index;
+                self.thinking_index += 1;
                 self.chunk(
                     out,
-                    &json!({"thinking_blocks": [{"type": "redacted_thinking", "data": d}]}),
+                    &json!({"thinking_blocks": [{"index": i, "type": "redacted_thinking", "data": d}]}),
                     None,
                 );
             }
             StreamEvent::ToolCallStart { index, id, name } => {
                 self.ensure_started(out);
                 self.saw_tool_call = true;
+                let slot = *index as usize;
+                if self.tool_args_seen.len() <= slot {
+                    self.tool_args_seen.resize(slot + 1, true);
+                }
+                self.tool_args_seen[slot] = false;
                 self.chunk(
                     out,
                     &json!({"tool_calls": [{"index": index, "id": id, "type": "function",
@@ -562,6 +590,9 @@ impl StreamEncoder {
                     return;
                 }
                 self.ensure_started(out);
+                if let Some(seen) = self.tool_args_seen.get_mut(*index as usize) {
+                    *seen = true;
+                }
                 self.chunk(
                     out,
                     &json!({"tool_calls": [{"index": index, "function": {"arguments": delta}}]}),
@@ -584,6 +615,17 @@ impl StreamEncoder {
         }
         self.done = true;
         self.ensure_started(out);
+        // A call that streamed no arguments takes none: `{}`, never an empty string.
+        for i in 0..self.tool_args_seen.len() {
+            if !self.tool_args_seen[i] {
+                self.tool_args_seen[i] = true;
+                self.chunk(
+                    out,
+                    &json!({"tool_calls": [{"index": i, "function": {"arguments": "{}"}}]}),
+                    None,
+                );
+            }
+        }
         let f = self.finish.unwrap_or(if self.saw_tool_call {
             FinishReason::ToolCalls
         } else {
@@ -705,6 +747,107 @@ mod tests {
         assert!(frames[4].contains("\"finish_reason\":\"tool_calls\""));
         assert!(text.contains("\"usage\":{\"completion_tokens\":4"));
         assert!(text.ends_with("data: [DONE]\n\n"));
+    }
+
+    fn frames_of(events: &[StreamEvent]) -> Vec<Value> {
+        let mut enc = StreamEncoder::new("c".into(), "m".into(), 1, false);
+        let mut out = Vec::new();
+        for e in events {
+            enc.event(e, &mut out);
+        }
+        enc.finish(&mut out);
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn streamed_thinking_blocks_carry_their_block_index() {
+        let frames = frames_of(&[
+            StreamEvent::Thinking("a".into()),
+            StreamEvent::Thinking("b".into()),
+            StreamEvent::ThinkingSignature("s1".into()),
+            StreamEvent::Thinking("c".into()),
+            StreamEvent::ThinkingSignature("s2".into()),
+            StreamEvent::RedactedThinking("r".into()),
+            StreamEvent::Text("hi".into()),
+        ]);
+        let indices: Vec<u64> = frames
+            .iter()
+            .filter_map(|f| f["choices"][0]["delta"]["thinking_blocks"][0]["index"].as_u64())
+            .collect();
+        assert_eq!(indices, [0, 0, 0, 1, 1, 2]);
+    }
+
+    #[test]
+    fn a_streamed_tool_call_without_argument_deltas_takes_empty_object_arguments() {
+        let frames = frames_of(&[
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "c1".into(),
+                name: "now".into(),
+            },
+            StreamEvent::ToolCallStart {
+                index: 1,
+                id: "c2".into(),
+                name: "f".into(),
+            },
+            StreamEvent::ToolCallArgs {
+                index: 1,
+                delta: "{\"a\":1}".into(),
+            },
+        ]);
+        let mut args = [String::new(), String::new()];
+        for f in &frames {
+            for tc in f["choices"][0]["delta"]["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let i = usize::try_from(tc["index"].as_u64().unwrap()).unwrap();
+                args[i].push_str(tc["function"]["arguments"].as_str().unwrap_or(""));
+            }
+        }
+        assert_eq!(args, ["{}", "{\"a\":1}"]);
+        let folded = ChatResponse::from_events(&[StreamEvent::ToolCallStart {
+            index: 0,
+            id: "c1".into(),
+            name: "now".into(),
+        }]);
+        assert_eq!(folded.tool_calls[0].arguments, "{}");
+    }
+
+    #[test]
+    fn unnumbered_streamed_tool_calls_stay_apart() {
+        let mut dec = OpenAiStream::default();
+        let mut events = Vec::new();
+        let chunk = |d: Value| {
+            format!(
+                "data: {}\n\n",
+                json!({"id": "x", "model": "m", "choices": [{"index": 0, "delta": d}]})
+            )
+        };
+        let sse = [
+            chunk(json!({"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "a", "arguments": ""}}]})),
+            chunk(json!({"tool_calls": [{"function": {"arguments": "{\"x\":"}}]})),
+            chunk(json!({"tool_calls": [{"function": {"arguments": "1}"}}]})),
+            chunk(json!({"tool_calls": [{"id": "c2", "type": "function", "function": {"name": "b", "arguments": "{}"}}]})),
+        ]
+        .concat();
+        crate::providers::native::StreamDecoder::feed(&mut dec, sse.as_bytes(), &mut events)
+            .unwrap();
+        crate::providers::native::StreamDecoder::finish(&mut dec, &mut events).unwrap();
+        let r = ChatResponse::from_events(&events);
+        let calls: Vec<(&str, &str, &str)> = r
+            .tool_calls
+            .iter()
+            .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(calls, [("c1", "a", "{\"x\":1}"), ("c2", "b", "{}")]);
     }
 }
 

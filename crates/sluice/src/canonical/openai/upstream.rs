@@ -257,7 +257,12 @@ pub struct OpenAiStream {
     started: bool,
     /// OpenAI tool-call indices seen, in order; ours are their positions.
     tool_indices: Vec<u64>,
+    /// The id of the last tool call delta that had one (for unnumbered deltas).
+    last_tool_id: Option<String>,
 }
+
+/// Indices given to unnumbered tool calls (far above any a server sends).
+const UNNUMBERED: u64 = 1 << 62;
 
 impl OpenAiStream {
     fn on_data(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), DecodeError> {
@@ -299,7 +304,24 @@ impl OpenAiStream {
                 out.push(StreamEvent::Text(t.to_string()));
             }
             for tc in d["tool_calls"].as_array().into_iter().flatten() {
-                let oi = tc["index"].as_u64().unwrap_or(0);
+                // Servers that number nothing: a delta with a new id is a new call, one
+                // without an id continues the last call.
+                let id = tc["id"].as_str().filter(|s| !s.is_empty());
+                let oi = match tc["index"].as_u64() {
+                    Some(i) => i,
+                    None => match (id, self.tool_indices.last()) {
+                        (Some(id), last)
+                            if last.is_none() || self.last_tool_id.as_deref() != Some(id) =>
+                        {
+                            UNNUMBERED + self.tool_indices.len() as u64
+                        }
+                        (_, Some(last)) => *last,
+                        (_, None) => 0,
+                    },
+                };
+                if let Some(id) = id {
+                    self.last_tool_id = Some(id.to_string());
+                }
                 let pos = match self.tool_indices.iter().position(|i| *i == oi) {
                     Some(p) => p,
                     None => {
