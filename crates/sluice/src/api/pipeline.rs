@@ -213,6 +213,7 @@ async fn parse(
     let p = (inbound.peek)(&body)?.into_owned();
     ledger.rec.requested_model = p.model.to_string();
     ledger.rec.streamed = p.stream;
+    ledger.rec.request_hash = Some(request_hash(ledger.rec.surface, &body));
     ledger.prompt_estimate = input_estimate(&p);
     ledger.unpriced_allowed = gw.config.governance.unpriced_allowed;
     let compliance = &gw.config.usage.compliance;
@@ -220,6 +221,21 @@ async fn parse(
         ledger.start_capture(&body, compliance.redact.clone());
     }
     Ok(Parsed { body, p })
+}
+
+/// The first 8 bytes of SHA-256 over the surface and the body as received: equal values are
+/// identical requests (`/admin/insights` counts repeats a cache would have answered). About a
+/// microsecond per kilobyte, once per request.
+fn request_hash(surface: &str, body: &[u8]) -> u64 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(surface.as_bytes());
+    h.update([0]);
+    h.update(body);
+    let d = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// The request after its input rules.

@@ -66,6 +66,23 @@ pub enum UsageCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Quality feedback (`POST /v1/feedback`): mean score and count, by model (default),
+    /// deployment, team or any other group.
+    Quality {
+        #[arg(long)]
+        by: Option<String>,
+        #[command(flatten)]
+        filters: UsageFilters,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Savings and reliability opportunities (`GET /admin/insights`).
+    Insights {
+        #[command(flatten)]
+        filters: UsageFilters,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// The request log, newest first.
     Requests {
         #[arg(long, default_value_t = 50)]
@@ -130,12 +147,11 @@ pub fn run(conn: &Conn, args: UsageArgs) -> anyhow::Result<()> {
     match args.command {
         None => {
             let by = args.by.clone();
-            let v = get(
+            let v = fetch(
                 conn,
-                &format!(
-                    "/admin/usage{}",
-                    query(&args.filters, &[("group_by", by.clone())])
-                ),
+                "/admin/usage",
+                &args.filters,
+                &[("group_by", by.clone())],
             )?;
             let mut cols = group_columns(by.as_deref());
             cols.extend([
@@ -155,12 +171,11 @@ pub fn run(conn: &Conn, args: UsageArgs) -> anyhow::Result<()> {
             filters,
             format,
         }) => {
-            let v = get(
+            let v = fetch(
                 conn,
-                &format!(
-                    "/admin/performance{}",
-                    query(&filters, &[("group_by", by.clone())])
-                ),
+                "/admin/performance",
+                &filters,
+                &[("group_by", by.clone())],
             )?;
             let mut cols = group_columns(by.as_deref().or(Some("provider,deployment")));
             cols.extend([
@@ -175,17 +190,45 @@ pub fn run(conn: &Conn, args: UsageArgs) -> anyhow::Result<()> {
             ]);
             print_rows(&v["rows"], &cols, pick(conn, format))
         }
+        Some(UsageCommand::Quality {
+            by,
+            filters,
+            format,
+        }) => {
+            let by = by.unwrap_or_else(|| "model".into());
+            let v = fetch(
+                conn,
+                "/admin/usage",
+                &filters,
+                &[("group_by", Some(by.clone()))],
+            )?;
+            let mut cols = group_columns(Some(&by));
+            cols.extend(["requests", "feedback_count", "mean_score"]);
+            print_rows(&v["rows"], &cols, pick(conn, format))
+        }
+        Some(UsageCommand::Insights { filters, format }) => {
+            let v = fetch(conn, "/admin/insights", &filters, &[])?;
+            let cols = vec![
+                "kind",
+                "model",
+                "provider",
+                "deployment",
+                "requests",
+                "savings_usd",
+                "summary",
+            ];
+            print_rows(&v["opportunities"], &cols, pick(conn, format))
+        }
         Some(UsageCommand::Requests {
             limit,
             filters,
             format,
         }) => {
-            let v = get(
+            let v = fetch(
                 conn,
-                &format!(
-                    "/admin/requests{}",
-                    query(&filters, &[("limit", Some(limit.to_string()))])
-                ),
+                "/admin/requests",
+                &filters,
+                &[("limit", Some(limit.to_string()))],
             )?;
             let cols = vec![
                 "time",
@@ -222,6 +265,16 @@ fn pick(conn: &Conn, format: Format) -> Format {
     } else {
         format
     }
+}
+
+/// `GET route?filters&extra` on the admin API.
+fn fetch(
+    conn: &Conn,
+    route: &str,
+    filters: &UsageFilters,
+    extra: &[(&str, Option<String>)],
+) -> anyhow::Result<Value> {
+    get(conn, &format!("{route}{}", query(filters, extra)))
 }
 
 fn get(conn: &Conn, path: &str) -> anyhow::Result<Value> {

@@ -2,7 +2,9 @@
 //! batching sink that keeps database writes off the request path.
 
 pub mod audit;
+pub mod feedback;
 pub mod gov;
+pub mod insights;
 pub mod query;
 pub mod responses;
 pub mod row;
@@ -68,6 +70,8 @@ pub struct UsageRecord {
     pub cache: Option<&'static str>,
     /// A cache hit: what the original answer cost (the provider was not asked).
     pub cost_saved_micro_usd: Option<i64>,
+    /// The first 8 bytes of the SHA-256 of the surface and the request body as received.
+    pub request_hash: Option<u64>,
 }
 
 /// One attempt of a request that did not give the client its answer: retried after an

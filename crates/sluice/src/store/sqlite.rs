@@ -114,6 +114,9 @@ CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts_ms);
 ALTER TABLE usage_records ADD COLUMN cache TEXT;
 ALTER TABLE usage_records ADD COLUMN cost_saved_micro_usd INTEGER;
 ",
+    // 11: quality feedback (store::feedback) and a hash of the request body, so that
+    // `/admin/insights` can find repeated identical requests (store::insights).
+    super::feedback::MIGRATION,
 ];
 
 const INSERT_COLUMNS: &str = "INSERT INTO usage_records (request_id, ts_ms, surface, principal, \
@@ -121,7 +124,7 @@ const INSERT_COLUMNS: &str = "INSERT INTO usage_records (request_id, ts_ms, surf
      output_tokens, cached_input_tokens, reasoning_tokens, latency_us, ttft_us, overhead_us, \
      attempts, policy_hits, key_id, key_prefix, team, user_name, tags, cost_micro_usd, \
      catalog_version, cache_write_tokens, route_reason, fallback_reason, attempt_log, cache, \
-     cost_saved_micro_usd) ";
+     cost_saved_micro_usd, request_hash) ";
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -231,7 +234,8 @@ fn bind_row<'q>(
         .push_bind(r.fallback_reason.as_deref())
         .push_bind(r.attempt_log.as_deref())
         .push_bind(r.cache.as_deref())
-        .push_bind(r.cost_saved_micro_usd);
+        .push_bind(r.cost_saved_micro_usd)
+        .push_bind(r.request_hash.as_deref());
 }
 
 async fn insert_content(
@@ -294,7 +298,7 @@ impl SqliteStore {
 impl UsageStore for SqliteStore {
     async fn write_batch(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
         // Multi-row INSERTs: one statement per ROWS_PER_INSERT records, all in one transaction.
-        const ROWS_PER_INSERT: usize = 34; // 29 columns: stay under SQLite's 999 parameters
+        const ROWS_PER_INSERT: usize = 34; // 33 columns: far under SQLite's 32,766 parameters
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(INSERT_COLUMNS);
