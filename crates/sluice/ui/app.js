@@ -166,11 +166,11 @@ const COLORS = ["#1f5fbf", "#d9480f", "#2b8a3e", "#9c36b5", "#e67700", "#0b7285"
 function barChart(title, items) {
   if (!items.length) return '<p class="muted">' + h(title) + ": no data yet.</p>";
   const max = Math.max(...items.map((i) => i.value), 1e-12);
-  const rowH = 26, w = 600, labelW = 170, H = items.length * rowH + 10;
+  const rowH = 26, w = 640, labelW = 170, H = items.length * rowH + 10;
   let s = '<figure class="chart"><figcaption>' + h(title) + '</figcaption><svg role="img" aria-label="' + h(title) +
     '" viewBox="0 0 ' + w + " " + H + '" preserveAspectRatio="xMinYMin meet">';
   items.forEach((it, i) => {
-    const y = 5 + i * rowH, bw = Math.max(1, ((w - labelW - 110) * it.value) / max);
+    const y = 5 + i * rowH, bw = Math.max(1, ((w - labelW - 190) * it.value) / max);
     s += '<text x="' + (labelW - 6) + '" y="' + (y + 17) + '" text-anchor="end" font-size="13">' + h(it.label) + "</text>";
     s += '<rect x="' + labelW + '" y="' + (y + 4) + '" width="' + bw + '" height="' + (rowH - 8) + '" fill="' + COLORS[i % COLORS.length] + '"><title>' + h(it.label + ": " + it.text) + "</title></rect>";
     s += '<text x="' + (labelW + bw + 6) + '" y="' + (y + 17) + '" font-size="12">' + h(it.text) + "</text>";

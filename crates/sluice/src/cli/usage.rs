@@ -45,37 +45,17 @@ pub enum Format {
 pub struct UsageArgs {
     #[command(subcommand)]
     pub command: Option<UsageCommand>,
-    /// Group by: key, user, team, model, provider, deployment, status, surface, error_class,
-    /// and at most one of hour, day, week, month (comma-separated).
-    #[arg(long)]
-    pub by: Option<String>,
     #[command(flatten)]
-    pub filters: UsageFilters,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    pub grouped: Grouped,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum UsageCommand {
     /// Latency, TTFT, tokens per second, error and fallback rates per provider/deployment.
-    Performance {
-        #[arg(long)]
-        by: Option<String>,
-        #[command(flatten)]
-        filters: UsageFilters,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    Performance(Grouped),
     /// Quality feedback (`POST /v1/feedback`): mean score and count, by model (default),
     /// deployment, team or any other group.
-    Quality {
-        #[arg(long)]
-        by: Option<String>,
-        #[command(flatten)]
-        filters: UsageFilters,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    Quality(Grouped),
     /// Savings and reliability opportunities (`GET /admin/insights`).
     Insights {
         #[command(flatten)]
@@ -100,6 +80,19 @@ pub enum UsageCommand {
         #[command(flatten)]
         filters: UsageFilters,
     },
+}
+
+/// A grouped view: `--by`, the filters, the output format.
+#[derive(Args, Debug)]
+pub struct Grouped {
+    /// Group by: key, user, team, model, provider, deployment, status, surface, error_class,
+    /// and at most one of hour, day, week, month (comma-separated).
+    #[arg(long)]
+    pub by: Option<String>,
+    #[command(flatten)]
+    pub filters: UsageFilters,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 /// Percent-encodes a query value.
@@ -146,6 +139,7 @@ fn query(f: &UsageFilters, extra: &[(&str, Option<String>)]) -> String {
 pub fn run(conn: &Conn, args: UsageArgs) -> anyhow::Result<()> {
     match args.command {
         None => {
+            let args = args.grouped;
             let by = args.by.clone();
             let v = fetch(
                 conn,
@@ -166,11 +160,11 @@ pub fn run(conn: &Conn, args: UsageArgs) -> anyhow::Result<()> {
             ]);
             print_rows(&v["rows"], &cols, pick(conn, args.format))
         }
-        Some(UsageCommand::Performance {
+        Some(UsageCommand::Performance(Grouped {
             by,
             filters,
             format,
-        }) => {
+        })) => {
             let v = fetch(
                 conn,
                 "/admin/performance",
@@ -190,11 +184,11 @@ pub fn run(conn: &Conn, args: UsageArgs) -> anyhow::Result<()> {
             ]);
             print_rows(&v["rows"], &cols, pick(conn, format))
         }
-        Some(UsageCommand::Quality {
+        Some(UsageCommand::Quality(Grouped {
             by,
             filters,
             format,
-        }) => {
+        })) => {
             let by = by.unwrap_or_else(|| "model".into());
             let v = fetch(
                 conn,

@@ -70,7 +70,7 @@ pub struct UsageRecord {
     pub cache: Option<&'static str>,
     /// A cache hit: what the original answer cost (the provider was not asked).
     pub cost_saved_micro_usd: Option<i64>,
-    /// The first 8 bytes of the SHA-256 of the surface and the request body as received.
+    /// XXH3-64 of the request body as received, seeded by the surface (`pipeline::parse`).
     pub request_hash: Option<u64>,
 }
 
