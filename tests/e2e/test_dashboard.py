@@ -82,11 +82,16 @@ def page(browser):
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
     pg = ctx.new_page()
     pg.on("dialog", lambda d: d.accept())
+    # Anything the page's CSP blocked, or any script error, fails the test at teardown.
+    problems: list[str] = []
+    pg.on("console", lambda m: problems.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None)
+    pg.on("pageerror", lambda e: problems.append(str(e)))
     pg.set_default_timeout(10_000)
     try:
         yield pg
     finally:
         ctx.close()
+    assert not problems, problems
 
 
 def shot(page: Page, name: str) -> None:
@@ -219,9 +224,15 @@ def test_admin_runs_the_gateway_from_the_dashboard(dash: str, page: Page):
         chat(dash, secret, "after revoke")
 
     # Insights and the other pages render for an admin.
-    for name, sel in [("Insights", "[data-k=records]"), ("Providers", "#providers-table"), ("Usage", "#usage-out svg"), ("Budgets", "meter")]:
+    for name, sel in [("Insights", "[data-k=records]"), ("Providers", "#providers-table"), ("Usage", "#usage-out svg")]:
         page.click(f"nav >> text={name}")
         expect(page.locator(sel).first).to_be_visible()
+    expect(page.locator("#usage-out .legend")).to_contain_text("public-model")
+    page.click("nav >> text=Budgets")
+    expect(page.locator("meter")).to_have_count(1)
+    burn = page.locator("#burn figure")
+    expect(burn).to_contain_text("team eng")
+    expect(burn.locator("svg polyline")).to_have_count(1)
     shot(page, "budgets")
 
     logout(page)

@@ -207,7 +207,8 @@ function timeChart(title, buckets, series, fmt) {
     }
   });
   s += "</svg>";
-  s += '<div class="legend">' + series.map((sr, k) => '<span><i style="background:' + COLORS[k % COLORS.length] + '"></i>' + h(sr.name) + "</span>").join("") + "</div>";
+  // Swatches as SVG: the page's CSP allows no inline style attributes.
+  s += '<div class="legend">' + series.map((sr, k) => '<span><svg width="12" height="12" aria-hidden="true"><rect width="12" height="12" fill="' + COLORS[k % COLORS.length] + '"/></svg> ' + h(sr.name) + "</span>").join("") + "</div>";
   return s + "</figure>";
 }
 
@@ -326,18 +327,60 @@ async function usagePage(m) {
 }
 
 async function budgets(m) {
-  const rows = (await budgetRows()).filter((r) => r.budget_usd != null);
-  const [users] = await Promise.all([api("/admin/users").catch(() => ({ data: [] }))]);
-  for (const u of users.data || []) if (u.budget_usd != null) rows.push({ kind: "user", ...u });
-  const limits = (await budgetRows()).filter((r) => r.rpm != null || r.tpm != null || r.max_concurrency != null);
+  const all = await budgetRows();
+  const users = await api("/admin/users").catch(() => ({ data: [] }));
+  for (const u of users.data || []) all.push({ kind: "user", ...u });
+  const rows = all.filter((r) => r.budget_usd != null);
+  const limits = all.filter((r) => r.rpm != null || r.tpm != null || r.max_concurrency != null);
+  const burns = await Promise.all(rows.slice(0, 8).map(burnDown));
   m.innerHTML = "<h1>Budgets &amp; limits</h1>" +
     '<div class="card">' + budgetTable(rows) + "</div>" +
+    (burns.length ? '<div class="card" id="burn"><h2>Burn-down in the current period</h2><div class="cols">' + burns.join("") + "</div></div>" : "") +
     '<div class="card">' + table("Rate limits", [
       { label: "Kind", get: (r) => r.kind }, { label: "Name", get: (r) => r.name },
       { label: "Requests / min", n: 1, get: (r) => num(r.rpm) }, { label: "Tokens / min", n: 1, get: (r) => num(r.tpm) },
       { label: "Concurrency", n: 1, get: (r) => num(r.max_concurrency) },
       { label: "Models", get: (r) => (r.models || []).join(", ") || "all" },
     ], limits) + "</div>";
+}
+
+// Where the budget's current period started (UTC months; the offset of `resets_at` is kept).
+function periodStart(r) {
+  const D = 864e5, now = Date.now(), p = r.budget_period || "monthly";
+  if (p === "total") return Date.parse(r.created_at) || now - 30 * D;
+  if (p.startsWith("rolling_")) return now - ({ rolling_daily: 1, rolling_weekly: 7, rolling_monthly: 30 })[p] * D;
+  const end = r.resets_at ? Date.parse(r.resets_at) : now;
+  if (p === "daily") return end - D;
+  if (p === "weekly") return end - 7 * D;
+  const e = new Date(end - 1);
+  return end - (Date.UTC(e.getUTCFullYear(), e.getUTCMonth() + 1, 1) - Date.UTC(e.getUTCFullYear(), e.getUTCMonth(), 1));
+}
+
+// Cumulative recorded spend since the period started against the budget, as an SVG line.
+async function burnDown(r) {
+  const start = periodStart(r), now = Date.now();
+  const end = Math.max(r.resets_at ? Date.parse(r.resets_at) : now, now);
+  const bucket = end - start <= 7 * 864e5 ? "hour" : "day";
+  const who = r.kind === "key" ? { key: r.id } : r.kind === "user" ? { user: r.name } : { team: r.name };
+  const u = await api("/admin/usage" + qs({ since: new Date(start).toISOString().slice(0, 19) + "Z", group_by: bucket, ...who })).catch(() => ({ rows: [] }));
+  const budget = Math.round(Number(r.budget_usd) * 1e6);
+  let sum = 0;
+  const pts = [[start, 0]].concat((u.rows || []).map((x) => [Date.parse(x.bucket), (sum += x.cost_micro_usd)]));
+  pts.push([now, sum]);
+  const w = 420, H = 170, pl = 70, pb = 24, top = Math.max(budget, sum, 1);
+  const X = (t) => pl + ((w - pl - 10) * (Math.min(Math.max(t, start), end) - start)) / Math.max(end - start, 1);
+  const Y = (v) => 8 + (H - pb - 8) * (1 - v / top);
+  const title = "Burn-down of " + r.kind + " " + r.name;
+  let s = '<figure class="chart"><figcaption>' + h(r.kind + " " + r.name + ": " + usd(sum) + " of " + usd(budget) + (r.resets_at ? ", resets " + r.resets_at : "")) +
+    '</figcaption><svg role="img" aria-label="' + h(title) + '" viewBox="0 0 ' + w + " " + H + '">';
+  s += '<line x1="' + pl + '" x2="' + (w - 10) + '" y1="' + Y(budget) + '" y2="' + Y(budget) + '" stroke="#b3261e" stroke-dasharray="5 4"/>';
+  s += '<text x="' + (pl - 6) + '" y="' + (Y(budget) + 4) + '" font-size="11" text-anchor="end">' + h(usd(budget)) + "</text>";
+  s += '<text x="' + (pl - 6) + '" y="' + (Y(0) + 4) + '" font-size="11" text-anchor="end">$0</text>';
+  s += '<line x1="' + X(now) + '" x2="' + X(now) + '" y1="8" y2="' + (H - pb) + '" stroke="#9aa5b1"/>';
+  s += '<polyline fill="none" stroke="#1f5fbf" stroke-width="2" points="' + pts.map(([t, v]) => X(t).toFixed(1) + "," + Y(v).toFixed(1)).join(" ") + '"/>';
+  s += '<text x="' + pl + '" y="' + (H - 6) + '" font-size="11">' + h(new Date(start).toISOString().slice(0, 16).replace("T", " ")) + "</text>";
+  s += '<text x="' + (w - 10) + '" y="' + (H - 6) + '" font-size="11" text-anchor="end">' + h(new Date(end).toISOString().slice(0, 16).replace("T", " ")) + "</text>";
+  return s + "</svg></figure>";
 }
 
 function limitsFields(prefix, v) {
