@@ -22,7 +22,7 @@ pub struct InsightRow {
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
     pub cost_micro_usd: Option<i64>,
-    pub request_hash: Option<String>,
+    pub request_hash: Option<i64>,
     pub fallback_reason: Option<String>,
     /// JSON array of the attempts that did not answer (`store::AttemptLine`).
     pub attempt_log: Option<String>,

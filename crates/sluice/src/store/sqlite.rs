@@ -235,7 +235,7 @@ fn bind_row<'q>(
         .push_bind(r.attempt_log.as_deref())
         .push_bind(r.cache.as_deref())
         .push_bind(r.cost_saved_micro_usd)
-        .push_bind(r.request_hash.as_deref());
+        .push_bind(r.request_hash);
 }
 
 async fn insert_content(

@@ -128,7 +128,7 @@ struct Accumulator {
     records: u64,
     cheap: BTreeMap<String, CheapTier>,
     /// (cache scope, request hash) seen.
-    seen: BTreeSet<(String, String)>,
+    seen: BTreeSet<(String, i64)>,
     repeats: BTreeMap<String, Repeats>,
     deployments: BTreeMap<(String, String), DeploymentFailures>,
 }
@@ -158,14 +158,14 @@ impl Accumulator {
                 }
             }
         }
-        if let (true, false, Some(h)) = (ok, hit, &r.request_hash) {
+        if let (true, false, Some(h)) = (ok, hit, r.request_hash) {
             // The cache's default scope: the team (the key for callers without one).
             let scope = r
                 .team
                 .clone()
                 .or_else(|| r.key_id.clone())
                 .unwrap_or_default();
-            if !self.seen.insert((scope, h.clone())) {
+            if !self.seen.insert((scope, h)) {
                 let e = self.repeats.entry(r.requested_model.clone()).or_default();
                 e.repeats += 1;
                 e.cost += cost;
@@ -288,7 +288,7 @@ fn usd_text(micro: i64) -> String {
 mod tests {
     use super::*;
 
-    fn row(model: &str, input: i64, output: i64, cost: i64, hash: &str) -> InsightRow {
+    fn row(model: &str, input: i64, output: i64, cost: i64, hash: i64) -> InsightRow {
         InsightRow {
             surface: "openai.chat".into(),
             requested_model: model.into(),
@@ -299,7 +299,7 @@ mod tests {
             input_tokens: Some(input),
             output_tokens: Some(output),
             cost_micro_usd: Some(cost),
-            request_hash: Some(hash.into()),
+            request_hash: Some(hash),
             ..Default::default()
         }
     }
@@ -316,12 +316,12 @@ mod tests {
         );
         let mut acc = Accumulator::default();
         // Two identical short requests on `big` (10 / 20 micro-USD per token), one long one.
-        acc.add(&row("big", 10, 5, 200, "h1"), Some(&cheap));
-        acc.add(&row("big", 10, 5, 200, "h1"), Some(&cheap));
-        acc.add(&row("big", 10_000, 5, 100_100, "h2"), Some(&cheap));
+        acc.add(&row("big", 10, 5, 200, 1), Some(&cheap));
+        acc.add(&row("big", 10, 5, 200, 1), Some(&cheap));
+        acc.add(&row("big", 10_000, 5, 100_100, 2), Some(&cheap));
         // A deployment failing 5 of 5 times.
         for _ in 0..5 {
-            let mut r = row("flaky", 1, 0, 0, "h3");
+            let mut r = row("flaky", 1, 0, 0, 3);
             r.status = 502;
             r.request_hash = None;
             acc.add(&r, Some(&cheap));
