@@ -29,6 +29,12 @@ if (( missing )); then
     exit 2
 fi
 
+# The dashboard tests drive Debian's chromium (never a browser Playwright downloads).
+if ! command -v chromium >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }
+fi
+
 if [[ ! -x "$VENV/bin/python" ]]; then
     python3 -m venv "$VENV"
 fi

@@ -49,7 +49,9 @@
 //!     batching sink, which shutdown drains.
 //!
 //! The admin API (`/admin/...`, `api::admin`) shares steps 1 and 2; each of its routes then
-//! passes the role gate of `policy::roles` (so does `/metrics`).
+//! passes the role gate of `policy::roles` (so does `/metrics`). `POST /v1/feedback`
+//! (`api::feedback`) takes a quality score from the key that made a request or an admin.
+//! The dashboard (`/ui`, `api::ui`) is static assets that call the admin API.
 
 use crate::api::{self, RequestCtx};
 use crate::config::Config;
@@ -75,8 +77,17 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::task::TaskTracker;
 
-/// Routes that answer without credentials. Nothing else does.
-pub const PUBLIC_PATHS: &[&str] = &["/health/live", "/health/ready"];
+/// Routes that answer without credentials. Nothing else does. The dashboard's static assets
+/// are public (they hold no data); every figure they show comes from the admin API, which
+/// the page calls with the key its user typed (`api::ui`).
+pub const PUBLIC_PATHS: &[&str] = &[
+    "/health/live",
+    "/health/ready",
+    "/ui",
+    "/ui/",
+    "/ui/app.js",
+    "/ui/app.css",
+];
 
 /// Everything built from one config; swapped whole on reload.
 pub struct Gateway {
@@ -240,6 +251,8 @@ pub fn router(state: AppState) -> Router {
             post(api::anthropic::count_tokens),
         )
         .route("/v1/key/info", get(api::admin::key_info))
+        .route("/v1/feedback", post(api::feedback::submit))
+        .merge(api::ui::routes())
         .merge(api::admin::routes())
         .route("/health/live", get(api::health::live))
         .route("/health/ready", get(api::health::ready))

@@ -186,6 +186,7 @@ async fn request_for(gw: &Gateway, method: &str, path: &str, t: Target) -> (Shap
         ("GET", "/admin/usage")
         | ("GET", "/admin/usage/export")
         | ("GET", "/admin/performance")
+        | ("GET", "/admin/insights")
         | ("GET", "/admin/requests") => {
             let sep = if team_q.is_empty() { "" } else { "&" };
             let q = if path == "/admin/requests" {

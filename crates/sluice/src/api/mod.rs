@@ -2,11 +2,13 @@
 
 pub mod admin;
 pub mod anthropic;
+pub mod feedback;
 pub mod health;
 pub mod openai;
 pub mod pipeline;
 pub mod settle;
 pub mod surface;
+pub mod ui;
 
 use crate::error::ApiError;
 use crate::policy::auth::Principal;

@@ -45,22 +45,19 @@ pub enum Format {
 pub struct UsageArgs {
     #[command(subcommand)]
     pub command: Option<UsageCommand>,
-    /// Group by: key, user, team, model, provider, deployment, status, surface, error_class,
-    /// and at most one of hour, day, week, month (comma-separated).
-    #[arg(long)]
-    pub by: Option<String>,
     #[command(flatten)]
-    pub filters: UsageFilters,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    pub grouped: Grouped,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum UsageCommand {
     /// Latency, TTFT, tokens per second, error and fallback rates per provider/deployment.
-    Performance {
-        #[arg(long)]
-        by: Option<String>,
+    Performance(Grouped),
+    /// Quality feedback (`POST /v1/feedback`): mean score and count, by model (default),
+    /// deployment, team or any other group.
+    Quality(Grouped),
+    /// Savings and reliability opportunities (`GET /admin/insights`).
+    Insights {
         #[command(flatten)]
         filters: UsageFilters,
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -83,6 +80,19 @@ pub enum UsageCommand {
         #[command(flatten)]
         filters: UsageFilters,
     },
+}
+
+/// A grouped view: `--by`, the filters, the output format.
+#[derive(Args, Debug)]
+pub struct Grouped {
+    /// Group by: key, user, team, model, provider, deployment, status, surface, error_class,
+    /// and at most one of hour, day, week, month (comma-separated).
+    #[arg(long)]
+    pub by: Option<String>,
+    #[command(flatten)]
+    pub filters: UsageFilters,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 /// Percent-encodes a query value.
@@ -129,13 +139,13 @@ fn query(f: &UsageFilters, extra: &[(&str, Option<String>)]) -> String {
 pub fn run(conn: &Conn, args: UsageArgs) -> anyhow::Result<()> {
     match args.command {
         None => {
+            let args = args.grouped;
             let by = args.by.clone();
-            let v = get(
+            let v = fetch(
                 conn,
-                &format!(
-                    "/admin/usage{}",
-                    query(&args.filters, &[("group_by", by.clone())])
-                ),
+                "/admin/usage",
+                &args.filters,
+                &[("group_by", by.clone())],
             )?;
             let mut cols = group_columns(by.as_deref());
             cols.extend([
@@ -150,17 +160,16 @@ pub fn run(conn: &Conn, args: UsageArgs) -> anyhow::Result<()> {
             ]);
             print_rows(&v["rows"], &cols, pick(conn, args.format))
         }
-        Some(UsageCommand::Performance {
+        Some(UsageCommand::Performance(Grouped {
             by,
             filters,
             format,
-        }) => {
-            let v = get(
+        })) => {
+            let v = fetch(
                 conn,
-                &format!(
-                    "/admin/performance{}",
-                    query(&filters, &[("group_by", by.clone())])
-                ),
+                "/admin/performance",
+                &filters,
+                &[("group_by", by.clone())],
             )?;
             let mut cols = group_columns(by.as_deref().or(Some("provider,deployment")));
             cols.extend([
@@ -175,17 +184,45 @@ pub fn run(conn: &Conn, args: UsageArgs) -> anyhow::Result<()> {
             ]);
             print_rows(&v["rows"], &cols, pick(conn, format))
         }
+        Some(UsageCommand::Quality(Grouped {
+            by,
+            filters,
+            format,
+        })) => {
+            let by = by.unwrap_or_else(|| "model".into());
+            let v = fetch(
+                conn,
+                "/admin/usage",
+                &filters,
+                &[("group_by", Some(by.clone()))],
+            )?;
+            let mut cols = group_columns(Some(&by));
+            cols.extend(["requests", "feedback_count", "mean_score"]);
+            print_rows(&v["rows"], &cols, pick(conn, format))
+        }
+        Some(UsageCommand::Insights { filters, format }) => {
+            let v = fetch(conn, "/admin/insights", &filters, &[])?;
+            let cols = vec![
+                "kind",
+                "model",
+                "provider",
+                "deployment",
+                "requests",
+                "savings_usd",
+                "summary",
+            ];
+            print_rows(&v["opportunities"], &cols, pick(conn, format))
+        }
         Some(UsageCommand::Requests {
             limit,
             filters,
             format,
         }) => {
-            let v = get(
+            let v = fetch(
                 conn,
-                &format!(
-                    "/admin/requests{}",
-                    query(&filters, &[("limit", Some(limit.to_string()))])
-                ),
+                "/admin/requests",
+                &filters,
+                &[("limit", Some(limit.to_string()))],
             )?;
             let cols = vec![
                 "time",
@@ -222,6 +259,16 @@ fn pick(conn: &Conn, format: Format) -> Format {
     } else {
         format
     }
+}
+
+/// `GET route?filters&extra` on the admin API.
+fn fetch(
+    conn: &Conn,
+    route: &str,
+    filters: &UsageFilters,
+    extra: &[(&str, Option<String>)],
+) -> anyhow::Result<Value> {
+    get(conn, &format!("{route}{}", query(filters, extra)))
 }
 
 fn get(conn: &Conn, path: &str) -> anyhow::Result<Value> {

@@ -61,11 +61,11 @@ impl Pool {
         }
     }
 
-    /// Rows per multi-row INSERT of usage records (32 columns): SQLite's default bound of 999
+    /// Rows per multi-row INSERT of usage records (33 columns): SQLite's default bound of 999
     /// parameters, PostgreSQL's 65,535.
     fn rows_per_insert(&self) -> usize {
         match self {
-            Pool::Sqlite(_) => 31,
+            Pool::Sqlite(_) => 30,
             Pool::Postgres(_) => 1000,
         }
     }
@@ -73,7 +73,8 @@ impl Pool {
 
 /// PostgreSQL's schema steps, applied in order once each; append, never edit. Step 1 is the
 /// SQLite schema up to its step 10; later steps follow SQLite's one for one.
-const PG_MIGRATIONS: &[&str] = &[r"
+const PG_MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE usage_records (
     rowid BIGSERIAL PRIMARY KEY,
     request_id TEXT NOT NULL,
@@ -159,7 +160,10 @@ CREATE TABLE audit_log (
     request_id TEXT NOT NULL
 );
 CREATE INDEX audit_log_ts ON audit_log (ts_ms);
-"];
+",
+    // 2 (SQLite's 11): quality feedback and the request hash.
+    super::feedback::MIGRATION,
+];
 
 /// SQLite's schema steps, applied in order once each; append, never edit (and append the
 /// PostgreSQL equivalent to `PG_MIGRATIONS`).
@@ -270,6 +274,9 @@ CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts_ms);
 ALTER TABLE usage_records ADD COLUMN cache TEXT;
 ALTER TABLE usage_records ADD COLUMN cost_saved_micro_usd INTEGER;
 ",
+    // 11: quality feedback (store::feedback) and a hash of the request body, so that
+    // `/admin/insights` can find repeated identical requests (store::insights).
+    super::feedback::MIGRATION,
 ];
 
 const INSERT_COLUMNS: &str = "INSERT INTO usage_records (request_id, ts_ms, surface, principal, \
@@ -277,7 +284,7 @@ const INSERT_COLUMNS: &str = "INSERT INTO usage_records (request_id, ts_ms, surf
      output_tokens, cached_input_tokens, reasoning_tokens, latency_us, ttft_us, overhead_us, \
      attempts, policy_hits, key_id, key_prefix, team, user_name, tags, cost_micro_usd, \
      catalog_version, cache_write_tokens, route_reason, fallback_reason, attempt_log, cache, \
-     cost_saved_micro_usd) ";
+     cost_saved_micro_usd, request_hash) ";
 
 /// The store: usage records, governance state, stored responses and the audit log.
 #[derive(Clone, Debug)]
@@ -430,7 +437,8 @@ macro_rules! bind_row {
             .push_bind(r.fallback_reason.as_deref())
             .push_bind(r.attempt_log.as_deref())
             .push_bind(r.cache.as_deref())
-            .push_bind(r.cost_saved_micro_usd);
+            .push_bind(r.cost_saved_micro_usd)
+            .push_bind(r.request_hash);
     }};
 }
 
@@ -561,6 +569,7 @@ fn copy_row(out: &mut Vec<u8>, r: &UsageRow) {
     t!(r.attempt_log.as_deref());
     t!(r.cache.as_deref());
     n!(r.cost_saved_micro_usd);
+    n!(r.request_hash);
     out.push(b'\n');
 }
 

@@ -3,7 +3,9 @@
 
 pub mod audit;
 pub mod db;
+pub mod feedback;
 pub mod gov;
+pub mod insights;
 pub mod query;
 pub mod responses;
 pub mod row;
@@ -71,6 +73,8 @@ pub struct UsageRecord {
     pub cache: Option<&'static str>,
     /// A cache hit: what the original answer cost (the provider was not asked).
     pub cost_saved_micro_usd: Option<i64>,
+    /// XXH3-64 of the request body as received, seeded by the surface (`pipeline::parse`).
+    pub request_hash: Option<u64>,
 }
 
 /// One attempt of a request that did not give the client its answer: retried after an

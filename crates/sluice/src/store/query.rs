@@ -132,10 +132,12 @@ pub struct Filter {
     pub status_class: Option<bool>,
     /// Only records with compliance content (prompt and answer) stored.
     pub with_content: bool,
+    /// Only the records of this request id.
+    pub request_id: Option<String>,
 }
 
 impl Filter {
-    fn push_where<'a, DB: sqlx::Database>(&self, q: &mut sqlx::QueryBuilder<'a, DB>)
+    pub(crate) fn push_where<'a, DB: sqlx::Database>(&self, q: &mut sqlx::QueryBuilder<'a, DB>)
     where
         i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
         String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
@@ -154,6 +156,10 @@ impl Filter {
             } else {
                 q.push_bind(v.clone());
             }
+        }
+        if let Some(id) = &self.request_id {
+            q.push(" AND usage_records.request_id = ")
+                .push_bind(id.clone());
         }
         if self.with_content {
             q.push(
@@ -202,6 +208,9 @@ struct Agg {
     /// Output tokens and generation seconds of successful requests, for tokens per second.
     gen_tokens: u64,
     gen_secs: f64,
+    /// Requests with quality feedback, and the sum of their scores.
+    scored: u64,
+    score_sum: f64,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -219,6 +228,9 @@ fn u(v: Option<i64>) -> u64 {
     v.map_or(0, i64::unsigned_abs)
 }
 
+/// Where the group-by columns start in the aggregate query (after the feedback score).
+const GROUP_AT: usize = 16;
+
 /// Aggregates the records matching `filter`, one row per distinct `group` (+ `bucket`).
 pub async fn aggregate(
     store: &Store,
@@ -231,12 +243,13 @@ pub async fn aggregate(
         let mut q = sqlx::QueryBuilder::new(
             "SELECT ts_ms, status, input_tokens, output_tokens, cached_input_tokens, \
              cache_write_tokens, reasoning_tokens, cost_micro_usd, latency_us, ttft_us, attempts, \
-             fallback_reason, streamed, cache, cost_saved_micro_usd",
+             fallback_reason, streamed, cache, cost_saved_micro_usd, ",
         );
+        q.push(super::feedback::SCORE);
         for d in group {
             q.push(", ").push(d.column());
         }
-        q.push(" FROM usage_records");
+        q.push(" FROM usage_records").push(super::feedback::JOIN);
         filter.push_where(&mut q);
         let mut rows = q.build().fetch(p);
         while let Some(r) = rows.try_next().await? {
@@ -245,9 +258,9 @@ pub async fn aggregate(
             let mut key = Vec::with_capacity(group.len());
             for (i, d) in group.iter().enumerate() {
                 let v = if *d == Dim::Status {
-                    KeyPart::Int(r.try_get::<i64, _>(15 + i)?)
+                    KeyPart::Int(r.try_get::<i64, _>(GROUP_AT + i)?)
                 } else {
-                    KeyPart::Text(r.try_get::<Option<String>, _>(15 + i)?)
+                    KeyPart::Text(r.try_get::<Option<String>, _>(GROUP_AT + i)?)
                 };
                 key.push(v);
             }
@@ -288,6 +301,10 @@ pub async fn aggregate(
             }
             if r.try_get::<bool, _>(12)? {
                 a.streamed += 1;
+            }
+            if let Some(score) = r.try_get::<Option<f64>, _>(15)? {
+                a.scored += 1;
+                a.score_sum += score;
             }
             if status < 400 && output > 0 {
                 a.gen_tokens += output;
@@ -341,6 +358,9 @@ pub async fn aggregate(
                 "p95_ttft_ms": pct(&a.ttft_ms, 95.0),
                 "output_tokens_per_second": (a.gen_secs > 0.0)
                     .then(|| (a.gen_tokens as f64 / a.gen_secs * 10.0).round() / 10.0),
+                "feedback_count": a.scored,
+                "mean_score": (a.scored > 0)
+                    .then(|| (a.score_sum / a.scored as f64 * 1000.0).round() / 1000.0),
             });
             if let Value::Object(f) = fields {
                 row.extend(f);
@@ -404,6 +424,7 @@ const LOG_COLUMNS: &[&str] = &[
     "team",
     "user_name",
     "tags",
+    "request_hash",
 ];
 
 /// One page of the request log, newest first, and the cursor for the next page.
@@ -485,6 +506,19 @@ pub async fn requests(
         }
         (out, (rows.len() > limit as usize).then_some(last).flatten())
     });
+    let mut out = out;
+    let ids: Vec<String> = out
+        .iter()
+        .filter_map(|r| r["request_id"].as_str().map(str::to_string))
+        .collect();
+    let feedback = super::feedback::for_requests(store, &ids).await?;
+    for row in &mut out {
+        let f = row["request_id"].as_str().and_then(|id| feedback.get(id));
+        row["feedback"] = f.map_or(Value::Null, |f| {
+            json!({"score": f.score, "label": f.label, "comment": f.comment,
+                   "time": crate::policy::governance::rfc3339(f.feedback_ms)})
+        });
+    }
     Ok((out, next))
 }
 

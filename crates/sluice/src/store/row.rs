@@ -42,6 +42,8 @@ pub struct UsageRow {
     pub attempt_log: Option<String>,
     pub cache: Option<String>,
     pub cost_saved_micro_usd: Option<i64>,
+    /// A hash of the request as sent (surface and body): equal hashes are identical requests.
+    pub request_hash: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
 }
@@ -86,6 +88,7 @@ impl From<UsageRecord> for UsageRow {
             catalog_version: owned(r.catalog_version.as_ref()),
             cache: r.cache.map(str::to_string),
             cost_saved_micro_usd: r.cost_saved_micro_usd,
+            request_hash: r.request_hash.map(|h| i64::from_ne_bytes(h.to_ne_bytes())),
             attempt_log: if r.attempt_log.is_empty() {
                 None
             } else {

@@ -40,6 +40,10 @@ fn field(path: &str) -> Option<&'static str> {
         "metadata",
         "grace_period",
         "model_limits",
+        "request_id",
+        "score",
+        "label",
+        "comment",
     ];
     let head = path.split(['.', '[']).next().unwrap_or(path);
     FIELDS.iter().copied().find(|f| *f == head)

@@ -97,6 +97,7 @@ fn key_json(app: &AppState, p: &KeyPrincipal) -> serde_json::Value {
         "budget_usd": usd(k.limits.budget_micro_usd),
         "budget_period": scope.budget.map(|(_, p)| p.as_str()),
         "spend_usd": usd(scope.budget.map(|_| spent)),
+        "resets_at": super::resets_at(app, scope.budget),
         "reserved_usd": usd(scope.budget.map(|_| reserved)),
         "expires_at": k.expires_at_ms.map(rfc3339),
         "metadata": k.metadata,
@@ -321,8 +322,6 @@ pub async fn key_info(
         .filter_map(|s| {
             let (limit, period) = s.budget?;
             let (spent, reserved) = app.gov.limits.spend(s, now);
-            let tz = app.gov.limits.calendar_offset_ms();
-            let start = period.start_in(now, tz);
             Some(serde_json::json!({
                 "scope": &*s.label,
                 "budget_usd": usd(Some(limit)),
@@ -330,7 +329,7 @@ pub async fn key_info(
                 "spend_usd": usd(Some(spent)),
                 "reserved_usd": usd(Some(reserved)),
                 "remaining_usd": usd(Some((limit - spent - reserved).max(0))),
-                "resets_at": period.end_in(start, tz).map(rfc3339),
+                "resets_at": super::resets_at(&app, s.budget),
             }))
         })
         .collect();

@@ -6,7 +6,8 @@
 //! own keys; a key's `user` must exist.
 
 mod audit;
-mod input;
+pub(crate) mod input;
+mod insights;
 mod keys;
 mod replicas;
 mod routing;
@@ -67,6 +68,7 @@ fn build() -> AdminRoutes {
         .at(M::GET, "/admin/usage/export", Need::Read, usage::export)
         .at(M::GET, "/admin/performance", Need::Read, usage::performance)
         .at(M::GET, "/admin/requests", Need::Read, usage::requests)
+        .at(M::GET, "/admin/insights", Need::Read, insights::insights)
         .at(M::GET, "/admin/routing", Need::ReadOrg, routing::routing)
         .at(M::GET, "/admin/audit", Need::ReadOrg, audit::audit)
         .at(M::GET, "/admin/replicas", Need::ReadOrg, replicas::list)
@@ -223,6 +225,20 @@ pub(crate) async fn reload(app: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// When a budget's current period ends (`null`: no budget, or a `total` budget).
+pub(crate) fn resets_at(
+    app: &AppState,
+    budget: Option<(i64, crate::policy::limits::Period)>,
+) -> serde_json::Value {
+    let now = app.gov.clock.now_ms();
+    let tz = app.gov.limits.calendar_offset_ms();
+    budget
+        .and_then(|(_, period)| period.end_in(period.start_in(now, tz), tz))
+        .map_or(serde_json::Value::Null, |t| {
+            serde_json::Value::String(crate::policy::governance::rfc3339(t))
+        })
+}
+
 pub(crate) fn usd(micro: Option<i64>) -> serde_json::Value {
     micro.map_or(serde_json::Value::Null, |m| {
         serde_json::Value::String(format_usd(m))
@@ -310,7 +326,9 @@ fn openapi_document() -> serde_json::Value {
             "/v1/key/info": {"get": op("The calling key's limits and remaining budget", None)},
             "/admin/usage": {"get": op("Usage totals: filters since, until, key, user, team, model, provider, deployment, status, surface, error_class; group_by any of those plus hour, day, week or month", None)},
             "/admin/performance": {"get": op("Per deployment latency, TTFT, tokens per second, error and fallback rates (same filters and group_by)", None)},
-            "/admin/requests": {"get": op("The request log, newest first: same filters, limit, cursor, include_content", None)},
+            "/admin/requests": {"get": op("The request log, newest first: same filters, request_id, limit, cursor, include_content; each record with its feedback", None)},
+            "/admin/insights": {"get": op("Savings and reliability opportunities from recorded usage (cheap tier, cache, unreliable deployments), each with a dollar figure and a config change; same filters, since defaults to 30d", None)},
+            "/v1/feedback": {"post": op("Quality feedback on a request: request_id, score (0 to 1), label, comment; from the key that made it or an admin", None)},
             "/admin/usage/export": {"get": op("Compliance log (records with prompt and answer) as JSONL; all=true exports every record", None)},
             "/admin/routing": {"get": op("Every deployment's live routing state (breaker, latency, rate-limit use)", None)},
             "/admin/replicas": {"get": op("Every live replica of the fleet: id, version, config hash, listen address, start time and uptime; config_drift when their config hashes differ", None)},

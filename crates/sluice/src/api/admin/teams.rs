@@ -52,6 +52,7 @@ pub(super) fn team_json(app: &AppState, t: &TeamRecord) -> serde_json::Value {
         "budget_usd": usd(t.limits.budget_micro_usd),
         "budget_period": scope.budget.map(|(_, p)| p.as_str()),
         "spend_usd": usd(scope.budget.map(|_| spent)),
+        "resets_at": super::resets_at(app, scope.budget),
         "reserved_usd": usd(scope.budget.map(|_| reserved)),
         "model_limits": t.model_limits,
         "metadata": t.metadata,

@@ -66,7 +66,7 @@ pub(crate) fn parse_when(text: &str, now_ms: i64, param: &'static str) -> Result
 }
 
 /// Reads the filters; a `team_admin` is held to its team.
-fn filter(
+pub(super) fn filter(
     app: &AppState,
     scope: &Scope,
     p: &HashMap<String, String>,
@@ -164,7 +164,7 @@ fn group_by(
     Ok((dims, bucket))
 }
 
-fn store_err(e: crate::store::StoreError) -> ApiError {
+pub(super) fn store_err(e: crate::store::StoreError) -> ApiError {
     ApiError::from_store("reading usage records", &e)
 }
 
@@ -242,13 +242,20 @@ fn limit_and_cursor(p: &HashMap<String, String>) -> Result<(u32, Option<Cursor>)
 }
 
 /// `GET /admin/requests`: newest first, `limit` (default 50) per page, `cursor` from the
-/// previous page's `next_cursor`; `include_content=true` adds compliance prompt/answer.
+/// previous page's `next_cursor`; `include_content=true` adds compliance prompt/answer;
+/// `request_id` picks one request's record(s).
 pub(super) async fn requests(
     State(app): State<AppState>,
     Extension(scope): Extension<Scope>,
     Query(p): Params,
 ) -> Result<Response, ApiError> {
-    let f = filter(&app, &scope, &p, &["limit", "cursor", "include_content"])?;
+    let mut f = filter(
+        &app,
+        &scope,
+        &p,
+        &["limit", "cursor", "include_content", "request_id"],
+    )?;
+    f.request_id = p.get("request_id").cloned();
     let (limit, cursor) = limit_and_cursor(&p)?;
     let content = p
         .get("include_content")

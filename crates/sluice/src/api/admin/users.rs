@@ -44,6 +44,7 @@ fn user_json(app: &AppState, u: &UserRecord) -> serde_json::Value {
         "budget_usd": usd(u.limits.budget_micro_usd),
         "budget_period": scope.budget.map(|(_, p)| p.as_str()),
         "spend_usd": usd(scope.budget.map(|_| spent)),
+        "resets_at": super::resets_at(app, scope.budget),
         "reserved_usd": usd(scope.budget.map(|_| reserved)),
         "metadata": u.metadata,
         "created_at": crate::policy::governance::rfc3339(u.created_ms),
