@@ -426,4 +426,41 @@ async fn the_anthropic_and_responses_surfaces_hit_the_entry_stored_through_chat(
     .await;
     assert_eq!(other.status, 200);
     assert_eq!(other.header("x-sluice-cache"), Some("miss"));
+
+    // `sluice usage cache` shows the route's hits and hit rate, as /admin/usage counts them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let usage = loop {
+        let r = admin(
+            &gw,
+            MASTER,
+            "GET",
+            "/admin/usage?group_by=model",
+            Value::Null,
+        )
+        .await;
+        let row = r.json()["rows"][0].clone();
+        if row["requests"] == 4 || std::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (usage["requests"].as_u64(), usage["cache_hits"].as_u64()),
+        (Some(4), Some(2))
+    );
+    let (ok, out, err) = common::gov::cli(
+        &gw,
+        &["usage", "cache", "--by", "model", "--format", "json"],
+    );
+    assert!(ok, "{err}");
+    let printed: Value = serde_json::from_str(&out).unwrap();
+    let row = &printed[0];
+    assert_eq!(row["model"], "chat", "{out}");
+    assert_eq!(row["cache_hits"], 2, "{out}");
+    assert_eq!(row["cache_hit_rate"], 0.5, "{out}");
+    let (ok, table, _) = common::gov::cli(&gw, &["usage", "cache"]);
+    assert!(
+        ok && table.contains("CACHE_HITS") && table.contains("COST_SAVED_USD"),
+        "{table}"
+    );
 }

@@ -56,6 +56,9 @@ pub enum UsageCommand {
     /// Quality feedback (`POST /v1/feedback`): mean score and count, by model (default),
     /// deployment, team or any other group.
     Quality(Grouped),
+    /// The response cache: hits (exact and semantic), hit rate and what the hits saved, by
+    /// route (default), team or any other group.
+    Cache(Grouped),
     /// Savings and reliability opportunities (`GET /admin/insights`).
     Insights {
         #[command(flatten)]
@@ -198,6 +201,28 @@ pub fn run(conn: &Conn, args: UsageArgs) -> anyhow::Result<()> {
             )?;
             let mut cols = group_columns(Some(&by));
             cols.extend(["requests", "feedback_count", "mean_score"]);
+            print_rows(&v["rows"], &cols, pick(conn, format))
+        }
+        Some(UsageCommand::Cache(Grouped {
+            by,
+            filters,
+            format,
+        })) => {
+            let by = by.unwrap_or_else(|| "model".into());
+            let v = fetch(
+                conn,
+                "/admin/usage",
+                &filters,
+                &[("group_by", Some(by.clone()))],
+            )?;
+            let mut cols = group_columns(Some(&by));
+            cols.extend([
+                "requests",
+                "cache_hits",
+                "cache_hit_rate",
+                "cost_saved_usd",
+                "cost_usd",
+            ]);
             print_rows(&v["rows"], &cols, pick(conn, format))
         }
         Some(UsageCommand::Insights { filters, format }) => {

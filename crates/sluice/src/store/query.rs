@@ -347,6 +347,7 @@ pub async fn aggregate(
                 "cache_hits": a.cache_hits,
                 "cache_hit_rate": a.cache_hits as f64 / n,
                 "cost_saved_micro_usd": a.cost_saved,
+                "cost_saved_usd": a.cost_saved as f64 / 1e6,
                 "streamed": a.streamed,
                 "retries": a.attempts.saturating_sub(a.requests),
                 "fallbacks": a.fallbacks,
