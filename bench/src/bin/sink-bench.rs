@@ -235,7 +235,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     let written = u64::try_from(written).unwrap_or(0);
     println!(
-        "\noffered {offered} records in {elapsed:.2} s: {written} written to SQLite ({:.0} records/s), {spilled} spilled, drain at close {:?}",
+        "\noffered {offered} records in {elapsed:.2} s: {written} written to the store ({:.0} records/s), {spilled} spilled, drain at close {:?}",
         written as f64 / elapsed,
         drain.elapsed()
     );
