@@ -1,6 +1,6 @@
 //! The `cache:` section and the per-route `cache:` override: the response cache.
 
-use super::units::{parse_bytes, parse_duration};
+use super::units::{parse_bytes, positive_duration};
 use super::ConfigError;
 use serde::Deserialize;
 use std::time::Duration;
@@ -149,13 +149,7 @@ pub fn validate(raw: Option<RawCache>, errs: &mut Vec<ConfigError>) -> Option<Ca
             Err(e) => errs.push(ConfigError::new("cache.max_size", e)),
         }
     }
-    if let Some(t) = raw.ttl.as_deref() {
-        match parse_duration(t) {
-            Ok(d) if !d.is_zero() => cfg.ttl = d,
-            Ok(_) => errs.push(ConfigError::new("cache.ttl", "must be more than 0")),
-            Err(e) => errs.push(ConfigError::new("cache.ttl", e)),
-        }
-    }
+    cfg.ttl = positive_duration("cache.ttl", raw.ttl.as_deref(), cfg.ttl, errs);
     match raw.scope.as_deref() {
         None | Some("team") => {}
         Some("key") => cfg.scope = CacheScope::Key,
@@ -173,21 +167,12 @@ pub fn validate(raw: Option<RawCache>, errs: &mut Vec<ConfigError>) -> Option<Ca
                 format!("must be more than 0 and at most 1, got {threshold}"),
             ));
         }
-        let timeout = match sem.timeout.as_deref().map(parse_duration) {
-            None => DEFAULT_EMBED_TIMEOUT,
-            Some(Ok(d)) if !d.is_zero() => d,
-            Some(Ok(_)) => {
-                errs.push(ConfigError::new(
-                    "cache.semantic.timeout",
-                    "must be more than 0",
-                ));
-                DEFAULT_EMBED_TIMEOUT
-            }
-            Some(Err(e)) => {
-                errs.push(ConfigError::new("cache.semantic.timeout", e));
-                DEFAULT_EMBED_TIMEOUT
-            }
-        };
+        let timeout = positive_duration(
+            "cache.semantic.timeout",
+            sem.timeout.as_deref(),
+            DEFAULT_EMBED_TIMEOUT,
+            errs,
+        );
         match sem.embedding_model {
             // That it names a route is checked where the routes are known.
             Some(m) if !m.is_empty() => {
@@ -217,20 +202,15 @@ pub fn route(raw: Option<&RawRouteCache>, path: &str, errs: &mut Vec<ConfigError
             semantic_tools: false,
         },
         Some(RawRouteCache::With(f)) => {
-            let ttl = f.ttl.as_deref().and_then(|t| match parse_duration(t) {
-                Ok(d) if !d.is_zero() => Some(d),
-                Ok(_) => {
-                    errs.push(ConfigError::new(
-                        format!("{path}.cache.ttl"),
-                        "must be more than 0",
-                    ));
-                    None
-                }
-                Err(e) => {
-                    errs.push(ConfigError::new(format!("{path}.cache.ttl"), e));
-                    None
-                }
-            });
+            // `None` (the global TTL) when absent or wrong (the error is reported).
+            let field = format!("{path}.cache.ttl");
+            let ttl = Some(positive_duration(
+                &field,
+                f.ttl.as_deref(),
+                Duration::ZERO,
+                errs,
+            ))
+            .filter(|d| !d.is_zero());
             RouteCache::On {
                 ttl,
                 semantic: f.semantic.unwrap_or(false),

@@ -1,7 +1,7 @@
 //! The `redis:` section: the shared limit state of a fleet (rate limits, concurrency leases,
 //! budget reservations) and what a replica does when Redis cannot be reached.
 
-use super::units::parse_duration;
+use super::units::positive_duration;
 use super::ConfigError;
 use serde::Deserialize;
 use std::time::Duration;
@@ -52,22 +52,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
 
 pub fn validate(raw: RawRedis, errs: &mut Vec<ConfigError>) -> Option<RedisConfig> {
-    let mut dur = |field: &str, v: Option<String>, default: Duration| match v {
-        None => default,
-        Some(t) => match parse_duration(&t) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                errs.push(ConfigError::new(
-                    format!("redis.{field}"),
-                    "must be more than 0",
-                ));
-                default
-            }
-            Err(e) => {
-                errs.push(ConfigError::new(format!("redis.{field}"), e));
-                default
-            }
-        },
+    let mut dur = |field: &str, v: Option<String>, default: Duration| {
+        positive_duration(&format!("redis.{field}"), v.as_deref(), default, errs)
     };
     let lease = dur("lease", raw.lease, DEFAULT_LEASE);
     let timeout = dur("timeout", raw.timeout, DEFAULT_TIMEOUT);

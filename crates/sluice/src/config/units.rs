@@ -10,6 +10,28 @@ fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     Some((num.parse().ok()?, unit.trim()))
 }
 
+/// A duration field that must be more than zero: `default` when absent; on an error, the
+/// error (at `path`) and `default`.
+pub fn positive_duration(
+    path: &str,
+    value: Option<&str>,
+    default: Duration,
+    errs: &mut Vec<super::ConfigError>,
+) -> Duration {
+    match value.map(parse_duration) {
+        None => default,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            errs.push(super::ConfigError::new(path, "must be more than 0"));
+            default
+        }
+        Some(Err(e)) => {
+            errs.push(super::ConfigError::new(path, e));
+            default
+        }
+    }
+}
+
 /// Parses `250ms`, `30s`, `5m`, `1h` (a bare integer means seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (n, unit) = number_and_unit(text)

@@ -1,7 +1,7 @@
 //! The `usage:` section: how usage records are batched and spilled, and compliance logging
 //! (who gets prompts and answers stored, redaction, retention).
 
-use super::units::parse_duration;
+use super::units::{parse_duration, positive_duration};
 use super::ConfigError;
 use crate::policy::content::detectors::Detector;
 use crate::policy::content::{Action, Rule, Scope, Stage};
@@ -87,22 +87,8 @@ pub fn parse_days(text: &str) -> Result<Duration, String> {
 
 pub fn validate(raw: RawUsage, errs: &mut Vec<ConfigError>) -> UsageConfig {
     let mut out = UsageConfig::default();
-    let mut dur = |field: &str, v: Option<String>, default: Duration| match v {
-        None => default,
-        Some(t) => match parse_duration(&t) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                errs.push(ConfigError::new(
-                    format!("usage.{field}"),
-                    "must be more than 0",
-                ));
-                default
-            }
-            Err(e) => {
-                errs.push(ConfigError::new(format!("usage.{field}"), e));
-                default
-            }
-        },
+    let mut dur = |field: &str, v: Option<String>, default: Duration| {
+        positive_duration(&format!("usage.{field}"), v.as_deref(), default, errs)
     };
     let d = crate::store::SinkConfig::default();
     out.sink.flush_interval = dur("flush_interval", raw.flush_interval, d.flush_interval);
