@@ -60,15 +60,6 @@ impl Pool {
             Pool::Postgres(_) => "BEGIN",
         }
     }
-
-    /// Rows per multi-row INSERT of usage records (33 columns): SQLite's default bound of 999
-    /// parameters, PostgreSQL's 65,535.
-    fn rows_per_insert(&self) -> usize {
-        match self {
-            Pool::Sqlite(_) => 30,
-            Pool::Postgres(_) => 1000,
-        }
-    }
 }
 
 /// PostgreSQL's schema steps, applied in order once each; append, never edit. Step 1 is the
@@ -442,24 +433,10 @@ macro_rules! bind_row {
     }};
 }
 
-/// Inserts `rows` (and their compliance content) in one transaction: multi-row INSERTs on
-/// SQLite, `COPY ... FROM STDIN` on PostgreSQL (about 2.5 times the rows per second of
-/// multi-row INSERTs there; bench/README.md).
-async fn insert_rows(pool: &Pool, rows: &[&UsageRow]) -> Result<(), StoreError> {
-    let per_insert = pool.rows_per_insert();
-    on_pool!(pool, |p| {
-        let mut tx = p.begin().await?;
-        match copy_text(pool, rows) {
-            Some((statement, data)) => tx.copy(&statement, data).await?,
-            None => {
-                for chunk in rows.chunks(per_insert) {
-                    let mut q = sqlx::QueryBuilder::new(INSERT_COLUMNS);
-                    q.push_values(chunk, |mut b, r| bind_row!(b, r));
-                    q.build().execute(&mut *tx).await?;
-                }
-            }
-        }
-        for r in rows {
+/// Inserts each record's compliance content, inside the transaction `$tx`.
+macro_rules! insert_content {
+    ($tx:ident, $rows:expr) => {
+        for r in $rows {
             if let Some(c) = &r.content {
                 sqlx::query(
                     "INSERT INTO usage_content (request_id, ts_ms, team, key_id, prompt, response) \
@@ -471,29 +448,61 @@ async fn insert_rows(pool: &Pool, rows: &[&UsageRow]) -> Result<(), StoreError> 
                 .bind(r.key_id.as_deref())
                 .bind(&c.prompt)
                 .bind(&c.response)
-                .execute(&mut *tx)
+                .execute(&mut *$tx)
                 .await?;
             }
         }
-        tx.commit().await?;
-    });
+    };
+}
+
+/// Rows per multi-row INSERT of usage records on SQLite (33 columns: under its default bound
+/// of 999 parameters).
+const SQLITE_ROWS_PER_INSERT: usize = 30;
+
+/// Inserts `rows` (and their compliance content) in one transaction: multi-row INSERTs on
+/// SQLite, `COPY ... FROM STDIN` on PostgreSQL (faster than multi-row INSERTs there:
+/// bench/README.md).
+async fn insert_rows(pool: &Pool, rows: &[&UsageRow]) -> Result<(), StoreError> {
+    match pool {
+        Pool::Sqlite(p) => {
+            let mut tx = p.begin().await?;
+            for chunk in rows.chunks(SQLITE_ROWS_PER_INSERT) {
+                let mut q = sqlx::QueryBuilder::new(INSERT_COLUMNS);
+                q.push_values(chunk, |mut b, r| bind_row!(b, r));
+                q.build().execute(&mut *tx).await?;
+            }
+            insert_content!(tx, rows);
+            tx.commit().await?;
+        }
+        Pool::Postgres(p) => {
+            let mut tx = p.begin().await?;
+            if !rows.is_empty() {
+                let mut copy = tx.copy_in_raw(&copy_statement()).await?;
+                copy.send(copy_text(rows)).await?;
+                copy.finish().await?;
+            }
+            insert_content!(tx, rows);
+            tx.commit().await?;
+        }
+    }
     Ok(())
 }
 
-/// The COPY statement and its data (PostgreSQL's text format) for `rows`; `None` on SQLite.
-fn copy_text(pool: &Pool, rows: &[&UsageRow]) -> Option<(String, Vec<u8>)> {
-    if !pool.is_postgres() || rows.is_empty() {
-        return None;
-    }
+/// `COPY usage_records (<INSERT_COLUMNS' columns>) FROM STDIN`.
+fn copy_statement() -> String {
     let columns = INSERT_COLUMNS
         .trim_start_matches("INSERT INTO usage_records ")
         .trim_end();
-    let statement = format!("COPY usage_records {columns} FROM STDIN");
+    format!("COPY usage_records {columns} FROM STDIN")
+}
+
+/// `rows` in COPY's text format.
+fn copy_text(rows: &[&UsageRow]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rows.len() * 320);
     for r in rows {
         copy_row(&mut out, r);
     }
-    Some((statement, out))
+    out
 }
 
 /// One record as a line of COPY's text format, in `INSERT_COLUMNS` order.
@@ -571,27 +580,6 @@ fn copy_row(out: &mut Vec<u8>, r: &UsageRow) {
     n!(r.cost_saved_micro_usd);
     n!(r.request_hash);
     out.push(b'\n');
-}
-
-/// Sends `data` through `COPY ... FROM STDIN` on a PostgreSQL transaction (a no-op type for
-/// SQLite, which never gets here: `copy_text` is `None` there).
-trait CopyIn {
-    async fn copy(&mut self, statement: &str, data: Vec<u8>) -> Result<(), StoreError>;
-}
-
-impl CopyIn for sqlx::Transaction<'_, sqlx::Postgres> {
-    async fn copy(&mut self, statement: &str, data: Vec<u8>) -> Result<(), StoreError> {
-        let mut copy = (**self).copy_in_raw(statement).await?;
-        copy.send(data).await?;
-        copy.finish().await?;
-        Ok(())
-    }
-}
-
-impl CopyIn for sqlx::Transaction<'_, sqlx::Sqlite> {
-    async fn copy(&mut self, _: &str, _: Vec<u8>) -> Result<(), StoreError> {
-        Err(StoreError::Unsupported("COPY on SQLite".into()))
-    }
 }
 
 /// Creates a new database file readable by the owner only: it holds compliance prompts and
