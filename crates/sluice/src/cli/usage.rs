@@ -187,44 +187,20 @@ pub fn run(conn: &Conn, args: UsageArgs) -> anyhow::Result<()> {
             ]);
             print_rows(&v["rows"], &cols, pick(conn, format))
         }
-        Some(UsageCommand::Quality(Grouped {
-            by,
-            filters,
-            format,
-        })) => {
-            let by = by.unwrap_or_else(|| "model".into());
-            let v = fetch(
-                conn,
-                "/admin/usage",
-                &filters,
-                &[("group_by", Some(by.clone()))],
-            )?;
-            let mut cols = group_columns(Some(&by));
-            cols.extend(["requests", "feedback_count", "mean_score"]);
-            print_rows(&v["rows"], &cols, pick(conn, format))
+        Some(UsageCommand::Quality(g)) => {
+            usage_view(conn, g, &["requests", "feedback_count", "mean_score"])
         }
-        Some(UsageCommand::Cache(Grouped {
-            by,
-            filters,
-            format,
-        })) => {
-            let by = by.unwrap_or_else(|| "model".into());
-            let v = fetch(
-                conn,
-                "/admin/usage",
-                &filters,
-                &[("group_by", Some(by.clone()))],
-            )?;
-            let mut cols = group_columns(Some(&by));
-            cols.extend([
+        Some(UsageCommand::Cache(g)) => usage_view(
+            conn,
+            g,
+            &[
                 "requests",
                 "cache_hits",
                 "cache_hit_rate",
                 "cost_saved_usd",
                 "cost_usd",
-            ]);
-            print_rows(&v["rows"], &cols, pick(conn, format))
-        }
+            ],
+        ),
         Some(UsageCommand::Insights { filters, format }) => {
             let v = fetch(conn, "/admin/insights", &filters, &[])?;
             let cols = vec![
@@ -278,6 +254,21 @@ pub fn run(conn: &Conn, args: UsageArgs) -> anyhow::Result<()> {
 }
 
 /// `--json` (shared by every admin command) wins over `--format`.
+/// `/admin/usage` grouped by `--by` (the route, `model`, by default) with `columns` after the
+/// group's own.
+fn usage_view(conn: &Conn, g: Grouped, columns: &[&'static str]) -> anyhow::Result<()> {
+    let by = g.by.unwrap_or_else(|| "model".into());
+    let v = fetch(
+        conn,
+        "/admin/usage",
+        &g.filters,
+        &[("group_by", Some(by.clone()))],
+    )?;
+    let mut cols = group_columns(Some(&by));
+    cols.extend_from_slice(columns);
+    print_rows(&v["rows"], &cols, pick(conn, g.format))
+}
+
 fn pick(conn: &Conn, format: Format) -> Format {
     if conn.json {
         Format::Json
