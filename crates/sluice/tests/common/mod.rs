@@ -362,16 +362,24 @@ pub async fn stream(url: &str, body: &str) -> Streamed {
 pub struct Proxy {
     pub port: u16,
     target: &'static str,
+    /// Held before each chunk of the target's answers is passed on (a slow network).
+    delay: Duration,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Proxy {
     pub async fn start(target: &'static str) -> Self {
+        Self::start_delayed(target, Duration::ZERO).await
+    }
+
+    /// A proxy whose answers from `target` arrive `delay` late.
+    pub async fn start_delayed(target: &'static str, delay: Duration) -> Self {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let mut p = Proxy {
             port,
             target,
+            delay,
             task: None,
         };
         p.run(l);
@@ -379,14 +387,37 @@ impl Proxy {
     }
 
     fn run(&mut self, l: tokio::net::TcpListener) {
-        let target = self.target;
+        let (target, delay) = (self.target, self.delay);
         self.task = Some(tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((mut inbound, _)) = l.accept().await {
                 conns.spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                    let Ok(mut out) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    if delay.is_zero() {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        return;
                     }
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let (mut in_r, mut in_w) = inbound.into_split();
+                    let (mut out_r, mut out_w) = out.into_split();
+                    let up = async move {
+                        let _ = tokio::io::copy(&mut in_r, &mut out_w).await;
+                    };
+                    let down = async move {
+                        let mut buf = vec![0u8; 16 << 10];
+                        while let Ok(n) = out_r.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            tokio::time::sleep(delay).await;
+                            if in_w.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::join!(up, down);
                 });
             }
         }));
