@@ -168,6 +168,7 @@ pub async fn run(
     tokio::spawn(crate::router::probe::run(state.clone(), stop_rx.clone()));
     // Not on the tracker either: deleting expired compliance content can wait for next time.
     tokio::spawn(purge_expired_content(state.clone(), stop_rx.clone()));
+    tokio::spawn(usage_maintenance(state.clone(), stop_rx.clone()));
     let state_for_signal = state.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -241,6 +242,48 @@ async fn purge_expired_content(state: AppState, mut stop: tokio::sync::watch::Re
             std::time::Duration::from_secs(1),
             std::time::Duration::from_secs(3600),
         );
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Usage storage upkeep, every `usage.maintenance_interval`: merges the rollup rows of
+/// closed buckets, then applies `usage.retention` to raw records (and their content and
+/// feedback) and the rollup retentions to rollups, in chunks of a few thousand rows so that
+/// the usage writer is never held up for long. Interrupted work resumes on the next pass.
+async fn usage_maintenance(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use crate::config::usage::ms;
+    use crate::store::rollup;
+    const CHUNK: i64 = 5000;
+    loop {
+        let (every, retention, minutes, rollups) = {
+            let u = &state.gateway.load().config.usage;
+            (
+                u.maintenance_interval,
+                u.retention,
+                u.rollup_minute_retention,
+                u.rollup_retention,
+            )
+        };
+        let now = app::unix_ms();
+        // Merge at most a pass's worth of buckets; the rest waits for the next pass.
+        match rollup::compact(&state.store, now, 2000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(buckets = n, "usage rollups compacted"),
+            Err(e) => tracing::warn!("compacting usage rollups: {e}"),
+        }
+        match state.store.purge_usage(now - ms(retention), CHUNK).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "usage records past usage.retention deleted"),
+            Err(e) => tracing::warn!("applying usage.retention: {e}"),
+        }
+        match rollup::purge(&state.store, now - ms(minutes), now - ms(rollups), CHUNK).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "usage rollups past their retention deleted"),
+            Err(e) => tracing::warn!("applying the rollup retentions: {e}"),
+        }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,

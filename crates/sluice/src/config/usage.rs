@@ -22,6 +22,15 @@ pub struct RawUsage {
     pub spill_path: Option<PathBuf>,
     /// Largest the spill file may grow (`1GiB` by default).
     pub spill_max_size: Option<super::raw::SizeOrText>,
+    /// How long raw usage records (the request log) are kept (`30d` by default).
+    pub retention: Option<String>,
+    /// How long hour and day rollups are kept (`730d` by default).
+    pub rollup_retention: Option<String>,
+    /// How long minute rollups are kept (`2d` by default): time bounds of analytics are
+    /// exact to the minute within it, to the hour before.
+    pub rollup_minute_retention: Option<String>,
+    /// How often rollups are compacted and retention applied (`30s` by default).
+    pub maintenance_interval: Option<String>,
     #[serde(default)]
     pub compliance: RawCompliance,
 }
@@ -46,6 +55,24 @@ pub struct RawCompliance {
 pub struct UsageConfig {
     pub sink: crate::store::SinkConfig,
     pub compliance: ComplianceConfig,
+    pub retention: Duration,
+    pub rollup_retention: Duration,
+    pub rollup_minute_retention: Duration,
+    pub maintenance_interval: Duration,
+}
+
+impl UsageConfig {
+    /// What the rollups hold at `now_ms`, for query planning.
+    pub fn kept(&self, now_ms: i64) -> crate::store::rollup::Kept {
+        crate::store::rollup::Kept {
+            minutes_from_ms: now_ms.saturating_sub(ms(self.rollup_minute_retention)),
+        }
+    }
+}
+
+/// A duration in milliseconds (saturating).
+pub fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +94,10 @@ impl Default for UsageConfig {
                 redact: None,
                 retention: DEFAULT_RETENTION,
             },
+            retention: DEFAULT_RETENTION,
+            rollup_retention: Duration::from_secs(730 * 86_400),
+            rollup_minute_retention: Duration::from_secs(2 * 86_400),
+            maintenance_interval: Duration::from_secs(30),
         }
     }
 }
@@ -94,6 +125,11 @@ pub fn validate(raw: RawUsage, errs: &mut Vec<ConfigError>) -> UsageConfig {
     out.sink.flush_interval = dur("flush_interval", raw.flush_interval, d.flush_interval);
     out.sink.store_timeout = dur("store_timeout", raw.store_timeout, d.store_timeout);
     out.sink.retry_interval = dur("retry_interval", raw.retry_interval, d.retry_interval);
+    out.maintenance_interval = dur(
+        "maintenance_interval",
+        raw.maintenance_interval,
+        Duration::from_secs(30),
+    );
     for (field, v, slot) in [
         (
             "queue_capacity",
@@ -110,6 +146,38 @@ pub fn validate(raw: RawUsage, errs: &mut Vec<ConfigError>) -> UsageConfig {
             Some(n) => *slot = n,
             None => {}
         }
+    }
+    for (field, v, slot) in [
+        ("retention", raw.retention, &mut out.retention),
+        (
+            "rollup_retention",
+            raw.rollup_retention,
+            &mut out.rollup_retention,
+        ),
+        (
+            "rollup_minute_retention",
+            raw.rollup_minute_retention,
+            &mut out.rollup_minute_retention,
+        ),
+    ] {
+        match v.as_deref().map(parse_days) {
+            None => {}
+            Some(Ok(d)) if !d.is_zero() => *slot = d,
+            Some(Ok(_)) => errs.push(ConfigError::new(
+                format!("usage.{field}"),
+                "must be more than 0",
+            )),
+            Some(Err(e)) => errs.push(ConfigError::new(format!("usage.{field}"), e)),
+        }
+    }
+    if out.rollup_retention < out.retention {
+        errs.push(ConfigError::new(
+            "usage.rollup_retention",
+            format!(
+                "must be at least usage.retention ({}d): analytics and budgets read rollups",
+                out.retention.as_secs() / 86_400
+            ),
+        ));
     }
     // The default (beside the database) is set at start, after `--store` is applied.
     out.sink.spill_path = raw.spill_path;

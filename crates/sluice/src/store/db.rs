@@ -54,6 +54,14 @@ impl Pool {
     /// IMMEDIATE`: a deferred transaction that reads and then writes fails at once with
     /// SQLITE_BUSY when another writer committed in between); PostgreSQL's row locks serialise
     /// the writes that conflict.
+    /// A column that names a row, for chunked deletes.
+    pub fn row_id(&self) -> &'static str {
+        match self {
+            Pool::Sqlite(_) => "rowid",
+            Pool::Postgres(_) => "ctid",
+        }
+    }
+
     pub fn begin_write(&self) -> &'static str {
         match self {
             Pool::Sqlite(_) => "BEGIN IMMEDIATE",
@@ -154,6 +162,10 @@ CREATE INDEX audit_log_ts ON audit_log (ts_ms);
 ",
     // 2 (SQLite's 11): quality feedback and the request hash.
     super::feedback::MIGRATION,
+    // 3 (SQLite's 12): usage rollups (store::rollup); the request log pages on (ts, rowid).
+    super::rollup::POSTGRES_MIGRATION,
+    r"CREATE INDEX usage_records_ts_rowid ON usage_records (ts_ms, rowid);
+DROP INDEX usage_records_ts;",
 ];
 
 /// SQLite's schema steps, applied in order once each; append, never edit (and append the
@@ -268,7 +280,16 @@ ALTER TABLE usage_records ADD COLUMN cost_saved_micro_usd INTEGER;
     // 11: quality feedback (store::feedback) and a hash of the request body, so that
     // `/admin/insights` can find repeated identical requests (store::insights).
     super::feedback::MIGRATION,
+    // 12: usage rollups (store::rollup), built from the stored records on upgrade.
+    super::rollup::SQLITE_MIGRATION,
+    // 13: reserved (PostgreSQL's step 4 indexes the request log's order; SQLite's `ts_ms`
+    // index already holds the rowid).
+    r"SELECT 1;",
 ];
+
+/// The step that creates the rollups: records stored before it are rolled up as it runs.
+const ROLLUP_STEP: usize = 12;
+const PG_ROLLUP_STEP: usize = 3;
 
 const INSERT_COLUMNS: &str = "INSERT INTO usage_records (request_id, ts_ms, surface, principal, \
      requested_model, provider, deployment_model, status, error_class, streamed, input_tokens, \
@@ -300,9 +321,9 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let steps = match &self.pool {
-            Pool::Sqlite(_) => MIGRATIONS,
-            Pool::Postgres(_) => PG_MIGRATIONS,
+        let (steps, rollup_step) = match &self.pool {
+            Pool::Sqlite(_) => (MIGRATIONS, ROLLUP_STEP),
+            Pool::Postgres(_) => (PG_MIGRATIONS, PG_ROLLUP_STEP),
         };
         on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await?;
@@ -328,6 +349,9 @@ impl Store {
                     .bind(i64::try_from(i + 1).unwrap_or(i64::MAX))
                     .execute(&mut *tx)
                     .await?;
+                if i + 1 == rollup_step {
+                    super::rollup::backfill!(tx);
+                }
             }
             tx.commit().await?;
         });
@@ -459,10 +483,13 @@ macro_rules! insert_content {
 /// of 999 parameters).
 const SQLITE_ROWS_PER_INSERT: usize = 30;
 
-/// Inserts `rows` (and their compliance content) in one transaction: multi-row INSERTs on
+/// Inserts `rows` (their compliance content and rollups) in one transaction: multi-row INSERTs on
 /// SQLite, `COPY ... FROM STDIN` on PostgreSQL (faster than multi-row INSERTs there:
 /// bench/README.md).
 async fn insert_rows(pool: &Pool, rows: &[&UsageRow]) -> Result<(), StoreError> {
+    // What the records add to the rollups, written in the same transaction.
+    let mut deltas = super::rollup::Deltas::default();
+    deltas.add_rows(rows.iter().copied());
     match pool {
         Pool::Sqlite(p) => {
             let mut tx = p.begin().await?;
@@ -472,6 +499,7 @@ async fn insert_rows(pool: &Pool, rows: &[&UsageRow]) -> Result<(), StoreError> 
                 q.build().execute(&mut *tx).await?;
             }
             insert_content!(tx, rows);
+            super::rollup::write_deltas!(tx, &deltas);
             tx.commit().await?;
         }
         Pool::Postgres(p) => {
@@ -482,6 +510,7 @@ async fn insert_rows(pool: &Pool, rows: &[&UsageRow]) -> Result<(), StoreError> 
                 copy.finish().await?;
             }
             insert_content!(tx, rows);
+            super::rollup::write_deltas!(tx, &deltas);
             tx.commit().await?;
         }
     }
@@ -613,6 +642,40 @@ impl Store {
         )
         .fetch_one(p)
         .await?))
+    }
+
+    /// `usage.retention`: deletes usage records older than `before_ms`, with their compliance
+    /// content and feedback, `chunk` rows per statement (each a short transaction, so the
+    /// usage writer waits at most one chunk); returns how many records went.
+    pub async fn purge_usage(&self, before_ms: i64, chunk: i64) -> Result<u64, StoreError> {
+        let id = self.pool.row_id();
+        let mut total = 0;
+        for (table, column, counted) in [
+            ("usage_records", "ts_ms", true),
+            ("usage_content", "ts_ms", false),
+            ("feedback", "feedback_ms", false),
+        ] {
+            let sql = format!(
+                "DELETE FROM {table} WHERE {id} IN \
+                 (SELECT {id} FROM {table} WHERE {column} < $1 LIMIT $2)"
+            );
+            loop {
+                let n = on_pool!(&self.pool, |p| sqlx::query(&sql)
+                    .bind(before_ms)
+                    .bind(chunk)
+                    .execute(p)
+                    .await?
+                    .rows_affected());
+                if counted {
+                    total += n;
+                }
+                if n < u64::try_from(chunk).unwrap_or(0) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(total)
     }
 
     /// Deletes compliance content older than `before_ms`; returns how many rows went.

@@ -58,22 +58,51 @@ pub async fn owner(store: &Store, request_id: &str) -> Result<Option<Option<Stri
 
 /// Stores `f`, replacing earlier feedback on the same request.
 pub async fn upsert(store: &Store, f: &Feedback) -> Result<(), StoreError> {
-    on_pool!(store.pool(), |p| sqlx::query(
-        "INSERT INTO feedback (request_id, feedback_ms, score, label, comment, actor) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (request_id) DO UPDATE SET feedback_ms = excluded.feedback_ms, \
-         score = excluded.score, label = excluded.label, comment = excluded.comment, \
-         actor = excluded.actor",
-    )
-    .bind(&f.request_id)
-    .bind(f.feedback_ms)
-    .bind(f.score)
-    .bind(f.label.as_deref())
-    .bind(f.comment.as_deref())
-    .bind(&f.actor)
-    .execute(p)
-    .await?
-    .rows_affected());
+    use super::rollup::{row_from, write_deltas, Deltas, Sums, ROW_COLUMNS};
+    let pool = store.pool();
+    on_pool!(pool, |p| {
+        // One write transaction: the old score, the new one, and what the change adds to the
+        // request's rollups (a second score on a request replaces the first).
+        let mut tx = p.begin_with(pool.begin_write()).await?;
+        let old: Option<f64> =
+            sqlx::query_scalar("SELECT score FROM feedback WHERE request_id = $1")
+                .bind(&f.request_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO feedback (request_id, feedback_ms, score, label, comment, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (request_id) DO UPDATE SET feedback_ms = excluded.feedback_ms, \
+             score = excluded.score, label = excluded.label, comment = excluded.comment, \
+             actor = excluded.actor",
+        )
+        .bind(&f.request_id)
+        .bind(f.feedback_ms)
+        .bind(f.score)
+        .bind(f.label.as_deref())
+        .bind(f.comment.as_deref())
+        .bind(&f.actor)
+        .execute(&mut *tx)
+        .await?;
+        let records = sqlx::query(&format!(
+            "SELECT {ROW_COLUMNS} FROM usage_records WHERE request_id = $1"
+        ))
+        .bind(&f.request_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let change = Sums {
+            scored: i64::from(old.is_none()),
+            score_sum: f.score - old.unwrap_or(0.0),
+            ..Sums::default()
+        };
+        let mut deltas = Deltas::default();
+        for r in &records {
+            let row = row_from!(r, 0);
+            deltas.add(row.ts_ms, &super::rollup::dims_of(&row), &change);
+        }
+        write_deltas!(tx, &deltas);
+        tx.commit().await?;
+    });
     Ok(())
 }
 

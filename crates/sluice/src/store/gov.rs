@@ -394,25 +394,48 @@ impl GovStore for Store {
         value: &str,
         since_ms: i64,
     ) -> Result<i64, StoreError> {
-        let sql = match scope {
-            SpendScope::Key => {
-                "SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage_records \
-                 WHERE key_id = $1 AND ts_ms >= $2"
-            }
-            SpendScope::User => {
-                "SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage_records \
-                 WHERE user_name = $1 AND ts_ms >= $2"
-            }
-            SpendScope::Team => {
-                "SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage_records \
-                 WHERE team = $1 AND ts_ms >= $2"
-            }
+        // Whole hours from the rollups (a month of spend is a few dozen rows, and outlives
+        // raw retention); the part-hour before them from the raw records, on the scope's
+        // index. Budget periods start on the hour unless a calendar offset is not whole hours.
+        use super::query::{Dim, Filter};
+        use super::rollup::{Kept, Res};
+        let (dim, column) = match scope {
+            SpendScope::Key => (Dim::Key, "key_id"),
+            SpendScope::User => (Dim::User, "user_name"),
+            SpendScope::Team => (Dim::Team, "team"),
         };
-        Ok(on_pool!(self.pool(), |p| sqlx::query_scalar(sql)
+        let whole = Res::Hour.ceil(since_ms);
+        let filter = Filter {
+            since_ms: Some(whole),
+            eq: vec![(dim, value.to_string())],
+            ..Filter::default()
+        };
+        let rolled: i64 = super::rollup::read(
+            self,
+            &filter,
+            &[],
+            None,
+            Res::Day,
+            Kept { minutes_from_ms: 0 },
+        )
+        .await?
+        .values()
+        .map(|s| s.cost)
+        .sum();
+        if whole == since_ms {
+            return Ok(rolled);
+        }
+        let sql = format!(
+            "SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage_records \
+             WHERE {column} = $1 AND ts_ms >= $2 AND ts_ms < $3"
+        );
+        let edge: i64 = on_pool!(self.pool(), |p| sqlx::query_scalar(&sql)
             .bind(value)
             .bind(since_ms)
+            .bind(whole)
             .fetch_one(p)
-            .await?))
+            .await?);
+        Ok(rolled + edge)
     }
 }
 

@@ -8,8 +8,10 @@ pub mod gov;
 pub mod insights;
 pub mod query;
 pub mod responses;
+pub mod rollup;
 pub mod row;
 pub mod sink;
+pub mod sketch;
 mod spill;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -27,6 +27,7 @@ const FILTERS: &[&str] = &[
     "status",
     "surface",
     "error_class",
+    "cache",
 ];
 
 fn bad(param: &'static str, msg: String) -> ApiError {
@@ -100,6 +101,7 @@ pub(super) fn filter(
         ("deployment", Dim::Deployment),
         ("surface", Dim::Surface),
         ("error_class", Dim::ErrorClass),
+        ("cache", Dim::Cache),
     ] {
         if let Some(v) = p.get(param) {
             f.eq.push((dim, v.clone()));
@@ -177,7 +179,8 @@ pub(super) async fn usage(
 ) -> Result<Response, ApiError> {
     let f = filter(&app, &scope, &p, &["group_by"])?;
     let (dims, bucket) = group_by(p.get("group_by"), &[])?;
-    let rows = query::aggregate(&app.store, &f, &dims, bucket)
+    let kept = app.gateway.load().config.usage.kept(app.gov.clock.now_ms());
+    let rows = query::aggregate(&app.store, &f, &dims, bucket, kept)
         .await
         .map_err(store_err)?;
     Ok(Json(serde_json::json!({ "rows": rows })).into_response())
@@ -191,7 +194,8 @@ pub(super) async fn performance(
 ) -> Result<Response, ApiError> {
     let f = filter(&app, &scope, &p, &["group_by"])?;
     let (dims, bucket) = group_by(p.get("group_by"), &[Dim::Provider, Dim::Deployment])?;
-    let rows = query::aggregate(&app.store, &f, &dims, bucket)
+    let kept = app.gateway.load().config.usage.kept(app.gov.clock.now_ms());
+    let rows = query::aggregate(&app.store, &f, &dims, bucket, kept)
         .await
         .map_err(store_err)?;
     // The performance view: latency, speed and reliability, without the books.

@@ -1,0 +1,1196 @@
+//! Usage rollups: per time bucket (minute, hour, day) and per set of dimensions, the counts,
+//! sums and latency sketches that `/admin/usage`, `/admin/performance`, the dashboard, the
+//! CLI and the budgets' stored spend read instead of raw records.
+//!
+//! They are written in the same transaction as the raw records they summarise, so a crash,
+//! a failed write or a replayed spill file can never count a record twice or leave it out.
+//! Each batch *appends* one delta row per (dimension set, resolution, bucket, dimension
+//! values) it touched: the writer reads nothing. [`compact`] later merges a closed bucket's
+//! rows into one per dimension values (`DELETE ... RETURNING`, merge, insert; rows another
+//! writer adds meanwhile are left for the next pass). Readers merge whatever rows they find,
+//! so compaction changes how fast a query is, never what it answers.
+//!
+//! A query reads the smallest dimension set ("cuboid") that holds every dimension it groups
+//! or filters by, and tiles its time range with the coarsest buckets that fit: whole days,
+//! then whole hours, then minutes at the edges. Time bounds are exact to the minute while
+//! minute rollups are kept (`usage.rollup_minute_retention`), to the hour before that.
+
+use super::db::{on_pool, Store};
+use super::query::{Dim, Filter, KeyPart};
+use super::sketch::Sketch;
+use super::{StoreError, UsageRow};
+use std::collections::{BTreeMap, HashMap};
+
+/// A bucket width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Res {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Res {
+    pub const fn ms(self) -> i64 {
+        match self {
+            Res::Minute => 60_000,
+            Res::Hour => 3_600_000,
+            Res::Day => 86_400_000,
+        }
+    }
+
+    /// The value of the `res` column.
+    pub(crate) const fn code(self) -> i64 {
+        match self {
+            Res::Minute => 1,
+            Res::Hour => 2,
+            Res::Day => 3,
+        }
+    }
+
+    fn from_code(c: i64) -> Option<Res> {
+        [Res::Minute, Res::Hour, Res::Day]
+            .into_iter()
+            .find(|r| r.code() == c)
+    }
+
+    pub fn floor(self, t: i64) -> i64 {
+        t.div_euclid(self.ms()) * self.ms()
+    }
+
+    pub fn ceil(self, t: i64) -> i64 {
+        let f = self.floor(t);
+        if f == t {
+            t
+        } else {
+            f.saturating_add(self.ms())
+        }
+    }
+}
+
+/// A set of dimensions kept together, at the given resolutions (coarsest first).
+#[derive(Debug)]
+pub struct Cuboid {
+    pub id: i64,
+    pub dims: &'static [Dim],
+    pub res: &'static [Res],
+}
+
+const ALL_RES: &[Res] = &[Res::Day, Res::Hour, Res::Minute];
+
+/// The dimension sets, smallest first: a query reads the first that holds what it needs.
+/// Each costs the writer about one row per record per resolution where its dimensions are
+/// as fine as the records (the key- and everything-level ones at low traffic), and little
+/// where they are coarse (bench/README.md measures both). The everything-level set has no
+/// day rows: it answers only the combinations no smaller set holds.
+pub const CUBOIDS: &[Cuboid] = &[
+    Cuboid {
+        id: 0,
+        dims: &[],
+        res: ALL_RES,
+    },
+    Cuboid {
+        id: 1,
+        dims: &[Dim::Team],
+        res: ALL_RES,
+    },
+    Cuboid {
+        id: 2,
+        dims: &[Dim::Model, Dim::Provider, Dim::Deployment],
+        res: ALL_RES,
+    },
+    Cuboid {
+        id: 3,
+        dims: &[Dim::Status, Dim::ErrorClass, Dim::Surface, Dim::Cache],
+        res: ALL_RES,
+    },
+    Cuboid {
+        id: 4,
+        dims: &[Dim::Key, Dim::User, Dim::Team],
+        res: ALL_RES,
+    },
+    Cuboid {
+        id: 5,
+        dims: &[
+            Dim::Team,
+            Dim::Model,
+            Dim::Provider,
+            Dim::Deployment,
+            Dim::Status,
+            Dim::Surface,
+            Dim::ErrorClass,
+            Dim::Cache,
+        ],
+        res: ALL_RES,
+    },
+    Cuboid {
+        id: 6,
+        dims: Dim::ALL,
+        res: &[Res::Hour, Res::Minute],
+    },
+];
+
+/// What records add up to: counts, token and cost sums, latency and TTFT sketches.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sums {
+    pub requests: i64,
+    pub errors: i64,
+    /// Billed but unpriced (cost unknown).
+    pub unpriced: i64,
+    pub input: i64,
+    pub output: i64,
+    pub cached: i64,
+    pub cache_write: i64,
+    pub reasoning: i64,
+    pub cost: i64,
+    /// Answered by the response cache, and what those answers had cost.
+    pub cache_hits: i64,
+    pub cost_saved: i64,
+    pub streamed: i64,
+    pub attempts: i64,
+    pub fallbacks: i64,
+    /// Output tokens and generation time (latency minus TTFT) of successful requests with
+    /// output, for tokens per second.
+    pub gen_tokens: i64,
+    pub gen_us: i64,
+    /// Requests with quality feedback, and the sum of their scores.
+    pub scored: i64,
+    pub score_sum: f64,
+    pub latency: Sketch,
+    pub ttft: Sketch,
+}
+
+fn int(v: Option<u64>) -> i64 {
+    v.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl Sums {
+    /// What one record adds.
+    pub fn of(r: &UsageRow) -> Sums {
+        let mut s = Sums {
+            requests: 1,
+            errors: i64::from(r.status >= 400),
+            input: int(r.input_tokens),
+            output: int(r.output_tokens),
+            cached: int(r.cached_input_tokens),
+            cache_write: int(r.cache_write_tokens),
+            reasoning: int(r.reasoning_tokens),
+            cost: r.cost_micro_usd.unwrap_or(0),
+            // Billed tokens without a price (`governance.unpriced: allow`): cost unknown.
+            unpriced: i64::from(r.cost_micro_usd.is_none() && r.input_tokens.unwrap_or(0) > 0),
+            streamed: i64::from(r.streamed),
+            attempts: i64::from(r.attempts),
+            fallbacks: i64::from(r.fallback_reason.is_some()),
+            ..Sums::default()
+        };
+        if matches!(r.cache.as_deref(), Some("hit" | "semantic-hit")) {
+            s.cache_hits = 1;
+            s.cost_saved = r.cost_saved_micro_usd.unwrap_or(0);
+        }
+        if r.status < 400 && s.output > 0 {
+            s.gen_tokens = s.output;
+            s.gen_us = int(Some(r.latency_us.saturating_sub(r.ttft_us.unwrap_or(0))));
+        }
+        s.latency.add(r.latency_us);
+        if let Some(t) = r.ttft_us {
+            s.ttft.add(t);
+        }
+        s
+    }
+
+    pub fn merge(&mut self, o: &Sums) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.unpriced += o.unpriced;
+        self.input += o.input;
+        self.output += o.output;
+        self.cached += o.cached;
+        self.cache_write += o.cache_write;
+        self.reasoning += o.reasoning;
+        self.cost += o.cost;
+        self.cache_hits += o.cache_hits;
+        self.cost_saved += o.cost_saved;
+        self.streamed += o.streamed;
+        self.attempts += o.attempts;
+        self.fallbacks += o.fallbacks;
+        self.gen_tokens += o.gen_tokens;
+        self.gen_us += o.gen_us;
+        self.scored += o.scored;
+        self.score_sum += o.score_sum;
+        self.latency.merge(&o.latency);
+        self.ttft.merge(&o.ttft);
+    }
+}
+
+/// A record's value of every dimension, in [`Dim::ALL`] order.
+pub fn dims_of(r: &UsageRow) -> Vec<KeyPart> {
+    Dim::ALL
+        .iter()
+        .map(|d| match d {
+            Dim::Key => KeyPart::Text(r.key_id.clone()),
+            Dim::User => KeyPart::Text(r.user.clone()),
+            Dim::Team => KeyPart::Text(r.team.clone()),
+            Dim::Model => KeyPart::Text(Some(r.requested_model.clone())),
+            Dim::Provider => KeyPart::Text(r.provider.clone()),
+            Dim::Deployment => KeyPart::Text(r.deployment_model.clone()),
+            Dim::Status => KeyPart::Int(i64::from(r.status)),
+            Dim::Surface => KeyPart::Text(Some(r.surface.clone())),
+            Dim::ErrorClass => KeyPart::Text(r.error_class.clone()),
+            Dim::Cache => KeyPart::Text(r.cache.clone()),
+        })
+        .collect()
+}
+
+pub(crate) type DeltaKey = (i64, Res, i64, Vec<KeyPart>);
+
+/// The rollup rows a batch appends.
+#[derive(Debug, Default)]
+pub struct Deltas {
+    pub(crate) rows: HashMap<DeltaKey, Sums>,
+}
+
+impl Deltas {
+    /// Adds `s`, made at `ts_ms` by a record with dimensions `dims` (all of them, in
+    /// [`Dim::ALL`] order), to every cuboid and resolution.
+    pub fn add(&mut self, ts_ms: i64, dims: &[KeyPart], s: &Sums) {
+        for c in CUBOIDS {
+            let key: Vec<KeyPart> = c.dims.iter().map(|d| dims[d.index()].clone()).collect();
+            for &r in c.res {
+                self.rows
+                    .entry((c.id, r, r.floor(ts_ms), key.clone()))
+                    .or_default()
+                    .merge(s);
+            }
+        }
+    }
+
+    pub fn add_rows<'a>(&mut self, rows: impl IntoIterator<Item = &'a UsageRow>) {
+        for r in rows {
+            self.add(r.ts_ms, &dims_of(r), &Sums::of(r));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+pub(crate) const DIM_COLUMNS: &str = "key_id, user_name, team, requested_model, provider, \
+     deployment_model, status, surface, error_class, cache";
+pub(crate) const METRIC_COLUMNS: &str = "requests, errors, unpriced, input_tokens, output_tokens, \
+     cached_input_tokens, cache_write_tokens, reasoning_tokens, cost_micro_usd, cache_hits, \
+     cost_saved_micro_usd, streamed, attempts, fallbacks, gen_tokens, gen_us, scored, \
+     score_sum, latency, ttft";
+
+/// The rollups, and the buckets compaction has still to merge; `$bytes` is `BLOB` on
+/// SQLite, `BYTEA` on PostgreSQL.
+macro_rules! schema {
+    ($bytes:literal) => {
+        concat!(
+            "CREATE TABLE usage_rollups (
+    cuboid BIGINT NOT NULL,
+    res BIGINT NOT NULL,
+    bucket_ms BIGINT NOT NULL,
+    key_id TEXT,
+    user_name TEXT,
+    team TEXT,
+    requested_model TEXT,
+    provider TEXT,
+    deployment_model TEXT,
+    status BIGINT,
+    surface TEXT,
+    error_class TEXT,
+    cache TEXT,
+    requests BIGINT NOT NULL,
+    errors BIGINT NOT NULL,
+    unpriced BIGINT NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cached_input_tokens BIGINT NOT NULL,
+    cache_write_tokens BIGINT NOT NULL,
+    reasoning_tokens BIGINT NOT NULL,
+    cost_micro_usd BIGINT NOT NULL,
+    cache_hits BIGINT NOT NULL,
+    cost_saved_micro_usd BIGINT NOT NULL,
+    streamed BIGINT NOT NULL,
+    attempts BIGINT NOT NULL,
+    fallbacks BIGINT NOT NULL,
+    gen_tokens BIGINT NOT NULL,
+    gen_us BIGINT NOT NULL,
+    scored BIGINT NOT NULL,
+    score_sum DOUBLE PRECISION NOT NULL,
+    latency ",
+            $bytes,
+            " NOT NULL,
+    ttft ",
+            $bytes,
+            " NOT NULL
+);
+CREATE INDEX usage_rollups_at ON usage_rollups (cuboid, res, bucket_ms);
+CREATE TABLE usage_rollup_dirty (
+    cuboid BIGINT NOT NULL,
+    res BIGINT NOT NULL,
+    bucket_ms BIGINT NOT NULL,
+    PRIMARY KEY (cuboid, res, bucket_ms)
+);
+"
+        )
+    };
+}
+
+/// SQLite's step 12 (PostgreSQL's step 3): see [`schema`].
+pub const SQLITE_MIGRATION: &str = schema!("BLOB");
+pub const POSTGRES_MIGRATION: &str = schema!("BYTEA");
+
+/// Rows per multi-row INSERT (34 columns: SQLite's historical bound is 999 parameters).
+pub(crate) const ROWS_PER_INSERT: usize = 29;
+
+/// Appends `deltas` and marks their buckets for compaction, inside the transaction `$tx`.
+macro_rules! write_deltas {
+    ($tx:ident, $deltas:expr) => {{
+        let deltas: &$crate::store::rollup::Deltas = $deltas;
+        let rows: Vec<(
+            &$crate::store::rollup::DeltaKey,
+            &$crate::store::rollup::Sums,
+        )> = deltas.rows.iter().collect();
+        for chunk in rows.chunks($crate::store::rollup::ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::new(format!(
+                "INSERT INTO usage_rollups (cuboid, res, bucket_ms, {}, {}) ",
+                $crate::store::rollup::DIM_COLUMNS,
+                $crate::store::rollup::METRIC_COLUMNS
+            ));
+            q.push_values(chunk, |mut b, ((cuboid, res, bucket, key), s)| {
+                b.push_bind(*cuboid)
+                    .push_bind(res.code())
+                    .push_bind(*bucket);
+                let dims = $crate::store::rollup::CUBOIDS
+                    .iter()
+                    .find(|c| c.id == *cuboid)
+                    .map_or(&[][..], |c| c.dims);
+                for d in $crate::store::query::Dim::ALL {
+                    let v = dims.iter().position(|x| x == d).and_then(|i| key.get(i));
+                    match (d, v) {
+                        (
+                            $crate::store::query::Dim::Status,
+                            Some($crate::store::query::KeyPart::Int(n)),
+                        ) => b.push_bind(Some(*n)),
+                        ($crate::store::query::Dim::Status, _) => b.push_bind(None::<i64>),
+                        (_, Some($crate::store::query::KeyPart::Text(t))) => b.push_bind(t.clone()),
+                        _ => b.push_bind(None::<String>),
+                    };
+                }
+                b.push_bind(s.requests)
+                    .push_bind(s.errors)
+                    .push_bind(s.unpriced)
+                    .push_bind(s.input)
+                    .push_bind(s.output)
+                    .push_bind(s.cached)
+                    .push_bind(s.cache_write)
+                    .push_bind(s.reasoning)
+                    .push_bind(s.cost)
+                    .push_bind(s.cache_hits)
+                    .push_bind(s.cost_saved)
+                    .push_bind(s.streamed)
+                    .push_bind(s.attempts)
+                    .push_bind(s.fallbacks)
+                    .push_bind(s.gen_tokens)
+                    .push_bind(s.gen_us)
+                    .push_bind(s.scored)
+                    .push_bind(s.score_sum)
+                    .push_bind(s.latency.encode())
+                    .push_bind(s.ttft.encode());
+            });
+            q.build().execute(&mut *$tx).await?;
+        }
+        let mut buckets: Vec<(i64, i64, i64)> = deltas
+            .rows
+            .keys()
+            .map(|(c, r, b, _)| (*c, r.code(), *b))
+            .collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        for chunk in buckets.chunks(300) {
+            let mut q =
+                sqlx::QueryBuilder::new("INSERT INTO usage_rollup_dirty (cuboid, res, bucket_ms) ");
+            q.push_values(chunk, |mut b, (c, r, t)| {
+                b.push_bind(*c).push_bind(*r).push_bind(*t);
+            });
+            q.push(" ON CONFLICT DO NOTHING");
+            q.build().execute(&mut *$tx).await?;
+        }
+    }};
+}
+pub(crate) use write_deltas;
+
+/// Reads one rollup row (`DIM_COLUMNS` then `METRIC_COLUMNS` from column `$at`): the values
+/// of `$dims` (a cuboid's dimensions, in its order) and the sums.
+macro_rules! read_row {
+    ($r:expr, $at:expr, $dims:expr) => {{
+        use sqlx::Row;
+        let r = &$r;
+        let at: usize = $at;
+        let mut key = Vec::with_capacity($dims.len());
+        for d in $dims.iter() {
+            let i = at + d.index();
+            key.push(if *d == Dim::Status {
+                KeyPart::Int(r.try_get::<Option<i64>, _>(i)?.unwrap_or(0))
+            } else {
+                KeyPart::Text(r.try_get::<Option<String>, _>(i)?)
+            });
+        }
+        let m = at + Dim::ALL.len();
+        let sketch = |v: Vec<u8>| Sketch::decode(&v).unwrap_or_default();
+        let s = Sums {
+            requests: r.try_get(m)?,
+            errors: r.try_get(m + 1)?,
+            unpriced: r.try_get(m + 2)?,
+            input: r.try_get(m + 3)?,
+            output: r.try_get(m + 4)?,
+            cached: r.try_get(m + 5)?,
+            cache_write: r.try_get(m + 6)?,
+            reasoning: r.try_get(m + 7)?,
+            cost: r.try_get(m + 8)?,
+            cache_hits: r.try_get(m + 9)?,
+            cost_saved: r.try_get(m + 10)?,
+            streamed: r.try_get(m + 11)?,
+            attempts: r.try_get(m + 12)?,
+            fallbacks: r.try_get(m + 13)?,
+            gen_tokens: r.try_get(m + 14)?,
+            gen_us: r.try_get(m + 15)?,
+            scored: r.try_get(m + 16)?,
+            score_sum: r.try_get(m + 17)?,
+            latency: sketch(r.try_get(m + 18)?),
+            ttft: sketch(r.try_get(m + 19)?),
+        };
+        (key, s)
+    }};
+}
+
+/// The smallest cuboid holding every dimension in `needed`.
+pub fn cuboid_for(needed: &[Dim]) -> &'static Cuboid {
+    CUBOIDS
+        .iter()
+        .find(|c| needed.iter().all(|d| c.dims.contains(d)))
+        .unwrap_or(&CUBOIDS[CUBOIDS.len() - 1])
+}
+
+/// A piece of a query's time range: rows of resolution `res` with buckets in `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    pub res: Res,
+    pub from: i64,
+    pub to: Option<i64>,
+}
+
+/// Covers `[since, until)` (`until` `None`: no end) with whole buckets of the resolutions in
+/// `res` (coarsest first), coarse in the middle and fine at the edges. The finest
+/// resolution's buckets round the ends down.
+pub fn tiles(since: i64, until: Option<i64>, res: &[Res]) -> Vec<Tile> {
+    let mut out = Vec::new();
+    tile(since, until, res, &mut out);
+    out.retain(|t| t.to.is_none_or(|to| t.from < to));
+    out
+}
+
+fn tile(s: i64, u: Option<i64>, res: &[Res], out: &mut Vec<Tile>) {
+    let Some((&r, finer)) = res.split_first() else {
+        return;
+    };
+    if finer.is_empty() {
+        out.push(Tile {
+            res: r,
+            from: r.floor(s),
+            to: u.map(|u| r.floor(u)),
+        });
+        return;
+    }
+    let (a, b) = (r.ceil(s), u.map(|u| r.floor(u)));
+    if b.is_some_and(|b| a >= b) {
+        tile(s, u, finer, out);
+        return;
+    }
+    out.push(Tile {
+        res: r,
+        from: a,
+        to: b,
+    });
+    tile(s, Some(a), finer, out);
+    if let (Some(b), Some(u)) = (b, u) {
+        tile(b, Some(u), finer, out);
+    }
+}
+
+/// How long each resolution is kept, for planning: minute rows older than this are gone.
+#[derive(Debug, Clone, Copy)]
+pub struct Kept {
+    /// Minute rollups exist from this time on.
+    pub minutes_from_ms: i64,
+}
+
+/// Sums per (time bucket start, group values): the records matching `filter` grouped by
+/// `group` and, when `bucket_of` is given, by the start of their time bucket.
+pub async fn read(
+    store: &Store,
+    filter: &Filter,
+    group: &[Dim],
+    bucket_of: Option<super::query::Bucket>,
+    coarsest: Res,
+    kept: Kept,
+) -> Result<BTreeMap<(i64, Vec<KeyPart>), Sums>, StoreError> {
+    let mut needed: Vec<Dim> = group.to_vec();
+    needed.extend(filter.eq.iter().map(|(d, _)| *d));
+    if filter.status_class.is_some() {
+        needed.push(Dim::Status);
+    }
+    let c = cuboid_for(&needed);
+    let res: Vec<Res> = c.res.iter().copied().filter(|r| *r <= coarsest).collect();
+    // Bounds on the minute grid; before minute rows are kept, on the hour grid.
+    let snap = |t: i64| {
+        if t < kept.minutes_from_ms {
+            Res::Hour.floor(t)
+        } else {
+            Res::Minute.floor(t)
+        }
+    };
+    let since = snap(filter.since_ms.unwrap_or(0).max(0));
+    let until = filter.until_ms.map(snap);
+    let tiles = tiles(since, until, &res);
+    let positions: Vec<usize> = group
+        .iter()
+        .filter_map(|d| c.dims.iter().position(|x| x == d))
+        .collect();
+    let mut out: BTreeMap<(i64, Vec<KeyPart>), Sums> = BTreeMap::new();
+    if tiles.is_empty() {
+        return Ok(out);
+    }
+    on_pool!(store.pool(), |p| {
+        use futures_util::TryStreamExt;
+        let mut q = sqlx::QueryBuilder::new(format!(
+            "SELECT bucket_ms, {DIM_COLUMNS}, {METRIC_COLUMNS} FROM usage_rollups WHERE cuboid = "
+        ));
+        q.push_bind(c.id).push(" AND (");
+        for (i, t) in tiles.iter().enumerate() {
+            if i > 0 {
+                q.push(" OR ");
+            }
+            q.push("(res = ")
+                .push_bind(t.res.code())
+                .push(" AND bucket_ms >= ")
+                .push_bind(t.from);
+            if let Some(to) = t.to {
+                q.push(" AND bucket_ms < ").push_bind(to);
+            }
+            q.push(")");
+        }
+        q.push(")");
+        for (dim, v) in &filter.eq {
+            q.push(format_args!(" AND {} = ", dim.column()));
+            if *dim == Dim::Status {
+                q.push_bind(v.parse::<i64>().unwrap_or(-1));
+            } else {
+                q.push_bind(v.clone());
+            }
+        }
+        match filter.status_class {
+            Some(true) => {
+                q.push(" AND status < 400");
+            }
+            Some(false) => {
+                q.push(" AND status >= 400");
+            }
+            None => {}
+        }
+        let mut rows = q.build().fetch(p);
+        while let Some(r) = rows.try_next().await? {
+            let b: i64 = sqlx::Row::try_get(&r, 0)?;
+            let (key, s) = read_row!(r, 1, c.dims);
+            let group_key: Vec<KeyPart> = positions.iter().map(|&i| key[i].clone()).collect();
+            out.entry((bucket_of.map_or(0, |k| k.start(b)), group_key))
+                .or_default()
+                .merge(&s);
+        }
+    });
+    Ok(out)
+}
+
+/// Merges the rows of closed buckets (ended before `closed_before_ms`) marked by writers,
+/// at most `max_buckets` of them, one transaction each; returns how many were merged.
+pub async fn compact(
+    store: &Store,
+    closed_before_ms: i64,
+    max_buckets: i64,
+) -> Result<usize, StoreError> {
+    let due: Vec<(i64, i64, i64)> = on_pool!(store.pool(), |p| {
+        sqlx::query_as(
+        "SELECT cuboid, res, bucket_ms FROM usage_rollup_dirty WHERE (res = 1 AND bucket_ms <= $1) \
+         OR (res = 2 AND bucket_ms <= $2) OR (res = 3 AND bucket_ms <= $3) \
+         ORDER BY bucket_ms LIMIT $4"
+    )
+    .bind(closed_before_ms - Res::Minute.ms())
+    .bind(closed_before_ms - Res::Hour.ms())
+    .bind(closed_before_ms - Res::Day.ms())
+    .bind(max_buckets)
+    .fetch_all(p)
+    .await?
+    });
+    for &(cuboid, res, bucket) in &due {
+        let Some(c) = CUBOIDS.iter().find(|c| c.id == cuboid) else {
+            continue;
+        };
+        let Some(r) = Res::from_code(res) else {
+            continue;
+        };
+        on_pool!(store.pool(), |p| {
+            let mut tx = p.begin().await?;
+            let rows = sqlx::query(&format!(
+                "DELETE FROM usage_rollups WHERE cuboid = $1 AND res = $2 AND bucket_ms = $3 \
+                 RETURNING bucket_ms, {DIM_COLUMNS}, {METRIC_COLUMNS}"
+            ))
+            .bind(cuboid)
+            .bind(res)
+            .bind(bucket)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut merged = Deltas::default();
+            for row in &rows {
+                let (key, s) = read_row!(row, 1, c.dims);
+                merged
+                    .rows
+                    .entry((cuboid, r, bucket, key))
+                    .or_default()
+                    .merge(&s);
+            }
+            write_deltas!(tx, &merged);
+            sqlx::query(
+                "DELETE FROM usage_rollup_dirty WHERE cuboid = $1 AND res = $2 AND bucket_ms = $3",
+            )
+            .bind(cuboid)
+            .bind(res)
+            .bind(bucket)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+    }
+    Ok(due.len())
+}
+
+/// Deletes rollups before `minutes_before_ms` (minute rows) and `before_ms` (hour and day
+/// rows), at most `chunk` rows per statement; returns how many went.
+pub async fn purge(
+    store: &Store,
+    minutes_before_ms: i64,
+    before_ms: i64,
+    chunk: i64,
+) -> Result<u64, StoreError> {
+    let id = store.pool().row_id();
+    let mut total = 0;
+    for (cond, cutoff) in [
+        ("res = 1 AND bucket_ms < $1", minutes_before_ms),
+        ("res > 1 AND bucket_ms < $1", before_ms),
+    ] {
+        loop {
+            let n = on_pool!(store.pool(), |p| sqlx::query(&format!(
+                "DELETE FROM usage_rollups WHERE {id} IN \
+                 (SELECT {id} FROM usage_rollups WHERE {cond} LIMIT $2)"
+            ))
+            .bind(cutoff)
+            .bind(chunk)
+            .execute(p)
+            .await?
+            .rows_affected());
+            total += n;
+            if n < u64::try_from(chunk).unwrap_or(0) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        on_pool!(store.pool(), |p| sqlx::query(&format!(
+            "DELETE FROM usage_rollup_dirty WHERE {cond}"
+        ))
+        .bind(cutoff)
+        .execute(p)
+        .await?
+        .rows_affected());
+    }
+    Ok(total)
+}
+
+/// The columns [`row_from!`] reads, after any leading ones.
+pub(crate) const ROW_COLUMNS: &str = "ts_ms, key_id, user_name, team, requested_model, \
+     provider, deployment_model, status, surface, error_class, cache, input_tokens, \
+     output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, cost_micro_usd, \
+     cost_saved_micro_usd, streamed, attempts, fallback_reason, latency_us, ttft_us";
+
+/// The [`UsageRow`] fields the rollups need, from [`ROW_COLUMNS`] starting at column `$at`.
+macro_rules! row_from {
+    ($r:expr, $at:expr) => {{
+        use sqlx::Row;
+        let r = &$r;
+        let a: usize = $at;
+        let u = |i: usize| -> Result<Option<u64>, sqlx::Error> {
+            Ok(r.try_get::<Option<i64>, _>(a + i)?.map(i64::unsigned_abs))
+        };
+        $crate::store::UsageRow {
+            ts_ms: r.try_get(a)?,
+            key_id: r.try_get(a + 1)?,
+            user: r.try_get(a + 2)?,
+            team: r.try_get(a + 3)?,
+            requested_model: r.try_get(a + 4)?,
+            provider: r.try_get(a + 5)?,
+            deployment_model: r.try_get(a + 6)?,
+            status: u16::try_from(r.try_get::<i64, _>(a + 7)?).unwrap_or(0),
+            surface: r.try_get(a + 8)?,
+            error_class: r.try_get(a + 9)?,
+            cache: r.try_get(a + 10)?,
+            input_tokens: u(11)?,
+            output_tokens: u(12)?,
+            cached_input_tokens: u(13)?,
+            cache_write_tokens: u(14)?,
+            reasoning_tokens: u(15)?,
+            cost_micro_usd: r.try_get(a + 16)?,
+            cost_saved_micro_usd: r.try_get(a + 17)?,
+            streamed: r.try_get(a + 18)?,
+            attempts: u32::try_from(r.try_get::<i64, _>(a + 19)?).unwrap_or(0),
+            fallback_reason: r.try_get(a + 20)?,
+            latency_us: u(21)?.unwrap_or(0),
+            ttft_us: u(22)?,
+            ..$crate::store::UsageRow::default()
+        }
+    }};
+}
+pub(crate) use row_from;
+
+/// Builds the rollups of the records (and feedback) stored before rollups existed, inside
+/// the migration's transaction `$tx` (so replicas starting together build them once).
+macro_rules! backfill {
+    ($tx:ident) => {{
+        use $crate::store::rollup::{row_from, write_deltas, Deltas, Sums, ROW_COLUMNS};
+        let mut after = i64::MIN;
+        let mut total = 0usize;
+        loop {
+            let rows = sqlx::query(&format!(
+                "SELECT rowid, {ROW_COLUMNS} FROM usage_records WHERE rowid > $1 \
+                 ORDER BY rowid LIMIT 20000"
+            ))
+            .bind(after)
+            .fetch_all(&mut *$tx)
+            .await?;
+            let Some(last) = rows.last() else { break };
+            after = sqlx::Row::try_get(last, 0)?;
+            total += rows.len();
+            let mut deltas = Deltas::default();
+            for r in &rows {
+                let row = row_from!(r, 1);
+                deltas.add_rows([&row]);
+            }
+            write_deltas!($tx, &deltas);
+        }
+        let scored = sqlx::query(&format!(
+            "SELECT feedback.score, {ROW_COLUMNS} FROM feedback JOIN usage_records \
+             ON usage_records.request_id = feedback.request_id"
+        ))
+        .fetch_all(&mut *$tx)
+        .await?;
+        let mut deltas = Deltas::default();
+        for r in &scored {
+            let row = row_from!(r, 1);
+            let s = Sums {
+                scored: 1,
+                score_sum: sqlx::Row::try_get(r, 0)?,
+                ..Sums::default()
+            };
+            deltas.add(row.ts_ms, &$crate::store::rollup::dims_of(&row), &s);
+        }
+        write_deltas!($tx, &deltas);
+        if total > 0 {
+            tracing::info!(
+                records = total,
+                "usage rollups built for the stored records"
+            );
+        }
+    }};
+}
+pub(crate) use backfill;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_use_days_inside_hours_then_minutes_at_the_edges() {
+        const M: i64 = 60_000;
+        const H: i64 = 3_600_000;
+        const D: i64 = 86_400_000;
+        // 2 days, 3 hours and 5 minutes after a day boundary, to 1 day 2 hours 4 minutes
+        // before the next one.
+        let s = 10 * D + 3 * H + 5 * M;
+        let u = 20 * D + 2 * H + 4 * M;
+        let t = tiles(s, Some(u), ALL_RES);
+        let tile = |res, from, to| Tile {
+            res,
+            from,
+            to: Some(to),
+        };
+        assert_eq!(
+            t,
+            [
+                tile(Res::Day, 11 * D, 20 * D),
+                tile(Res::Hour, 10 * D + 4 * H, 11 * D),
+                tile(Res::Minute, s, 10 * D + 4 * H),
+                tile(Res::Hour, 20 * D, 20 * D + 2 * H),
+                tile(Res::Minute, 20 * D + 2 * H, u),
+            ]
+        );
+        // The tiles cover the range exactly once.
+        let covered: i64 = t.iter().map(|t| t.to.unwrap_or(0) - t.from).sum();
+        assert_eq!(covered, u - s);
+        // Open-ended: days to the end.
+        assert_eq!(tiles(5 * D, None, ALL_RES)[0].to, None);
+        // Without minute rows the ends round down to the hour.
+        let t = tiles(s, Some(u), &[Res::Hour]);
+        assert_eq!(t, [tile(Res::Hour, 10 * D + 3 * H, 20 * D + 2 * H)]);
+        // Less than a day: no day tile.
+        let t = tiles(s, Some(s + 2 * H), ALL_RES);
+        assert!(t.iter().all(|t| t.res != Res::Day), "{t:?}");
+    }
+
+    #[test]
+    fn the_smallest_cuboid_holding_the_dimensions_is_read() {
+        assert_eq!(cuboid_for(&[]).id, 0);
+        assert_eq!(cuboid_for(&[Dim::Team]).id, 1);
+        assert_eq!(cuboid_for(&[Dim::Provider, Dim::Deployment]).id, 2);
+        assert_eq!(cuboid_for(&[Dim::Key]).id, 4);
+        assert_eq!(cuboid_for(&[Dim::Team, Dim::Model]).id, 5);
+        assert_eq!(cuboid_for(&[Dim::Key, Dim::Model]).id, 6);
+        // Every dimension is in the last one.
+        assert_eq!(cuboid_for(Dim::ALL).id, 6);
+    }
+
+    /// Random records spread over three days, with every dimension varying.
+    fn random_rows(seed: u64, n: usize, t0: i64) -> Vec<UsageRow> {
+        let mut x = seed;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        (0..n)
+            .map(|i| {
+                let pick = |v: u64, of: u64| v % of;
+                let (a, b, c) = (next(), next(), next());
+                let status = [200u16, 200, 200, 429, 500][pick(a, 5) as usize];
+                UsageRow {
+                    request_id: format!("r{i}"),
+                    ts_ms: t0 + i64::try_from(pick(b, 3 * 86_400_000)).unwrap(),
+                    surface: ["openai.chat", "anthropic.messages"][pick(c, 2) as usize].into(),
+                    principal: "p".into(),
+                    requested_model: format!("m{}", pick(a >> 8, 6)),
+                    provider: Some(format!("p{}", pick(a >> 16, 3))),
+                    deployment_model: (pick(a >> 20, 4) > 0)
+                        .then(|| format!("d{}", pick(a >> 24, 2))),
+                    status,
+                    error_class: (status >= 400).then(|| "upstream".to_string()),
+                    streamed: pick(b >> 8, 2) == 0,
+                    input_tokens: Some(pick(b >> 12, 2000)),
+                    output_tokens: (pick(b >> 24, 5) > 0).then(|| pick(b >> 28, 500)),
+                    cached_input_tokens: Some(pick(c >> 8, 100)),
+                    latency_us: 1000 + pick(c >> 16, 2_000_000),
+                    ttft_us: (pick(c >> 40, 2) == 0).then(|| 500 + pick(c >> 20, 400_000)),
+                    attempts: 1 + u32::try_from(pick(c >> 30, 2)).unwrap(),
+                    fallback_reason: (pick(c >> 33, 7) == 0).then(|| "server_error".to_string()),
+                    key_id: (pick(a >> 30, 10) > 0).then(|| format!("k{}", pick(a >> 34, 20))),
+                    user: (pick(a >> 38, 3) > 0).then(|| format!("u{}", pick(a >> 40, 4))),
+                    team: (pick(a >> 44, 4) > 0).then(|| format!("t{}", pick(a >> 46, 5))),
+                    cost_micro_usd: (pick(b >> 40, 9) > 0)
+                        .then(|| i64::try_from(pick(b >> 44, 9000)).unwrap()),
+                    cache: [None, Some("hit"), Some("miss")][pick(c >> 50, 3) as usize]
+                        .map(str::to_string),
+                    cost_saved_micro_usd: Some(7),
+                    ..UsageRow::default()
+                }
+            })
+            .collect()
+    }
+
+    fn value_of(r: &UsageRow, d: Dim) -> KeyPart {
+        dims_of(r)[d.index()].clone()
+    }
+
+    fn exact_pct(mut v: Vec<u64>, p: f64) -> Option<f64> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        Some(v[rank.clamp(1, v.len()) - 1] as f64 / 1000.0)
+    }
+
+    /// The oracle: the same figures by a scan over the records themselves.
+    fn scan<'a>(
+        rows: &'a [UsageRow],
+        f: &Filter,
+        group: &[Dim],
+        bucket: Option<super::super::query::Bucket>,
+    ) -> BTreeMap<(i64, Vec<KeyPart>), Vec<&'a UsageRow>> {
+        let snap = |t: i64| Res::Minute.floor(t);
+        let mut out: BTreeMap<(i64, Vec<KeyPart>), Vec<&UsageRow>> = BTreeMap::new();
+        for r in rows {
+            if f.since_ms.is_some_and(|s| r.ts_ms < snap(s))
+                || f.until_ms.is_some_and(|u| r.ts_ms >= snap(u))
+                || f.eq.iter().any(|(d, v)| {
+                    value_of(r, *d)
+                        != match d {
+                            Dim::Status => KeyPart::Int(v.parse().unwrap()),
+                            _ => KeyPart::Text(Some(v.clone())),
+                        }
+                })
+                || f.status_class.is_some_and(|ok| (r.status < 400) != ok)
+            {
+                continue;
+            }
+            let key = group.iter().map(|d| value_of(r, *d)).collect();
+            out.entry((bucket.map_or(0, |b| b.start(r.ts_ms)), key))
+                .or_default()
+                .push(r);
+        }
+        out
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used, clippy::too_many_lines)]
+    async fn rollups_equal_a_scan_of_the_raw_records_on_every_engine() {
+        use super::super::query::{aggregate, Bucket};
+        use super::super::UsageStore;
+        const D: i64 = 86_400_000;
+        let t0 = 20_000 * D;
+        let rows = random_rows(42, 3000, t0);
+        for db in crate::store::testing::databases("rollup_equals_scan").await {
+            let store = Store::open(&db.url).await.unwrap();
+            let e = db.engine;
+            // Written in uneven batches; then a "spill replay" of stored and new records,
+            // which must count each record once.
+            let (first, rest) = rows.split_at(2500);
+            for chunk in first.chunks(377) {
+                store.write_batch(chunk).await.unwrap();
+            }
+            store.write_batch_dedup(&rows[2000..]).await.unwrap();
+            let _ = rest;
+            // Feedback, one of it replaced.
+            let mut scores = HashMap::new();
+            for (i, id) in ["r1", "r2", "r3", "r1"].iter().enumerate() {
+                let score = [0.5, 1.0, 0.0, 0.25][i];
+                crate::store::feedback::upsert(
+                    &store,
+                    &crate::store::feedback::Feedback {
+                        request_id: (*id).into(),
+                        feedback_ms: t0,
+                        score,
+                        label: None,
+                        comment: None,
+                        actor: "t".into(),
+                    },
+                )
+                .await
+                .unwrap();
+                scores.insert((*id).to_string(), score);
+            }
+            let kept = Kept { minutes_from_ms: 0 };
+            let queries: Vec<(Filter, Vec<Dim>, Option<Bucket>)> = vec![
+                (Filter::default(), vec![], None),
+                (Filter::default(), vec![Dim::Team], None),
+                (
+                    Filter {
+                        since_ms: Some(t0 + 3_600_000 * 5 + 60_000 * 7 + 1234),
+                        until_ms: Some(t0 + 2 * D + 3_600_000 * 3 + 60_000 * 11),
+                        ..Filter::default()
+                    },
+                    vec![Dim::Model, Dim::Status],
+                    None,
+                ),
+                (
+                    Filter {
+                        since_ms: Some(t0 + 90 * 60_000),
+                        ..Filter::default()
+                    },
+                    vec![Dim::Model],
+                    Some(Bucket::Hour),
+                ),
+                (
+                    Filter {
+                        eq: vec![(Dim::Key, "k3".into())],
+                        ..Filter::default()
+                    },
+                    vec![Dim::Model],
+                    Some(Bucket::Day),
+                ),
+                (
+                    Filter {
+                        status_class: Some(false),
+                        eq: vec![(Dim::Team, "t2".into())],
+                        ..Filter::default()
+                    },
+                    vec![Dim::Surface, Dim::Cache],
+                    None,
+                ),
+                (
+                    Filter::default(),
+                    vec![Dim::Provider, Dim::Deployment],
+                    Some(Bucket::Week),
+                ),
+                (Filter::default(), Dim::ALL.to_vec(), None),
+            ];
+            for round in ["before compaction", "half compacted", "compacted"] {
+                for (f, group, bucket) in &queries {
+                    let got = aggregate(&store, f, group, *bucket, kept).await.unwrap();
+                    let want = scan(&rows, f, group, *bucket);
+                    let ctx = format!("{e} {round} {group:?} {bucket:?} {f:?}");
+                    assert_eq!(got.len(), want.len(), "{ctx}");
+                    for (g, ((_, _), rs)) in got.iter().zip(&want) {
+                        let sum =
+                            |f: &dyn Fn(&UsageRow) -> i64| rs.iter().map(|r| f(r)).sum::<i64>();
+                        let u = |v: Option<u64>| i64::try_from(v.unwrap_or(0)).unwrap();
+                        assert_eq!(g["requests"], rs.len() as i64, "{ctx}");
+                        assert_eq!(g["errors"], sum(&|r| i64::from(r.status >= 400)), "{ctx}");
+                        assert_eq!(g["input_tokens"], sum(&|r| u(r.input_tokens)), "{ctx}");
+                        assert_eq!(g["output_tokens"], sum(&|r| u(r.output_tokens)), "{ctx}");
+                        assert_eq!(
+                            g["cached_input_tokens"],
+                            sum(&|r| u(r.cached_input_tokens)),
+                            "{ctx}"
+                        );
+                        assert_eq!(
+                            g["cost_micro_usd"],
+                            sum(&|r| r.cost_micro_usd.unwrap_or(0)),
+                            "{ctx}"
+                        );
+                        assert_eq!(
+                            g["unpriced_requests"],
+                            sum(&|r| i64::from(
+                                r.cost_micro_usd.is_none() && u(r.input_tokens) > 0
+                            )),
+                            "{ctx}"
+                        );
+                        assert_eq!(
+                            g["cache_hits"],
+                            sum(&|r| i64::from(r.cache.as_deref() == Some("hit"))),
+                            "{ctx}"
+                        );
+                        assert_eq!(g["streamed"], sum(&|r| i64::from(r.streamed)), "{ctx}");
+                        assert_eq!(g["retries"], sum(&|r| i64::from(r.attempts) - 1), "{ctx}");
+                        assert_eq!(
+                            g["fallbacks"],
+                            sum(&|r| i64::from(r.fallback_reason.is_some())),
+                            "{ctx}"
+                        );
+                        assert_eq!(
+                            g["feedback_count"],
+                            sum(&|r| i64::from(scores.contains_key(&r.request_id))),
+                            "{ctx}"
+                        );
+                        for (field, values, p) in [
+                            (
+                                "p50_latency_ms",
+                                rs.iter().map(|r| r.latency_us).collect::<Vec<_>>(),
+                                50.0,
+                            ),
+                            (
+                                "p99_latency_ms",
+                                rs.iter().map(|r| r.latency_us).collect(),
+                                99.0,
+                            ),
+                            (
+                                "p95_ttft_ms",
+                                rs.iter().filter_map(|r| r.ttft_us).collect(),
+                                95.0,
+                            ),
+                        ] {
+                            match (g[field].as_f64(), exact_pct(values, p)) {
+                                (None, None) => {}
+                                (Some(a), Some(b)) => assert!(
+                                    (a - b).abs()
+                                        <= b * super::super::sketch::RELATIVE_ACCURACY + 0.001,
+                                    "{ctx} {field}: {a} vs exact {b}"
+                                ),
+                                other => panic!("{ctx} {field}: {other:?}"),
+                            }
+                        }
+                    }
+                }
+                let n = if round == "before compaction" {
+                    40
+                } else {
+                    1_000_000
+                };
+                compact(&store, t0 + 10 * D, n).await.unwrap();
+            }
+            // Compaction leaves one row per bucket and dimension values.
+            let dup: i64 =
+                on_pool!(store.pool(), |p| {
+                    sqlx::query_scalar(
+                "SELECT COUNT(*) FROM (SELECT cuboid, res, bucket_ms, key_id, user_name, team, \
+                 requested_model, provider, deployment_model, status, surface, error_class, cache \
+                 FROM usage_rollups GROUP BY cuboid, res, bucket_ms, key_id, user_name, team, \
+                 requested_model, provider, deployment_model, status, surface, error_class, cache \
+                 HAVING COUNT(*) > 1) d"
+            )
+            .fetch_one(p)
+            .await
+            .unwrap()
+                });
+            assert_eq!(dup, 0, "{e}");
+
+            // Retention: raw records before the cutoff go (and only they); the rollups keep
+            // answering for them until their own retention.
+            let cutoff = t0 + D + 12_345;
+            let before = rows.iter().filter(|r| r.ts_ms < cutoff).count() as u64;
+            assert_eq!(store.purge_usage(cutoff, 100).await.unwrap(), before, "{e}");
+            assert_eq!(
+                store.usage_count().await.unwrap(),
+                3000 - before as i64,
+                "{e}"
+            );
+            let total = aggregate(&store, &Filter::default(), &[], None, kept)
+                .await
+                .unwrap();
+            assert_eq!(total[0]["requests"], 3000, "{e}");
+            // Minute rollups before the cutoff go; hour and day rows stay.
+            let gone = purge(&store, cutoff, t0, 100).await.unwrap();
+            assert!(gone > 0, "{e}");
+            let left: i64 = on_pool!(store.pool(), |p| sqlx::query_scalar(
+                "SELECT COUNT(*) FROM usage_rollups WHERE res = 1 AND bucket_ms < $1"
+            )
+            .bind(cutoff)
+            .fetch_one(p)
+            .await
+            .unwrap());
+            assert_eq!(left, 0, "{e}");
+            let total = aggregate(
+                &store,
+                &Filter::default(),
+                &[],
+                None,
+                Kept {
+                    minutes_from_ms: cutoff,
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                total[0]["requests"], 3000,
+                "{e}: hour and day rollups still count all"
+            );
+            // Everything before t0 + 2 days, whatever its resolution.
+            purge(&store, t0 + 2 * D, t0 + 2 * D, 100).await.unwrap();
+            let total = aggregate(&store, &Filter::default(), &[], None, kept)
+                .await
+                .unwrap();
+            let after = rows.iter().filter(|r| r.ts_ms >= t0 + 2 * D).count();
+            assert_eq!(total[0]["requests"], after as i64, "{e}");
+        }
+    }
+}
