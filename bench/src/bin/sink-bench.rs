@@ -6,6 +6,9 @@
 //! `cargo run --release -p sluice-bench --bin sink-bench -- --rate 100000 --seconds 10`
 //! `... --bin sink-bench -- --store postgres://postgres@127.0.0.1:5432/test`
 
+#[path = "../sink_gen.rs"]
+mod sink_gen;
+
 use anyhow::{bail, Context};
 use clap::Parser;
 use sluice::store::Store;
@@ -27,6 +30,17 @@ struct Args {
     /// `usage_records` table grows by what the run writes).
     #[arg(long)]
     store: Option<String>,
+    /// Generator mode: write this many synthetic records (30 days, 1,000 keys) straight
+    /// through the store, then time the analytics queries (bench/README.md).
+    #[arg(long)]
+    generate: Option<u64>,
+    /// Records per store transaction in generator mode (the usage writer's default).
+    #[arg(long, default_value_t = 4000)]
+    batch: usize,
+    /// Generator mode: the days the records are spread over, ending now (30 by default; a
+    /// fraction of a day shows live density, e.g. 0.01 = 14 minutes).
+    #[arg(long, default_value_t = 30.0)]
+    days: f64,
 }
 
 fn rss_mib() -> f64 {
@@ -100,6 +114,39 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
     let db = dir.join("bench.db");
+    if let Some(n) = args.generate {
+        let n = if args.smoke { n.min(20_000) } else { n };
+        let result = match &args.store {
+            // A schema of its own, so the database's other tables are left alone.
+            Some(pg) => {
+                let admin = sqlx::PgPool::connect(pg).await?;
+                sqlx::raw_sql(
+                    "DROP SCHEMA IF EXISTS sink_bench_gen CASCADE; CREATE SCHEMA sink_bench_gen",
+                )
+                .execute(&admin)
+                .await?;
+                let sep = if pg.contains('?') { '&' } else { '?' };
+                let url = format!("{pg}{sep}options=-c%20search_path%3Dsink_bench_gen");
+                let r = sink_gen::generate(&url, None, n, args.batch, args.days).await;
+                sqlx::raw_sql("DROP SCHEMA IF EXISTS sink_bench_gen CASCADE")
+                    .execute(&admin)
+                    .await?;
+                r
+            }
+            None => {
+                sink_gen::generate(
+                    &format!("sqlite://{}", db.display()),
+                    Some(&db),
+                    n,
+                    args.batch,
+                    args.days,
+                )
+                .await
+            }
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        return result;
+    }
     let url = args
         .store
         .clone()

@@ -419,6 +419,7 @@ impl GovStore for Store {
             Kept { minutes_from_ms: 0 },
         )
         .await?
+        .0
         .values()
         .map(|s| s.cost)
         .sum();

@@ -208,15 +208,16 @@ pub async fn aggregate(
     group: &[Dim],
     bucket: Option<Bucket>,
     kept: super::rollup::Kept,
-) -> Result<Vec<Value>, StoreError> {
+) -> Result<(Vec<Value>, super::rollup::Source), StoreError> {
     use super::rollup::Res;
     let coarsest = if bucket == Some(Bucket::Hour) {
         Res::Hour
     } else {
         Res::Day
     };
-    let groups = super::rollup::read(store, filter, group, bucket, coarsest, kept).await?;
-    Ok(groups
+    let (groups, source) =
+        super::rollup::read(store, filter, group, bucket, coarsest, kept).await?;
+    let rows = groups
         .into_iter()
         .filter(|(_, a)| a.requests > 0)
         .map(|((b, key), a)| {
@@ -272,7 +273,8 @@ pub async fn aggregate(
             }
             Value::Object(row)
         })
-        .collect())
+        .collect();
+    Ok((rows, source))
 }
 
 /// A position in the request log (newest first): records before this `(ts_ms, rowid)`.
@@ -477,7 +479,8 @@ mod tests {
                 kept,
             )
             .await
-            .unwrap();
+            .unwrap()
+            .0;
             assert_eq!(g.len(), 3, "{e}: {g:?}");
             assert_eq!(
                 (g[0]["model"].as_str(), g[0]["status"].as_i64()),

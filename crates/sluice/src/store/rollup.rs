@@ -76,12 +76,14 @@ pub struct Cuboid {
 }
 
 const ALL_RES: &[Res] = &[Res::Day, Res::Hour, Res::Minute];
+const HOURS_AND_DAYS: &[Res] = &[Res::Day, Res::Hour];
 
-/// The dimension sets, smallest first: a query reads the first that holds what it needs.
-/// Each costs the writer about one row per record per resolution where its dimensions are
-/// as fine as the records (the key- and everything-level ones at low traffic), and little
-/// where they are coarse (bench/README.md measures both). The everything-level set has no
-/// day rows: it answers only the combinations no smaller set holds.
+/// The dimension sets, smallest first: a query reads the first that holds every dimension it
+/// groups or filters by. A set costs the writer about one row per record per resolution
+/// where its combinations outnumber the records of a bucket, and little where they do not
+/// (bench/README.md measures it), so minute rows are kept for the narrow sets only, and
+/// combinations outside every set (a key by model, say) are summed from the raw records
+/// (`Source::Records`), on the index of the filter when there is one.
 pub const CUBOIDS: &[Cuboid] = &[
     Cuboid {
         id: 0,
@@ -106,26 +108,25 @@ pub const CUBOIDS: &[Cuboid] = &[
     Cuboid {
         id: 4,
         dims: &[Dim::Key, Dim::User, Dim::Team],
-        res: ALL_RES,
+        res: HOURS_AND_DAYS,
     },
     Cuboid {
         id: 5,
+        dims: &[Dim::Team, Dim::Model, Dim::Provider, Dim::Deployment],
+        res: HOURS_AND_DAYS,
+    },
+    Cuboid {
+        id: 6,
         dims: &[
-            Dim::Team,
             Dim::Model,
             Dim::Provider,
             Dim::Deployment,
             Dim::Status,
-            Dim::Surface,
             Dim::ErrorClass,
+            Dim::Surface,
             Dim::Cache,
         ],
-        res: ALL_RES,
-    },
-    Cuboid {
-        id: 6,
-        dims: Dim::ALL,
-        res: &[Res::Hour, Res::Minute],
+        res: HOURS_AND_DAYS,
     },
 ];
 
@@ -469,12 +470,25 @@ macro_rules! read_row {
     }};
 }
 
-/// The smallest cuboid holding every dimension in `needed`.
-pub fn cuboid_for(needed: &[Dim]) -> &'static Cuboid {
+/// The smallest cuboid holding every dimension in `needed`, if any does.
+pub fn cuboid_for(needed: &[Dim]) -> Option<&'static Cuboid> {
     CUBOIDS
         .iter()
         .find(|c| needed.iter().all(|d| c.dims.contains(d)))
-        .unwrap_or(&CUBOIDS[CUBOIDS.len() - 1])
+}
+
+/// Where a query's figures came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The rollups of this cuboid, for `[since, until)` (the asked range on the grid of the
+    /// finest resolution used).
+    Rollups {
+        cuboid: i64,
+        since: i64,
+        until: Option<i64>,
+    },
+    /// A scan of the raw records (no cuboid holds the dimensions).
+    Records,
 }
 
 /// A piece of a query's time range: rows of resolution `res` with buckets in `[from, to)`.
@@ -539,17 +553,24 @@ pub async fn read(
     bucket_of: Option<super::query::Bucket>,
     coarsest: Res,
     kept: Kept,
-) -> Result<BTreeMap<(i64, Vec<KeyPart>), Sums>, StoreError> {
+) -> Result<(Groups, Source), StoreError> {
     let mut needed: Vec<Dim> = group.to_vec();
     needed.extend(filter.eq.iter().map(|(d, _)| *d));
     if filter.status_class.is_some() {
         needed.push(Dim::Status);
     }
-    let c = cuboid_for(&needed);
+    let Some(c) = cuboid_for(&needed) else {
+        return Ok((
+            scan_records(store, filter, group, bucket_of).await?,
+            Source::Records,
+        ));
+    };
     let res: Vec<Res> = c.res.iter().copied().filter(|r| *r <= coarsest).collect();
-    // Bounds on the minute grid; before minute rows are kept, on the hour grid.
+    // Bounds on the minute grid; before minute rows are kept (or for a cuboid without
+    // them), on the hour grid.
+    let has_minutes = res.contains(&Res::Minute);
     let snap = |t: i64| {
-        if t < kept.minutes_from_ms {
+        if t < kept.minutes_from_ms || !has_minutes {
             Res::Hour.floor(t)
         } else {
             Res::Minute.floor(t)
@@ -562,9 +583,14 @@ pub async fn read(
         .iter()
         .filter_map(|d| c.dims.iter().position(|x| x == d))
         .collect();
-    let mut out: BTreeMap<(i64, Vec<KeyPart>), Sums> = BTreeMap::new();
+    let source = Source::Rollups {
+        cuboid: c.id,
+        since,
+        until,
+    };
+    let mut out = Groups::new();
     if tiles.is_empty() {
-        return Ok(out);
+        return Ok((out, source));
     }
     on_pool!(store.pool(), |p| {
         use futures_util::TryStreamExt;
@@ -613,11 +639,51 @@ pub async fn read(
                 .merge(&s);
         }
     });
+    Ok((out, source))
+}
+
+/// Sums per (time bucket start, group values).
+pub type Groups = BTreeMap<(i64, Vec<KeyPart>), Sums>;
+
+/// The same figures from the raw records: for combinations no cuboid holds. With a key,
+/// user, team or model filter it walks that index; otherwise the time index.
+async fn scan_records(
+    store: &Store,
+    filter: &Filter,
+    group: &[Dim],
+    bucket_of: Option<super::query::Bucket>,
+) -> Result<Groups, StoreError> {
+    use futures_util::TryStreamExt;
+    let mut out = Groups::new();
+    on_pool!(store.pool(), |p| {
+        let mut q = sqlx::QueryBuilder::new(format!(
+            "SELECT {}, {ROW_COLUMNS} FROM usage_records{}",
+            super::feedback::SCORE,
+            super::feedback::JOIN
+        ));
+        filter.push_where(&mut q);
+        let mut rows = q.build().fetch(p);
+        while let Some(r) = rows.try_next().await? {
+            let row = row_from!(r, 1);
+            let mut s = Sums::of(&row);
+            if let Some(score) = sqlx::Row::try_get::<Option<f64>, _>(&r, 0)? {
+                s.scored = 1;
+                s.score_sum = score;
+            }
+            let dims = dims_of(&row);
+            let key = group.iter().map(|d| dims[d.index()].clone()).collect();
+            out.entry((bucket_of.map_or(0, |b| b.start(row.ts_ms)), key))
+                .or_default()
+                .merge(&s);
+        }
+    });
     Ok(out)
 }
 
-/// Merges the rows of closed buckets (ended before `closed_before_ms`) marked by writers,
-/// at most `max_buckets` of them, one transaction each; returns how many were merged.
+/// Merges the rows of closed buckets (ended before `closed_before_ms`) that writers marked,
+/// at most `max_buckets` of them; returns how many were merged. Runs of up to 256 marked
+/// buckets of one cuboid and resolution go in one transaction (`DELETE ... RETURNING` over
+/// the run's range, merge, insert), so a pass over many small buckets stays cheap.
 pub async fn compact(
     store: &Store,
     closed_before_ms: i64,
@@ -627,7 +693,7 @@ pub async fn compact(
         sqlx::query_as(
         "SELECT cuboid, res, bucket_ms FROM usage_rollup_dirty WHERE (res = 1 AND bucket_ms <= $1) \
          OR (res = 2 AND bucket_ms <= $2) OR (res = 3 AND bucket_ms <= $3) \
-         ORDER BY bucket_ms LIMIT $4"
+         ORDER BY cuboid, res, bucket_ms LIMIT $4"
     )
     .bind(closed_before_ms - Res::Minute.ms())
     .bind(closed_before_ms - Res::Hour.ms())
@@ -636,7 +702,21 @@ pub async fn compact(
     .fetch_all(p)
     .await?
     });
+    let mut runs: Vec<(i64, i64, i64, i64)> = Vec::new();
+    let mut in_run = 0;
     for &(cuboid, res, bucket) in &due {
+        match runs.last_mut() {
+            Some(run) if run.0 == cuboid && run.1 == res && in_run < 256 => {
+                run.3 = bucket;
+                in_run += 1;
+            }
+            _ => {
+                runs.push((cuboid, res, bucket, bucket));
+                in_run = 1;
+            }
+        }
+    }
+    for (cuboid, res, first, last) in runs {
         let Some(c) = CUBOIDS.iter().find(|c| c.id == cuboid) else {
             continue;
         };
@@ -646,16 +726,18 @@ pub async fn compact(
         on_pool!(store.pool(), |p| {
             let mut tx = p.begin().await?;
             let rows = sqlx::query(&format!(
-                "DELETE FROM usage_rollups WHERE cuboid = $1 AND res = $2 AND bucket_ms = $3 \
-                 RETURNING bucket_ms, {DIM_COLUMNS}, {METRIC_COLUMNS}"
+                "DELETE FROM usage_rollups WHERE cuboid = $1 AND res = $2 AND bucket_ms >= $3 \
+                 AND bucket_ms <= $4 RETURNING bucket_ms, {DIM_COLUMNS}, {METRIC_COLUMNS}"
             ))
             .bind(cuboid)
             .bind(res)
-            .bind(bucket)
+            .bind(first)
+            .bind(last)
             .fetch_all(&mut *tx)
             .await?;
             let mut merged = Deltas::default();
             for row in &rows {
+                let bucket: i64 = sqlx::Row::try_get(row, 0)?;
                 let (key, s) = read_row!(row, 1, c.dims);
                 merged
                     .rows
@@ -664,12 +746,15 @@ pub async fn compact(
                     .merge(&s);
             }
             write_deltas!(tx, &merged);
+            // After the insert (which marks its buckets again): these are merged now.
             sqlx::query(
-                "DELETE FROM usage_rollup_dirty WHERE cuboid = $1 AND res = $2 AND bucket_ms = $3",
+                "DELETE FROM usage_rollup_dirty WHERE cuboid = $1 AND res = $2 \
+                 AND bucket_ms >= $3 AND bucket_ms <= $4",
             )
             .bind(cuboid)
             .bind(res)
-            .bind(bucket)
+            .bind(first)
+            .bind(last)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -860,14 +945,15 @@ mod tests {
 
     #[test]
     fn the_smallest_cuboid_holding_the_dimensions_is_read() {
-        assert_eq!(cuboid_for(&[]).id, 0);
-        assert_eq!(cuboid_for(&[Dim::Team]).id, 1);
-        assert_eq!(cuboid_for(&[Dim::Provider, Dim::Deployment]).id, 2);
-        assert_eq!(cuboid_for(&[Dim::Key]).id, 4);
-        assert_eq!(cuboid_for(&[Dim::Team, Dim::Model]).id, 5);
-        assert_eq!(cuboid_for(&[Dim::Key, Dim::Model]).id, 6);
-        // Every dimension is in the last one.
-        assert_eq!(cuboid_for(Dim::ALL).id, 6);
+        let id = |d: &[Dim]| cuboid_for(d).map(|c| c.id);
+        assert_eq!(id(&[]), Some(0));
+        assert_eq!(id(&[Dim::Team]), Some(1));
+        assert_eq!(id(&[Dim::Provider, Dim::Deployment]), Some(2));
+        assert_eq!(id(&[Dim::Key]), Some(4));
+        assert_eq!(id(&[Dim::Team, Dim::Model]), Some(5));
+        assert_eq!(id(&[Dim::Model, Dim::Status]), Some(6));
+        // No set holds a key by model: the records answer.
+        assert_eq!(id(&[Dim::Key, Dim::Model]), None);
     }
 
     /// Random records spread over three days, with every dimension varying.
@@ -936,12 +1022,17 @@ mod tests {
         f: &Filter,
         group: &[Dim],
         bucket: Option<super::super::query::Bucket>,
+        source: Source,
     ) -> BTreeMap<(i64, Vec<KeyPart>), Vec<&'a UsageRow>> {
-        let snap = |t: i64| Res::Minute.floor(t);
+        // The range the rollups answered for (on their grid), or the exact one.
+        let (since, until) = match source {
+            Source::Rollups { since, until, .. } => (Some(since), until),
+            Source::Records => (f.since_ms, f.until_ms),
+        };
         let mut out: BTreeMap<(i64, Vec<KeyPart>), Vec<&UsageRow>> = BTreeMap::new();
         for r in rows {
-            if f.since_ms.is_some_and(|s| r.ts_ms < snap(s))
-                || f.until_ms.is_some_and(|u| r.ts_ms >= snap(u))
+            if since.is_some_and(|s| r.ts_ms < s)
+                || until.is_some_and(|u| r.ts_ms >= u)
                 || f.eq.iter().any(|(d, v)| {
                     value_of(r, *d)
                         != match d {
@@ -1046,8 +1137,8 @@ mod tests {
             ];
             for round in ["before compaction", "half compacted", "compacted"] {
                 for (f, group, bucket) in &queries {
-                    let got = aggregate(&store, f, group, *bucket, kept).await.unwrap();
-                    let want = scan(&rows, f, group, *bucket);
+                    let (got, source) = aggregate(&store, f, group, *bucket, kept).await.unwrap();
+                    let want = scan(&rows, f, group, *bucket, source);
                     let ctx = format!("{e} {round} {group:?} {bucket:?} {f:?}");
                     assert_eq!(got.len(), want.len(), "{ctx}");
                     for (g, ((_, _), rs)) in got.iter().zip(&want) {
@@ -1129,9 +1220,8 @@ mod tests {
                 compact(&store, t0 + 10 * D, n).await.unwrap();
             }
             // Compaction leaves one row per bucket and dimension values.
-            let dup: i64 =
-                on_pool!(store.pool(), |p| {
-                    sqlx::query_scalar(
+            let dup: i64 = on_pool!(store.pool(), |p| {
+                sqlx::query_scalar(
                 "SELECT COUNT(*) FROM (SELECT cuboid, res, bucket_ms, key_id, user_name, team, \
                  requested_model, provider, deployment_model, status, surface, error_class, cache \
                  FROM usage_rollups GROUP BY cuboid, res, bucket_ms, key_id, user_name, team, \
@@ -1141,7 +1231,7 @@ mod tests {
             .fetch_one(p)
             .await
             .unwrap()
-                });
+            });
             assert_eq!(dup, 0, "{e}");
 
             // Retention: raw records before the cutoff go (and only they); the rollups keep
@@ -1156,7 +1246,8 @@ mod tests {
             );
             let total = aggregate(&store, &Filter::default(), &[], None, kept)
                 .await
-                .unwrap();
+                .unwrap()
+                .0;
             assert_eq!(total[0]["requests"], 3000, "{e}");
             // Minute rollups before the cutoff go; hour and day rows stay.
             let gone = purge(&store, cutoff, t0, 100).await.unwrap();
@@ -1179,7 +1270,8 @@ mod tests {
                 },
             )
             .await
-            .unwrap();
+            .unwrap()
+            .0;
             assert_eq!(
                 total[0]["requests"], 3000,
                 "{e}: hour and day rollups still count all"
@@ -1188,7 +1280,8 @@ mod tests {
             purge(&store, t0 + 2 * D, t0 + 2 * D, 100).await.unwrap();
             let total = aggregate(&store, &Filter::default(), &[], None, kept)
                 .await
-                .unwrap();
+                .unwrap()
+                .0;
             let after = rows.iter().filter(|r| r.ts_ms >= t0 + 2 * D).count();
             assert_eq!(total[0]["requests"], after as i64, "{e}");
         }

@@ -180,10 +180,10 @@ pub(super) async fn usage(
     let f = filter(&app, &scope, &p, &["group_by"])?;
     let (dims, bucket) = group_by(p.get("group_by"), &[])?;
     let kept = app.gateway.load().config.usage.kept(app.gov.clock.now_ms());
-    let rows = query::aggregate(&app.store, &f, &dims, bucket, kept)
+    let (rows, source) = query::aggregate(&app.store, &f, &dims, bucket, kept)
         .await
         .map_err(store_err)?;
-    Ok(Json(serde_json::json!({ "rows": rows })).into_response())
+    Ok(Json(with_source(serde_json::json!({ "rows": rows }), source)).into_response())
 }
 
 /// `GET /admin/performance`: per provider and deployment model by default.
@@ -195,7 +195,7 @@ pub(super) async fn performance(
     let f = filter(&app, &scope, &p, &["group_by"])?;
     let (dims, bucket) = group_by(p.get("group_by"), &[Dim::Provider, Dim::Deployment])?;
     let kept = app.gateway.load().config.usage.kept(app.gov.clock.now_ms());
-    let rows = query::aggregate(&app.store, &f, &dims, bucket, kept)
+    let (rows, source) = query::aggregate(&app.store, &f, &dims, bucket, kept)
         .await
         .map_err(store_err)?;
     // The performance view: latency, speed and reliability, without the books.
@@ -223,7 +223,27 @@ pub(super) async fn performance(
             r
         })
         .collect();
-    Ok(Json(serde_json::json!({ "rows": rows })).into_response())
+    Ok(Json(with_source(serde_json::json!({ "rows": rows }), source)).into_response())
+}
+
+/// Says where the figures came from: `"source": "rollups"` with the range they cover (the
+/// asked one on the rollups' minute or hour grid), or `"records"` (no rollup holds the
+/// asked combination of dimensions: summed from the raw records, slower).
+fn with_source(
+    mut body: serde_json::Value,
+    source: crate::store::rollup::Source,
+) -> serde_json::Value {
+    use crate::policy::governance::rfc3339;
+    use crate::store::rollup::Source;
+    match source {
+        Source::Rollups { since, until, .. } => {
+            body["source"] = "rollups".into();
+            body["since"] = (since > 0).then(|| rfc3339(since)).into();
+            body["until"] = until.map(rfc3339).into();
+        }
+        Source::Records => body["source"] = "records".into(),
+    }
+    body
 }
 
 fn limit_and_cursor(p: &HashMap<String, String>) -> Result<(u32, Option<Cursor>), ApiError> {
