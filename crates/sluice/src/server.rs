@@ -65,6 +65,7 @@ pub async fn run(
             crate::config::redact_url(&cfg.store.url)
         )
     })?;
+    store.set_minute_retention(cfg.usage.rollup_minute_retention);
     let listener = TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
@@ -249,44 +250,68 @@ async fn purge_expired_content(state: AppState, mut stop: tokio::sync::watch::Re
     }
 }
 
-/// Usage storage upkeep, every `usage.maintenance_interval`: merges the rollup rows of
-/// closed buckets, then applies `usage.retention` to raw records (and their content and
+/// Usage storage upkeep. Every `usage.maintenance_interval`: the roller folds the records
+/// older than `usage.rollup_delay` into the rollups. Every twelfth pass: the rollup rows of closed
+/// buckets are merged, then `usage.retention` applies to raw records (and their content and
 /// feedback) and the rollup retentions to rollups, in chunks of a few thousand rows so that
 /// the usage writer is never held up for long. Interrupted work resumes on the next pass.
 async fn usage_maintenance(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     use crate::config::usage::ms;
     use crate::store::rollup;
     const CHUNK: i64 = 5000;
+    let mut pass = 0u64;
     loop {
-        let (every, retention, minutes, rollups) = {
+        // Records of requests longer than the delay arrive behind the horizon and are added
+        // to the rollups by the writer itself; queries read the records after it raw.
+        let (every, delay, retention, minutes, rollups) = {
             let u = &state.gateway.load().config.usage;
             (
                 u.maintenance_interval,
+                u.rollup_delay,
                 u.retention,
                 u.rollup_minute_retention,
                 u.rollup_retention,
             )
         };
         let now = app::unix_ms();
+        match rollup::roll(&state.store, now - ms(delay)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(records = n, "usage records rolled up"),
+            Err(e) => tracing::warn!("rolling up usage records: {e}"),
+        }
+        if pass.is_multiple_of(12) {
+            upkeep(&state, now, retention, minutes, rollups, CHUNK).await;
+        }
+        pass += 1;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+
+    async fn upkeep(
+        state: &AppState,
+        now: i64,
+        retention: std::time::Duration,
+        minutes: std::time::Duration,
+        rollups: std::time::Duration,
+        chunk: i64,
+    ) {
         // Merge at most a pass's worth of buckets; the rest waits for the next pass.
-        match rollup::compact(&state.store, now, 2000).await {
+        match rollup::compact(&state.store, now, 20_000).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(buckets = n, "usage rollups compacted"),
             Err(e) => tracing::warn!("compacting usage rollups: {e}"),
         }
-        match state.store.purge_usage(now - ms(retention), CHUNK).await {
+        match state.store.purge_usage(now - ms(retention), chunk).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "usage records past usage.retention deleted"),
             Err(e) => tracing::warn!("applying usage.retention: {e}"),
         }
-        match rollup::purge(&state.store, now - ms(minutes), now - ms(rollups), CHUNK).await {
+        match rollup::purge(&state.store, now - ms(minutes), now - ms(rollups), chunk).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "usage rollups past their retention deleted"),
             Err(e) => tracing::warn!("applying the rollup retentions: {e}"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }
@@ -348,8 +373,10 @@ async fn reload_on_sighup(state: AppState, path: PathBuf, bound: SocketAddr) {
                 {
                     tracing::warn!("server.listen and store.url changes take effect on restart");
                 }
+                let minutes = new_cfg.usage.rollup_minute_retention;
                 match Gateway::build_after(new_cfg, Some(&old)) {
                     Ok(gw) => {
+                        state.store.set_minute_retention(minutes);
                         state.gateway.store(std::sync::Arc::new(gw));
                         tracing::info!("configuration reloaded from {}", path.display());
                     }

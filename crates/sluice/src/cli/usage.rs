@@ -306,6 +306,7 @@ fn group_columns(by: Option<&str>) -> Vec<&'static str> {
             "status" => "status",
             "surface" => "surface",
             "error" | "error_class" => "error_class",
+            "cache" => "cache",
             _ => continue,
         };
         if c == "bucket" {

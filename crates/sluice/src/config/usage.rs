@@ -29,8 +29,11 @@ pub struct RawUsage {
     /// How long minute rollups are kept (`2d` by default): time bounds of analytics are
     /// exact to the minute within it, to the hour before.
     pub rollup_minute_retention: Option<String>,
-    /// How often rollups are compacted and retention applied (`30s` by default).
+    /// How often records are rolled up (`5s` by default); rollups are compacted and
+    /// retention applied every twelfth time.
     pub maintenance_interval: Option<String>,
+    /// How old a record is before the roller folds it (`10s` by default).
+    pub rollup_delay: Option<String>,
     #[serde(default)]
     pub compliance: RawCompliance,
 }
@@ -59,6 +62,7 @@ pub struct UsageConfig {
     pub rollup_retention: Duration,
     pub rollup_minute_retention: Duration,
     pub maintenance_interval: Duration,
+    pub rollup_delay: Duration,
 }
 
 impl UsageConfig {
@@ -97,7 +101,8 @@ impl Default for UsageConfig {
             retention: DEFAULT_RETENTION,
             rollup_retention: Duration::from_secs(730 * 86_400),
             rollup_minute_retention: Duration::from_secs(2 * 86_400),
-            maintenance_interval: Duration::from_secs(30),
+            maintenance_interval: Duration::from_secs(5),
+            rollup_delay: Duration::from_secs(10),
         }
     }
 }
@@ -128,8 +133,9 @@ pub fn validate(raw: RawUsage, errs: &mut Vec<ConfigError>) -> UsageConfig {
     out.maintenance_interval = dur(
         "maintenance_interval",
         raw.maintenance_interval,
-        Duration::from_secs(30),
+        Duration::from_secs(5),
     );
+    out.rollup_delay = dur("rollup_delay", raw.rollup_delay, Duration::from_secs(10));
     for (field, v, slot) in [
         (
             "queue_capacity",

@@ -62,6 +62,15 @@ impl Pool {
         }
     }
 
+    /// A read transaction that sees one snapshot across its statements (PostgreSQL's default
+    /// takes one per statement; SQLite's WAL readers keep theirs).
+    pub fn begin_snapshot(&self) -> &'static str {
+        match self {
+            Pool::Sqlite(_) => "BEGIN",
+            Pool::Postgres(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        }
+    }
+
     pub fn begin_write(&self) -> &'static str {
         match self {
             Pool::Sqlite(_) => "BEGIN IMMEDIATE",
@@ -165,7 +174,10 @@ CREATE INDEX audit_log_ts ON audit_log (ts_ms);
     // 3 (SQLite's 12): usage rollups (store::rollup); the request log pages on (ts, rowid).
     super::rollup::POSTGRES_MIGRATION,
     r"CREATE INDEX usage_records_ts_rowid ON usage_records (ts_ms, rowid);
-DROP INDEX usage_records_ts;",
+DROP INDEX usage_records_ts;
+DROP INDEX IF EXISTS usage_records_team;
+DROP INDEX IF EXISTS usage_records_user;
+DROP INDEX IF EXISTS usage_records_model;",
 ];
 
 /// SQLite's schema steps, applied in order once each; append, never edit (and append the
@@ -282,14 +294,16 @@ ALTER TABLE usage_records ADD COLUMN cost_saved_micro_usd INTEGER;
     super::feedback::MIGRATION,
     // 12: usage rollups (store::rollup), built from the stored records on upgrade.
     super::rollup::SQLITE_MIGRATION,
-    // 13: reserved (PostgreSQL's step 4 indexes the request log's order; SQLite's `ts_ms`
-    // index already holds the rowid).
-    r"SELECT 1;",
+    // 13: analytics read the rollups, so the team, user and model indexes of the raw records
+    // go (each cost every insert a random B-tree write); the request log filters those
+    // walking the time index. (PostgreSQL's step 4 also indexes the log's (ts, rowid) order;
+    // SQLite's `ts_ms` index holds the rowid already.)
+    r"
+DROP INDEX IF EXISTS usage_records_team;
+DROP INDEX IF EXISTS usage_records_user;
+DROP INDEX IF EXISTS usage_records_model;
+",
 ];
-
-/// The step that creates the rollups: records stored before it are rolled up as it runs.
-const ROLLUP_STEP: usize = 12;
-const PG_ROLLUP_STEP: usize = 3;
 
 const INSERT_COLUMNS: &str = "INSERT INTO usage_records (request_id, ts_ms, surface, principal, \
      requested_model, provider, deployment_model, status, error_class, streamed, input_tokens, \
@@ -302,6 +316,9 @@ const INSERT_COLUMNS: &str = "INSERT INTO usage_records (request_id, ts_ms, surf
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// `usage.rollup_minute_retention` in ms: no minute rollups are written for older times
+    /// (they would be purged at once).
+    minute_retention_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Store {
@@ -315,15 +332,20 @@ impl Store {
         } else {
             return Err(StoreError::Unsupported(crate::config::redact_url(url)));
         };
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            minute_retention_ms: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
+                2 * 86_400_000,
+            )),
+        };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let (steps, rollup_step) = match &self.pool {
-            Pool::Sqlite(_) => (MIGRATIONS, ROLLUP_STEP),
-            Pool::Postgres(_) => (PG_MIGRATIONS, PG_ROLLUP_STEP),
+        let steps = match &self.pool {
+            Pool::Sqlite(_) => MIGRATIONS,
+            Pool::Postgres(_) => PG_MIGRATIONS,
         };
         on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await?;
@@ -349,9 +371,6 @@ impl Store {
                     .bind(i64::try_from(i + 1).unwrap_or(i64::MAX))
                     .execute(&mut *tx)
                     .await?;
-                if i + 1 == rollup_step {
-                    super::rollup::backfill!(tx);
-                }
             }
             tx.commit().await?;
         });
@@ -360,6 +379,22 @@ impl Store {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Applies `usage.rollup_minute_retention` (at start and on reload).
+    pub fn set_minute_retention(&self, d: std::time::Duration) {
+        self.minute_retention_ms.store(
+            crate::config::usage::ms(d),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Times before this get no minute rollups.
+    pub fn minutes_from_ms(&self) -> i64 {
+        crate::app::unix_ms().saturating_sub(
+            self.minute_retention_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 }
 
@@ -486,20 +521,27 @@ const SQLITE_ROWS_PER_INSERT: usize = 30;
 /// Inserts `rows` (their compliance content and rollups) in one transaction: multi-row INSERTs on
 /// SQLite, `COPY ... FROM STDIN` on PostgreSQL (faster than multi-row INSERTs there:
 /// bench/README.md).
-async fn insert_rows(pool: &Pool, rows: &[&UsageRow]) -> Result<(), StoreError> {
-    // What the records add to the rollups, written in the same transaction.
-    let mut deltas = super::rollup::Deltas::default();
-    deltas.add_rows(rows.iter().copied());
+async fn insert_rows(store: &Store, rows: &[&UsageRow]) -> Result<(), StoreError> {
+    use super::rollup::{horizon, write_deltas, Deltas};
+    let pool = &store.pool;
+    // Records after the rollup horizon wait for the roller; a late one (a long request, a
+    // replayed spill file) adds to the rollups here, in the same transaction.
+    let late = |h: i64| {
+        let mut deltas = Deltas::new(store.minutes_from_ms());
+        deltas.add_rows(rows.iter().copied().filter(|r| r.ts_ms < h));
+        deltas
+    };
     match pool {
         Pool::Sqlite(p) => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(pool.begin_write()).await?;
             for chunk in rows.chunks(SQLITE_ROWS_PER_INSERT) {
                 let mut q = sqlx::QueryBuilder::new(INSERT_COLUMNS);
                 q.push_values(chunk, |mut b, r| bind_row!(b, r));
                 q.build().execute(&mut *tx).await?;
             }
             insert_content!(tx, rows);
-            super::rollup::write_deltas!(tx, &deltas);
+            let deltas = late(horizon!(tx, pool, share));
+            write_deltas!(tx, &deltas);
             tx.commit().await?;
         }
         Pool::Postgres(p) => {
@@ -510,7 +552,8 @@ async fn insert_rows(pool: &Pool, rows: &[&UsageRow]) -> Result<(), StoreError> 
                 copy.finish().await?;
             }
             insert_content!(tx, rows);
-            super::rollup::write_deltas!(tx, &deltas);
+            let deltas = late(horizon!(tx, pool, share));
+            write_deltas!(tx, &deltas);
             tx.commit().await?;
         }
     }
@@ -648,6 +691,8 @@ impl Store {
     /// content and feedback, `chunk` rows per statement (each a short transaction, so the
     /// usage writer waits at most one chunk); returns how many records went.
     pub async fn purge_usage(&self, before_ms: i64, chunk: i64) -> Result<u64, StoreError> {
+        // Records the roller has not folded into the rollups yet stay.
+        let before_ms = before_ms.min(super::rollup::current_horizon(self).await?);
         let id = self.pool.row_id();
         let mut total = 0;
         for (table, column, counted) in [
@@ -693,7 +738,7 @@ impl Store {
 impl UsageStore for Store {
     async fn write_batch(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
         let rows: Vec<&UsageRow> = rows.iter().collect();
-        insert_rows(&self.pool, &rows).await
+        insert_rows(self, &rows).await
     }
 
     async fn write_batch_dedup(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
@@ -717,7 +762,7 @@ impl UsageStore for Store {
             .iter()
             .filter(|r| !stored.contains(&(r.request_id.clone(), r.ts_ms)))
             .collect();
-        insert_rows(&self.pool, &fresh).await
+        insert_rows(self, &fresh).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -58,7 +58,7 @@ pub async fn owner(store: &Store, request_id: &str) -> Result<Option<Option<Stri
 
 /// Stores `f`, replacing earlier feedback on the same request.
 pub async fn upsert(store: &Store, f: &Feedback) -> Result<(), StoreError> {
-    use super::rollup::{row_from, write_deltas, Deltas, Sums, ROW_COLUMNS};
+    use super::rollup::{horizon, row_from, write_deltas, Deltas, Sums, ROW_COLUMNS};
     let pool = store.pool();
     on_pool!(pool, |p| {
         // One write transaction: the old score, the new one, and what the change adds to the
@@ -95,10 +95,14 @@ pub async fn upsert(store: &Store, f: &Feedback) -> Result<(), StoreError> {
             score_sum: f.score - old.unwrap_or(0.0),
             ..Sums::default()
         };
-        let mut deltas = Deltas::default();
+        // Records past the horizon get their score when the roller folds them in.
+        let h = horizon!(tx, pool, share);
+        let mut deltas = Deltas::new(store.minutes_from_ms());
         for r in &records {
             let row = row_from!(r, 0);
-            deltas.add(row.ts_ms, &super::rollup::dims_of(&row), &change);
+            if row.ts_ms < h {
+                deltas.add(row.ts_ms, &super::rollup::dims_of(&row), &change);
+            }
         }
         write_deltas!(tx, &deltas);
         tx.commit().await?;

@@ -247,15 +247,27 @@ pub(crate) type DeltaKey = (i64, Res, i64, Vec<KeyPart>);
 #[derive(Debug, Default)]
 pub struct Deltas {
     pub(crate) rows: HashMap<DeltaKey, Sums>,
+    /// Times before this get no minute rows (past `usage.rollup_minute_retention`).
+    minutes_from_ms: i64,
 }
 
 impl Deltas {
+    pub fn new(minutes_from_ms: i64) -> Self {
+        Deltas {
+            rows: HashMap::new(),
+            minutes_from_ms,
+        }
+    }
+
     /// Adds `s`, made at `ts_ms` by a record with dimensions `dims` (all of them, in
     /// [`Dim::ALL`] order), to every cuboid and resolution.
     pub fn add(&mut self, ts_ms: i64, dims: &[KeyPart], s: &Sums) {
         for c in CUBOIDS {
             let key: Vec<KeyPart> = c.dims.iter().map(|d| dims[d.index()].clone()).collect();
             for &r in c.res {
+                if r == Res::Minute && ts_ms < self.minutes_from_ms {
+                    continue;
+                }
                 self.rows
                     .entry((c.id, r, r.floor(ts_ms), key.clone()))
                     .or_default()
@@ -331,12 +343,16 @@ macro_rules! schema {
             " NOT NULL
 );
 CREATE INDEX usage_rollups_at ON usage_rollups (cuboid, res, bucket_ms);
+CREATE INDEX usage_rollups_key ON usage_rollups (key_id, bucket_ms) WHERE key_id IS NOT NULL;
+CREATE INDEX usage_rollups_user ON usage_rollups (user_name, bucket_ms) WHERE user_name IS NOT NULL;
 CREATE TABLE usage_rollup_dirty (
     cuboid BIGINT NOT NULL,
     res BIGINT NOT NULL,
     bucket_ms BIGINT NOT NULL,
     PRIMARY KEY (cuboid, res, bucket_ms)
 );
+CREATE TABLE usage_rollup_state (horizon BIGINT NOT NULL);
+INSERT INTO usage_rollup_state (horizon) VALUES (0);
 "
         )
     };
@@ -544,8 +560,43 @@ pub struct Kept {
     pub minutes_from_ms: i64,
 }
 
+/// Sums per (time bucket start, group values).
+pub type Groups = BTreeMap<(i64, Vec<KeyPart>), Sums>;
+
+/// Adds the raw records matching `$filter` to `$out` (grouped by `$group`, bucketed by
+/// `$bucket_of`), reading through `$exec`.
+macro_rules! scan_into {
+    ($exec:expr, $filter:expr, $group:expr, $bucket_of:expr, $out:expr) => {{
+        use futures_util::TryStreamExt;
+        let mut q = sqlx::QueryBuilder::new(format!(
+            "SELECT {}, {ROW_COLUMNS} FROM usage_records{}",
+            super::feedback::SCORE,
+            super::feedback::JOIN
+        ));
+        $filter.push_where(&mut q);
+        let mut rows = q.build().fetch($exec);
+        while let Some(r) = rows.try_next().await? {
+            let row = row_from!(r, 1);
+            let mut s = Sums::of(&row);
+            if let Some(score) = sqlx::Row::try_get::<Option<f64>, _>(&r, 0)? {
+                s.scored = 1;
+                s.score_sum = score;
+            }
+            let dims = dims_of(&row);
+            let key = $group.iter().map(|d| dims[d.index()].clone()).collect();
+            $out.entry((
+                $bucket_of.map_or(0, |b: super::query::Bucket| b.start(row.ts_ms)),
+                key,
+            ))
+            .or_default()
+            .merge(&s);
+        }
+    }};
+}
+
 /// Sums per (time bucket start, group values): the records matching `filter` grouped by
-/// `group` and, when `bucket_of` is given, by the start of their time bucket.
+/// `group` and, when `bucket_of` is given, by the start of their time bucket. Rollups up to
+/// the horizon, the raw records after it (seconds of traffic), read in one snapshot.
 pub async fn read(
     store: &Store,
     filter: &Filter,
@@ -559,11 +610,12 @@ pub async fn read(
     if filter.status_class.is_some() {
         needed.push(Dim::Status);
     }
+    let mut out = Groups::new();
     let Some(c) = cuboid_for(&needed) else {
-        return Ok((
-            scan_records(store, filter, group, bucket_of).await?,
-            Source::Records,
+        on_pool!(store.pool(), |p| scan_into!(
+            p, filter, group, bucket_of, out
         ));
+        return Ok((out, Source::Records));
     };
     let res: Vec<Res> = c.res.iter().copied().filter(|r| *r <= coarsest).collect();
     // Bounds on the minute grid; before minute rows are kept (or for a cuboid without
@@ -588,96 +640,71 @@ pub async fn read(
         since,
         until,
     };
-    let mut out = Groups::new();
-    if tiles.is_empty() {
-        return Ok((out, source));
-    }
-    on_pool!(store.pool(), |p| {
+    let pool = store.pool();
+    on_pool!(pool, |p| {
         use futures_util::TryStreamExt;
-        let mut q = sqlx::QueryBuilder::new(format!(
-            "SELECT bucket_ms, {DIM_COLUMNS}, {METRIC_COLUMNS} FROM usage_rollups WHERE cuboid = "
-        ));
-        q.push_bind(c.id).push(" AND (");
-        for (i, t) in tiles.iter().enumerate() {
-            if i > 0 {
-                q.push(" OR ");
-            }
-            q.push("(res = ")
-                .push_bind(t.res.code())
-                .push(" AND bucket_ms >= ")
-                .push_bind(t.from);
-            if let Some(to) = t.to {
-                q.push(" AND bucket_ms < ").push_bind(to);
+        let mut tx = p.begin_with(pool.begin_snapshot()).await?;
+        let h: i64 = sqlx::query_scalar("SELECT horizon FROM usage_rollup_state")
+            .fetch_one(&mut *tx)
+            .await?;
+        if !tiles.is_empty() {
+            let mut q = sqlx::QueryBuilder::new(format!(
+                "SELECT bucket_ms, {DIM_COLUMNS}, {METRIC_COLUMNS} FROM usage_rollups WHERE cuboid = "
+            ));
+            q.push_bind(c.id).push(" AND (");
+            for (i, t) in tiles.iter().enumerate() {
+                if i > 0 {
+                    q.push(" OR ");
+                }
+                q.push("(res = ")
+                    .push_bind(t.res.code())
+                    .push(" AND bucket_ms >= ")
+                    .push_bind(t.from);
+                if let Some(to) = t.to {
+                    q.push(" AND bucket_ms < ").push_bind(to);
+                }
+                q.push(")");
             }
             q.push(")");
-        }
-        q.push(")");
-        for (dim, v) in &filter.eq {
-            q.push(format_args!(" AND {} = ", dim.column()));
-            if *dim == Dim::Status {
-                q.push_bind(v.parse::<i64>().unwrap_or(-1));
-            } else {
-                q.push_bind(v.clone());
+            for (dim, v) in &filter.eq {
+                q.push(format_args!(" AND {} = ", dim.column()));
+                if *dim == Dim::Status {
+                    q.push_bind(v.parse::<i64>().unwrap_or(-1));
+                } else {
+                    q.push_bind(v.clone());
+                }
+            }
+            match filter.status_class {
+                Some(true) => {
+                    q.push(" AND status < 400");
+                }
+                Some(false) => {
+                    q.push(" AND status >= 400");
+                }
+                None => {}
+            }
+            let mut rows = q.build().fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await? {
+                let b: i64 = sqlx::Row::try_get(&r, 0)?;
+                let (key, s) = read_row!(r, 1, c.dims);
+                let group_key: Vec<KeyPart> = positions.iter().map(|&i| key[i].clone()).collect();
+                out.entry((bucket_of.map_or(0, |k| k.start(b)), group_key))
+                    .or_default()
+                    .merge(&s);
             }
         }
-        match filter.status_class {
-            Some(true) => {
-                q.push(" AND status < 400");
-            }
-            Some(false) => {
-                q.push(" AND status >= 400");
-            }
-            None => {}
+        // What the roller has not reached: from the horizon to the range's end.
+        if until.is_none_or(|u| u > h) {
+            let pending = Filter {
+                since_ms: Some(since.max(h)),
+                until_ms: until,
+                ..filter.clone()
+            };
+            scan_into!(&mut *tx, pending, group, bucket_of, out);
         }
-        let mut rows = q.build().fetch(p);
-        while let Some(r) = rows.try_next().await? {
-            let b: i64 = sqlx::Row::try_get(&r, 0)?;
-            let (key, s) = read_row!(r, 1, c.dims);
-            let group_key: Vec<KeyPart> = positions.iter().map(|&i| key[i].clone()).collect();
-            out.entry((bucket_of.map_or(0, |k| k.start(b)), group_key))
-                .or_default()
-                .merge(&s);
-        }
+        tx.commit().await?;
     });
     Ok((out, source))
-}
-
-/// Sums per (time bucket start, group values).
-pub type Groups = BTreeMap<(i64, Vec<KeyPart>), Sums>;
-
-/// The same figures from the raw records: for combinations no cuboid holds. With a key,
-/// user, team or model filter it walks that index; otherwise the time index.
-async fn scan_records(
-    store: &Store,
-    filter: &Filter,
-    group: &[Dim],
-    bucket_of: Option<super::query::Bucket>,
-) -> Result<Groups, StoreError> {
-    use futures_util::TryStreamExt;
-    let mut out = Groups::new();
-    on_pool!(store.pool(), |p| {
-        let mut q = sqlx::QueryBuilder::new(format!(
-            "SELECT {}, {ROW_COLUMNS} FROM usage_records{}",
-            super::feedback::SCORE,
-            super::feedback::JOIN
-        ));
-        filter.push_where(&mut q);
-        let mut rows = q.build().fetch(p);
-        while let Some(r) = rows.try_next().await? {
-            let row = row_from!(r, 1);
-            let mut s = Sums::of(&row);
-            if let Some(score) = sqlx::Row::try_get::<Option<f64>, _>(&r, 0)? {
-                s.scored = 1;
-                s.score_sum = score;
-            }
-            let dims = dims_of(&row);
-            let key = group.iter().map(|d| dims[d.index()].clone()).collect();
-            out.entry((bucket_of.map_or(0, |b| b.start(row.ts_ms)), key))
-                .or_default()
-                .merge(&s);
-        }
-    });
-    Ok(out)
 }
 
 /// Merges the rows of closed buckets (ended before `closed_before_ms`) that writers marked,
@@ -849,57 +876,101 @@ macro_rules! row_from {
 }
 pub(crate) use row_from;
 
-/// Builds the rollups of the records (and feedback) stored before rollups existed, inside
-/// the migration's transaction `$tx` (so replicas starting together build them once).
-macro_rules! backfill {
-    ($tx:ident) => {{
-        use $crate::store::rollup::{row_from, write_deltas, Deltas, Sums, ROW_COLUMNS};
-        let mut after = i64::MIN;
-        let mut total = 0usize;
-        loop {
-            let rows = sqlx::query(&format!(
-                "SELECT rowid, {ROW_COLUMNS} FROM usage_records WHERE rowid > $1 \
-                 ORDER BY rowid LIMIT 20000"
-            ))
-            .bind(after)
-            .fetch_all(&mut *$tx)
+/// The rollup horizon inside the transaction `$tx`: records before it are in the rollups,
+/// records from it on wait for [`roll`]. `share` (writers) and `update` (the roller) lock it
+/// on PostgreSQL so that a writer never misses a roll running beside it; SQLite's write
+/// transactions are serial already.
+macro_rules! horizon {
+    ($tx:ident, $pool:expr, share) => {
+        $crate::store::rollup::horizon!(@ $tx, $pool, " FOR SHARE")
+    };
+    ($tx:ident, $pool:expr, update) => {
+        $crate::store::rollup::horizon!(@ $tx, $pool, " FOR UPDATE")
+    };
+    (@ $tx:ident, $pool:expr, $lock:literal) => {{
+        let lock = if $pool.is_postgres() { $lock } else { "" };
+        let h: i64 = sqlx::query_scalar(&format!("SELECT horizon FROM usage_rollup_state{lock}"))
+            .fetch_one(&mut *$tx)
             .await?;
-            let Some(last) = rows.last() else { break };
-            after = sqlx::Row::try_get(last, 0)?;
-            total += rows.len();
-            let mut deltas = Deltas::default();
-            for r in &rows {
-                let row = row_from!(r, 1);
-                deltas.add_rows([&row]);
-            }
-            write_deltas!($tx, &deltas);
-        }
-        let scored = sqlx::query(&format!(
-            "SELECT feedback.score, {ROW_COLUMNS} FROM feedback JOIN usage_records \
-             ON usage_records.request_id = feedback.request_id"
-        ))
-        .fetch_all(&mut *$tx)
-        .await?;
-        let mut deltas = Deltas::default();
-        for r in &scored {
-            let row = row_from!(r, 1);
-            let s = Sums {
-                scored: 1,
-                score_sum: sqlx::Row::try_get(r, 0)?,
-                ..Sums::default()
-            };
-            deltas.add(row.ts_ms, &$crate::store::rollup::dims_of(&row), &s);
-        }
-        write_deltas!($tx, &deltas);
-        if total > 0 {
-            tracing::info!(
-                records = total,
-                "usage rollups built for the stored records"
-            );
-        }
+        h
     }};
 }
-pub(crate) use backfill;
+pub(crate) use horizon;
+
+/// The rollup horizon now (records before it are in the rollups).
+pub async fn current_horizon(store: &Store) -> Result<i64, StoreError> {
+    Ok(on_pool!(store.pool(), |p| sqlx::query_scalar(
+        "SELECT horizon FROM usage_rollup_state"
+    )
+    .fetch_one(p)
+    .await?))
+}
+
+/// Records per roller transaction, at most (more only when they share one millisecond).
+const ROLL_CHUNK: i64 = 50_000;
+
+/// Folds the records from the horizon to `target_ms` into the rollups (with the feedback
+/// they have), moving the horizon; returns how many records were folded. Each chunk is one
+/// transaction, so a crash leaves every record either rolled or after the horizon, never
+/// counted twice. A store upgraded from before rollups starts at horizon 0: its first roll
+/// builds the rollups of everything stored.
+pub async fn roll(store: &Store, target_ms: i64) -> Result<u64, StoreError> {
+    let pool = store.pool();
+    let mut total = 0u64;
+    loop {
+        let (n, done) = on_pool!(pool, |p| {
+            let mut tx = p.begin_with(pool.begin_write()).await?;
+            let h = horizon!(tx, pool, update);
+            if h >= target_ms {
+                tx.rollback().await?;
+                (0, true)
+            } else {
+                // Where this chunk ends: the target, or the time of the record ROLL_CHUNK on.
+                let nth: Option<i64> = sqlx::query_scalar(
+                    "SELECT ts_ms FROM usage_records WHERE ts_ms >= $1 AND ts_ms < $2 \
+                     ORDER BY ts_ms LIMIT 1 OFFSET $3",
+                )
+                .bind(h)
+                .bind(target_ms)
+                .bind(ROLL_CHUNK)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let end = nth.map_or(target_ms, |t| t.max(h + 1));
+                let rows = sqlx::query(&format!(
+                    "SELECT {}, {ROW_COLUMNS} FROM usage_records{} WHERE ts_ms >= $1 AND ts_ms < $2",
+                    super::feedback::SCORE,
+                    super::feedback::JOIN
+                ))
+                .bind(h)
+                .bind(end)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut deltas = Deltas::new(store.minutes_from_ms());
+                for r in &rows {
+                    let row = row_from!(r, 1);
+                    let mut s = Sums::of(&row);
+                    if let Some(score) = sqlx::Row::try_get::<Option<f64>, _>(r, 0)? {
+                        s.scored = 1;
+                        s.score_sum = score;
+                    }
+                    deltas.add(row.ts_ms, &dims_of(&row), &s);
+                }
+                write_deltas!(tx, &deltas);
+                sqlx::query("UPDATE usage_rollup_state SET horizon = $1")
+                    .bind(end)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                (rows.len() as u64, end >= target_ms)
+            }
+        });
+        total += n;
+        if done {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -1062,15 +1133,23 @@ mod tests {
         let rows = random_rows(42, 3000, t0);
         for db in crate::store::testing::databases("rollup_equals_scan").await {
             let store = Store::open(&db.url).await.unwrap();
+            // The records are from 2024: keep their minute rollups.
+            store.set_minute_retention(std::time::Duration::from_secs(20 * 365 * 86_400));
             let e = db.engine;
-            // Written in uneven batches; then a "spill replay" of stored and new records,
-            // which must count each record once.
-            let (first, rest) = rows.split_at(2500);
-            for chunk in first.chunks(377) {
+            // Written in uneven batches (times in any order); half of the time rolled up (a
+            // restart can stop anywhere: what is not rolled is after the horizon); then a
+            // "spill replay" of stored and new records, some behind the horizon (late) and
+            // some after it, which must count each record once.
+            for chunk in rows[..2500].chunks(377) {
                 store.write_batch(chunk).await.unwrap();
             }
+            let rolled = roll(&store, t0 + D + D / 2).await.unwrap();
+            let behind = rows[..2500]
+                .iter()
+                .filter(|r| r.ts_ms < t0 + D + D / 2)
+                .count();
+            assert_eq!(rolled, behind as u64, "{e}");
             store.write_batch_dedup(&rows[2000..]).await.unwrap();
-            let _ = rest;
             // Feedback, one of it replaced.
             let mut scores = HashMap::new();
             for (i, id) in ["r1", "r2", "r3", "r1"].iter().enumerate() {
@@ -1135,7 +1214,7 @@ mod tests {
                 ),
                 (Filter::default(), Dim::ALL.to_vec(), None),
             ];
-            for round in ["before compaction", "half compacted", "compacted"] {
+            for round in ["half rolled", "rolled", "half compacted", "compacted"] {
                 for (f, group, bucket) in &queries {
                     let (got, source) = aggregate(&store, f, group, *bucket, kept).await.unwrap();
                     let want = scan(&rows, f, group, *bucket, source);
@@ -1212,11 +1291,11 @@ mod tests {
                         }
                     }
                 }
-                let n = if round == "before compaction" {
-                    40
-                } else {
-                    1_000_000
-                };
+                if round == "half rolled" {
+                    roll(&store, t0 + 10 * D).await.unwrap();
+                    continue;
+                }
+                let n = if round == "rolled" { 40 } else { 1_000_000 };
                 compact(&store, t0 + 10 * D, n).await.unwrap();
             }
             // Compaction leaves one row per bucket and dimension values.
