@@ -24,6 +24,7 @@ fi
 step "benchmark harness smoke run (~3 s; the real benchmark is 'cargo run --release -p sluice-bench')"
 "$CARGO_TARGET_DIR/debug/sluice-bench" --smoke --bin-dir "$CARGO_TARGET_DIR/debug" > /dev/null
 "$CARGO_TARGET_DIR/debug/sink-bench" --smoke > /dev/null
+"$CARGO_TARGET_DIR/debug/sink-bench" --smoke --generate 5000 > /dev/null
 step "end-to-end tests (Python SDKs against real processes)"
 SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice" SLUICE_MOCK_BIN="$CARGO_TARGET_DIR/debug/sluice-mock" \
   tests/e2e/run.sh

@@ -183,8 +183,15 @@ pub async fn generate(
     // The default retentions: minute rollups 2 days (raw 30 days and hour/day rollups 2 years
     // keep everything generated).
     let purged = rollup::purge(&store, now - 2 * DAY, now - 730 * DAY, 5000).await?;
-    if let Pool::Sqlite(p) = store.pool() {
-        sqlx::query("VACUUM").execute(p).await?;
+    // What the engines' own upkeep does in service (autovacuum / autoanalyze on PostgreSQL):
+    // reclaim what compaction deleted, refresh the planner's statistics.
+    match store.pool() {
+        Pool::Sqlite(p) => {
+            sqlx::query("VACUUM").execute(p).await?;
+        }
+        Pool::Postgres(p) => {
+            sqlx::raw_sql("VACUUM ANALYZE").execute(p).await?;
+        }
     }
     let rollups = rollup_rows(&store).await?;
     let bytes = disk_bytes(&store, sqlite_file).await?;
