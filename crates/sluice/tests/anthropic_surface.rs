@@ -29,17 +29,7 @@ models:
 const AUTH: (&str, &str) = ("x-api-key", "sk-master");
 
 async fn post(url: &str, body: &Value) -> Reply {
-    request(
-        "POST",
-        url,
-        &[
-            AUTH,
-            ("content-type", "application/json"),
-            ("anthropic-version", "2023-06-01"),
-        ],
-        body.to_string(),
-    )
-    .await
+    post_anthropic(url, AUTH.1, body).await
 }
 
 fn tools() -> Value {

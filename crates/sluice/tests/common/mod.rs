@@ -246,6 +246,21 @@ pub async fn post_json(url: &str, body: &str) -> Reply {
     .await
 }
 
+/// A `POST /v1/messages`-style request as an Anthropic SDK sends it, with `key` as `x-api-key`.
+pub async fn post_anthropic(url: &str, key: &str, body: &serde_json::Value) -> Reply {
+    request(
+        "POST",
+        url,
+        &[
+            ("x-api-key", key),
+            ("content-type", "application/json"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+        body.to_string(),
+    )
+    .await
+}
+
 /// Reads the usage records table of a stopped gateway.
 pub async fn usage_rows(db: &Path) -> Vec<serde_json::Value> {
     use sqlx::Row;

@@ -250,6 +250,43 @@ pub fn encode(body: &Bytes, p: &Peek<'_>, d: &Deployment, inject_usage: bool) ->
     out.freeze()
 }
 
+/// A translated Anthropic request for an OpenAI-format provider: `top_k` and the
+/// `cache_control` markers on text parts carry Anthropic settings that native codecs map
+/// (Claude on Bedrock and Vertex, Gemini `topK`, ...), but OpenAI and most compatible
+/// vendors refuse unknown fields, so these upstreams get the body without them (as before
+/// the surface kept them).
+pub fn strip_native_only(body: &Bytes) -> Bytes {
+    let has = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
+    if !has(b"\"top_k\"") && !has(b"\"cache_control\"") {
+        return body.clone();
+    }
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.clone();
+    };
+    let Some(o) = v.as_object_mut() else {
+        return body.clone();
+    };
+    o.remove("top_k");
+    for m in o
+        .get_mut("messages")
+        .and_then(serde_json::Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        for part in m
+            .get_mut("content")
+            .and_then(serde_json::Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(p) = part.as_object_mut() {
+                p.remove("cache_control");
+            }
+        }
+    }
+    serde_json::to_vec(&v).map_or_else(|_| body.clone(), Bytes::from)
+}
+
 /// The bytes of one object member, `"key": value`, with the comma that separates it from
 /// its neighbour, given the value's span; `None` unless the key is spelled plainly.
 fn member_span(body: &[u8], value: Range<usize>, key: &[u8]) -> Option<Range<usize>> {

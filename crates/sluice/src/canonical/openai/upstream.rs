@@ -20,7 +20,17 @@ pub fn encode_request(r: &ChatRequest) -> Value {
             Role::Assistant => "assistant",
             Role::Tool => "tool",
         };
-        let only_text = m.content.iter().all(|p| matches!(p, Part::Text { .. }));
+        // Plain text joins into a string, unless a part carries an Anthropic cache marker,
+        // which only survives on its own part.
+        let only_text = m.content.iter().all(|p| {
+            matches!(
+                p,
+                Part::Text {
+                    cache_control: None,
+                    ..
+                }
+            )
+        });
         let content = if m.content.is_empty() {
             Value::Null
         } else if only_text && (m.role != Role::User || m.content.len() == 1) {
@@ -30,7 +40,16 @@ pub fn encode_request(r: &ChatRequest) -> Value {
                 m.content
                     .iter()
                     .map(|p| match p {
-                        Part::Text { text, .. } => json!({"type": "text", "text": text}),
+                        Part::Text {
+                            text,
+                            cache_control,
+                        } => {
+                            let mut t = json!({"type": "text", "text": text});
+                            if let Some(cc) = cache_control {
+                                t["cache_control"] = cc.clone();
+                            }
+                            t
+                        }
                         Part::Image(i) => {
                             json!({"type": "image_url", "image_url": {"url": i.to_url()}})
                         }
@@ -144,6 +163,7 @@ pub fn encode_request(r: &ChatRequest) -> Value {
     put("max_completion_tokens", r.max_tokens.map(|v| json!(v)));
     put("temperature", r.temperature.map(|v| json!(v)));
     put("top_p", r.top_p.map(|v| json!(v)));
+    put("top_k", r.top_k.map(|v| json!(v)));
     put("seed", r.seed.map(|v| json!(v)));
     put("frequency_penalty", r.frequency_penalty.map(|v| json!(v)));
     put("presence_penalty", r.presence_penalty.map(|v| json!(v)));
