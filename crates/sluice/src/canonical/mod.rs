@@ -39,6 +39,32 @@ pub struct ChatRequest {
     pub extra: serde_json::Map<String, Value>,
 }
 
+impl ChatRequest {
+    /// A tool call is forced: `tool_choice` required or named (with tools offered), or
+    /// `json_schema` output where codecs implement it as a forced tool (no tools of the
+    /// client's own, or no `tool_choice` given).
+    pub fn forces_a_tool(&self) -> bool {
+        let forced_choice = matches!(
+            self.tool_choice,
+            Some(ToolChoice::Required | ToolChoice::Named(_))
+        ) && !self.tools.is_empty();
+        let json_tool = matches!(
+            self.response_format,
+            Some(ResponseFormat::JsonSchema { .. })
+        ) && (self.tool_choice.is_none() || self.tools.is_empty());
+        forced_choice || json_tool
+    }
+
+    /// The thinking parameter the client used, by its name on the wire.
+    pub fn thinking_param(&self) -> &'static str {
+        if self.thinking_budget.is_some() {
+            "thinking"
+        } else {
+            "reasoning_effort"
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     System,

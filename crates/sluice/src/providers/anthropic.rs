@@ -7,7 +7,7 @@
 
 use super::native::{
     is_context_overflow, push_turn, turns_json, Codec, DecodeCtx, DecodeError, Encoded,
-    MappedError, NativeUpstream, SseParser, StreamDecoder,
+    MappedError, NativeUpstream, SseParser, StreamDecoder, Unhonoured,
 };
 use crate::canonical::openai::RequestError;
 use crate::canonical::{
@@ -56,8 +56,26 @@ pub struct Anthropic {
 
 const JSON_TOOL: &str = "json_response";
 
-/// A Messages API body, the parameters left out, and what the decoder must know.
-pub type MessagesBody = (Map<String, Value>, Vec<String>, DecodeCtx);
+/// A Messages API body, the parameters left out (and which of them change the answer),
+/// and what the decoder must know.
+pub struct MessagesBody {
+    pub body: Map<String, Value>,
+    pub dropped: Vec<String>,
+    pub refused: Vec<Unhonoured>,
+    pub ctx: DecodeCtx,
+}
+
+/// Anthropic (and Claude on Bedrock) refuse extended thinking when a tool call is forced.
+/// The lenient request leaves the thinking out; by default it is refused.
+pub fn thinking_with_forced_tool(req: &ChatRequest, provider: &str) -> Unhonoured {
+    let p = req.thinking_param();
+    Unhonoured::new(
+        p,
+        format!(
+            "`{p}` together with a forced tool (`tool_choice` required or named, or `response_format: json_schema`): {provider} refuses extended thinking when a tool call is forced"
+        ),
+    )
+}
 
 impl Anthropic {
     /// The Messages API body (also the body of Anthropic-on-Vertex/Bedrock requests).
@@ -109,7 +127,8 @@ impl Anthropic {
         }
         b.insert("messages".into(), Value::Array(messages(&req.messages)?));
         // sampling
-        let thinking = req.thinking_budget.or_else(|| {
+        let mut refused = Vec::new();
+        let mut thinking = req.thinking_budget.or_else(|| {
             req.reasoning_effort.as_deref().and_then(|e| match e {
                 "minimal" | "low" => Some(1024),
                 "medium" => Some(4096),
@@ -117,6 +136,11 @@ impl Anthropic {
                 _ => None,
             })
         });
+        if thinking.is_some() && req.forces_a_tool() {
+            thinking = None;
+            dropped.push(req.thinking_param().to_string());
+            refused.push(thinking_with_forced_tool(req, "Anthropic"));
+        }
         let mut max_tokens = req.max_tokens.unwrap_or(self.default_max_tokens);
         if let Some(budget) = thinking {
             if max_tokens <= budget {
@@ -208,18 +232,29 @@ impl Anthropic {
         if req.stream {
             b.insert("stream".into(), json!(true));
         }
-        Ok((b, dropped, ctx))
+        Ok(MessagesBody {
+            body: b,
+            dropped,
+            refused,
+            ctx,
+        })
     }
 }
 
 impl Codec for Anthropic {
     fn encode(&self, req: &ChatRequest) -> Result<Encoded, RequestError> {
-        let (b, dropped, ctx) = self.body(req)?;
+        let MessagesBody {
+            body,
+            dropped,
+            refused,
+            ctx,
+        } = self.body(req)?;
         Ok(Encoded {
             path: self.path.clone(),
-            body: serde_json::to_vec(&Value::Object(b)).unwrap_or_default(),
+            body: serde_json::to_vec(&Value::Object(body)).unwrap_or_default(),
             headers: Vec::new(),
             dropped,
+            refused,
             ctx,
         })
     }

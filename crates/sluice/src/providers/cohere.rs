@@ -162,6 +162,7 @@ impl Codec for Cohere {
             body: serde_json::to_vec(&Value::Object(b)).unwrap_or_default(),
             headers: Vec::new(),
             dropped,
+            refused: Vec::new(),
             ctx: DecodeCtx {
                 model: req.model.clone(),
                 json_tool: None,
@@ -542,6 +543,7 @@ pub fn encode_embeddings(body: &[u8]) -> Result<Encoded, RequestError> {
         body: serde_json::to_vec(&b).unwrap_or_default(),
         headers: Vec::new(),
         dropped,
+        refused: Vec::new(),
         ctx: DecodeCtx {
             model,
             json_tool: None,

@@ -29,8 +29,68 @@ pub struct Encoded {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Request parameters the provider cannot take and that were left out.
     pub dropped: Vec<String>,
+    /// Of those, the ones whose loss changes what the client gets, beyond the generic ones
+    /// [`lossy`] finds (`n`, `logprobs`): refused unless `unsupported_params: drop`.
+    pub refused: Vec<Unhonoured>,
     /// What the decoder needs to know about the request.
     pub ctx: DecodeCtx,
+}
+
+/// A parameter the provider cannot honour, with why (for the 400 that names it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unhonoured {
+    pub param: String,
+    pub detail: String,
+}
+
+impl Unhonoured {
+    pub fn new(param: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            param: param.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The dropped parameters that change what the client gets, for every codec: more than one
+/// choice (`n`) and log probabilities; then the codec's own (a `tool_choice` mode it cannot
+/// express, a forced tool with thinking).
+pub fn lossy(req: &ChatRequest, dropped: &[String], own: &[Unhonoured]) -> Vec<Unhonoured> {
+    let mut out = Vec::new();
+    for name in dropped {
+        let v = req.extra.get(name.as_str());
+        let detail = match name.as_str() {
+            "n" if v.and_then(serde_json::Value::as_u64).unwrap_or(1) > 1 => {
+                "`n` > 1 (several choices in one answer)"
+            }
+            "logprobs" if v.and_then(serde_json::Value::as_bool) == Some(true) => {
+                "`logprobs` (log probabilities of the output tokens)"
+            }
+            "top_logprobs" if v.and_then(serde_json::Value::as_u64).unwrap_or(0) > 0 => {
+                "`top_logprobs`"
+            }
+            _ => continue,
+        };
+        out.push(Unhonoured::new(name.clone(), detail));
+    }
+    out.extend(own.iter().cloned());
+    out
+}
+
+/// The 400 for parameters a provider cannot honour, naming them and the provider.
+pub fn refusal(provider: &str, items: &[Unhonoured], mode: UnsupportedParams) -> RequestError {
+    let list: Vec<&str> = items.iter().map(|u| u.detail.as_str()).collect();
+    let hint = match mode {
+        UnsupportedParams::Reject => "its setting unsupported_params is reject",
+        _ => "set unsupported_params: drop on the provider to send the request without them",
+    };
+    RequestError::new(
+        format!(
+            "provider `{provider}` cannot honour {} ({hint})",
+            list.join("; ")
+        ),
+        items.first().map(|u| u.param.as_str()),
+    )
 }
 
 /// Per-request facts the response decoders use.
@@ -201,14 +261,26 @@ impl NativeUpstream {
         if let Err(e) = super::url::check_model(self.model_grammar, provider, &encoded.ctx.model) {
             return Ok(bad_request(&e));
         }
-        if self.unsupported == UnsupportedParams::Reject && !encoded.dropped.is_empty() {
-            return Ok(bad_request(&RequestError::new(
-                format!(
-                    "provider `{provider}` does not support the parameter(s): {} (its setting unsupported_params is reject)",
-                    encoded.dropped.join(", ")
-                ),
-                encoded.dropped.first().map(String::as_str),
-            )));
+        let refused = match (&req, self.unsupported) {
+            (_, UnsupportedParams::Drop) | (None, UnsupportedParams::RejectLossy) => Vec::new(),
+            (_, UnsupportedParams::Reject) => encoded
+                .dropped
+                .iter()
+                .map(|p| {
+                    encoded
+                        .refused
+                        .iter()
+                        .find(|u| &u.param == p)
+                        .cloned()
+                        .unwrap_or_else(|| Unhonoured::new(p.clone(), format!("`{p}`")))
+                })
+                .collect(),
+            (Some(r), UnsupportedParams::RejectLossy) => {
+                lossy(r, &encoded.dropped, &encoded.refused)
+            }
+        };
+        if !refused.is_empty() {
+            return Ok(bad_request(&refusal(provider, &refused, self.unsupported)));
         }
         let uri: http::Uri = format!("{}{}", self.base_url, encoded.path)
             .parse()

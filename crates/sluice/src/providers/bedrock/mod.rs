@@ -82,7 +82,12 @@ pub struct Bedrock {
 
 impl Codec for Bedrock {
     fn encode(&self, req: &ChatRequest) -> Result<Encoded, RequestError> {
-        let (body, dropped, json_tool) = request::body(req, self.default_max_tokens)?;
+        let request::ConverseBody {
+            body,
+            dropped,
+            refused,
+            json_tool,
+        } = request::body(req, self.default_max_tokens)?;
         let action = if req.stream {
             "converse-stream"
         } else {
@@ -93,6 +98,7 @@ impl Codec for Bedrock {
             body: serde_json::to_vec(&body).unwrap_or_default(),
             headers: Vec::new(),
             dropped,
+            refused,
             ctx: DecodeCtx {
                 model: req.model.clone(),
                 json_tool,

@@ -190,6 +190,7 @@ impl Gemini {
             body: serde_json::to_vec(&json!({ "requests": requests })).unwrap_or_default(),
             headers: Vec::new(),
             dropped,
+            refused: Vec::new(),
             ctx: DecodeCtx {
                 model: model.to_string(),
                 // No tool is involved in embeddings; the slot carries the usage estimate.
@@ -212,6 +213,7 @@ impl Codec for Gemini {
             body: serde_json::to_vec(&Value::Object(b)).unwrap_or_default(),
             headers: Vec::new(),
             dropped,
+            refused: Vec::new(),
             ctx,
         })
     }
