@@ -6,8 +6,8 @@
 //! `json_schema` output is obtained with a forced tool whose input becomes the answer text.
 
 use super::native::{
-    is_context_overflow, push_turn, turns_json, Codec, DecodeCtx, DecodeError, Encoded,
-    MappedError, NativeUpstream, SseParser, StreamDecoder, Unhonoured,
+    is_context_overflow, leading_system, push_turn, system_context, turns_json, Codec, DecodeCtx,
+    DecodeError, Encoded, MappedError, NativeUpstream, SseParser, StreamDecoder, Unhonoured,
 };
 use crate::canonical::openai::RequestError;
 use crate::canonical::{
@@ -91,7 +91,7 @@ impl Anthropic {
         }
         // system
         let mut system: Vec<Value> = Vec::new();
-        for m in req.messages.iter().filter(|m| m.role == Role::System) {
+        for m in &req.messages[..leading_system(&req.messages)] {
             for p in &m.content {
                 if let Part::Text {
                     text,
@@ -279,9 +279,11 @@ impl Codec for Anthropic {
 
 fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
     let mut out = Vec::new();
-    for m in msgs {
+    let lead = leading_system(msgs);
+    for m in &msgs[lead..] {
         let (role, blocks) = match m.role {
-            Role::System => continue,
+            // Later system messages keep their place, as system context in a user turn.
+            Role::System => ("user", content_blocks(&system_context(&m.content))?),
             Role::User => ("user", content_blocks(&m.content)?),
             Role::Tool => {
                 let content = content_blocks(&m.content)?;

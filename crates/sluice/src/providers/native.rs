@@ -8,7 +8,7 @@ use super::{
     BodyError, Endpoint, UpstreamBody, UpstreamError, UpstreamErrorKind, UpstreamResponse,
 };
 use crate::canonical::openai::{self as oa, RequestError, StreamEncoder};
-use crate::canonical::{ChatRequest, ChatResponse, StreamEvent};
+use crate::canonical::{ChatRequest, ChatResponse, Message, Part, Role, StreamEvent};
 use crate::config::raw::UnsupportedParams;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
@@ -732,6 +732,41 @@ impl SseParser {
         }
         Ok(())
     }
+}
+
+/// How many system / developer messages open the conversation: those become the provider's
+/// system prompt. Later ones keep their place (see [`system_context`]).
+pub fn leading_system(msgs: &[Message]) -> usize {
+    msgs.iter().take_while(|m| m.role == Role::System).count()
+}
+
+/// The text of a system or developer message sent in the middle of a conversation, for
+/// APIs whose only system prompt is the one at the top (Anthropic, Gemini, Bedrock): a
+/// user-turn block at the message's own position, wrapped so the model reads it as
+/// instructions rather than as something the user said.
+pub fn system_context(content: &[Part]) -> Vec<Part> {
+    let mut text = String::new();
+    let mut cache_control = None;
+    for p in content {
+        if let Part::Text {
+            text: t,
+            cache_control: cc,
+        } = p
+        {
+            if !text.is_empty() && !t.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(t);
+            cache_control = cc.clone().or(cache_control);
+        }
+    }
+    if text.is_empty() {
+        return Vec::new();
+    }
+    vec![Part::Text {
+        text: format!("<system>\n{text}\n</system>"),
+        cache_control,
+    }]
 }
 
 /// Turns of a conversation as (role, blocks), for APIs that want roles to alternate.

@@ -9,7 +9,7 @@
 use super::JSON_TOOL;
 use crate::canonical::openai::RequestError;
 use crate::canonical::{ChatRequest, Image, Message, Part, ResponseFormat, Role, ToolChoice};
-use crate::providers::native::{push_turn, turns_json, Unhonoured};
+use crate::providers::native::{leading_system, push_turn, system_context, turns_json, Unhonoured};
 use serde_json::{json, Map, Value};
 
 /// Top-level Converse fields a client may send as they are.
@@ -64,7 +64,7 @@ pub fn body(req: &ChatRequest, default_max_tokens: u64) -> Result<ConverseBody, 
     b.insert("messages".into(), Value::Array(messages(&req.messages)?));
 
     let mut system: Vec<Value> = Vec::new();
-    for m in req.messages.iter().filter(|m| m.role == Role::System) {
+    for m in &req.messages[..leading_system(&req.messages)] {
         for p in &m.content {
             if let Part::Text {
                 text,
@@ -267,9 +267,13 @@ fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
     let mut out = Vec::new();
     // Document names must be unique in a request: "Document 1", "Document 2", ...
     let mut docs = 0;
-    for m in msgs {
+    for m in &msgs[leading_system(msgs)..] {
         let (role, blocks) = match m.role {
-            Role::System => continue,
+            // Later system messages keep their place, as system context in a user turn.
+            Role::System => (
+                "user",
+                content_blocks(&system_context(&m.content), &mut docs)?,
+            ),
             Role::User => ("user", content_blocks(&m.content, &mut docs)?),
             Role::Tool => {
                 let mut content = content_blocks(&m.content, &mut docs)?;

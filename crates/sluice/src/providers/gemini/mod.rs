@@ -14,8 +14,8 @@ pub mod vertex;
 pub use stream::{finish_reason, usage, GeminiStream};
 
 use super::native::{
-    is_context_overflow, openai_error_type, push_turn, turns_json, Codec, DecodeCtx, DecodeError,
-    Encoded, MappedError, NativeUpstream, StreamDecoder,
+    is_context_overflow, leading_system, openai_error_type, push_turn, system_context, turns_json,
+    Codec, DecodeCtx, DecodeError, Encoded, MappedError, NativeUpstream, StreamDecoder,
 };
 use crate::canonical::openai::RequestError;
 use crate::canonical::{
@@ -87,10 +87,8 @@ impl Gemini {
             "contents".into(),
             Value::Array(contents(&req.messages, unsigned_calls_need_bypass)?),
         );
-        let system: Vec<Value> = req
-            .messages
+        let system: Vec<Value> = req.messages[..leading_system(&req.messages)]
             .iter()
-            .filter(|m| m.role == Role::System)
             .flat_map(|m| &m.content)
             .filter_map(|p| match p {
                 Part::Text { text, .. } if !text.is_empty() => Some(json!({"text": text})),
@@ -318,9 +316,11 @@ fn thinking_config(req: &ChatRequest, dropped: &mut Vec<String>) -> Option<Value
 /// dropped `thinking_blocks`) get Google's documented placeholder signature instead.
 fn contents(msgs: &[Message], bypass: bool) -> Result<Vec<Value>, RequestError> {
     let mut out = Vec::new();
-    for (i, m) in msgs.iter().enumerate() {
+    let lead = leading_system(msgs);
+    for (i, m) in msgs.iter().enumerate().skip(lead) {
         let (role, parts) = match m.role {
-            Role::System => continue,
+            // Later system messages keep their place, as system context in a user turn.
+            Role::System => ("user", content_parts(&system_context(&m.content))?),
             Role::User => ("user", content_parts(&m.content)?),
             Role::Tool => ("user", vec![function_response(msgs, i, m)?]),
             Role::Assistant => ("model", model_parts(m, bypass)?),

@@ -1,5 +1,5 @@
-//! What an Anthropic client's request keeps on the translated path (issue 18): the settings
-//! it sends reach each provider in that provider's own spelling, checked on the request
+//! What a request keeps on the translated path (issue 18): the settings and the order a
+//! client sends reach each provider in that provider's own spelling, checked on the request
 //! `sluice-mock` received through the real binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +21,7 @@ providers:
   - {{name: gem, kind: gemini, base_url: "{mock}", api_key: g}}
   - {{name: co, kind: cohere, base_url: "{mock}", api_key: c}}
   - {{name: oll, kind: ollama, base_url: "{mock}"}}
+  - {{name: ant, kind: anthropic, base_url: "{mock}", api_key: k}}
 models:
   - {{name: via-openai, deployments: [{{provider: oai, model: m}}]}}
   - {{name: bedrock-claude, deployments: [{{provider: aws, model: "{CLAUDE_BEDROCK}"}}]}}
@@ -28,6 +29,7 @@ models:
   - {{name: gemini, deployments: [{{provider: gem, model: gemini-2.5-flash}}]}}
   - {{name: cohere, deployments: [{{provider: co, model: command-a}}]}}
   - {{name: ollama, deployments: [{{provider: oll, model: llama3}}]}}
+  - {{name: anthropic, deployments: [{{provider: ant, model: claude-x}}]}}
 "#
     )
 }
@@ -111,4 +113,62 @@ async fn cache_control_and_top_k_reach_every_provider_that_takes_them() {
     assert!(b.get("top_k").is_none(), "{b}");
     assert!(!b.to_string().contains("cache_control"), "{b}");
     assert_eq!(b["messages"][1]["content"][1]["text"], "Say hello", "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_message_in_the_middle_keeps_its_place() {
+    let mock = start_mock().await;
+    let gw = Gateway::start(&config(&mock));
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let body = |model: &str| {
+        json!({"model": model, "messages": [
+            {"role": "system", "content": "Be terse."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "developer", "content": "From now on answer in French."},
+            {"role": "user", "content": "How are you?"}]})
+        .to_string()
+    };
+    let wrapped = "<system>\nFrom now on answer in French.\n</system>";
+    let auth = [
+        ("authorization", "Bearer sk-master"),
+        ("content-type", "application/json"),
+    ];
+
+    // Anthropic and Claude on Vertex: the top one is the system prompt, the later one a
+    // block of the user turn at its place, before the user's next words.
+    for model in ["anthropic", "vertex-claude"] {
+        let r = request("POST", &url, &auth, body(model)).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let b = sent(&mock).await;
+        assert_eq!(b["system"], "Be terse.", "{b}");
+        assert_eq!(b["messages"].as_array().unwrap().len(), 3, "{b}");
+        assert_eq!(
+            b["messages"][2],
+            json!({"role": "user", "content": [{"type": "text", "text": wrapped},
+                                               {"type": "text", "text": "How are you?"}]}),
+            "{b}"
+        );
+    }
+    let r = request("POST", &url, &auth, body("gemini")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let b = sent(&mock).await;
+    assert_eq!(
+        b["systemInstruction"],
+        json!({"parts": [{"text": "Be terse."}]})
+    );
+    assert_eq!(
+        b["contents"][2],
+        json!({"role": "user", "parts": [{"text": wrapped}, {"text": "How are you?"}]}),
+        "{b}"
+    );
+    let r = request("POST", &url, &auth, body("bedrock-claude")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let b = sent(&mock).await;
+    assert_eq!(b["system"], json!([{"text": "Be terse."}]));
+    assert_eq!(
+        b["messages"][2],
+        json!({"role": "user", "content": [{"text": wrapped}, {"text": "How are you?"}]}),
+        "{b}"
+    );
 }
