@@ -172,3 +172,145 @@ async fn a_system_message_in_the_middle_keeps_its_place() {
         "{b}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_sequence_stop_says_which_sequence() {
+    let mock = start_mock().await;
+    let gw = Gateway::start(&config(&mock));
+    let url = format!("{}/v1/messages", gw.url);
+    // The mock's answer is "Mock reply to: <question>", cut at the first stop sequence.
+    let body = |model: &str, stream: bool| {
+        json!({"model": model, "max_tokens": 64, "stream": stream,
+               "stop_sequences": ["NEVER", "STOP"],
+               "messages": [{"role": "user", "content": "count to three STOP four"}]})
+    };
+    for model in ["bedrock-claude", "vertex-claude"] {
+        let r = post(&url, &body(model, false)).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        assert_eq!(v["stop_reason"], "stop_sequence", "{model}: {v}");
+        assert_eq!(v["stop_sequence"], "STOP", "{model}: {v}");
+        assert_eq!(
+            v["content"][0]["text"], "Mock reply to: count to three ",
+            "{v}"
+        );
+
+        let r = post(&url, &body(model, true)).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let events = named_sse(&r.body);
+        let (_, delta) = events
+            .iter()
+            .find(|(n, _)| n == "message_delta")
+            .expect("message_delta");
+        assert_eq!(
+            delta["delta"]["stop_reason"], "stop_sequence",
+            "{model}: {delta}"
+        );
+        assert_eq!(delta["delta"]["stop_sequence"], "STOP", "{model}: {delta}");
+        // The final usage, input included, is in message_delta (message_start cannot know
+        // it on the translated path: docs/anthropic-surface.md).
+        assert!(
+            delta["usage"]["input_tokens"].as_u64().unwrap() > 0,
+            "{delta}"
+        );
+        assert!(
+            delta["usage"]["output_tokens"].as_u64().unwrap() > 0,
+            "{delta}"
+        );
+    }
+    // Bedrock is asked to say which sequence stopped Claude.
+    post(&url, &body("bedrock-claude", false)).await;
+    assert_eq!(
+        sent(&mock).await["additionalModelResponseFieldPaths"],
+        json!(["/stop_sequence"])
+    );
+    // OpenAI clients read it where vLLM puts it, `choices[0].stop_reason`.
+    let r = request(
+        "POST",
+        &format!("{}/v1/chat/completions", gw.url),
+        &[
+            ("authorization", "Bearer sk-master"),
+            ("content-type", "application/json"),
+        ],
+        json!({"model": "vertex-claude", "stop": ["STOP"],
+               "messages": [{"role": "user", "content": "one STOP two"}]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["choices"][0]["stop_reason"], "STOP", "{v}");
+    // A natural end stays end_turn with no sequence.
+    let r = post(
+        &url,
+        &json!({"model": "bedrock-claude", "max_tokens": 64, "stop_sequences": ["STOP"],
+                "messages": [{"role": "user", "content": "hello"}]}),
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(
+        (&v["stop_reason"], &v["stop_sequence"]),
+        (&json!("end_turn"), &Value::Null)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_in_tool_results_reach_the_provider() {
+    let mock = start_mock().await;
+    let gw = Gateway::start(&config(&mock));
+    let url = format!("{}/v1/messages", gw.url);
+    let body = |model: &str| {
+        json!({"model": model, "max_tokens": 64,
+            "tools": [{"name": "screenshot", "input_schema": {"type": "object"}}],
+            "messages": [
+                {"role": "user", "content": "Take a screenshot"},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "screenshot", "input": {}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+                        {"type": "text", "text": "here it is"},
+                        {"type": "image", "source": {"type": "base64",
+                            "media_type": "image/png", "data": "iVBORw0KGgo="}}]},
+                    {"type": "text", "text": "What do you see?"}]}]})
+    };
+    let r = post(&url, &body("vertex-claude")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let b = sent(&mock).await;
+    assert_eq!(
+        b["messages"][2]["content"][0]["content"],
+        json!([{"type": "text", "text": "here it is"},
+               {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                            "data": "iVBORw0KGgo="}}]),
+        "{b}"
+    );
+    let r = post(&url, &body("bedrock-claude")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let b = sent(&mock).await;
+    let result = &b["messages"][2]["content"][0]["toolResult"]["content"];
+    assert_eq!(result[0], json!({"text": "here it is"}), "{b}");
+    assert_eq!(result[1]["image"]["format"], "png", "{b}");
+    let r = post(&url, &body("gemini")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let b = sent(&mock).await;
+    assert_eq!(
+        b["contents"][2]["parts"][1],
+        json!({"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}),
+        "{b}"
+    );
+    // OpenAI tool messages take text only: the image follows them in a user message.
+    let r = post(&url, &body("via-openai")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let b = sent(&mock).await;
+    let msgs = b["messages"].as_array().unwrap();
+    let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "user", "user"], "{b}");
+    assert_eq!(
+        msgs[2]["content"],
+        json!([{"type": "text", "text": "here it is"}])
+    );
+    assert_eq!(
+        msgs[3]["content"],
+        json!([{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}])
+    );
+}

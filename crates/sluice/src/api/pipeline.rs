@@ -757,7 +757,7 @@ async fn dispatch<'a>(
                 wants_usage_injected && d.provider.stream_usage,
             );
             if native_only && d.provider.kind.is_openai_format() {
-                passthrough::strip_native_only(&body)
+                passthrough::for_openai_format(&body)
             } else {
                 body
             }

@@ -241,6 +241,8 @@ pub struct ChatResponse {
     pub thinking: Vec<Thinking>,
     pub tool_calls: Vec<ToolCall>,
     pub finish: FinishReason,
+    /// The stop sequence the answer ended at, when the provider says which.
+    pub stop_sequence: Option<String>,
     pub usage: Option<Usage>,
 }
 
@@ -298,6 +300,7 @@ impl ChatResponse {
                     }
                 }
                 StreamEvent::Finish(f) => r.finish = *f,
+                StreamEvent::StopSequence(s) => r.stop_sequence = Some(s.clone()),
                 StreamEvent::Usage(u) => r.usage = Some(*u),
             }
         }
@@ -336,5 +339,7 @@ pub enum StreamEvent {
         delta: String,
     },
     Finish(FinishReason),
+    /// The answer stopped at this stop sequence (with `Finish(Stop)`).
+    StopSequence(String),
     Usage(Usage),
 }

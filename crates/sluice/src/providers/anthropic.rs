@@ -443,6 +443,7 @@ pub fn decode_message(body: &[u8], ctx: &DecodeCtx) -> Result<ChatResponse, Deco
         }
     }
     r.finish = finish_reason(v["stop_reason"].as_str().unwrap_or("end_turn"));
+    r.stop_sequence = v["stop_sequence"].as_str().map(str::to_string);
     if ctx.json_tool.is_some() && r.finish == FinishReason::ToolCalls && r.tool_calls.is_empty() {
         r.finish = FinishReason::Stop;
     }
@@ -568,6 +569,9 @@ impl AnthropicStream {
                         f = FinishReason::Stop;
                     }
                     out.push(StreamEvent::Finish(f));
+                }
+                if let Some(s) = v["delta"]["stop_sequence"].as_str() {
+                    out.push(StreamEvent::StopSequence(s.to_string()));
                 }
                 if let Some(u) = v.get("usage") {
                     let mut merged = usage(u);

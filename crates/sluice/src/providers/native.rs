@@ -336,12 +336,12 @@ impl NativeUpstream {
             None => Mode::Embeddings,
             Some(r) if r.stream => Mode::Stream {
                 decoder: self.codec.stream_decoder(&encoded.ctx),
-                encoder: StreamEncoder::new(
+                encoder: Box::new(StreamEncoder::new(
                     format!("chatcmpl-{request_id}"),
                     encoded.ctx.model.clone(),
                     unix_now(),
                     r.include_usage,
-                ),
+                )),
             },
             Some(_) => Mode::Json,
         };
@@ -521,7 +521,7 @@ enum Mode {
     Embeddings,
     Stream {
         decoder: Box<dyn StreamDecoder>,
-        encoder: StreamEncoder,
+        encoder: Box<StreamEncoder>,
     },
 }
 
@@ -870,7 +870,7 @@ mod tests {
             inner: UpstreamBody::Full(Some(Bytes::from_static(wire))),
             mode: Mode::Stream {
                 decoder: codec.stream_decoder(&ctx),
-                encoder: StreamEncoder::new("id".into(), "m".into(), 0, false),
+                encoder: Box::new(StreamEncoder::new("id".into(), "m".into(), 0, false)),
             },
             codec,
             ctx,

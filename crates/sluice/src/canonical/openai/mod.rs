@@ -425,6 +425,14 @@ pub fn encode_response(r: &ChatResponse, created: u64) -> Value {
         "choices": [{"index": 0, "message": message, "logprobs": null,
                      "finish_reason": r.finish.as_openai()}],
     });
+    // The matched stop sequence, where vLLM puts it (OpenAI itself does not say).
+    if let Some(s) = r
+        .stop_sequence
+        .as_ref()
+        .filter(|_| r.finish == FinishReason::Stop)
+    {
+        v["choices"][0]["stop_reason"] = json!(s);
+    }
     if let Some(u) = &r.usage {
         v["usage"] = usage_json(u);
     }
@@ -439,6 +447,8 @@ pub struct StreamEncoder {
     include_usage: bool,
     started: bool,
     finish: Option<FinishReason>,
+    /// The stop sequence the answer ended at, sent as the finish chunk's `stop_reason`.
+    stop_sequence: Option<String>,
     usage: Option<Usage>,
     saw_tool_call: bool,
     /// Tool calls started, and whether each got an argument delta (a call with none gets
@@ -466,6 +476,7 @@ impl StreamEncoder {
             include_usage,
             started: false,
             finish: None,
+            stop_sequence: None,
             usage: None,
             saw_tool_call: false,
             tool_args_seen: Vec::new(),
@@ -484,7 +495,12 @@ impl StreamEncoder {
             Some(f) => {
                 out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":\"");
                 out.extend_from_slice(f.as_bytes());
-                out.extend_from_slice(b"\"}]}\n\n");
+                out.push(b'"');
+                if let Some(s) = self.stop_sequence.as_ref().filter(|_| f == "stop") {
+                    out.extend_from_slice(b",\"stop_reason\":");
+                    let _ = serde_json::to_writer(&mut *out, s);
+                }
+                out.extend_from_slice(b"}]}\n\n");
             }
         }
     }
@@ -600,6 +616,7 @@ impl StreamEncoder {
                 );
             }
             StreamEvent::Finish(f) => self.finish = Some(*f),
+            StreamEvent::StopSequence(s) => self.stop_sequence = Some(s.clone()),
             StreamEvent::Usage(u) => {
                 // Providers may send usage in parts (input first, output at the end).
                 let prev = self.usage.unwrap_or_default();

@@ -234,6 +234,8 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, DecodeError> {
         model: v["model"].as_str().unwrap_or_default().to_string(),
         text: m["content"].as_str().map(str::to_string),
         finish: finish(c["finish_reason"].as_str().unwrap_or("stop")),
+        // vLLM's (and our) matched stop sequence; vLLM sends a token id there too.
+        stop_sequence: c["stop_reason"].as_str().map(str::to_string),
         ..ChatResponse::default()
     };
     // `thinking_blocks` (ours, LiteLLM's) carry signatures; else plain reasoning text.
@@ -370,6 +372,9 @@ impl OpenAiStream {
             }
             if let Some(f) = c["finish_reason"].as_str() {
                 out.push(StreamEvent::Finish(finish(f)));
+                if let Some(s) = c["stop_reason"].as_str() {
+                    out.push(StreamEvent::StopSequence(s.to_string()));
+                }
             }
         }
         let u = v

@@ -136,6 +136,18 @@ pub fn finish_reason(s: &str) -> FinishReason {
     }
 }
 
+/// The stop sequence that ended the answer, which Claude reports in
+/// `additionalModelResponseFields` when the request asks for `/stop_sequence` (see
+/// [`request::body`]); on `messageStop` in streams.
+pub fn stop_sequence(v: &Value) -> Option<String> {
+    if v["stopReason"] != "stop_sequence" {
+        return None;
+    }
+    v["additionalModelResponseFields"]["stop_sequence"]
+        .as_str()
+        .map(str::to_string)
+}
+
 /// Converse usage. `inputTokens` excludes cached tokens (`totalTokens` = input + output +
 /// cache read + cache write in the recorded answers), so the prompt is their sum.
 pub fn usage(u: &Value) -> Usage {
@@ -208,6 +220,7 @@ pub fn decode_converse(body: &[u8], ctx: &DecodeCtx) -> Result<ChatResponse, Dec
         }
     }
     r.finish = finish_reason(v["stopReason"].as_str().unwrap_or("end_turn"));
+    r.stop_sequence = stop_sequence(&v);
     if r.finish == FinishReason::ToolCalls && r.tool_calls.is_empty() {
         r.finish = FinishReason::Stop;
     }

@@ -147,6 +147,13 @@ pub fn body(req: &ChatRequest, default_max_tokens: u64) -> Result<ConverseBody, 
     }
     if !req.stop.is_empty() {
         inference.insert("stopSequences".into(), json!(req.stop));
+        if family == Family::Anthropic {
+            // Claude says which sequence stopped it only when asked.
+            b.insert(
+                "additionalModelResponseFieldPaths".into(),
+                json!(["/stop_sequence"]),
+            );
+        }
     }
     if let Some(k) = req.top_k {
         match family {
@@ -189,7 +196,16 @@ pub fn body(req: &ChatRequest, default_max_tokens: u64) -> Result<ConverseBody, 
 
     for (k, v) in &req.extra {
         if PASSTHROUGH.contains(&k.as_str()) {
-            b.insert(k.clone(), v.clone());
+            let mut v = v.clone();
+            // The client's response field paths, plus the one asked for above.
+            if let (Some(Value::Array(ours)), Value::Array(theirs)) = (b.get(k), &mut v) {
+                for p in ours {
+                    if !theirs.contains(p) {
+                        theirs.push(p.clone());
+                    }
+                }
+            }
+            b.insert(k.clone(), v);
         } else if k == "additionalModelRequestFields" {
             if let Value::Object(o) = v {
                 extra.extend(o.clone());

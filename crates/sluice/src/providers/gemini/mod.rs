@@ -322,7 +322,18 @@ fn contents(msgs: &[Message], bypass: bool) -> Result<Vec<Value>, RequestError> 
             // Later system messages keep their place, as system context in a user turn.
             Role::System => ("user", content_parts(&system_context(&m.content))?),
             Role::User => ("user", content_parts(&m.content)?),
-            Role::Tool => ("user", vec![function_response(msgs, i, m)?]),
+            Role::Tool => {
+                // Images the tool returned follow its response in the same turn.
+                let mut parts = vec![function_response(msgs, i, m)?];
+                let images: Vec<Part> = m
+                    .content
+                    .iter()
+                    .filter(|p| matches!(p, Part::Image(_)))
+                    .cloned()
+                    .collect();
+                parts.extend(content_parts(&images)?);
+                ("user", parts)
+            }
             Role::Assistant => ("model", model_parts(m, bypass)?),
         };
         push_turn(&mut out, role, parts);

@@ -443,6 +443,8 @@ impl SurfaceEncoder for ResponsesEncoder {
                 );
             }
             StreamEvent::Finish(f) => self.finish = Some(*f),
+            // The Responses API does not say which stop sequence ended an answer.
+            StreamEvent::StopSequence(_) => {}
             StreamEvent::Usage(u) => {
                 self.usage = Some(self.usage.unwrap_or_default().merge(u));
             }
