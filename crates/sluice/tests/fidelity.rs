@@ -314,3 +314,105 @@ async fn images_in_tool_results_reach_the_provider() {
         json!([{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thinking_signatures_go_back_only_to_the_family_that_made_them() {
+    let mock = start_mock().await;
+    let gw = Gateway::start(&config(&mock));
+    let chat = format!("{}/v1/chat/completions", gw.url);
+    let auth = [
+        ("authorization", "Bearer sk-master"),
+        ("content-type", "application/json"),
+    ];
+    let ask = |model: &str, history: &[Value]| {
+        let mut messages = vec![json!({"role": "user", "content": "Think, then say hi"})];
+        messages.extend_from_slice(history);
+        messages.push(json!({"role": "user", "content": "Again"}));
+        json!({"model": model, "reasoning_effort": "low", "messages": messages}).to_string()
+    };
+
+    // Claude on Bedrock thinks; the client sees the signature tagged with its family.
+    let r = request("POST", &chat, &auth, ask("bedrock-claude", &[])).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let msg = r.json()["choices"][0]["message"].clone();
+    let sig = msg["thinking_blocks"][0]["signature"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bare = sig
+        .strip_prefix("sluice:claude:")
+        .expect("tagged")
+        .to_string();
+    let turn = json!({"role": "assistant", "content": msg["content"],
+                      "thinking_blocks": msg["thinking_blocks"]});
+
+    // Claude elsewhere (Vertex) takes it back, bare.
+    let r = request(
+        "POST",
+        &chat,
+        &auth,
+        ask("vertex-claude", std::slice::from_ref(&turn)),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let b = sent(&mock).await;
+    assert_eq!(
+        b["messages"][1]["content"][0]["signature"],
+        bare.as_str(),
+        "{b}"
+    );
+
+    // Gemini gets the thinking text as a thought, never Claude's signature.
+    let r = request(
+        "POST",
+        &chat,
+        &auth,
+        ask("gemini", std::slice::from_ref(&turn)),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let b = sent(&mock).await;
+    assert!(!b.to_string().contains(&bare), "{b}");
+    assert_eq!(b["contents"][1]["parts"][0]["thought"], true, "{b}");
+
+    // A Gemini signature is not sent to Claude: the unsigned thinking is left out.
+    let foreign = json!({"role": "assistant", "content": "Hi.",
+        "thinking_blocks": [{"type": "thinking", "thinking": "hmm",
+                             "signature": "sluice:gemini:CiQBgemini"}]});
+    let r = request("POST", &chat, &auth, ask("bedrock-claude", &[foreign])).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let b = sent(&mock).await;
+    assert_eq!(b["messages"][1]["content"], json!([{"text": "Hi."}]), "{b}");
+
+    // The Anthropic surface: a history with a tagged signature does not bypass the codec
+    // on an Anthropic-only route (Anthropic would refuse the tag), and foreign redacted
+    // thinking is left out.
+    let r = post(
+        &format!("{}/v1/messages", gw.url),
+        &json!({"model": "anthropic", "max_tokens": 2000,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [
+                {"role": "user", "content": "Think, then say hi"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": sig},
+                    {"type": "redacted_thinking", "data": "sluice:gemini:x"},
+                    {"type": "text", "text": "Hi."}]},
+                {"role": "user", "content": "Again"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let b = sent(&mock).await;
+    assert_eq!(
+        b["messages"][1]["content"],
+        json!([{"type": "thinking", "thinking": "hmm", "signature": bare},
+               {"type": "text", "text": "Hi."}]),
+        "{b}"
+    );
+    let answer = r.json();
+    assert!(
+        answer["content"][0]["signature"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sluice:claude:")),
+        "{answer}"
+    );
+}

@@ -175,6 +175,44 @@ pub struct Thinking {
     pub redacted: Option<String>,
 }
 
+/// Thinking signatures (and OpenAI's `encrypted_content`) only mean something to the model
+/// family that made them: another provider refuses a foreign one (a 400 on the next turn
+/// after a fallback or a model switch). Those Sluice hands out are tagged
+/// `sluice:<family>:<signature>`; a codec sends back the bare signature to its own family
+/// and drops the others. Untagged signatures (from before, or passed through untouched)
+/// are sent as they are.
+pub mod signature {
+    const PREFIX: &str = "sluice:";
+
+    /// `sig` tagged as made by `family` (unchanged when it already carries a tag).
+    pub fn tag(family: &str, sig: &str) -> String {
+        if split(sig).is_some() {
+            return sig.to_string();
+        }
+        format!("{PREFIX}{family}:{sig}")
+    }
+
+    /// (family, bare signature) of a tagged signature.
+    pub fn split(sig: &str) -> Option<(&str, &str)> {
+        sig.strip_prefix(PREFIX)?.split_once(':')
+    }
+
+    /// What to send to `family`: the bare signature when it made it (or when nobody
+    /// tagged it), nothing when another family did.
+    pub fn for_family<'a>(family: &str, sig: &'a str) -> Option<&'a str> {
+        match split(sig) {
+            Some((f, bare)) if f == family => Some(bare),
+            Some(_) => None,
+            None => Some(sig),
+        }
+    }
+
+    /// A body holds a tagged signature (such a request must not bypass the codecs).
+    pub fn in_body(body: &[u8]) -> bool {
+        memchr::memmem::find(body, b"\"sluice:").is_some()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolCall {
     pub id: String,

@@ -56,6 +56,9 @@ pub struct Anthropic {
 
 const JSON_TOOL: &str = "json_response";
 
+/// Claude's thinking signatures work wherever Claude runs (Anthropic, Vertex, Bedrock).
+pub const CLAUDE_SIGNATURES: &str = "claude";
+
 /// A Messages API body, the parameters left out (and which of them change the answer),
 /// and what the decoder must know.
 pub struct MessagesBody {
@@ -269,6 +272,10 @@ impl Codec for Anthropic {
 
     fn error(&self, status: StatusCode, body: &[u8]) -> MappedError {
         map_error(status, body)
+    }
+
+    fn signature_family(&self, _model: &str) -> Option<&'static str> {
+        Some(CLAUDE_SIGNATURES)
     }
 
     fn messages_path(&self) -> Option<&str> {

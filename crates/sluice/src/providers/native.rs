@@ -145,6 +145,11 @@ pub trait Codec: Send + Sync + 'static {
     fn messages_path(&self) -> Option<&str> {
         None
     }
+    /// The model family whose thinking signatures `model` makes and takes back
+    /// ([`crate::canonical::signature`]); `None` when it makes none.
+    fn signature_family(&self, _model: &str) -> Option<&'static str> {
+        None
+    }
     /// An embeddings answer as an OpenAI `list` of embeddings.
     fn decode_embeddings(&self, _body: &[u8], _ctx: &DecodeCtx) -> Result<Vec<u8>, DecodeError> {
         Err(DecodeError::new("embeddings are not supported"))
@@ -238,10 +243,12 @@ impl NativeUpstream {
                 return self.send_messages(provider, body, request_id).await
             }
             Endpoint::ChatCompletions => {
-                let req = match oa::decode_request(&body) {
+                let mut req = match oa::decode_request(&body) {
                     Ok(r) => r,
                     Err(e) => return Ok(bad_request(&e)),
                 };
+                let family = self.codec.signature_family(&req.model);
+                keep_own_signatures(&mut req, family);
                 match self.codec.encode(&req) {
                     Ok(enc) => (enc, Some(req)),
                     Err(e) => return Ok(bad_request(&e)),
@@ -332,6 +339,7 @@ impl NativeUpstream {
             }
         }
         let stream = req.as_ref().is_some_and(|r| r.stream);
+        let family = self.codec.signature_family(&encoded.ctx.model);
         let mode = match &req {
             None => Mode::Embeddings,
             Some(r) if r.stream => Mode::Stream {
@@ -361,6 +369,7 @@ impl NativeUpstream {
                 mode,
                 codec: self.codec.clone(),
                 ctx: encoded.ctx,
+                family,
                 events: Vec::new(),
                 collected: Vec::new(),
                 done: false,
@@ -497,6 +506,30 @@ impl NativeUpstream {
     }
 }
 
+/// Thinking signatures another model family made are left out (the provider would refuse
+/// them); the family's own lose their tag.
+fn keep_own_signatures(req: &mut ChatRequest, family: Option<&str>) {
+    use crate::canonical::signature;
+    let own = |data: &str| family.and_then(|f| signature::for_family(f, data).map(str::to_string));
+    for m in &mut req.messages {
+        // Redacted thinking is opaque data for the family that made it, and nothing else.
+        m.thinking.retain_mut(|t| match t.redacted.take() {
+            Some(d) => {
+                t.redacted = own(&d);
+                t.redacted.is_some()
+            }
+            None => true,
+        });
+        for t in &mut m.thinking {
+            let Some(sig) = t.signature.take() else {
+                continue;
+            };
+            // A provider that makes no signatures takes none back.
+            t.signature = own(&sig);
+        }
+    }
+}
+
 /// A 400 made by the gateway in the OpenAI shape (the dispatcher passes it on, no retry).
 pub(crate) fn bad_request(e: &RequestError) -> UpstreamResponse {
     let body = serde_json::json!({"error": {"message": e.message, "type": "invalid_request_error",
@@ -531,6 +564,8 @@ pub struct TranslateBody {
     mode: Mode,
     codec: Arc<dyn Codec>,
     ctx: DecodeCtx,
+    /// Tags the thinking signatures of the answer ([`crate::canonical::signature`]).
+    family: Option<&'static str>,
     events: Vec<StreamEvent>,
     /// A JSON answer, gathered whole before it is translated.
     collected: Vec<u8>,
@@ -547,7 +582,7 @@ impl TranslateBody {
         };
         let mut out = Vec::new();
         for e in self.events.drain(..) {
-            encoder.event(&e, &mut out);
+            encoder.event(&tagged(e, self.family), &mut out);
         }
         (!out.is_empty()).then(|| Bytes::from(out))
     }
@@ -559,16 +594,23 @@ impl TranslateBody {
                 decoder.finish(&mut self.events).map_err(box_err)?;
                 let mut out = Vec::new();
                 for e in self.events.drain(..) {
-                    encoder.event(&e, &mut out);
+                    encoder.event(&tagged(e, self.family), &mut out);
                 }
                 encoder.finish(&mut out);
                 Ok(Some(Bytes::from(out)))
             }
             Mode::Json => {
-                let r = self
+                let mut r = self
                     .codec
                     .decode(&self.collected, &self.ctx)
                     .map_err(box_err)?;
+                if let Some(f) = self.family {
+                    for t in &mut r.thinking {
+                        for s in [&mut t.signature, &mut t.redacted].into_iter().flatten() {
+                            *s = crate::canonical::signature::tag(f, s);
+                        }
+                    }
+                }
                 let v = oa::encode_response(&r, unix_now());
                 Ok(Some(Bytes::from(v.to_string())))
             }
@@ -580,6 +622,16 @@ impl TranslateBody {
                 Ok(Some(Bytes::from(b)))
             }
         }
+    }
+}
+
+/// A stream event with its thinking signature tagged by the family that made it.
+fn tagged(e: StreamEvent, family: Option<&str>) -> StreamEvent {
+    use crate::canonical::signature::tag;
+    match (e, family) {
+        (StreamEvent::ThinkingSignature(s), Some(f)) => StreamEvent::ThinkingSignature(tag(f, &s)),
+        (StreamEvent::RedactedThinking(d), Some(f)) => StreamEvent::RedactedThinking(tag(f, &d)),
+        (e, _) => e,
     }
 }
 
@@ -874,6 +926,7 @@ mod tests {
             },
             codec,
             ctx,
+            family: None,
             events: Vec::new(),
             collected: Vec::new(),
             done: false,

@@ -43,12 +43,14 @@ pub async fn messages(State(app): State<AppState>, req: Request) -> Response {
         max_tokens: Option<serde_json::Value>,
     }
     let head = serde_json::from_slice::<ModelOnly<'_>>(&body).ok();
-    let direct = head.as_ref().is_some_and(|h| {
-        h.max_tokens.is_some()
-            && h.model
-                .as_deref()
-                .is_some_and(|m| passes_through(&app, &parts, m))
-    });
+    // A tagged thinking signature must lose its tag (or be left out) before Anthropic sees it.
+    let direct = !crate::canonical::signature::in_body(&body)
+        && head.as_ref().is_some_and(|h| {
+            h.max_tokens.is_some()
+                && h.model
+                    .as_deref()
+                    .is_some_and(|m| passes_through(&app, &parts, m))
+        });
     drop(head);
     if direct {
         // Anthropic to Anthropic: the client's bytes, only the model renamed.

@@ -106,6 +106,16 @@ impl Codec for Bedrock {
         })
     }
 
+    fn signature_family(&self, model: &str) -> Option<&'static str> {
+        Some(match request::Family::of(model) {
+            request::Family::Anthropic => crate::providers::anthropic::CLAUDE_SIGNATURES,
+            // Other families' reasoning signatures stay with Bedrock's model of that family.
+            request::Family::Nova => "bedrock-nova",
+            request::Family::OpenAi => "bedrock-openai",
+            request::Family::Other => "bedrock",
+        })
+    }
+
     fn decode(&self, body: &[u8], ctx: &DecodeCtx) -> Result<ChatResponse, DecodeError> {
         decode_converse(body, ctx)
     }

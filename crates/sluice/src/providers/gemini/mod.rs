@@ -216,6 +216,10 @@ impl Codec for Gemini {
         })
     }
 
+    fn signature_family(&self, _model: &str) -> Option<&'static str> {
+        Some("gemini")
+    }
+
     fn decode(&self, body: &[u8], ctx: &DecodeCtx) -> Result<ChatResponse, DecodeError> {
         decode_response(body, ctx)
     }

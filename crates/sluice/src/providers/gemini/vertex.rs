@@ -127,6 +127,14 @@ impl Codec for Vertex {
         })
     }
 
+    fn signature_family(&self, model: &str) -> Option<&'static str> {
+        if is_anthropic(model) {
+            self.anthropic.signature_family(model)
+        } else {
+            self.gemini.signature_family(model)
+        }
+    }
+
     fn decode(&self, body: &[u8], ctx: &DecodeCtx) -> Result<ChatResponse, DecodeError> {
         if is_anthropic(&ctx.model) {
             anthropic::decode_message(body, ctx)
