@@ -11,6 +11,8 @@ mod mock;
 pub mod native;
 pub mod ollama;
 pub mod openai_compat;
+#[cfg(test)]
+mod torture;
 pub mod url;
 
 pub use error::{parse_error_body, ErrorSource, FallbackClass, UpstreamError, UpstreamErrorKind};
