@@ -97,7 +97,7 @@ async fn lossy_parameters_are_refused_unless_the_provider_drops_them() {
     for model in ["ant", "aws", "oll"] {
         refused_then_dropped(&url, model, json!({"messages": hello, "n": 2}), "n").await;
     }
-    for model in ["ant", "aws", "oll", "gem"] {
+    for model in ["ant", "aws", "oll"] {
         refused_then_dropped(
             &url,
             model,
@@ -105,6 +105,26 @@ async fn lossy_parameters_are_refused_unless_the_provider_drops_them() {
             "logprobs",
         )
         .await;
+    }
+    // Gemini returns several choices and log probabilities in whole answers (a stream
+    // carries one choice and none).
+    let r = post_json(
+        &url,
+        &json!({"model": "gem", "messages": hello, "n": 2, "logprobs": true}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let g = &last_body(&mock).await["generationConfig"];
+    assert_eq!(
+        (&g["candidateCount"], &g["responseLogprobs"]),
+        (&json!(2), &json!(true))
+    );
+    for param in ["n", "logprobs"] {
+        let mut b = json!({"messages": hello, "stream": true, "n": 2, "logprobs": true});
+        b.as_object_mut()
+            .unwrap()
+            .remove(if param == "n" { "logprobs" } else { "n" });
+        refused_then_dropped(&url, "gem", b, param).await;
     }
     // Cohere returns log probabilities: passed on, not refused.
     let r = post_json(

@@ -282,6 +282,11 @@ pub struct ChatResponse {
     /// The stop sequence the answer ended at, when the provider says which.
     pub stop_sequence: Option<String>,
     pub usage: Option<Usage>,
+    /// OpenAI-shaped `choices[].logprobs`, when the provider returned log probabilities.
+    pub logprobs: Option<Value>,
+    /// The other choices when the client asked for several (`n`), in order from index 1
+    /// (their own `usage` is not set: the answer's is for all of them).
+    pub choices: Vec<ChatResponse>,
 }
 
 impl ChatResponse {

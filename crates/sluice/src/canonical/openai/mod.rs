@@ -408,6 +408,25 @@ fn tool_calls_json(calls: &[ToolCall]) -> Value {
 
 /// An OpenAI `chat.completion` object for a whole answer.
 pub fn encode_response(r: &ChatResponse, created: u64) -> Value {
+    let mut choices = vec![choice_json(r, 0)];
+    for (i, c) in r.choices.iter().enumerate() {
+        choices.push(choice_json(c, i + 1));
+    }
+    let mut v = json!({
+        "id": r.id,
+        "object": "chat.completion",
+        "created": created,
+        "model": r.model,
+        "choices": choices,
+    });
+    if let Some(u) = &r.usage {
+        v["usage"] = usage_json(u);
+    }
+    v
+}
+
+/// One `choices[]` entry of a whole answer.
+fn choice_json(r: &ChatResponse, index: usize) -> Value {
     let mut message = json!({"role": "assistant", "content": r.text, "refusal": null});
     if !r.tool_calls.is_empty() {
         message["tool_calls"] = tool_calls_json(&r.tool_calls);
@@ -417,26 +436,17 @@ pub fn encode_response(r: &ChatResponse, created: u64) -> Value {
         message["reasoning_content"] = json!(text);
         message["thinking_blocks"] = thinking_blocks(&r.thinking);
     }
-    let mut v = json!({
-        "id": r.id,
-        "object": "chat.completion",
-        "created": created,
-        "model": r.model,
-        "choices": [{"index": 0, "message": message, "logprobs": null,
-                     "finish_reason": r.finish.as_openai()}],
-    });
+    let mut c = json!({"index": index, "message": message, "logprobs": r.logprobs,
+                       "finish_reason": r.finish.as_openai()});
     // The matched stop sequence, where vLLM puts it (OpenAI itself does not say).
     if let Some(s) = r
         .stop_sequence
         .as_ref()
         .filter(|_| r.finish == FinishReason::Stop)
     {
-        v["choices"][0]["stop_reason"] = json!(s);
+        c["stop_reason"] = json!(s);
     }
-    if let Some(u) = &r.usage {
-        v["usage"] = usage_json(u);
-    }
-    v
+    c
 }
 
 /// Turns canonical stream events into OpenAI `chat.completion.chunk` SSE frames.
