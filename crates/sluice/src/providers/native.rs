@@ -242,6 +242,12 @@ impl NativeUpstream {
             Endpoint::AnthropicMessages => {
                 return self.send_messages(provider, body, request_id).await
             }
+            Endpoint::Responses => {
+                return Ok(bad_request(&RequestError::new(
+                    format!("provider `{provider}` does not speak the Responses API"),
+                    Some("model"),
+                )))
+            }
             Endpoint::ChatCompletions => {
                 let mut req = match oa::decode_request(&body) {
                     Ok(r) => r,

@@ -44,6 +44,21 @@ pub async fn handle(
     pipeline::into_response(pipeline::run(app, &ctx, inbound).await)
 }
 
+/// A body another surface already read, sent upstream untouched in its own format (only the
+/// model renamed): Anthropic Messages to Anthropic, Responses to a native Responses API.
+pub async fn forward(
+    app: &AppState,
+    parts: http::request::Parts,
+    body: bytes::Bytes,
+    endpoint: Endpoint,
+    surface: &'static str,
+    peek: PeekFn,
+) -> Response {
+    let mut req = Request::from_parts(parts, axum::body::Body::from(body));
+    req.headers_mut().remove(http::header::CONTENT_LENGTH);
+    handle(app, req, endpoint, surface, peek).await
+}
+
 /// Prompt tokens estimated from every prompt byte (about four bytes a token; the JSON around
 /// the text makes it an over-estimate for prose) plus each image at its documented cost.
 pub fn input_estimate(p: &Peek<'_>) -> u64 {
