@@ -281,14 +281,18 @@ fn generation_config(req: &ChatRequest, dropped: &mut Vec<String>) -> Map<String
         g.insert("thinkingConfig".into(), t);
     }
     // Several choices and log probabilities, in whole answers (a stream carries one choice).
-    if choices_and_logprobs(req, "n") {
-        g.insert("candidateCount".into(), req.extra["n"].clone());
-    }
-    if choices_and_logprobs(req, "logprobs") {
-        g.insert("responseLogprobs".into(), req.extra["logprobs"].clone());
-    }
-    if choices_and_logprobs(req, "top_logprobs") {
-        g.insert("logprobs".into(), req.extra["top_logprobs"].clone());
+    for (from, to) in [
+        ("n", "candidateCount"),
+        ("logprobs", "responseLogprobs"),
+        ("top_logprobs", "logprobs"),
+    ] {
+        if let Some(v) = req
+            .extra
+            .get(from)
+            .filter(|_| choices_and_logprobs(req, from))
+        {
+            g.insert(to.into(), v.clone());
+        }
     }
     g
 }
