@@ -25,6 +25,7 @@ providers:
 models:
   - {{name: via-openai, deployments: [{{provider: oai, model: m}}]}}
   - {{name: bedrock-claude, deployments: [{{provider: aws, model: "{CLAUDE_BEDROCK}"}}]}}
+  - {{name: nova, deployments: [{{provider: aws, model: "amazon.nova-micro-v1:0"}}]}}
   - {{name: vertex-claude, deployments: [{{provider: vtx, model: "claude-sonnet-4-5@20250929"}}]}}
   - {{name: gemini, deployments: [{{provider: gem, model: gemini-2.5-flash}}]}}
   - {{name: cohere, deployments: [{{provider: co, model: command-a}}]}}
@@ -241,6 +242,53 @@ async fn a_stop_sequence_stop_says_which_sequence() {
     let v = r.json();
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert_eq!(v["choices"][0]["stop_reason"], "STOP", "{v}");
+    // Bedrock's other families say only that a stop sequence matched: with one in the
+    // request, that is the one; with several, which is unknown.
+    let chat = format!("{}/v1/chat/completions", gw.url);
+    let auth = [
+        ("authorization", "Bearer sk-master"),
+        ("content-type", "application/json"),
+    ];
+    for stream in [false, true] {
+        let r = post(
+            &url,
+            &json!({"model": "nova", "max_tokens": 64, "stream": stream,
+            "stop_sequences": ["STOP"],
+            "messages": [{"role": "user", "content": "one STOP two"}]}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v = if stream {
+            named_sse(&r.body)
+                .into_iter()
+                .find(|(n, _)| n == "message_delta")
+                .unwrap()
+                .1["delta"]
+                .clone()
+        } else {
+            r.json()
+        };
+        assert_eq!(
+            (&v["stop_reason"], &v["stop_sequence"]),
+            (&json!("stop_sequence"), &json!("STOP")),
+            "{v}"
+        );
+    }
+    let r = request(
+        "POST",
+        &chat,
+        &auth,
+        json!({"model": "nova", "stop": ["STOP", "NEVER"],
+               "messages": [{"role": "user", "content": "one STOP two"}]})
+        .to_string(),
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(
+        v["choices"][0]["message"]["content"], "Mock reply to: one ",
+        "{v}"
+    );
+    assert!(v["choices"][0].get("stop_reason").is_none(), "{v}");
     // A natural end stays end_turn with no sequence.
     let r = post(
         &url,

@@ -382,7 +382,8 @@ pub enum StreamEvent {
         delta: String,
     },
     Finish(FinishReason),
-    /// The answer stopped at this stop sequence (with `Finish(Stop)`).
+    /// The answer stopped at this stop sequence (with `Finish(Stop)`). Empty from a decoder
+    /// whose provider does not say which; the transport resolves it from the request.
     StopSequence(String),
     Usage(Usage),
 }

@@ -362,6 +362,10 @@ pub fn decode_chat(body: &[u8], ctx: &DecodeCtx) -> Result<ChatResponse, DecodeE
         });
     }
     r.finish = finish_reason(v["finish_reason"].as_str().unwrap_or("COMPLETE"))?;
+    if v["finish_reason"] == "STOP_SEQUENCE" {
+        // Cohere does not say which: resolved from the request (native::TranslateBody).
+        r.stop_sequence = Some(String::new());
+    }
     if r.finish == FinishReason::Stop && !r.tool_calls.is_empty() {
         r.finish = FinishReason::ToolCalls;
     }
@@ -462,6 +466,9 @@ impl CohereStream {
                         f = FinishReason::ToolCalls;
                     }
                     out.push(StreamEvent::Finish(f));
+                }
+                if d["finish_reason"] == "STOP_SEQUENCE" {
+                    out.push(StreamEvent::StopSequence(String::new()));
                 }
                 if let Some(u) = d.get("usage") {
                     out.push(StreamEvent::Usage(usage(u)));

@@ -346,6 +346,7 @@ impl NativeUpstream {
         }
         let stream = req.as_ref().is_some_and(|r| r.stream);
         let family = self.codec.signature_family(&encoded.ctx.model);
+        let stops = req.as_ref().map(|r| r.stop.clone()).unwrap_or_default();
         let mode = match &req {
             None => Mode::Embeddings,
             Some(r) if r.stream => Mode::Stream {
@@ -376,6 +377,7 @@ impl NativeUpstream {
                 codec: self.codec.clone(),
                 ctx: encoded.ctx,
                 family,
+                stops,
                 events: Vec::new(),
                 collected: Vec::new(),
                 done: false,
@@ -572,6 +574,9 @@ pub struct TranslateBody {
     ctx: DecodeCtx,
     /// Tags the thinking signatures of the answer ([`crate::canonical::signature`]).
     family: Option<&'static str>,
+    /// The request's stop sequences, for providers that say a stop sequence matched but
+    /// not which ([`which_stop`]).
+    stops: Vec<String>,
     events: Vec<StreamEvent>,
     /// A JSON answer, gathered whole before it is translated.
     collected: Vec<u8>,
@@ -588,7 +593,9 @@ impl TranslateBody {
         };
         let mut out = Vec::new();
         for e in self.events.drain(..) {
-            encoder.event(&tagged(e, self.family), &mut out);
+            if let Some(e) = finished(tagged(e, self.family), &self.stops) {
+                encoder.event(&e, &mut out);
+            }
         }
         (!out.is_empty()).then(|| Bytes::from(out))
     }
@@ -600,7 +607,9 @@ impl TranslateBody {
                 decoder.finish(&mut self.events).map_err(box_err)?;
                 let mut out = Vec::new();
                 for e in self.events.drain(..) {
-                    encoder.event(&tagged(e, self.family), &mut out);
+                    if let Some(e) = finished(tagged(e, self.family), &self.stops) {
+                        encoder.event(&e, &mut out);
+                    }
                 }
                 encoder.finish(&mut out);
                 Ok(Some(Bytes::from(out)))
@@ -610,6 +619,9 @@ impl TranslateBody {
                     .codec
                     .decode(&self.collected, &self.ctx)
                     .map_err(box_err)?;
+                if r.stop_sequence.as_deref() == Some("") {
+                    r.stop_sequence = which_stop(&self.stops);
+                }
                 if let Some(f) = self.family {
                     for t in &mut r.thinking {
                         for s in [&mut t.signature, &mut t.redacted].into_iter().flatten() {
@@ -628,6 +640,26 @@ impl TranslateBody {
                 Ok(Some(Bytes::from(b)))
             }
         }
+    }
+}
+
+/// The stop sequence that matched when the provider says only that one did: the request's
+/// only one (with several, which one is unknown).
+fn which_stop(stops: &[String]) -> Option<String> {
+    match stops {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// A stream event with an unnamed stop sequence resolved ([`which_stop`]); `None` to leave
+/// it out.
+fn finished(e: StreamEvent, stops: &[String]) -> Option<StreamEvent> {
+    match e {
+        StreamEvent::StopSequence(s) if s.is_empty() => {
+            which_stop(stops).map(StreamEvent::StopSequence)
+        }
+        e => Some(e),
     }
 }
 
@@ -933,6 +965,7 @@ mod tests {
             codec,
             ctx,
             family: None,
+            stops: Vec::new(),
             events: Vec::new(),
             collected: Vec::new(),
             done: false,

@@ -148,14 +148,18 @@ pub fn finish_reason(s: &str) -> FinishReason {
 
 /// The stop sequence that ended the answer, which Claude reports in
 /// `additionalModelResponseFields` when the request asks for `/stop_sequence` (see
-/// [`request::body`]); on `messageStop` in streams.
+/// [`request::body`]); on `messageStop` in streams. Other families say only that one did:
+/// an empty string, resolved from the request (native::TranslateBody).
 pub fn stop_sequence(v: &Value) -> Option<String> {
     if v["stopReason"] != "stop_sequence" {
         return None;
     }
-    v["additionalModelResponseFields"]["stop_sequence"]
-        .as_str()
-        .map(str::to_string)
+    Some(
+        v["additionalModelResponseFields"]["stop_sequence"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
 }
 
 /// Converse usage. `inputTokens` excludes cached tokens (`totalTokens` = input + output +
