@@ -54,7 +54,14 @@ pub(crate) fn messages(body: &[u8], number: u64, chunks: usize) -> Result<Payloa
         Some("tool") => req["tool_choice"]["name"].as_str().map(str::to_string),
         _ => None,
     };
-    let answer = answer_question(&turns, tool);
+    let mut answer = answer_question(&turns, tool);
+    answer.stop_at(
+        req["stop_sequences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str),
+    );
     let thinking = req["thinking"]["type"] == "enabled";
     if req["stream"] == true {
         Ok(Payload::Stream(stream(
@@ -118,7 +125,7 @@ fn message_json(number: u64, model: &str, a: &Answer, thinking: bool) -> Value {
     let stop = match &a.content {
         Content::Text(t) => {
             content.push(json!({"type": "text", "text": t}));
-            "end_turn"
+            a.text_stop_reason()
         }
         Content::ToolCall { name } => {
             let input: Value = serde_json::from_str(TOOL_ARGUMENTS).unwrap_or(Value::Null);
@@ -130,8 +137,8 @@ fn message_json(number: u64, model: &str, a: &Answer, thinking: bool) -> Value {
         }
     };
     json!({"id": format!("msg_mock_{number}"), "type": "message", "role": "assistant",
-           "model": model, "content": content, "stop_reason": stop, "stop_sequence": null,
-           "usage": usage(a)})
+           "model": model, "content": content, "stop_reason": stop,
+           "stop_sequence": a.stop_sequence, "usage": usage(a)})
 }
 
 fn event(events: &mut Events, name: &str, data: &Value) {
@@ -203,7 +210,7 @@ fn stream(number: u64, model: &str, a: &Answer, chunks: usize, thinking: bool) -
                     "index": index, "delta": {"type": "text_delta", "text": piece}}),
                 );
             }
-            "end_turn"
+            a.text_stop_reason()
         }
         Content::ToolCall { name } => {
             event(
@@ -233,7 +240,7 @@ fn stream(number: u64, model: &str, a: &Answer, chunks: usize, thinking: bool) -
         &mut ev,
         "message_delta",
         &json!({"type": "message_delta",
-        "delta": {"stop_reason": stop, "stop_sequence": null},
+        "delta": {"stop_reason": stop, "stop_sequence": a.stop_sequence},
         "usage": {"output_tokens": a.completion_tokens}}),
     );
     event(&mut ev, "message_stop", &json!({"type": "message_stop"}));

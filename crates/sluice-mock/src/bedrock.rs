@@ -100,9 +100,9 @@ pub(crate) fn answer(
         Action::Invoke => invoke(&recorded.body, &model),
         Action::Converse | Action::ConverseStream => {
             let req: Value = serde_json::from_slice(&recorded.body).map_err(ApiError::bad_json)?;
-            let (a, thinking) = converse_answer(&req)?;
+            let (a, thinking, report_stop) = converse_answer(&req)?;
             if action == Action::ConverseStream {
-                let mut events = stream(number, &a, chunks, thinking);
+                let mut events = stream(number, &a, chunks, thinking, report_stop);
                 if let Some(kind) = recorded
                     .headers
                     .get(X_MOCK_BEDROCK_EXCEPTION)
@@ -113,7 +113,7 @@ pub(crate) fn answer(
                 Ok(Payload::Stream(events))
             } else {
                 Ok(Payload::Json(Bytes::from(
-                    converse_json(number, &a, thinking).to_string(),
+                    converse_json(number, &a, thinking, report_stop).to_string(),
                 )))
             }
         }
@@ -126,7 +126,7 @@ fn invalid(message: impl Into<Cow<'static, str>>) -> ApiError {
 
 /// Checks the request as Bedrock does (alternating roles, no blank text, a toolConfig when
 /// tool blocks are present) and gives the deterministic answer.
-fn converse_answer(req: &Value) -> Result<(Answer, bool), ApiError> {
+fn converse_answer(req: &Value) -> Result<(Answer, bool, bool), ApiError> {
     let msgs = req["messages"]
         .as_array()
         .filter(|m| !m.is_empty())
@@ -183,7 +183,28 @@ fn converse_answer(req: &Value) -> Result<(Answer, bool), ApiError> {
             .map(str::to_string)
     };
     let thinking = req["additionalModelRequestFields"]["thinking"]["type"] == "enabled";
-    Ok((answer_question(&turns, tool), thinking))
+    let mut answer = answer_question(&turns, tool);
+    answer.stop_at(
+        req["inferenceConfig"]["stopSequences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str),
+    );
+    // Which sequence matched is only told when asked for (Claude's `/stop_sequence`).
+    let asked = req["additionalModelResponseFieldPaths"]
+        .as_array()
+        .is_some_and(|p| p.iter().any(|p| p == "/stop_sequence"));
+    Ok((answer, thinking, asked))
+}
+
+/// `stopReason`, and `additionalModelResponseFields` when the request asked for them.
+fn stop_fields(a: &Answer, stop: &str, report_stop_sequence: bool) -> Value {
+    let mut v = json!({"stopReason": stop});
+    if report_stop_sequence {
+        v["additionalModelResponseFields"] = json!({"stop_sequence": a.stop_sequence});
+    }
+    v
 }
 
 fn usage(a: &Answer) -> Value {
@@ -196,7 +217,7 @@ fn tool_id(number: u64) -> String {
     format!("tooluse_mock_{number}")
 }
 
-fn converse_json(number: u64, a: &Answer, thinking: bool) -> Value {
+fn converse_json(number: u64, a: &Answer, thinking: bool, report_stop: bool) -> Value {
     let mut content = Vec::new();
     if thinking {
         content.push(json!({"reasoningContent": {"reasoningText": {
@@ -205,7 +226,7 @@ fn converse_json(number: u64, a: &Answer, thinking: bool) -> Value {
     let stop = match &a.content {
         Content::Text(t) => {
             content.push(json!({"text": t}));
-            "end_turn"
+            a.text_stop_reason()
         }
         Content::ToolCall { name } => {
             let input: Value = serde_json::from_str(TOOL_ARGUMENTS).unwrap_or(Value::Null);
@@ -215,8 +236,11 @@ fn converse_json(number: u64, a: &Answer, thinking: bool) -> Value {
             "tool_use"
         }
     };
-    json!({"output": {"message": {"role": "assistant", "content": content}},
-           "stopReason": stop, "usage": usage(a), "metrics": {"latencyMs": 0}})
+    let mut v = stop_fields(a, stop, report_stop);
+    v["output"] = json!({"message": {"role": "assistant", "content": content}});
+    v["usage"] = usage(a);
+    v["metrics"] = json!({"latencyMs": 0});
+    v
 }
 
 /// One event frame, as Bedrock sends it.
@@ -237,7 +261,7 @@ fn event(events: &mut Events, name: &'static str, payload: &Value) {
     });
 }
 
-fn stream(number: u64, a: &Answer, chunks: usize, thinking: bool) -> Events {
+fn stream(number: u64, a: &Answer, chunks: usize, thinking: bool, report_stop: bool) -> Events {
     let mut ev = Events {
         content_type: Some(EVENT_STREAM),
         ..Events::default()
@@ -275,7 +299,7 @@ fn stream(number: u64, a: &Answer, chunks: usize, thinking: bool) -> Events {
                     &json!({"contentBlockIndex": index, "delta": {"text": piece}}),
                 );
             }
-            "end_turn"
+            a.text_stop_reason()
         }
         Content::ToolCall { name } => {
             event(
@@ -299,7 +323,7 @@ fn stream(number: u64, a: &Answer, chunks: usize, thinking: bool) -> Events {
         "contentBlockStop",
         &json!({"contentBlockIndex": index}),
     );
-    event(&mut ev, "messageStop", &json!({"stopReason": stop}));
+    event(&mut ev, "messageStop", &stop_fields(a, stop, report_stop));
     event(
         &mut ev,
         "metadata",

@@ -29,46 +29,12 @@ models:
 const AUTH: (&str, &str) = ("x-api-key", "sk-master");
 
 async fn post(url: &str, body: &Value) -> Reply {
-    request(
-        "POST",
-        url,
-        &[
-            AUTH,
-            ("content-type", "application/json"),
-            ("anthropic-version", "2023-06-01"),
-        ],
-        body.to_string(),
-    )
-    .await
+    post_anthropic(url, AUTH.1, body).await
 }
 
 fn tools() -> Value {
     json!([{"name": "get_weather", "description": "Weather",
             "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}])
-}
-
-/// The SSE events of an Anthropic stream: (event name, data).
-fn sse(body: &[u8]) -> Vec<(String, Value)> {
-    let text = String::from_utf8_lossy(body);
-    let mut out = Vec::new();
-    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
-        let mut name = String::new();
-        let mut data = Value::Null;
-        for line in block.lines() {
-            if let Some(n) = line.strip_prefix("event: ") {
-                name = n.to_string();
-            } else if let Some(d) = line.strip_prefix("data: ") {
-                data = serde_json::from_str(d).unwrap();
-            }
-        }
-        assert_eq!(
-            data["type"],
-            name.as_str(),
-            "event name matches its type: {block}"
-        );
-        out.push((name, data));
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +86,7 @@ async fn anthropic_surface_to_any_provider() {
         .await;
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some("text/event-stream"));
-        let ev = sse(&r.body);
+        let ev = named_sse(&r.body);
         let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names[..3],
@@ -161,7 +127,7 @@ async fn anthropic_surface_to_any_provider() {
         assert_eq!(block["input"], json!({"mock": true}));
         let mut sbody = body.clone();
         sbody["stream"] = json!(true);
-        let ev = sse(&post(&url, &sbody).await.body);
+        let ev = named_sse(&post(&url, &sbody).await.body);
         let start = ev
             .iter()
             .find(|(n, d)| n == "content_block_start" && d["content_block"]["type"] == "tool_use")

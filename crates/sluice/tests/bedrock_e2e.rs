@@ -40,7 +40,7 @@ async fn thinking_stream_signed_paths_and_embeddings() {
     let signed = events.iter().any(|e| {
         e["choices"][0]["delta"]["thinking_blocks"][0]["signature"]
             .as_str()
-            .is_some_and(|s| s.starts_with("sig_mock_"))
+            .is_some_and(|s| s.starts_with("sluice:claude:sig_mock_"))
     });
     assert!(signed, "the signature reaches the client: {}", s.text());
     let text: String = events
@@ -80,7 +80,8 @@ async fn thinking_stream_signed_paths_and_embeddings() {
     let msg = r.json()["choices"][0]["message"].clone();
     let blocks = msg["thinking_blocks"].clone();
     let sig = blocks[0]["signature"].as_str().unwrap().to_string();
-    assert!(sig.starts_with("sig_mock_"), "{msg}");
+    // Tagged with the family that made it; Bedrock gets it back bare.
+    assert!(sig.starts_with("sluice:claude:sig_mock_"), "{msg}");
     let r = post_json(
         &chat,
         &json!({"model": "claude", "reasoning_effort": "low", "messages": [
@@ -93,7 +94,11 @@ async fn thinking_stream_signed_paths_and_embeddings() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let sent = last_request(&mock).await["body"].clone();
     let rt = &sent["messages"][1]["content"][0]["reasoningContent"]["reasoningText"];
-    assert_eq!(rt["signature"], sig.as_str(), "{sent}");
+    assert_eq!(
+        rt["signature"],
+        sig.strip_prefix("sluice:claude:").unwrap(),
+        "{sent}"
+    );
     assert_eq!(rt["text"], msg["reasoning_content"]);
 
     // A parameter Converse cannot take is dropped and named.

@@ -16,7 +16,7 @@ providers:
   - {{name: az-entra, kind: azure_openai, base_url: "{mock}", bearer_token: entra-token, api_version: 2025-01-01-preview}}
   - {{name: az-v1, kind: azure_openai, base_url: "{mock}", api_key: az-v1-key, api_version: v1}}
   - {{name: co, kind: cohere, base_url: "{mock}", api_key: co-secret-key}}
-  - {{name: ol, kind: ollama, base_url: "{mock}"}}
+  - {{name: ol, kind: ollama, base_url: "{mock}", unsupported_params: drop}}
 models:
   - {{name: az, deployments: [{{provider: az-key, model: my-gpt4o-deploy}}]}}
   - {{name: az-emb, deployments: [{{provider: az-key, model: my-embed-deploy}}]}}
@@ -161,7 +161,8 @@ async fn azure_cohere_and_ollama_requests_on_the_wire() {
                              "images": ["iVBORw0KGgo="]}]})
     );
 
-    // Ollama streams NDJSON; the client gets OpenAI SSE. A forced tool cannot be forced.
+    // Ollama streams NDJSON; the client gets OpenAI SSE. A forced tool cannot be forced: with
+    // `unsupported_params: drop` the tools are offered and the choice is listed as dropped.
     let s = stream(
         &chat,
         &json!({"model": "ol", "stream": true, "tool_choice": "required",

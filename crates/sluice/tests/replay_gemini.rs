@@ -163,6 +163,7 @@ fn assert_ids(r: &ChatResponse, what: &str) {
 fn json_answers_decode_to_what_the_transcript_says() {
     let (mut checked, mut with_tools, mut with_thoughts, mut filtered, mut vertex) =
         (0, 0, 0, 0, 0);
+    let mut with_logprobs = 0;
     for file in cassette::list("google") {
         for i in cassette::load(&file) {
             if i.status != 200 || !is_chat(&i.uri) || !i.content_type().contains("json") {
@@ -180,7 +181,21 @@ fn json_answers_decode_to_what_the_transcript_says() {
             let mut sse = b"data: ".to_vec();
             sse.extend_from_slice(&serde_json::to_vec(&v).unwrap());
             sse.extend_from_slice(b"\r\n\r\n");
-            assert_eq!(stream(&sse, 5), r, "{file}: stream vs JSON");
+            // (Log probabilities come only in whole answers.)
+            let mut whole = r.clone();
+            whole.logprobs = None;
+            assert_eq!(stream(&sse, 5), whole, "{file}: stream vs JSON");
+            if let Some(lp) = &r.logprobs {
+                // The chosen tokens spell the answer.
+                let tokens: String = lp["content"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t["token"].as_str().unwrap())
+                    .collect();
+                assert_eq!(Some(tokens), r.text, "{file}: logprobs");
+                with_logprobs += 1;
+            }
             checked += 1;
             with_tools += usize::from(!want.calls.is_empty());
             with_thoughts += usize::from(!want.thinking.is_empty() || want.signatures > 0);
@@ -194,6 +209,7 @@ fn json_answers_decode_to_what_the_transcript_says() {
     assert!(with_thoughts >= 5, "{with_thoughts} with thinking");
     assert!(filtered >= 3, "{filtered} content-filtered");
     assert!(vertex >= 5, "{vertex} from Vertex");
+    assert!(with_logprobs >= 1, "{with_logprobs} with log probabilities");
 }
 
 #[test]

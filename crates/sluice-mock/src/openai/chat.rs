@@ -121,6 +121,8 @@ pub(crate) struct Answer {
     pub(crate) content: Content,
     pub(crate) prompt_tokens: u64,
     pub(crate) completion_tokens: u64,
+    /// The stop sequence the text was cut at ([`Answer::stop_at`]).
+    pub(crate) stop_sequence: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -219,6 +221,7 @@ pub(crate) fn answer_question(turns: &[(bool, Cow<'_, str>)], tool: Option<Strin
         content,
         prompt_tokens,
         completion_tokens,
+        stop_sequence: None,
     }
 }
 
@@ -317,6 +320,34 @@ pub(super) struct Usage {
 }
 
 impl Answer {
+    /// Cuts the text before the first of `stops` it holds, as a provider honouring stop
+    /// sequences does, and remembers which one matched.
+    pub(crate) fn stop_at<'a>(&mut self, stops: impl IntoIterator<Item = &'a str>) {
+        let Content::Text(text) = &mut self.content else {
+            return;
+        };
+        let first = stops
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| text.find(s).map(|at| (at, s)))
+            .min_by_key(|(at, _)| *at);
+        if let Some((at, s)) = first {
+            text.truncate(at);
+            self.completion_tokens = words(text);
+            self.stop_sequence = Some(s.to_string());
+        }
+    }
+
+    /// How a text answer ended, in Anthropic's (and Bedrock's) words: `stop_sequence` when
+    /// it was cut at one, else `end_turn`.
+    pub(crate) fn text_stop_reason(&self) -> &'static str {
+        if self.stop_sequence.is_some() {
+            "stop_sequence"
+        } else {
+            "end_turn"
+        }
+    }
+
     pub(super) fn usage(&self) -> Usage {
         Usage {
             prompt_tokens: self.prompt_tokens,

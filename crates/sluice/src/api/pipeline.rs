@@ -737,6 +737,9 @@ async fn dispatch<'a>(
         stream: p.stream,
         tokens: input_estimate(p).saturating_add(admitted.output),
     };
+    // Translated Anthropic requests keep settings only native codecs can use.
+    let native_only = ledger.rec.surface == crate::api::anthropic::SURFACE
+        && endpoint == Endpoint::ChatCompletions;
     // A hang-up from here on leaves a request the provider may bill.
     ledger.mark_sent();
     ledger.price = r.route.reserve_price;
@@ -747,12 +750,17 @@ async fn dispatch<'a>(
         &ctx.request_id,
         &attempt,
         |d| {
-            passthrough::encode(
+            let body = passthrough::encode(
                 &g.body,
                 p,
                 d,
                 wants_usage_injected && d.provider.stream_usage,
-            )
+            );
+            if native_only && d.provider.kind.is_openai_format() {
+                passthrough::for_openai_format(&body)
+            } else {
+                body
+            }
         },
     )
     .await;

@@ -58,6 +58,40 @@ pub enum ChatOutcome {
 /// Runs the chat pipeline on `openai_body` for the request `parts` came with (its
 /// authentication, request id, per-request overrides and trace context), recording usage
 /// under `surface`.
+/// Whether a request for `model` can go upstream untouched, in the client's own format:
+/// every deployment it may reach (its own and its fallback routes') is a provider that
+/// `speaks` that format, and no content rule applies (the guards read OpenAI chat shapes).
+pub fn passes_through(
+    app: &AppState,
+    parts: &http::request::Parts,
+    model: &str,
+    speaks: impl Fn(&crate::providers::Provider) -> bool,
+) -> bool {
+    let gw = app.gateway.load();
+    let Some(route) = gw.models.resolve(model) else {
+        return false;
+    };
+    let all = |r: &crate::router::Route| {
+        !r.deployments.is_empty() && r.deployments.iter().all(|d| speaks(&d.provider))
+    };
+    let fallbacks_ok = route
+        .fallbacks
+        .iter()
+        .chain(route.class_fallbacks.iter().flatten())
+        .all(|name| gw.models.resolve(name).is_some_and(|r| all(&r)));
+    if !all(&route) || !fallbacks_ok {
+        return false;
+    }
+    let ctx = parts.extensions.get::<RequestCtx>();
+    let subject = crate::policy::content::Subject {
+        team: ctx.and_then(|c| c.team.as_deref()),
+        key_id: ctx.and_then(|c| c.key_id.as_deref()),
+        model,
+    };
+    gw.config.policies.select(&subject, false).is_empty()
+        && gw.config.policies.select(&subject, true).is_empty()
+}
+
 pub async fn run_chat(
     app: &AppState,
     parts: &http::request::Parts,

@@ -39,6 +39,32 @@ pub struct ChatRequest {
     pub extra: serde_json::Map<String, Value>,
 }
 
+impl ChatRequest {
+    /// A tool call is forced: `tool_choice` required or named (with tools offered), or
+    /// `json_schema` output where codecs implement it as a forced tool (no tools of the
+    /// client's own, or no `tool_choice` given).
+    pub fn forces_a_tool(&self) -> bool {
+        let forced_choice = matches!(
+            self.tool_choice,
+            Some(ToolChoice::Required | ToolChoice::Named(_))
+        ) && !self.tools.is_empty();
+        let json_tool = matches!(
+            self.response_format,
+            Some(ResponseFormat::JsonSchema { .. })
+        ) && (self.tool_choice.is_none() || self.tools.is_empty());
+        forced_choice || json_tool
+    }
+
+    /// The thinking parameter the client used, by its name on the wire.
+    pub fn thinking_param(&self) -> &'static str {
+        if self.thinking_budget.is_some() {
+            "thinking"
+        } else {
+            "reasoning_effort"
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     System,
@@ -149,6 +175,44 @@ pub struct Thinking {
     pub redacted: Option<String>,
 }
 
+/// Thinking signatures (and OpenAI's `encrypted_content`) only mean something to the model
+/// family that made them: another provider refuses a foreign one (a 400 on the next turn
+/// after a fallback or a model switch). Those Sluice hands out are tagged
+/// `sluice:<family>:<signature>`; a codec sends back the bare signature to its own family
+/// and drops the others. Untagged signatures (from before, or passed through untouched)
+/// are sent as they are.
+pub mod signature {
+    const PREFIX: &str = "sluice:";
+
+    /// `sig` tagged as made by `family` (unchanged when it already carries a tag).
+    pub fn tag(family: &str, sig: &str) -> String {
+        if split(sig).is_some() {
+            return sig.to_string();
+        }
+        format!("{PREFIX}{family}:{sig}")
+    }
+
+    /// (family, bare signature) of a tagged signature.
+    pub fn split(sig: &str) -> Option<(&str, &str)> {
+        sig.strip_prefix(PREFIX)?.split_once(':')
+    }
+
+    /// What to send to `family`: the bare signature when it made it (or when nobody
+    /// tagged it), nothing when another family did.
+    pub fn for_family<'a>(family: &str, sig: &'a str) -> Option<&'a str> {
+        match split(sig) {
+            Some((f, bare)) if f == family => Some(bare),
+            Some(_) => None,
+            None => Some(sig),
+        }
+    }
+
+    /// A body holds a tagged signature (such a request must not bypass the codecs).
+    pub fn in_body(body: &[u8]) -> bool {
+        memchr::memmem::find(body, b"\"sluice:").is_some()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolCall {
     pub id: String,
@@ -215,7 +279,14 @@ pub struct ChatResponse {
     pub thinking: Vec<Thinking>,
     pub tool_calls: Vec<ToolCall>,
     pub finish: FinishReason,
+    /// The stop sequence the answer ended at, when the provider says which.
+    pub stop_sequence: Option<String>,
     pub usage: Option<Usage>,
+    /// OpenAI-shaped `choices[].logprobs`, when the provider returned log probabilities.
+    pub logprobs: Option<Value>,
+    /// The other choices when the client asked for several (`n`), in order from index 1
+    /// (their own `usage` is not set: the answer's is for all of them).
+    pub choices: Vec<ChatResponse>,
 }
 
 impl ChatResponse {
@@ -272,6 +343,7 @@ impl ChatResponse {
                     }
                 }
                 StreamEvent::Finish(f) => r.finish = *f,
+                StreamEvent::StopSequence(s) => r.stop_sequence = Some(s.clone()),
                 StreamEvent::Usage(u) => r.usage = Some(*u),
             }
         }
@@ -310,5 +382,8 @@ pub enum StreamEvent {
         delta: String,
     },
     Finish(FinishReason),
+    /// The answer stopped at this stop sequence (with `Finish(Stop)`). Empty from a decoder
+    /// whose provider does not say which; the transport resolves it from the request.
+    StopSequence(String),
     Usage(Usage),
 }

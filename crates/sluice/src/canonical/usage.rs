@@ -48,6 +48,11 @@ pub struct OpenAiUsage {
     pub prompt_tokens_details: Option<PromptDetails>,
     #[serde(default)]
     pub completion_tokens_details: Option<CompletionDetails>,
+    /// The Responses API's names for the same details.
+    #[serde(default)]
+    pub input_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    pub output_tokens_details: Option<CompletionDetails>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,14 +73,22 @@ pub struct CompletionDetails {
 impl From<OpenAiUsage> for Usage {
     fn from(u: OpenAiUsage) -> Self {
         if u.prompt_tokens == 0 && u.completion_tokens == 0 {
-            // Anthropic: input excludes cache reads and writes.
+            // Anthropic: input excludes cache reads and writes. Responses: input includes the
+            // cached tokens, counted in `input_tokens_details`.
             let read = u.cache_read_input_tokens;
             let write = u.cache_creation_input_tokens;
+            let cached = u
+                .input_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0);
             return Usage {
                 input_tokens: u.input_tokens + read + write,
                 output_tokens: u.output_tokens,
-                cached_input_tokens: read,
-                reasoning_tokens: 0,
+                cached_input_tokens: read + cached,
+                reasoning_tokens: u
+                    .output_tokens_details
+                    .and_then(|d| d.reasoning_tokens)
+                    .unwrap_or(0),
                 cache_write_tokens: write,
             };
         }

@@ -197,10 +197,14 @@ pub enum RawProviderKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnsupportedParams {
-    /// Leave it out and name it in `x-sluice-dropped-params`.
+    /// The default: answer 400 naming a parameter whose loss changes what the client gets
+    /// (`n` > 1, `logprobs`, a `tool_choice` mode, a forced tool with extended thinking);
+    /// leave out and name in `x-sluice-dropped-params` the rest (`user`, `seed`, ...).
     #[default]
+    RejectLossy,
+    /// Leave everything out and name it in `x-sluice-dropped-params` (the lenient mode).
     Drop,
-    /// Answer 400 naming it.
+    /// Answer 400 naming any parameter the provider cannot take.
     Reject,
 }
 
@@ -253,7 +257,8 @@ pub struct RawProvider {
     /// `anthropic` (and Anthropic models on Vertex/Bedrock): `max_tokens` when the client
     /// sends none (the Messages API requires one).
     pub default_max_tokens: Option<u64>,
-    /// Parameters a translated provider cannot take: `drop` (default) or `reject`.
+    /// Parameters a translated provider cannot take: `reject_lossy` (default), `drop` or
+    /// `reject`.
     pub unsupported_params: Option<UnsupportedParams>,
     /// `openai_compatible`: the upstream implements `/v1/responses` natively.
     pub supports_responses: Option<bool>,

@@ -6,8 +6,8 @@
 //! `json_schema` output is obtained with a forced tool whose input becomes the answer text.
 
 use super::native::{
-    is_context_overflow, push_turn, turns_json, Codec, DecodeCtx, DecodeError, Encoded,
-    MappedError, NativeUpstream, SseParser, StreamDecoder,
+    is_context_overflow, leading_system, push_turn, system_context, turns_json, Codec, DecodeCtx,
+    DecodeError, Encoded, MappedError, NativeUpstream, SseParser, StreamDecoder, Unhonoured,
 };
 use crate::canonical::openai::RequestError;
 use crate::canonical::{
@@ -56,8 +56,29 @@ pub struct Anthropic {
 
 const JSON_TOOL: &str = "json_response";
 
-/// A Messages API body, the parameters left out, and what the decoder must know.
-pub type MessagesBody = (Map<String, Value>, Vec<String>, DecodeCtx);
+/// Claude's thinking signatures work wherever Claude runs (Anthropic, Vertex, Bedrock).
+pub const CLAUDE_SIGNATURES: &str = "claude";
+
+/// A Messages API body, the parameters left out (and which of them change the answer),
+/// and what the decoder must know.
+pub struct MessagesBody {
+    pub body: Map<String, Value>,
+    pub dropped: Vec<String>,
+    pub refused: Vec<Unhonoured>,
+    pub ctx: DecodeCtx,
+}
+
+/// Anthropic (and Claude on Bedrock) refuse extended thinking when a tool call is forced.
+/// The lenient request leaves the thinking out; by default it is refused.
+pub fn thinking_with_forced_tool(req: &ChatRequest, provider: &str) -> Unhonoured {
+    let p = req.thinking_param();
+    Unhonoured::new(
+        p,
+        format!(
+            "`{p}` together with a forced tool (`tool_choice` required or named, or `response_format: json_schema`): {provider} refuses extended thinking when a tool call is forced"
+        ),
+    )
+}
 
 impl Anthropic {
     /// The Messages API body (also the body of Anthropic-on-Vertex/Bedrock requests).
@@ -73,7 +94,7 @@ impl Anthropic {
         }
         // system
         let mut system: Vec<Value> = Vec::new();
-        for m in req.messages.iter().filter(|m| m.role == Role::System) {
+        for m in &req.messages[..leading_system(&req.messages)] {
             for p in &m.content {
                 if let Part::Text {
                     text,
@@ -109,7 +130,8 @@ impl Anthropic {
         }
         b.insert("messages".into(), Value::Array(messages(&req.messages)?));
         // sampling
-        let thinking = req.thinking_budget.or_else(|| {
+        let mut refused = Vec::new();
+        let mut thinking = req.thinking_budget.or_else(|| {
             req.reasoning_effort.as_deref().and_then(|e| match e {
                 "minimal" | "low" => Some(1024),
                 "medium" => Some(4096),
@@ -117,6 +139,11 @@ impl Anthropic {
                 _ => None,
             })
         });
+        if thinking.is_some() && req.forces_a_tool() {
+            thinking = None;
+            dropped.push(req.thinking_param().to_string());
+            refused.push(thinking_with_forced_tool(req, "Anthropic"));
+        }
         let mut max_tokens = req.max_tokens.unwrap_or(self.default_max_tokens);
         if let Some(budget) = thinking {
             if max_tokens <= budget {
@@ -208,18 +235,29 @@ impl Anthropic {
         if req.stream {
             b.insert("stream".into(), json!(true));
         }
-        Ok((b, dropped, ctx))
+        Ok(MessagesBody {
+            body: b,
+            dropped,
+            refused,
+            ctx,
+        })
     }
 }
 
 impl Codec for Anthropic {
     fn encode(&self, req: &ChatRequest) -> Result<Encoded, RequestError> {
-        let (b, dropped, ctx) = self.body(req)?;
+        let MessagesBody {
+            body,
+            dropped,
+            refused,
+            ctx,
+        } = self.body(req)?;
         Ok(Encoded {
             path: self.path.clone(),
-            body: serde_json::to_vec(&Value::Object(b)).unwrap_or_default(),
+            body: serde_json::to_vec(&Value::Object(body)).unwrap_or_default(),
             headers: Vec::new(),
             dropped,
+            refused,
             ctx,
         })
     }
@@ -236,6 +274,10 @@ impl Codec for Anthropic {
         map_error(status, body)
     }
 
+    fn signature_family(&self, _model: &str) -> Option<&'static str> {
+        Some(CLAUDE_SIGNATURES)
+    }
+
     fn messages_path(&self) -> Option<&str> {
         // Anthropic's own API (Vertex takes its own body shape and URL).
         self.model_in_body.then_some(self.path.as_str())
@@ -244,9 +286,11 @@ impl Codec for Anthropic {
 
 fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
     let mut out = Vec::new();
-    for m in msgs {
+    let lead = leading_system(msgs);
+    for m in &msgs[lead..] {
         let (role, blocks) = match m.role {
-            Role::System => continue,
+            // Later system messages keep their place, as system context in a user turn.
+            Role::System => ("user", content_blocks(&system_context(&m.content))?),
             Role::User => ("user", content_blocks(&m.content)?),
             Role::Tool => {
                 let content = content_blocks(&m.content)?;
@@ -406,6 +450,7 @@ pub fn decode_message(body: &[u8], ctx: &DecodeCtx) -> Result<ChatResponse, Deco
         }
     }
     r.finish = finish_reason(v["stop_reason"].as_str().unwrap_or("end_turn"));
+    r.stop_sequence = v["stop_sequence"].as_str().map(str::to_string);
     if ctx.json_tool.is_some() && r.finish == FinishReason::ToolCalls && r.tool_calls.is_empty() {
         r.finish = FinishReason::Stop;
     }
@@ -531,6 +576,9 @@ impl AnthropicStream {
                         f = FinishReason::Stop;
                     }
                     out.push(StreamEvent::Finish(f));
+                }
+                if let Some(s) = v["delta"]["stop_sequence"].as_str() {
+                    out.push(StreamEvent::StopSequence(s.to_string()));
                 }
                 if let Some(u) = v.get("usage") {
                     let mut merged = usage(u);

@@ -162,6 +162,7 @@ impl Codec for Cohere {
             body: serde_json::to_vec(&Value::Object(b)).unwrap_or_default(),
             headers: Vec::new(),
             dropped,
+            refused: Vec::new(),
             ctx: DecodeCtx {
                 model: req.model.clone(),
                 json_tool: None,
@@ -361,6 +362,10 @@ pub fn decode_chat(body: &[u8], ctx: &DecodeCtx) -> Result<ChatResponse, DecodeE
         });
     }
     r.finish = finish_reason(v["finish_reason"].as_str().unwrap_or("COMPLETE"))?;
+    if v["finish_reason"] == "STOP_SEQUENCE" {
+        // Cohere does not say which: resolved from the request (native::TranslateBody).
+        r.stop_sequence = Some(String::new());
+    }
     if r.finish == FinishReason::Stop && !r.tool_calls.is_empty() {
         r.finish = FinishReason::ToolCalls;
     }
@@ -462,6 +467,9 @@ impl CohereStream {
                     }
                     out.push(StreamEvent::Finish(f));
                 }
+                if d["finish_reason"] == "STOP_SEQUENCE" {
+                    out.push(StreamEvent::StopSequence(String::new()));
+                }
                 if let Some(u) = d.get("usage") {
                     out.push(StreamEvent::Usage(usage(u)));
                 }
@@ -542,6 +550,7 @@ pub fn encode_embeddings(body: &[u8]) -> Result<Encoded, RequestError> {
         body: serde_json::to_vec(&b).unwrap_or_default(),
         headers: Vec::new(),
         dropped,
+        refused: Vec::new(),
         ctx: DecodeCtx {
             model,
             json_tool: None,

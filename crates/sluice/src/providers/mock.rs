@@ -15,6 +15,7 @@ pub async fn send(
         Endpoint::ChatCompletions => "/v1/chat/completions",
         Endpoint::Embeddings => "/v1/embeddings",
         Endpoint::AnthropicMessages => "/v1/messages",
+        Endpoint::Responses => "/v1/responses",
     };
     let mut builder = http::Request::builder()
         .method(http::Method::POST)

@@ -11,6 +11,8 @@ mod mock;
 pub mod native;
 pub mod ollama;
 pub mod openai_compat;
+#[cfg(test)]
+mod torture;
 pub mod url;
 
 pub use error::{parse_error_body, ErrorSource, FallbackClass, UpstreamError, UpstreamErrorKind};
@@ -32,6 +34,9 @@ pub enum Endpoint {
     /// Anthropic's `/v1/messages`, body and answer passed through untouched (Anthropic
     /// clients to Anthropic providers).
     AnthropicMessages,
+    /// OpenAI's `/v1/responses`, body and answer passed through untouched (Responses clients
+    /// to OpenAI-format providers with `supports_responses: true`).
+    Responses,
 }
 
 impl Endpoint {
@@ -40,6 +45,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::AnthropicMessages => "/messages",
+            Endpoint::Responses => "/responses",
         }
     }
 }
@@ -149,6 +155,8 @@ pub struct Provider {
     pub locality: Locality,
     /// Ask for a final usage event on streams (`stream_options.include_usage`).
     pub stream_usage: bool,
+    /// Implements `/v1/responses` itself (OpenAI-format kinds with `supports_responses`).
+    pub supports_responses: bool,
     pub timeout: Duration,
     pub stream_idle_timeout: Duration,
     transport: Transport,
@@ -175,6 +183,7 @@ impl Provider {
             kind: cfg.kind,
             locality: cfg.locality,
             stream_usage: cfg.stream_usage,
+            supports_responses: cfg.native.supports_responses,
             timeout: cfg.timeout,
             stream_idle_timeout: cfg.stream_idle_timeout,
             transport,

@@ -8,7 +8,7 @@ use super::{
     BodyError, Endpoint, UpstreamBody, UpstreamError, UpstreamErrorKind, UpstreamResponse,
 };
 use crate::canonical::openai::{self as oa, RequestError, StreamEncoder};
-use crate::canonical::{ChatRequest, ChatResponse, StreamEvent};
+use crate::canonical::{ChatRequest, ChatResponse, Message, Part, Role, StreamEvent};
 use crate::config::raw::UnsupportedParams;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
@@ -29,8 +29,68 @@ pub struct Encoded {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Request parameters the provider cannot take and that were left out.
     pub dropped: Vec<String>,
+    /// Of those, the ones whose loss changes what the client gets, beyond the generic ones
+    /// [`lossy`] finds (`n`, `logprobs`): refused unless `unsupported_params: drop`.
+    pub refused: Vec<Unhonoured>,
     /// What the decoder needs to know about the request.
     pub ctx: DecodeCtx,
+}
+
+/// A parameter the provider cannot honour, with why (for the 400 that names it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unhonoured {
+    pub param: String,
+    pub detail: String,
+}
+
+impl Unhonoured {
+    pub fn new(param: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            param: param.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The dropped parameters that change what the client gets, for every codec: more than one
+/// choice (`n`) and log probabilities; then the codec's own (a `tool_choice` mode it cannot
+/// express, a forced tool with thinking).
+pub fn lossy(req: &ChatRequest, dropped: &[String], own: &[Unhonoured]) -> Vec<Unhonoured> {
+    let mut out = Vec::new();
+    for name in dropped {
+        let v = req.extra.get(name.as_str());
+        let detail = match name.as_str() {
+            "n" if v.and_then(serde_json::Value::as_u64).unwrap_or(1) > 1 => {
+                "`n` > 1 (several choices in one answer)"
+            }
+            "logprobs" if v.and_then(serde_json::Value::as_bool) == Some(true) => {
+                "`logprobs` (log probabilities of the output tokens)"
+            }
+            "top_logprobs" if v.and_then(serde_json::Value::as_u64).unwrap_or(0) > 0 => {
+                "`top_logprobs`"
+            }
+            _ => continue,
+        };
+        out.push(Unhonoured::new(name.clone(), detail));
+    }
+    out.extend(own.iter().cloned());
+    out
+}
+
+/// The 400 for parameters a provider cannot honour, naming them and the provider.
+pub fn refusal(provider: &str, items: &[Unhonoured], mode: UnsupportedParams) -> RequestError {
+    let list: Vec<&str> = items.iter().map(|u| u.detail.as_str()).collect();
+    let hint = match mode {
+        UnsupportedParams::Reject => "its setting unsupported_params is reject",
+        _ => "set unsupported_params: drop on the provider to send the request without them",
+    };
+    RequestError::new(
+        format!(
+            "provider `{provider}` cannot honour {} ({hint})",
+            list.join("; ")
+        ),
+        items.first().map(|u| u.param.as_str()),
+    )
 }
 
 /// Per-request facts the response decoders use.
@@ -83,6 +143,11 @@ pub trait Codec: Send + Sync + 'static {
     }
     /// Where this provider takes Anthropic Messages bodies as they are (Anthropic itself).
     fn messages_path(&self) -> Option<&str> {
+        None
+    }
+    /// The model family whose thinking signatures `model` makes and takes back
+    /// ([`crate::canonical::signature`]); `None` when it makes none.
+    fn signature_family(&self, _model: &str) -> Option<&'static str> {
         None
     }
     /// An embeddings answer as an OpenAI `list` of embeddings.
@@ -177,11 +242,19 @@ impl NativeUpstream {
             Endpoint::AnthropicMessages => {
                 return self.send_messages(provider, body, request_id).await
             }
+            Endpoint::Responses => {
+                return Ok(bad_request(&RequestError::new(
+                    format!("provider `{provider}` does not speak the Responses API"),
+                    Some("model"),
+                )))
+            }
             Endpoint::ChatCompletions => {
-                let req = match oa::decode_request(&body) {
+                let mut req = match oa::decode_request(&body) {
                     Ok(r) => r,
                     Err(e) => return Ok(bad_request(&e)),
                 };
+                let family = self.codec.signature_family(&req.model);
+                keep_own_signatures(&mut req, family);
                 match self.codec.encode(&req) {
                     Ok(enc) => (enc, Some(req)),
                     Err(e) => return Ok(bad_request(&e)),
@@ -201,14 +274,26 @@ impl NativeUpstream {
         if let Err(e) = super::url::check_model(self.model_grammar, provider, &encoded.ctx.model) {
             return Ok(bad_request(&e));
         }
-        if self.unsupported == UnsupportedParams::Reject && !encoded.dropped.is_empty() {
-            return Ok(bad_request(&RequestError::new(
-                format!(
-                    "provider `{provider}` does not support the parameter(s): {} (its setting unsupported_params is reject)",
-                    encoded.dropped.join(", ")
-                ),
-                encoded.dropped.first().map(String::as_str),
-            )));
+        let refused = match (&req, self.unsupported) {
+            (_, UnsupportedParams::Drop) | (None, UnsupportedParams::RejectLossy) => Vec::new(),
+            (_, UnsupportedParams::Reject) => encoded
+                .dropped
+                .iter()
+                .map(|p| {
+                    encoded
+                        .refused
+                        .iter()
+                        .find(|u| &u.param == p)
+                        .cloned()
+                        .unwrap_or_else(|| Unhonoured::new(p.clone(), format!("`{p}`")))
+                })
+                .collect(),
+            (Some(r), UnsupportedParams::RejectLossy) => {
+                lossy(r, &encoded.dropped, &encoded.refused)
+            }
+        };
+        if !refused.is_empty() {
+            return Ok(bad_request(&refusal(provider, &refused, self.unsupported)));
         }
         let uri: http::Uri = format!("{}{}", self.base_url, encoded.path)
             .parse()
@@ -260,16 +345,18 @@ impl NativeUpstream {
             }
         }
         let stream = req.as_ref().is_some_and(|r| r.stream);
+        let family = self.codec.signature_family(&encoded.ctx.model);
+        let stops = req.as_ref().map(|r| r.stop.clone()).unwrap_or_default();
         let mode = match &req {
             None => Mode::Embeddings,
             Some(r) if r.stream => Mode::Stream {
                 decoder: self.codec.stream_decoder(&encoded.ctx),
-                encoder: StreamEncoder::new(
+                encoder: Box::new(StreamEncoder::new(
                     format!("chatcmpl-{request_id}"),
                     encoded.ctx.model.clone(),
                     unix_now(),
                     r.include_usage,
-                ),
+                )),
             },
             Some(_) => Mode::Json,
         };
@@ -289,6 +376,8 @@ impl NativeUpstream {
                 mode,
                 codec: self.codec.clone(),
                 ctx: encoded.ctx,
+                family,
+                stops,
                 events: Vec::new(),
                 collected: Vec::new(),
                 done: false,
@@ -425,6 +514,30 @@ impl NativeUpstream {
     }
 }
 
+/// Thinking signatures another model family made are left out (the provider would refuse
+/// them); the family's own lose their tag.
+fn keep_own_signatures(req: &mut ChatRequest, family: Option<&str>) {
+    use crate::canonical::signature;
+    let own = |data: &str| family.and_then(|f| signature::for_family(f, data).map(str::to_string));
+    for m in &mut req.messages {
+        // Redacted thinking is opaque data for the family that made it, and nothing else.
+        m.thinking.retain_mut(|t| match t.redacted.take() {
+            Some(d) => {
+                t.redacted = own(&d);
+                t.redacted.is_some()
+            }
+            None => true,
+        });
+        for t in &mut m.thinking {
+            let Some(sig) = t.signature.take() else {
+                continue;
+            };
+            // A provider that makes no signatures takes none back.
+            t.signature = own(&sig);
+        }
+    }
+}
+
 /// A 400 made by the gateway in the OpenAI shape (the dispatcher passes it on, no retry).
 pub(crate) fn bad_request(e: &RequestError) -> UpstreamResponse {
     let body = serde_json::json!({"error": {"message": e.message, "type": "invalid_request_error",
@@ -449,7 +562,7 @@ enum Mode {
     Embeddings,
     Stream {
         decoder: Box<dyn StreamDecoder>,
-        encoder: StreamEncoder,
+        encoder: Box<StreamEncoder>,
     },
 }
 
@@ -459,6 +572,11 @@ pub struct TranslateBody {
     mode: Mode,
     codec: Arc<dyn Codec>,
     ctx: DecodeCtx,
+    /// Tags the thinking signatures of the answer ([`crate::canonical::signature`]).
+    family: Option<&'static str>,
+    /// The request's stop sequences, for providers that say a stop sequence matched but
+    /// not which ([`which_stop`]).
+    stops: Vec<String>,
     events: Vec<StreamEvent>,
     /// A JSON answer, gathered whole before it is translated.
     collected: Vec<u8>,
@@ -475,7 +593,9 @@ impl TranslateBody {
         };
         let mut out = Vec::new();
         for e in self.events.drain(..) {
-            encoder.event(&e, &mut out);
+            if let Some(e) = finished(tagged(e, self.family), &self.stops) {
+                encoder.event(&e, &mut out);
+            }
         }
         (!out.is_empty()).then(|| Bytes::from(out))
     }
@@ -487,16 +607,28 @@ impl TranslateBody {
                 decoder.finish(&mut self.events).map_err(box_err)?;
                 let mut out = Vec::new();
                 for e in self.events.drain(..) {
-                    encoder.event(&e, &mut out);
+                    if let Some(e) = finished(tagged(e, self.family), &self.stops) {
+                        encoder.event(&e, &mut out);
+                    }
                 }
                 encoder.finish(&mut out);
                 Ok(Some(Bytes::from(out)))
             }
             Mode::Json => {
-                let r = self
+                let mut r = self
                     .codec
                     .decode(&self.collected, &self.ctx)
                     .map_err(box_err)?;
+                if r.stop_sequence.as_deref() == Some("") {
+                    r.stop_sequence = which_stop(&self.stops);
+                }
+                if let Some(f) = self.family {
+                    for t in &mut r.thinking {
+                        for s in [&mut t.signature, &mut t.redacted].into_iter().flatten() {
+                            *s = crate::canonical::signature::tag(f, s);
+                        }
+                    }
+                }
                 let v = oa::encode_response(&r, unix_now());
                 Ok(Some(Bytes::from(v.to_string())))
             }
@@ -508,6 +640,36 @@ impl TranslateBody {
                 Ok(Some(Bytes::from(b)))
             }
         }
+    }
+}
+
+/// The stop sequence that matched when the provider says only that one did: the request's
+/// only one (with several, which one is unknown).
+fn which_stop(stops: &[String]) -> Option<String> {
+    match stops {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// A stream event with an unnamed stop sequence resolved ([`which_stop`]); `None` to leave
+/// it out.
+fn finished(e: StreamEvent, stops: &[String]) -> Option<StreamEvent> {
+    match e {
+        StreamEvent::StopSequence(s) if s.is_empty() => {
+            which_stop(stops).map(StreamEvent::StopSequence)
+        }
+        e => Some(e),
+    }
+}
+
+/// A stream event with its thinking signature tagged by the family that made it.
+fn tagged(e: StreamEvent, family: Option<&str>) -> StreamEvent {
+    use crate::canonical::signature::tag;
+    match (e, family) {
+        (StreamEvent::ThinkingSignature(s), Some(f)) => StreamEvent::ThinkingSignature(tag(f, &s)),
+        (StreamEvent::RedactedThinking(d), Some(f)) => StreamEvent::RedactedThinking(tag(f, &d)),
+        (e, _) => e,
     }
 }
 
@@ -662,6 +824,41 @@ impl SseParser {
     }
 }
 
+/// How many system / developer messages open the conversation: those become the provider's
+/// system prompt. Later ones keep their place (see [`system_context`]).
+pub fn leading_system(msgs: &[Message]) -> usize {
+    msgs.iter().take_while(|m| m.role == Role::System).count()
+}
+
+/// The text of a system or developer message sent in the middle of a conversation, for
+/// APIs whose only system prompt is the one at the top (Anthropic, Gemini, Bedrock): a
+/// user-turn block at the message's own position, wrapped so the model reads it as
+/// instructions rather than as something the user said.
+pub fn system_context(content: &[Part]) -> Vec<Part> {
+    let mut text = String::new();
+    let mut cache_control = None;
+    for p in content {
+        if let Part::Text {
+            text: t,
+            cache_control: cc,
+        } = p
+        {
+            if !text.is_empty() && !t.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(t);
+            cache_control = cc.clone().or(cache_control);
+        }
+    }
+    if text.is_empty() {
+        return Vec::new();
+    }
+    vec![Part::Text {
+        text: format!("<system>\n{text}\n</system>"),
+        cache_control,
+    }]
+}
+
 /// Turns of a conversation as (role, blocks), for APIs that want roles to alternate.
 pub type Turns = Vec<(&'static str, Vec<serde_json::Value>)>;
 
@@ -763,10 +960,12 @@ mod tests {
             inner: UpstreamBody::Full(Some(Bytes::from_static(wire))),
             mode: Mode::Stream {
                 decoder: codec.stream_decoder(&ctx),
-                encoder: StreamEncoder::new("id".into(), "m".into(), 0, false),
+                encoder: Box::new(StreamEncoder::new("id".into(), "m".into(), 0, false)),
             },
             codec,
             ctx,
+            family: None,
+            stops: Vec::new(),
             events: Vec::new(),
             collected: Vec::new(),
             done: false,

@@ -9,7 +9,7 @@
 use super::cohere::{embeddings_list, refuse_unmodelled, texts};
 use super::native::{
     is_context_overflow, openai_error_type, Codec, DecodeCtx, DecodeError, Encoded, MappedError,
-    NativeUpstream, StreamDecoder,
+    NativeUpstream, StreamDecoder, Unhonoured,
 };
 use crate::canonical::openai::RequestError;
 use crate::canonical::{
@@ -137,11 +137,23 @@ impl Ollama {
 impl Codec for Ollama {
     fn encode(&self, req: &ChatRequest) -> Result<Encoded, RequestError> {
         let (b, dropped) = Self::body(req)?;
+        // Ollama has no way to force a tool call.
+        let refused = dropped
+            .iter()
+            .filter(|p| *p == "tool_choice")
+            .map(|p| {
+                Unhonoured::new(
+                    p.clone(),
+                    "`tool_choice` required or named: Ollama cannot force a tool call",
+                )
+            })
+            .collect();
         Ok(Encoded {
             path: "/api/chat".to_string(),
             body: serde_json::to_vec(&Value::Object(b)).unwrap_or_default(),
             headers: Vec::new(),
             dropped,
+            refused,
             ctx: DecodeCtx {
                 model: req.model.clone(),
                 json_tool: None,
@@ -423,6 +435,7 @@ pub fn encode_embeddings(body: &[u8]) -> Result<Encoded, RequestError> {
         body: serde_json::to_vec(&b).unwrap_or_default(),
         headers: Vec::new(),
         dropped,
+        refused: Vec::new(),
         ctx: DecodeCtx {
             model,
             json_tool: None,

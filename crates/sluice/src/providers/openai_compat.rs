@@ -117,6 +117,8 @@ pub struct HttpUpstream {
     client: HttpsClient,
     chat_uri: Uri,
     embeddings_uri: Uri,
+    /// `/responses` (Azure: its v1 API's, which takes the deployment as the model).
+    responses_uri: Uri,
     /// Authorization plus the configured extra headers, sent on every request.
     headers: HeaderMap,
     /// Azure OpenAI: the deployment (our model name) is in the URL, with `api-version`.
@@ -191,6 +193,11 @@ impl HttpUpstream {
             client,
             chat_uri: uri(&format!("{prefix}{}", Endpoint::ChatCompletions.path()))?,
             embeddings_uri: uri(&format!("{prefix}{}", Endpoint::Embeddings.path()))?,
+            responses_uri: uri(&format!(
+                "{}{}",
+                if is_azure { "/openai/v1" } else { "" },
+                Endpoint::Responses.path()
+            ))?,
             headers,
             azure: azure.filter(|_| !v1),
             max_response: cfg.max_response_bytes,
@@ -201,13 +208,14 @@ impl HttpUpstream {
         match endpoint {
             Endpoint::ChatCompletions | Endpoint::AnthropicMessages => &self.chat_uri,
             Endpoint::Embeddings => &self.embeddings_uri,
+            Endpoint::Responses => &self.responses_uri,
         }
     }
 
     /// The URL for `model` (differs from [`HttpUpstream::uri`] only on Azure deployments).
     pub fn uri_for(&self, endpoint: Endpoint, model: &str) -> Uri {
         match &self.azure {
-            Some(a) => format!(
+            Some(a) if endpoint != Endpoint::Responses => format!(
                 "{}/openai/deployments/{}{}?api-version={}",
                 a.base,
                 super::url::segment(model),
@@ -216,7 +224,7 @@ impl HttpUpstream {
             )
             .parse()
             .unwrap_or_else(|_| self.uri(endpoint).clone()),
-            None => self.uri(endpoint).clone(),
+            _ => self.uri(endpoint).clone(),
         }
     }
 

@@ -246,6 +246,46 @@ pub async fn post_json(url: &str, body: &str) -> Reply {
     .await
 }
 
+/// A `POST /v1/messages`-style request as an Anthropic SDK sends it, with `key` as `x-api-key`.
+pub async fn post_anthropic(url: &str, key: &str, body: &serde_json::Value) -> Reply {
+    request(
+        "POST",
+        url,
+        &[
+            ("x-api-key", key),
+            ("content-type", "application/json"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+        body.to_string(),
+    )
+    .await
+}
+
+/// (event name, data) of each event of an SSE body with named events (Anthropic's,
+/// Responses'); each event's name must match its data's `type`.
+pub fn named_sse(body: &[u8]) -> Vec<(String, serde_json::Value)> {
+    let text = String::from_utf8_lossy(body);
+    let mut out = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let mut name = String::new();
+        let mut data = serde_json::Value::Null;
+        for line in block.lines() {
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n.to_string();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data = serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}"));
+            }
+        }
+        assert_eq!(
+            data["type"],
+            name.as_str(),
+            "event name and type differ: {block}"
+        );
+        out.push((name, data));
+    }
+    out
+}
+
 /// Reads the usage records table of a stopped gateway.
 pub async fn usage_rows(db: &Path) -> Vec<serde_json::Value> {
     use sqlx::Row;

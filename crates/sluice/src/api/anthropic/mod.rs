@@ -43,20 +43,21 @@ pub async fn messages(State(app): State<AppState>, req: Request) -> Response {
         max_tokens: Option<serde_json::Value>,
     }
     let head = serde_json::from_slice::<ModelOnly<'_>>(&body).ok();
-    let direct = head.as_ref().is_some_and(|h| {
-        h.max_tokens.is_some()
-            && h.model
-                .as_deref()
-                .is_some_and(|m| passes_through(&app, &parts, m))
-    });
+    // A tagged thinking signature must lose its tag (or be left out) before Anthropic sees it.
+    let direct = !crate::canonical::signature::in_body(&body)
+        && head.as_ref().is_some_and(|h| {
+            h.max_tokens.is_some()
+                && h.model
+                    .as_deref()
+                    .is_some_and(|m| passes_through(&app, &parts, m))
+        });
     drop(head);
     if direct {
         // Anthropic to Anthropic: the client's bytes, only the model renamed.
-        let mut req = Request::from_parts(parts, axum::body::Body::from(body));
-        req.headers_mut().remove(http::header::CONTENT_LENGTH);
-        return crate::api::openai::passthrough::handle(
+        return crate::api::openai::passthrough::forward(
             &app,
-            req,
+            parts,
+            body,
             crate::providers::Endpoint::AnthropicMessages,
             SURFACE,
             crate::api::openai::peek::chat,
@@ -93,35 +94,11 @@ pub async fn messages(State(app): State<AppState>, req: Request) -> Response {
 }
 
 /// Whether a request for `model` can go to Anthropic untouched: every deployment it may
-/// reach (its own and its fallback routes') is an Anthropic provider, and no content rule
-/// applies (the guards read OpenAI shapes).
+/// reach is an Anthropic provider, and no content rule applies.
 fn passes_through(app: &AppState, parts: &http::request::Parts, model: &str) -> bool {
-    let gw = app.gateway.load();
-    let Some(route) = gw.models.resolve(model) else {
-        return false;
-    };
-    let anthropic = |r: &crate::router::Route| {
-        !r.deployments.is_empty()
-            && r.deployments
-                .iter()
-                .all(|d| d.provider.kind == crate::config::ProviderKind::Anthropic)
-    };
-    let fallbacks_ok = route
-        .fallbacks
-        .iter()
-        .chain(route.class_fallbacks.iter().flatten())
-        .all(|name| gw.models.resolve(name).is_some_and(|r| anthropic(&r)));
-    if !anthropic(&route) || !fallbacks_ok {
-        return false;
-    }
-    let ctx = parts.extensions.get::<RequestCtx>();
-    let subject = crate::policy::content::Subject {
-        team: ctx.and_then(|c| c.team.as_deref()),
-        key_id: ctx.and_then(|c| c.key_id.as_deref()),
-        model,
-    };
-    gw.config.policies.select(&subject, false).is_empty()
-        && gw.config.policies.select(&subject, true).is_empty()
+    crate::api::surface::passes_through(app, parts, model, |p| {
+        p.kind == crate::config::ProviderKind::Anthropic
+    })
 }
 
 /// `POST /v1/messages/count_tokens`: exact (Anthropic's own count) when the model's first

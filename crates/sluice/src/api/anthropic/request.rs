@@ -262,7 +262,14 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Req
                 if b["is_error"] == true {
                     content = format!("Error: {content}");
                 }
-                let mut t = Message::new(Role::Tool, vec![Part::text(content)]);
+                let mut parts = vec![Part::text(content)];
+                // Images a tool returned (a screenshot, a chart) go on with the result.
+                for (k, ib) in b["content"].as_array().into_iter().flatten().enumerate() {
+                    if ib["type"] == "image" {
+                        parts.push(image(ib, &format!("{bpath}.content.{k}"))?);
+                    }
+                }
+                let mut t = Message::new(Role::Tool, parts);
                 t.tool_call_id = Some(
                     b["tool_use_id"]
                         .as_str()

@@ -4,8 +4,11 @@ use crate::api::surface::SurfaceEncoder;
 use crate::canonical::{ChatResponse, FinishReason, StreamEvent, Usage};
 use serde_json::{json, Value};
 
-pub fn stop_reason(f: FinishReason) -> &'static str {
+/// Anthropic's `stop_reason`: `stop_sequence` when the provider said which sequence
+/// ended the answer.
+pub fn stop_reason(f: FinishReason, stop_sequence: Option<&str>) -> &'static str {
     match f {
+        FinishReason::Stop if stop_sequence.is_some() => "stop_sequence",
         FinishReason::Stop => "end_turn",
         FinishReason::Length => "max_tokens",
         FinishReason::ToolCalls => "tool_use",
@@ -41,8 +44,15 @@ pub fn message(r: &ChatResponse, id: &str, model: &str) -> Value {
         content.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}));
     }
     json!({"id": id, "type": "message", "role": "assistant", "model": model,
-           "content": content, "stop_reason": stop_reason(r.finish), "stop_sequence": null,
+           "content": content,
+           "stop_reason": stop_reason(r.finish, r.stop_sequence.as_deref()),
+           "stop_sequence": stop_sequence(r.finish, r.stop_sequence.as_deref()),
            "usage": usage_json(&r.usage.unwrap_or_default())})
+}
+
+/// Anthropic's `stop_sequence`: set only when the answer stopped at one.
+fn stop_sequence(f: FinishReason, s: Option<&str>) -> Option<&str> {
+    s.filter(|_| f == FinishReason::Stop)
 }
 
 /// Anthropic's error type for an HTTP status.
@@ -87,6 +97,7 @@ pub struct AnthropicEncoder {
     /// Block index of each tool call, by its canonical index.
     tool_blocks: Vec<(u32, u64)>,
     finish: Option<FinishReason>,
+    stop_sequence: Option<String>,
     usage: Usage,
     saw_tool: bool,
 }
@@ -101,6 +112,7 @@ impl AnthropicEncoder {
             index: 0,
             tool_blocks: Vec::new(),
             finish: None,
+            stop_sequence: None,
             usage: Usage::default(),
             saw_tool: false,
         }
@@ -236,6 +248,7 @@ impl SurfaceEncoder for AnthropicEncoder {
                 );
             }
             StreamEvent::Finish(f) => self.finish = Some(*f),
+            StreamEvent::StopSequence(s) => self.stop_sequence = Some(s.clone()),
             StreamEvent::Usage(u) => self.usage = self.usage.merge(u),
         }
     }
@@ -252,7 +265,8 @@ impl SurfaceEncoder for AnthropicEncoder {
             out,
             "message_delta",
             &json!({"type": "message_delta",
-                    "delta": {"stop_reason": stop_reason(f), "stop_sequence": null},
+                    "delta": {"stop_reason": stop_reason(f, self.stop_sequence.as_deref()),
+                              "stop_sequence": stop_sequence(f, self.stop_sequence.as_deref())},
                     "usage": usage_json(&self.usage)}),
         );
         Self::emit(out, "message_stop", &json!({"type": "message_stop"}));

@@ -44,6 +44,21 @@ pub async fn handle(
     pipeline::into_response(pipeline::run(app, &ctx, inbound).await)
 }
 
+/// A body another surface already read, sent upstream untouched in its own format (only the
+/// model renamed): Anthropic Messages to Anthropic, Responses to a native Responses API.
+pub async fn forward(
+    app: &AppState,
+    parts: http::request::Parts,
+    body: bytes::Bytes,
+    endpoint: Endpoint,
+    surface: &'static str,
+    peek: PeekFn,
+) -> Response {
+    let mut req = Request::from_parts(parts, axum::body::Body::from(body));
+    req.headers_mut().remove(http::header::CONTENT_LENGTH);
+    handle(app, req, endpoint, surface, peek).await
+}
+
 /// Prompt tokens estimated from every prompt byte (about four bytes a token; the JSON around
 /// the text makes it an over-estimate for prose) plus each image at its documented cost.
 pub fn input_estimate(p: &Peek<'_>) -> u64 {
@@ -248,6 +263,55 @@ pub fn encode(body: &Bytes, p: &Peek<'_>, d: &Deployment, inject_usage: bool) ->
     }
     out.extend_from_slice(&body[pos..]);
     out.freeze()
+}
+
+/// A translated Anthropic request for an OpenAI-format provider: `top_k` and the
+/// `cache_control` markers on text parts carry Anthropic settings that native codecs map
+/// (Claude on Bedrock and Vertex, Gemini `topK`, ...), but OpenAI and most compatible
+/// vendors refuse unknown fields, so these upstreams get the body without them. Images in
+/// tool results (OpenAI's tool messages take text only) move to a user message right after
+/// the tool results.
+pub fn for_openai_format(body: &Bytes) -> Bytes {
+    use serde_json::Value;
+    let has = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
+    if !has(b"\"top_k\"") && !has(b"\"cache_control\"") && !has(b"\"image_url\"") {
+        return body.clone();
+    }
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+        return body.clone();
+    };
+    let Some(o) = v.as_object_mut() else {
+        return body.clone();
+    };
+    o.remove("top_k");
+    let Some(Value::Array(msgs)) = o.remove("messages") else {
+        return serde_json::to_vec(&v).map_or_else(|_| body.clone(), Bytes::from);
+    };
+    let mut out = Vec::with_capacity(msgs.len());
+    let mut moved: Vec<Value> = Vec::new();
+    for mut m in msgs {
+        let is_tool = m["role"] == "tool";
+        if !is_tool && !moved.is_empty() {
+            out.push(serde_json::json!({"role": "user", "content": std::mem::take(&mut moved)}));
+        }
+        if let Some(parts) = m.get_mut("content").and_then(Value::as_array_mut) {
+            for p in parts.iter_mut().filter_map(Value::as_object_mut) {
+                p.remove("cache_control");
+            }
+            if is_tool {
+                let (images, text): (Vec<Value>, Vec<Value>) =
+                    parts.drain(..).partition(|p| p["type"] == "image_url");
+                moved.extend(images);
+                *parts = text;
+            }
+        }
+        out.push(m);
+    }
+    if !moved.is_empty() {
+        out.push(serde_json::json!({"role": "user", "content": moved}));
+    }
+    o.insert("messages".into(), Value::Array(out));
+    serde_json::to_vec(&v).map_or_else(|_| body.clone(), Bytes::from)
 }
 
 /// The bytes of one object member, `"key": value`, with the comma that separates it from

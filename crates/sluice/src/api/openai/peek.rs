@@ -57,6 +57,9 @@ struct ChatFields<'a> {
     model: Option<&'a RawValue>,
     #[serde(borrow)]
     messages: Option<&'a RawValue>,
+    /// Responses bodies.
+    #[serde(borrow)]
+    input: Option<&'a RawValue>,
     #[serde(borrow)]
     stream: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -108,6 +111,35 @@ pub fn chat(body: &[u8]) -> Result<Peek<'_>, ApiError> {
             Some("messages"),
         ));
     }
+    generation(body, text, &f, model, model_span)
+}
+
+/// A Responses body (`input` instead of `messages`), for the passthrough to providers that
+/// implement `/v1/responses` themselves.
+pub fn responses(body: &[u8]) -> Result<Peek<'_>, ApiError> {
+    let text = utf8(body)?;
+    let f: ChatFields<'_> = parse(text)?;
+    let (model, model_span) = model(text, f.model)?;
+    match f.input.map(RawValue::get) {
+        Some(i) if i.starts_with('"') || i.starts_with('[') => {}
+        _ => {
+            return Err(ApiError::bad_request(
+                "`input` must be a string or an array of input items",
+                Some("input"),
+            ))
+        }
+    }
+    generation(body, text, &f, model, model_span)
+}
+
+/// The fields of a chat-like body besides its prompt: stream, stream options, output limit.
+fn generation<'a>(
+    body: &'a [u8],
+    text: &'a str,
+    f: &ChatFields<'a>,
+    model: Cow<'a, str>,
+    model_span: Range<usize>,
+) -> Result<Peek<'a>, ApiError> {
     let stream = match f.stream.map(RawValue::get) {
         None | Some("false" | "null") => false,
         Some("true") => true,

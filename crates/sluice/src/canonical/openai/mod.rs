@@ -408,6 +408,25 @@ fn tool_calls_json(calls: &[ToolCall]) -> Value {
 
 /// An OpenAI `chat.completion` object for a whole answer.
 pub fn encode_response(r: &ChatResponse, created: u64) -> Value {
+    let mut choices = vec![choice_json(r, 0)];
+    for (i, c) in r.choices.iter().enumerate() {
+        choices.push(choice_json(c, i + 1));
+    }
+    let mut v = json!({
+        "id": r.id,
+        "object": "chat.completion",
+        "created": created,
+        "model": r.model,
+        "choices": choices,
+    });
+    if let Some(u) = &r.usage {
+        v["usage"] = usage_json(u);
+    }
+    v
+}
+
+/// One `choices[]` entry of a whole answer.
+fn choice_json(r: &ChatResponse, index: usize) -> Value {
     let mut message = json!({"role": "assistant", "content": r.text, "refusal": null});
     if !r.tool_calls.is_empty() {
         message["tool_calls"] = tool_calls_json(&r.tool_calls);
@@ -417,18 +436,17 @@ pub fn encode_response(r: &ChatResponse, created: u64) -> Value {
         message["reasoning_content"] = json!(text);
         message["thinking_blocks"] = thinking_blocks(&r.thinking);
     }
-    let mut v = json!({
-        "id": r.id,
-        "object": "chat.completion",
-        "created": created,
-        "model": r.model,
-        "choices": [{"index": 0, "message": message, "logprobs": null,
-                     "finish_reason": r.finish.as_openai()}],
-    });
-    if let Some(u) = &r.usage {
-        v["usage"] = usage_json(u);
+    let mut c = json!({"index": index, "message": message, "logprobs": r.logprobs,
+                       "finish_reason": r.finish.as_openai()});
+    // The matched stop sequence, where vLLM puts it (OpenAI itself does not say).
+    if let Some(s) = r
+        .stop_sequence
+        .as_ref()
+        .filter(|_| r.finish == FinishReason::Stop)
+    {
+        c["stop_reason"] = json!(s);
     }
-    v
+    c
 }
 
 /// Turns canonical stream events into OpenAI `chat.completion.chunk` SSE frames.
@@ -439,6 +457,8 @@ pub struct StreamEncoder {
     include_usage: bool,
     started: bool,
     finish: Option<FinishReason>,
+    /// The stop sequence the answer ended at, sent as the finish chunk's `stop_reason`.
+    stop_sequence: Option<String>,
     usage: Option<Usage>,
     saw_tool_call: bool,
     /// Tool calls started, and whether each got an argument delta (a call with none gets
@@ -466,6 +486,7 @@ impl StreamEncoder {
             include_usage,
             started: false,
             finish: None,
+            stop_sequence: None,
             usage: None,
             saw_tool_call: false,
             tool_args_seen: Vec::new(),
@@ -484,7 +505,12 @@ impl StreamEncoder {
             Some(f) => {
                 out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":\"");
                 out.extend_from_slice(f.as_bytes());
-                out.extend_from_slice(b"\"}]}\n\n");
+                out.push(b'"');
+                if let Some(s) = self.stop_sequence.as_ref().filter(|_| f == "stop") {
+                    out.extend_from_slice(b",\"stop_reason\":");
+                    let _ = serde_json::to_writer(&mut *out, s);
+                }
+                out.extend_from_slice(b"}]}\n\n");
             }
         }
     }
@@ -600,6 +626,7 @@ impl StreamEncoder {
                 );
             }
             StreamEvent::Finish(f) => self.finish = Some(*f),
+            StreamEvent::StopSequence(s) => self.stop_sequence = Some(s.clone()),
             StreamEvent::Usage(u) => {
                 // Providers may send usage in parts (input first, output at the end).
                 let prev = self.usage.unwrap_or_default();

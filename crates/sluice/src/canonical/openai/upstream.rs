@@ -20,7 +20,17 @@ pub fn encode_request(r: &ChatRequest) -> Value {
             Role::Assistant => "assistant",
             Role::Tool => "tool",
         };
-        let only_text = m.content.iter().all(|p| matches!(p, Part::Text { .. }));
+        // Plain text joins into a string, unless a part carries an Anthropic cache marker,
+        // which only survives on its own part.
+        let only_text = m.content.iter().all(|p| {
+            matches!(
+                p,
+                Part::Text {
+                    cache_control: None,
+                    ..
+                }
+            )
+        });
         let content = if m.content.is_empty() {
             Value::Null
         } else if only_text && (m.role != Role::User || m.content.len() == 1) {
@@ -30,7 +40,16 @@ pub fn encode_request(r: &ChatRequest) -> Value {
                 m.content
                     .iter()
                     .map(|p| match p {
-                        Part::Text { text, .. } => json!({"type": "text", "text": text}),
+                        Part::Text {
+                            text,
+                            cache_control,
+                        } => {
+                            let mut t = json!({"type": "text", "text": text});
+                            if let Some(cc) = cache_control {
+                                t["cache_control"] = cc.clone();
+                            }
+                            t
+                        }
                         Part::Image(i) => {
                             json!({"type": "image_url", "image_url": {"url": i.to_url()}})
                         }
@@ -144,6 +163,7 @@ pub fn encode_request(r: &ChatRequest) -> Value {
     put("max_completion_tokens", r.max_tokens.map(|v| json!(v)));
     put("temperature", r.temperature.map(|v| json!(v)));
     put("top_p", r.top_p.map(|v| json!(v)));
+    put("top_k", r.top_k.map(|v| json!(v)));
     put("seed", r.seed.map(|v| json!(v)));
     put("frequency_penalty", r.frequency_penalty.map(|v| json!(v)));
     put("presence_penalty", r.presence_penalty.map(|v| json!(v)));
@@ -214,6 +234,8 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, DecodeError> {
         model: v["model"].as_str().unwrap_or_default().to_string(),
         text: m["content"].as_str().map(str::to_string),
         finish: finish(c["finish_reason"].as_str().unwrap_or("stop")),
+        // vLLM's (and our) matched stop sequence; vLLM sends a token id there too.
+        stop_sequence: c["stop_reason"].as_str().map(str::to_string),
         ..ChatResponse::default()
     };
     // `thinking_blocks` (ours, LiteLLM's) carry signatures; else plain reasoning text.
@@ -350,6 +372,9 @@ impl OpenAiStream {
             }
             if let Some(f) = c["finish_reason"].as_str() {
                 out.push(StreamEvent::Finish(finish(f)));
+                if let Some(s) = c["stop_reason"].as_str() {
+                    out.push(StreamEvent::StopSequence(s.to_string()));
+                }
             }
         }
         let u = v

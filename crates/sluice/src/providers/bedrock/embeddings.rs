@@ -70,6 +70,7 @@ pub fn encode(body: &[u8]) -> Result<Encoded, RequestError> {
             http::HeaderValue::from_static("application/json"),
         )],
         dropped,
+        refused: Vec::new(),
         ctx: DecodeCtx {
             model,
             json_tool: None,

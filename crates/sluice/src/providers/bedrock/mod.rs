@@ -82,7 +82,12 @@ pub struct Bedrock {
 
 impl Codec for Bedrock {
     fn encode(&self, req: &ChatRequest) -> Result<Encoded, RequestError> {
-        let (body, dropped, json_tool) = request::body(req, self.default_max_tokens)?;
+        let request::ConverseBody {
+            body,
+            dropped,
+            refused,
+            json_tool,
+        } = request::body(req, self.default_max_tokens)?;
         let action = if req.stream {
             "converse-stream"
         } else {
@@ -93,10 +98,21 @@ impl Codec for Bedrock {
             body: serde_json::to_vec(&body).unwrap_or_default(),
             headers: Vec::new(),
             dropped,
+            refused,
             ctx: DecodeCtx {
                 model: req.model.clone(),
                 json_tool,
             },
+        })
+    }
+
+    fn signature_family(&self, model: &str) -> Option<&'static str> {
+        Some(match request::Family::of(model) {
+            request::Family::Anthropic => crate::providers::anthropic::CLAUDE_SIGNATURES,
+            // Other families' reasoning signatures stay with Bedrock's model of that family.
+            request::Family::Nova => "bedrock-nova",
+            request::Family::OpenAi => "bedrock-openai",
+            request::Family::Other => "bedrock",
         })
     }
 
@@ -128,6 +144,22 @@ pub fn finish_reason(s: &str) -> FinishReason {
         "guardrail_intervened" | "content_filtered" => FinishReason::ContentFilter,
         _ => FinishReason::Stop, // end_turn, stop_sequence
     }
+}
+
+/// The stop sequence that ended the answer, which Claude reports in
+/// `additionalModelResponseFields` when the request asks for `/stop_sequence` (see
+/// [`request::body`]); on `messageStop` in streams. Other families say only that one did:
+/// an empty string, resolved from the request (native::TranslateBody).
+pub fn stop_sequence(v: &Value) -> Option<String> {
+    if v["stopReason"] != "stop_sequence" {
+        return None;
+    }
+    Some(
+        v["additionalModelResponseFields"]["stop_sequence"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
 }
 
 /// Converse usage. `inputTokens` excludes cached tokens (`totalTokens` = input + output +
@@ -202,6 +234,7 @@ pub fn decode_converse(body: &[u8], ctx: &DecodeCtx) -> Result<ChatResponse, Dec
         }
     }
     r.finish = finish_reason(v["stopReason"].as_str().unwrap_or("end_turn"));
+    r.stop_sequence = stop_sequence(&v);
     if r.finish == FinishReason::ToolCalls && r.tool_calls.is_empty() {
         r.finish = FinishReason::Stop;
     }

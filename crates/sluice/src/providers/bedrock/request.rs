@@ -9,7 +9,7 @@
 use super::JSON_TOOL;
 use crate::canonical::openai::RequestError;
 use crate::canonical::{ChatRequest, Image, Message, Part, ResponseFormat, Role, ToolChoice};
-use crate::providers::native::{push_turn, turns_json};
+use crate::providers::native::{leading_system, push_turn, system_context, turns_json, Unhonoured};
 use serde_json::{json, Map, Value};
 
 /// Top-level Converse fields a client may send as they are.
@@ -46,18 +46,25 @@ impl Family {
     }
 }
 
-/// The Converse body, the parameters left out, and the structured-output tool if one was added.
-pub fn body(
-    req: &ChatRequest,
-    default_max_tokens: u64,
-) -> Result<(Value, Vec<String>, Option<String>), RequestError> {
+/// A Converse body, the parameters left out (and which of them change the answer), and
+/// the structured-output tool if one was added.
+pub struct ConverseBody {
+    pub body: Value,
+    pub dropped: Vec<String>,
+    pub refused: Vec<Unhonoured>,
+    pub json_tool: Option<String>,
+}
+
+/// The Converse body for `req`.
+pub fn body(req: &ChatRequest, default_max_tokens: u64) -> Result<ConverseBody, RequestError> {
     let family = Family::of(&req.model);
     let mut dropped = Vec::new();
+    let mut refused = Vec::new();
     let mut b = Map::new();
     b.insert("messages".into(), Value::Array(messages(&req.messages)?));
 
     let mut system: Vec<Value> = Vec::new();
-    for m in req.messages.iter().filter(|m| m.role == Role::System) {
+    for m in &req.messages[..leading_system(&req.messages)] {
         for p in &m.content {
             if let Part::Text {
                 text,
@@ -81,7 +88,7 @@ pub fn body(
     // inferenceConfig and the family-specific fields
     let mut inference = Map::new();
     let mut extra = Map::new();
-    let thinking = req.thinking_budget.or_else(|| {
+    let mut thinking = req.thinking_budget.or_else(|| {
         req.reasoning_effort.as_deref().and_then(|e| match e {
             "minimal" | "low" => Some(1024),
             "medium" => Some(4096),
@@ -89,6 +96,14 @@ pub fn body(
             _ => None,
         })
     });
+    if family == Family::Anthropic && thinking.is_some() && req.forces_a_tool() {
+        thinking = None;
+        dropped.push(req.thinking_param().to_string());
+        refused.push(crate::providers::anthropic::thinking_with_forced_tool(
+            req,
+            "Claude on Bedrock",
+        ));
+    }
     let mut max_tokens = req.max_tokens;
     match (family, thinking) {
         (_, None) => {}
@@ -132,6 +147,13 @@ pub fn body(
     }
     if !req.stop.is_empty() {
         inference.insert("stopSequences".into(), json!(req.stop));
+        if family == Family::Anthropic {
+            // Claude says which sequence stopped it only when asked.
+            b.insert(
+                "additionalModelResponseFieldPaths".into(),
+                json!(["/stop_sequence"]),
+            );
+        }
     }
     if let Some(k) = req.top_k {
         match family {
@@ -162,10 +184,28 @@ pub fn body(
 
     // tools
     let json_tool = tool_config(req, &mut b);
+    if req.tool_choice == Some(ToolChoice::None) && !req.tools.is_empty() && history_has_tools(req)
+    {
+        // The history's tool blocks oblige Converse to get the tools, and it has no "none".
+        dropped.push("tool_choice".to_string());
+        refused.push(Unhonoured::new(
+            "tool_choice",
+            "`tool_choice: none` with tool calls in the history: Bedrock Converse needs the tools offered then and has no way to forbid calling them",
+        ));
+    }
 
     for (k, v) in &req.extra {
         if PASSTHROUGH.contains(&k.as_str()) {
-            b.insert(k.clone(), v.clone());
+            let mut v = v.clone();
+            // The client's response field paths, plus the one asked for above.
+            if let (Some(Value::Array(ours)), Value::Array(theirs)) = (b.get(k), &mut v) {
+                for p in ours {
+                    if !theirs.contains(p) {
+                        theirs.push(p.clone());
+                    }
+                }
+            }
+            b.insert(k.clone(), v);
         } else if k == "additionalModelRequestFields" {
             if let Value::Object(o) = v {
                 extra.extend(o.clone());
@@ -177,7 +217,19 @@ pub fn body(
     if !extra.is_empty() {
         b.insert("additionalModelRequestFields".into(), Value::Object(extra));
     }
-    Ok((Value::Object(b), dropped, json_tool))
+    Ok(ConverseBody {
+        body: Value::Object(b),
+        dropped,
+        refused,
+        json_tool,
+    })
+}
+
+/// Tool calls or results in the conversation (Converse then insists on a `toolConfig`).
+fn history_has_tools(req: &ChatRequest) -> bool {
+    req.messages
+        .iter()
+        .any(|m| m.role == Role::Tool || !m.tool_calls.is_empty())
 }
 
 /// `toolConfig`; returns the structured-output tool's name when one was added.
@@ -189,10 +241,6 @@ fn tool_config(req: &ChatRequest, b: &mut Map<String, Value>) -> Option<String> 
         }
         json!({"toolSpec": s})
     };
-    let history_has_tools = req
-        .messages
-        .iter()
-        .any(|m| m.role == Role::Tool || !m.tool_calls.is_empty());
     let mut tools: Vec<Value> = req
         .tools
         .iter()
@@ -204,7 +252,7 @@ fn tool_config(req: &ChatRequest, b: &mut Map<String, Value>) -> Option<String> 
         Some(ToolChoice::Required) => Some(json!({"any": {}})),
         Some(ToolChoice::Named(n)) => Some(json!({"tool": {"name": n}})),
     };
-    if req.tool_choice == Some(ToolChoice::None) && !history_has_tools {
+    if req.tool_choice == Some(ToolChoice::None) && !history_has_tools(req) {
         // Converse has no "none": leaving the tools out is the way to forbid calls. (With
         // tool blocks in the history the API insists on a toolConfig, so they stay.)
         tools.clear();
@@ -235,9 +283,13 @@ fn messages(msgs: &[Message]) -> Result<Vec<Value>, RequestError> {
     let mut out = Vec::new();
     // Document names must be unique in a request: "Document 1", "Document 2", ...
     let mut docs = 0;
-    for m in msgs {
+    for m in &msgs[leading_system(msgs)..] {
         let (role, blocks) = match m.role {
-            Role::System => continue,
+            // Later system messages keep their place, as system context in a user turn.
+            Role::System => (
+                "user",
+                content_blocks(&system_context(&m.content), &mut docs)?,
+            ),
             Role::User => ("user", content_blocks(&m.content, &mut docs)?),
             Role::Tool => {
                 let mut content = content_blocks(&m.content, &mut docs)?;

@@ -160,6 +160,9 @@ impl ConverseStream {
                     f = FinishReason::Stop;
                 }
                 out.push(StreamEvent::Finish(f));
+                if let Some(s) = super::stop_sequence(v) {
+                    out.push(StreamEvent::StopSequence(s));
+                }
             }
             "metadata" => {
                 if let Some(u) = v.get("usage") {

@@ -14,8 +14,8 @@ pub mod vertex;
 pub use stream::{finish_reason, usage, GeminiStream};
 
 use super::native::{
-    is_context_overflow, openai_error_type, push_turn, turns_json, Codec, DecodeCtx, DecodeError,
-    Encoded, MappedError, NativeUpstream, StreamDecoder,
+    is_context_overflow, leading_system, openai_error_type, push_turn, system_context, turns_json,
+    Codec, DecodeCtx, DecodeError, Encoded, MappedError, NativeUpstream, StreamDecoder,
 };
 use crate::canonical::openai::RequestError;
 use crate::canonical::{
@@ -87,10 +87,8 @@ impl Gemini {
             "contents".into(),
             Value::Array(contents(&req.messages, unsigned_calls_need_bypass)?),
         );
-        let system: Vec<Value> = req
-            .messages
+        let system: Vec<Value> = req.messages[..leading_system(&req.messages)]
             .iter()
-            .filter(|m| m.role == Role::System)
             .flat_map(|m| &m.content)
             .filter_map(|p| match p {
                 Part::Text { text, .. } if !text.is_empty() => Some(json!({"text": text})),
@@ -134,7 +132,7 @@ impl Gemini {
         for (k, v) in &req.extra {
             if let Some((_, to)) = PASSTHROUGH.iter().find(|(from, _)| from == k) {
                 b.insert((*to).to_string(), v.clone());
-            } else if !(k == "n" && v.as_u64() == Some(1)) {
+            } else if !(choices_and_logprobs(req, k) || k == "n" && v.as_u64() == Some(1)) {
                 dropped.push(k.clone());
             }
         }
@@ -190,6 +188,7 @@ impl Gemini {
             body: serde_json::to_vec(&json!({ "requests": requests })).unwrap_or_default(),
             headers: Vec::new(),
             dropped,
+            refused: Vec::new(),
             ctx: DecodeCtx {
                 model: model.to_string(),
                 // No tool is involved in embeddings; the slot carries the usage estimate.
@@ -212,8 +211,13 @@ impl Codec for Gemini {
             body: serde_json::to_vec(&Value::Object(b)).unwrap_or_default(),
             headers: Vec::new(),
             dropped,
+            refused: Vec::new(),
             ctx,
         })
+    }
+
+    fn signature_family(&self, _model: &str) -> Option<&'static str> {
+        Some("gemini")
     }
 
     fn decode(&self, body: &[u8], ctx: &DecodeCtx) -> Result<ChatResponse, DecodeError> {
@@ -276,7 +280,41 @@ fn generation_config(req: &ChatRequest, dropped: &mut Vec<String>) -> Map<String
     if let Some(t) = thinking_config(req, dropped) {
         g.insert("thinkingConfig".into(), t);
     }
+    // Several choices and log probabilities, in whole answers (a stream carries one choice).
+    for (from, to) in [
+        ("n", "candidateCount"),
+        ("logprobs", "responseLogprobs"),
+        ("top_logprobs", "logprobs"),
+    ] {
+        if let Some(v) = req
+            .extra
+            .get(from)
+            .filter(|_| choices_and_logprobs(req, from))
+        {
+            g.insert(to.into(), v.clone());
+        }
+    }
     g
+}
+
+/// `n` (→ `candidateCount`), `logprobs` (→ `responseLogprobs`) and `top_logprobs` (→
+/// `logprobs`) map for JSON answers; streamed, they are left out (and refused by default).
+fn choices_and_logprobs(req: &ChatRequest, key: &str) -> bool {
+    !req.stream
+        && match key {
+            "n" => req
+                .extra
+                .get("n")
+                .and_then(Value::as_u64)
+                .is_some_and(|n| n > 1),
+            "logprobs" => req.extra.get("logprobs").and_then(Value::as_bool).is_some(),
+            "top_logprobs" => req
+                .extra
+                .get("top_logprobs")
+                .and_then(Value::as_u64)
+                .is_some(),
+            _ => false,
+        }
 }
 
 /// `thinkingConfig` from an explicit budget or `reasoning_effort`. Gemini 3 takes a level
@@ -316,11 +354,24 @@ fn thinking_config(req: &ChatRequest, dropped: &mut Vec<String>) -> Option<Value
 /// dropped `thinking_blocks`) get Google's documented placeholder signature instead.
 fn contents(msgs: &[Message], bypass: bool) -> Result<Vec<Value>, RequestError> {
     let mut out = Vec::new();
-    for (i, m) in msgs.iter().enumerate() {
+    let lead = leading_system(msgs);
+    for (i, m) in msgs.iter().enumerate().skip(lead) {
         let (role, parts) = match m.role {
-            Role::System => continue,
+            // Later system messages keep their place, as system context in a user turn.
+            Role::System => ("user", content_parts(&system_context(&m.content))?),
             Role::User => ("user", content_parts(&m.content)?),
-            Role::Tool => ("user", vec![function_response(msgs, i, m)?]),
+            Role::Tool => {
+                // Images the tool returned follow its response in the same turn.
+                let mut parts = vec![function_response(msgs, i, m)?];
+                let images: Vec<Part> = m
+                    .content
+                    .iter()
+                    .filter(|p| matches!(p, Part::Image(_)))
+                    .cloned()
+                    .collect();
+                parts.extend(content_parts(&images)?);
+                ("user", parts)
+            }
             Role::Assistant => ("model", model_parts(m, bypass)?),
         };
         push_turn(&mut out, role, parts);
@@ -488,7 +539,57 @@ pub fn decode_response(body: &[u8], ctx: &DecodeCtx) -> Result<ChatResponse, Dec
     if r.model.is_empty() {
         r.model.clone_from(&ctx.model);
     }
+    if let Value::Object(o) = &v {
+        let cands = o.get("candidates").and_then(Value::as_array);
+        r.logprobs = cands
+            .and_then(|c| c.first())
+            .and_then(|c| c.get("logprobsResult"))
+            .map(logprobs);
+        // `candidateCount` > 1: the other candidates are the other choices.
+        for cand in cands.into_iter().flatten().skip(1) {
+            let mut one = o.clone();
+            one.insert("candidates".into(), json!([cand]));
+            let mut s = stream::Chunks::new(ctx.clone());
+            let mut events = Vec::new();
+            s.on_chunk(&Value::Object(one), &mut events)?;
+            s.finish(&mut events);
+            let mut choice = ChatResponse::from_events(&events);
+            choice.usage = None;
+            choice.logprobs = cand.get("logprobsResult").map(logprobs);
+            r.choices.push(choice);
+        }
+    }
     Ok(r)
+}
+
+/// Gemini's `logprobsResult` as OpenAI's `choices[].logprobs`: per chosen token its log
+/// probability and the top candidates at that position.
+fn logprobs(l: &Value) -> Value {
+    let entry = |c: &Value| {
+        let token = c["token"].as_str().unwrap_or_default();
+        json!({"token": token, "logprob": c["logProbability"].as_f64().unwrap_or(0.0),
+               "bytes": token.as_bytes()})
+    };
+    let tops = l["topCandidates"].as_array();
+    let content: Vec<Value> = l["chosenCandidates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut e = entry(c);
+            e["top_logprobs"] = Value::Array(
+                tops.and_then(|t| t.get(i))
+                    .and_then(|t| t["candidates"].as_array())
+                    .into_iter()
+                    .flatten()
+                    .map(entry)
+                    .collect(),
+            );
+            e
+        })
+        .collect();
+    json!({"content": content, "refusal": null})
 }
 
 /// `batchEmbedContents` answer -> OpenAI embeddings list.
@@ -538,5 +639,73 @@ pub fn map_error(status: StatusCode, body: &[u8]) -> MappedError {
         kind: openai_error_type(status),
         message,
         code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::native::Codec;
+
+    fn encode(body: Value) -> (Value, Vec<String>) {
+        let req = crate::canonical::openai::decode_request(body.to_string().as_bytes()).unwrap();
+        let e = Gemini::ai_studio().encode(&req).unwrap();
+        (serde_json::from_slice(&e.body).unwrap(), e.dropped)
+    }
+
+    #[test]
+    fn several_choices_and_logprobs_map_to_candidates() {
+        let (b, dropped) = encode(
+            json!({"model": "gemini-2.5-flash", "n": 2, "logprobs": true,
+            "top_logprobs": 2, "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        assert_eq!(
+            (
+                &b["generationConfig"]["candidateCount"],
+                &b["generationConfig"]["responseLogprobs"],
+                &b["generationConfig"]["logprobs"]
+            ),
+            (&json!(2), &json!(true), &json!(2)),
+            "{b}"
+        );
+        assert!(dropped.is_empty(), "{dropped:?}");
+        // Streamed answers carry one choice and no log probabilities: left out (refused
+        // by default).
+        let (b, dropped) = encode(json!({"model": "gemini-2.5-flash", "n": 2, "stream": true,
+            "logprobs": true, "messages": [{"role": "user", "content": "hi"}]}));
+        assert!(b["generationConfig"].get("candidateCount").is_none(), "{b}");
+        assert_eq!(dropped, ["logprobs", "n"]);
+
+        // The answer: two candidates, the first with its log probabilities.
+        let answer = json!({"responseId": "r1", "modelVersion": "gemini-2.5-flash",
+            "candidates": [
+                {"content": {"role": "model", "parts": [{"text": "Hi"}]}, "finishReason": "STOP",
+                 "logprobsResult": {
+                    "topCandidates": [{"candidates": [
+                        {"token": "Hi", "logProbability": -0.1},
+                        {"token": "Hé", "logProbability": -2.5}]}],
+                    "chosenCandidates": [{"token": "Hi", "logProbability": -0.1}]}},
+                {"content": {"role": "model", "parts": [{"text": "Hello"}]}, "finishReason": "MAX_TOKENS",
+                 "index": 1}],
+            "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 3}});
+        let ctx = DecodeCtx {
+            model: "gemini-2.5-flash".into(),
+            json_tool: None,
+        };
+        let r = decode_response(answer.to_string().as_bytes(), &ctx).unwrap();
+        let v = crate::canonical::openai::encode_response(&r, 0);
+        let choices = v["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 2, "{v}");
+        assert_eq!(choices[0]["message"]["content"], "Hi");
+        assert_eq!(choices[1]["index"], 1);
+        assert_eq!(choices[1]["message"]["content"], "Hello");
+        assert_eq!(choices[1]["finish_reason"], "length");
+        let lp = &choices[0]["logprobs"]["content"][0];
+        assert_eq!(lp["token"], "Hi");
+        assert_eq!(lp["logprob"], -0.1);
+        assert_eq!(lp["bytes"], json!([72, 105]));
+        assert_eq!(lp["top_logprobs"][1]["token"], "Hé");
+        assert_eq!(lp["top_logprobs"][1]["bytes"], json!([72, 195, 169]));
+        assert_eq!(v["usage"]["completion_tokens"], 3);
     }
 }

@@ -101,7 +101,12 @@ impl Codec for Vertex {
         if !is_anthropic(&req.model) {
             return self.gemini.encode(req);
         }
-        let (mut b, dropped, ctx) = self.anthropic.body(req)?;
+        let anthropic::MessagesBody {
+            body: mut b,
+            dropped,
+            refused,
+            ctx,
+        } = self.anthropic.body(req)?;
         b.insert("anthropic_version".into(), json!(ANTHROPIC_VERSION));
         let op = if req.stream {
             "streamRawPredict"
@@ -117,8 +122,17 @@ impl Codec for Vertex {
             body: serde_json::to_vec(&Value::Object(b)).unwrap_or_default(),
             headers: Vec::new(),
             dropped,
+            refused,
             ctx,
         })
+    }
+
+    fn signature_family(&self, model: &str) -> Option<&'static str> {
+        if is_anthropic(model) {
+            self.anthropic.signature_family(model)
+        } else {
+            self.gemini.signature_family(model)
+        }
     }
 
     fn decode(&self, body: &[u8], ctx: &DecodeCtx) -> Result<ChatResponse, DecodeError> {

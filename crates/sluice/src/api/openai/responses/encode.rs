@@ -84,17 +84,25 @@ impl Ids {
     }
 }
 
-fn reasoning_item(id: &str, th: &[Thinking]) -> Value {
-    let text: String = th.iter().map(|t| t.text.as_str()).collect();
+/// One reasoning item per thinking block. Its signature rides in `encrypted_content`, so
+/// a conversation continued through the store (or by a client that sends the items back)
+/// hands each block back with its own; redacted thinking is an item with no text whose
+/// `encrypted_content` is the data behind [`REDACTED`].
+fn reasoning_item(id: &str, t: &Thinking) -> Value {
+    if let Some(d) = &t.redacted {
+        return json!({"type": "reasoning", "id": id, "summary": [], "content": [],
+                      "encrypted_content": format!("{REDACTED}{d}")});
+    }
     let mut v = json!({"type": "reasoning", "id": id, "summary": [],
-                       "content": [{"type": "reasoning_text", "text": text}]});
-    // Anthropic thinking signatures ride in `encrypted_content`, so a conversation continued
-    // through the store can hand them back.
-    if let Some(sig) = th.iter().rev().find_map(|t| t.signature.clone()) {
+                       "content": [{"type": "reasoning_text", "text": t.text}]});
+    if let Some(sig) = &t.signature {
         v["encrypted_content"] = json!(sig);
     }
     v
 }
+
+/// Marks redacted thinking in a reasoning item's `encrypted_content`.
+pub const REDACTED: &str = "sluice:redacted:";
 
 fn message_item(id: &str, text: &str, status: &str) -> Value {
     json!({"type": "message", "id": id, "status": status, "role": "assistant",
@@ -109,8 +117,8 @@ fn call_item(id: &str, c: &ToolCall, status: &str) -> Value {
 /// The output items of a whole answer.
 pub fn output_items(r: &ChatResponse, ids: &mut Ids) -> Vec<Value> {
     let mut out = Vec::new();
-    if !r.thinking.is_empty() {
-        out.push(reasoning_item(&ids.next("rs"), &r.thinking));
+    for t in &r.thinking {
+        out.push(reasoning_item(&ids.next("rs"), t));
     }
     if let Some(t) = r
         .text
@@ -262,11 +270,11 @@ impl ResponsesEncoder {
                     json!({
                     "item_id": id, "output_index": idx, "content_index": 0, "text": text}),
                 );
-                let th = [Thinking {
+                let th = Thinking {
                     text,
                     signature: sig,
                     redacted: None,
-                }];
+                };
                 let item = reasoning_item(id.as_str().unwrap_or_default(), &th);
                 self.output[idx] = item.clone();
                 self.emit(
@@ -379,7 +387,10 @@ impl ResponsesEncoder {
         };
         let idx = *idx;
         if let Some(sig) = sig {
+            // A signature closes its block: the next thinking is a new item.
             *s = Some(sig.to_string());
+            self.close_open(out);
+            return;
         }
         if t.is_empty() {
             return;
@@ -407,7 +418,20 @@ impl SurfaceEncoder for ResponsesEncoder {
             }
             StreamEvent::Thinking(t) => self.on_thinking(t, None, out),
             StreamEvent::ThinkingSignature(s) => self.on_thinking("", Some(s), out),
-            StreamEvent::RedactedThinking(_) => {}
+            StreamEvent::RedactedThinking(d) => {
+                self.close_open(out);
+                let idx = self.output.len();
+                let th = Thinking {
+                    text: String::new(),
+                    signature: None,
+                    redacted: Some(d.clone()),
+                };
+                let item = reasoning_item(&self.ids.next("rs"), &th);
+                self.output.push(item.clone());
+                for kind in ["response.output_item.added", "response.output_item.done"] {
+                    self.emit(out, kind, json!({"output_index": idx, "item": item}));
+                }
+            }
             StreamEvent::ToolCallStart { index, id, name } => {
                 self.close_open(out);
                 let idx = self.output.len();
@@ -443,6 +467,8 @@ impl SurfaceEncoder for ResponsesEncoder {
                 );
             }
             StreamEvent::Finish(f) => self.finish = Some(*f),
+            // The Responses API does not say which stop sequence ended an answer.
+            StreamEvent::StopSequence(_) => {}
             StreamEvent::Usage(u) => {
                 self.usage = Some(self.usage.unwrap_or_default().merge(u));
             }
@@ -602,5 +628,69 @@ mod tests {
         let v = whole(&r, "resp_x", 1, &Map::new());
         assert_eq!(v["status"], "incomplete");
         assert_eq!(v["output"][0]["id"], "msg_x01");
+    }
+    #[test]
+    fn each_thinking_block_keeps_its_signature_and_redacted_thinking_is_carried() {
+        let blocks = vec![
+            Thinking {
+                text: "first".into(),
+                signature: Some("sluice:claude:s1".into()),
+                redacted: None,
+            },
+            Thinking {
+                text: String::new(),
+                signature: None,
+                redacted: Some("sluice:claude:opaque".into()),
+            },
+            Thinking {
+                text: "second".into(),
+                signature: Some("sluice:claude:s2".into()),
+                redacted: None,
+            },
+        ];
+        let r = ChatResponse {
+            thinking: blocks.clone(),
+            text: Some("answer".into()),
+            ..ChatResponse::default()
+        };
+        let whole_items = whole(&r, "resp_x", 1, &Map::new())["output"].clone();
+        // Streamed: the same items, one per block.
+        let evs = run(&[
+            StreamEvent::Thinking("fir".into()),
+            StreamEvent::Thinking("st".into()),
+            StreamEvent::ThinkingSignature("sluice:claude:s1".into()),
+            StreamEvent::RedactedThinking("sluice:claude:opaque".into()),
+            StreamEvent::Thinking("second".into()),
+            StreamEvent::ThinkingSignature("sluice:claude:s2".into()),
+            StreamEvent::Text("answer".into()),
+        ]);
+        let streamed_items = evs.last().unwrap()["response"]["output"].clone();
+        for items in [&whole_items, &streamed_items] {
+            let reasoning: Vec<(&str, &str)> = items
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["type"] == "reasoning")
+                .map(|i| {
+                    (
+                        i["content"][0]["text"].as_str().unwrap_or(""),
+                        i["encrypted_content"].as_str().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                reasoning,
+                [
+                    ("first", "sluice:claude:s1"),
+                    ("", "sluice:redacted:sluice:claude:opaque"),
+                    ("second", "sluice:claude:s2")
+                ],
+                "{items}"
+            );
+        }
+        // Sent back as input items, the blocks come back as they were.
+        let msgs = super::super::request::messages_for(None, &[], whole_items.as_array().unwrap())
+            .unwrap();
+        assert_eq!(msgs[0].thinking, blocks);
     }
 }

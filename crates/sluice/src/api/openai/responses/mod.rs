@@ -122,6 +122,32 @@ fn with_ids(items: Vec<Value>, response_id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Whether a request goes to the provider's own `/v1/responses` untouched: every
+/// deployment it may reach is an OpenAI-format provider with `supports_responses: true`, no
+/// content rule applies, and the gateway keeps no state for it (`store: false`, no
+/// `previous_response_id`: stored responses and conversations continued from them live in
+/// the gateway's store, which the provider does not share).
+fn native(app: &AppState, parts: &http::request::Parts, body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        model: Option<std::borrow::Cow<'a, str>>,
+        store: Option<bool>,
+        previous_response_id: Option<&'a serde_json::value::RawValue>,
+    }
+    let Ok(h) = serde_json::from_slice::<Head<'_>>(body) else {
+        return false;
+    };
+    let stateless =
+        h.store == Some(false) && h.previous_response_id.is_none_or(|p| p.get() == "null");
+    stateless
+        && h.model.as_deref().is_some_and(|m| {
+            crate::api::surface::passes_through(app, parts, m, |p| {
+                p.supports_responses && p.kind.is_openai_format()
+            })
+        })
+}
+
 /// `POST /v1/responses`
 pub async fn create(State(app): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
@@ -130,6 +156,18 @@ pub async fn create(State(app): State<AppState>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    if native(&app, &parts, &body) {
+        // The provider's own Responses API: the client's bytes, only the model renamed.
+        return crate::api::openai::passthrough::forward(
+            &app,
+            parts,
+            body,
+            crate::providers::Endpoint::Responses,
+            SURFACE,
+            crate::api::openai::peek::responses,
+        )
+        .await;
+    }
     let mut d = match request::decode(&body) {
         Ok(d) => d,
         Err(e) => {

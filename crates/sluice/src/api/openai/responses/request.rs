@@ -509,10 +509,23 @@ fn items_to_messages(items: &[Value], what: &str) -> Result<Vec<Message>, Reques
                         break;
                     }
                 }
-                let signature = item
-                    .get("encrypted_content")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
+                let encrypted = item.get("encrypted_content").and_then(Value::as_str);
+                if let Some(d) = encrypted.and_then(|e| e.strip_prefix(super::encode::REDACTED)) {
+                    thinking.push(Thinking {
+                        text: String::new(),
+                        signature: None,
+                        redacted: Some(d.to_string()),
+                    });
+                    continue;
+                }
+                // OpenAI's own encrypted reasoning (a Fernet token) is only for OpenAI.
+                let signature = encrypted.map(|e| {
+                    if e.starts_with("gAAAAA") {
+                        crate::canonical::signature::tag("openai", e)
+                    } else {
+                        e.to_string()
+                    }
+                });
                 if !text.is_empty() || signature.is_some() {
                     thinking.push(Thinking {
                         text,
