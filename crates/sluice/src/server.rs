@@ -274,6 +274,8 @@ async fn usage_maintenance(state: AppState, mut stop: tokio::sync::watch::Receiv
             )
         };
         let now = app::unix_ms();
+        // PostgreSQL: today's and the next two days' partitions exist before their records.
+        crate::store::partitions::ensure(&state.store, (0..3).map(|d| now + d * 86_400_000)).await;
         match rollup::roll(&state.store, now - ms(delay)).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(records = n, "usage records rolled up"),

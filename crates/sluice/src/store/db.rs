@@ -178,6 +178,8 @@ DROP INDEX usage_records_ts;
 DROP INDEX IF EXISTS usage_records_team;
 DROP INDEX IF EXISTS usage_records_user;
 DROP INDEX IF EXISTS usage_records_model;",
+    // 5: raw records partitioned by day (store::partitions).
+    super::partitions::MIGRATION,
 ];
 
 /// SQLite's schema steps, applied in order once each; append, never edit (and append the
@@ -319,6 +321,8 @@ pub struct Store {
     /// `usage.rollup_minute_retention` in ms: no minute rollups are written for older times
     /// (they would be purged at once).
     minute_retention_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// PostgreSQL's day partitions known to exist.
+    partitions: super::partitions::Known,
 }
 
 impl Store {
@@ -337,6 +341,7 @@ impl Store {
             minute_retention_ms: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
                 2 * 86_400_000,
             )),
+            partitions: super::partitions::Known::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -379,6 +384,10 @@ impl Store {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    pub(crate) fn partitions(&self) -> &super::partitions::Known {
+        &self.partitions
     }
 
     /// Applies `usage.rollup_minute_retention` (at start and on reload).
@@ -545,6 +554,7 @@ async fn insert_rows(store: &Store, rows: &[&UsageRow]) -> Result<(), StoreError
             tx.commit().await?;
         }
         Pool::Postgres(p) => {
+            super::partitions::ensure(store, rows.iter().map(|r| r.ts_ms)).await;
             let mut tx = p.begin().await?;
             if !rows.is_empty() {
                 let mut copy = tx.copy_in_raw(&copy_statement()).await?;
@@ -693,13 +703,20 @@ impl Store {
     pub async fn purge_usage(&self, before_ms: i64, chunk: i64) -> Result<u64, StoreError> {
         // Records the roller has not folded into the rollups yet stay.
         let before_ms = before_ms.min(super::rollup::current_horizon(self).await?);
-        let id = self.pool.row_id();
-        let mut total = 0;
+        // Whole days go with their partition (PostgreSQL); the rest in chunks.
+        let mut total = super::partitions::drop_before(self, before_ms).await?;
+        let other = self.pool.row_id();
         for (table, column, counted) in [
             ("usage_records", "ts_ms", true),
             ("usage_content", "ts_ms", false),
             ("feedback", "feedback_ms", false),
         ] {
+            // The records' own id: unique across partitions, which `ctid` is not.
+            let id = if table == "usage_records" {
+                "rowid"
+            } else {
+                other
+            };
             let sql = format!(
                 "DELETE FROM {table} WHERE {id} IN \
                  (SELECT {id} FROM {table} WHERE {column} < $1 LIMIT $2)"

@@ -6,6 +6,7 @@ pub mod db;
 pub mod feedback;
 pub mod gov;
 pub mod insights;
+pub mod partitions;
 pub mod query;
 pub mod responses;
 pub mod rollup;

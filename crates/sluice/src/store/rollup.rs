@@ -1317,12 +1317,43 @@ mod tests {
             // answering for them until their own retention.
             let cutoff = t0 + D + 12_345;
             let before = rows.iter().filter(|r| r.ts_ms < cutoff).count() as u64;
+            let partitions = |store: Store| async move {
+                match store.pool() {
+                    super::super::db::Pool::Postgres(p) => sqlx::query_scalar::<_, String>(
+                        "SELECT c.relname::text FROM pg_inherits i \
+                         JOIN pg_class c ON c.oid = i.inhrelid \
+                         JOIN pg_class t ON t.oid = i.inhparent \
+                         WHERE t.relname = 'usage_records' \
+                         AND t.relnamespace = to_regnamespace(current_schema()) ORDER BY 1",
+                    )
+                    .fetch_all(p)
+                    .await
+                    .unwrap(),
+                    super::super::db::Pool::Sqlite(_) => Vec::new(),
+                }
+            };
+            let day = |t: i64| {
+                let (y, m, d) = crate::policy::clock::civil_from_days(t.div_euclid(D));
+                format!("usage_records_d{y:04}{m:02}{d:02}")
+            };
+            if store.pool().is_postgres() {
+                // The writer made each day's partition; nothing went to the default one.
+                let mut want: Vec<String> = (0..3).map(|i| day(t0 + i * D)).collect();
+                want.push("usage_records_default".into());
+                assert_eq!(partitions(store.clone()).await, want, "{e}");
+            }
             assert_eq!(store.purge_usage(cutoff, 100).await.unwrap(), before, "{e}");
             assert_eq!(
                 store.usage_count().await.unwrap(),
                 3000 - before as i64,
                 "{e}"
             );
+            if store.pool().is_postgres() {
+                // The first day went as a partition; the part day before the cutoff in chunks.
+                let left = partitions(store.clone()).await;
+                assert!(!left.contains(&day(t0)), "{e}: {left:?}");
+                assert!(left.contains(&day(t0 + D)), "{e}: {left:?}");
+            }
             let total = aggregate(&store, &Filter::default(), &[], None, kept)
                 .await
                 .unwrap()
