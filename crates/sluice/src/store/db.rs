@@ -54,6 +54,14 @@ impl Pool {
     /// IMMEDIATE`: a deferred transaction that reads and then writes fails at once with
     /// SQLITE_BUSY when another writer committed in between); PostgreSQL's row locks serialise
     /// the writes that conflict.
+    /// An aggregate of the BLOB/BYTEA column `column`: each row's bytes as hex, joined by `,`.
+    pub fn hex_concat(&self, column: &str) -> String {
+        match self {
+            Pool::Sqlite(_) => format!("group_concat(hex({column}), ',')"),
+            Pool::Postgres(_) => format!("string_agg(encode({column}, 'hex'), ',')"),
+        }
+    }
+
     /// A column that names a row, for chunked deletes.
     pub fn row_id(&self) -> &'static str {
         match self {
