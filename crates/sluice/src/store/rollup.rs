@@ -281,14 +281,6 @@ impl Deltas {
             self.add(r.ts_ms, &dims_of(r), &Sums::of(r));
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
 }
 
 pub(crate) const DIM_COLUMNS: &str = "key_id, user_name, team, requested_model, provider, \

@@ -41,10 +41,6 @@ pub struct Sketch {
 }
 
 impl Sketch {
-    pub fn is_empty(&self) -> bool {
-        self.bins.is_empty()
-    }
-
     pub fn count(&self) -> u64 {
         self.bins.iter().map(|b| b.1).sum()
     }
