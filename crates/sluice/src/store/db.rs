@@ -188,6 +188,8 @@ DROP INDEX IF EXISTS usage_records_user;
 DROP INDEX IF EXISTS usage_records_model;",
     // 5: raw records partitioned by day (store::partitions).
     super::partitions::MIGRATION,
+    // 6 (SQLite's 14): repeated texts stored once (store::dims); filled in by `migrations`.
+    "",
 ];
 
 /// SQLite's schema steps, applied in order once each; append, never edit (and append the
@@ -313,14 +315,31 @@ DROP INDEX IF EXISTS usage_records_team;
 DROP INDEX IF EXISTS usage_records_user;
 DROP INDEX IF EXISTS usage_records_model;
 ",
+    // 14: repeated texts stored once (store::dims); filled in by `migrations`.
+    "",
 ];
 
-const INSERT_COLUMNS: &str = "INSERT INTO usage_records (request_id, ts_ms, surface, principal, \
-     requested_model, provider, deployment_model, status, error_class, streamed, input_tokens, \
-     output_tokens, cached_input_tokens, reasoning_tokens, latency_us, ttft_us, overhead_us, \
-     attempts, policy_hits, key_id, key_prefix, team, user_name, tags, cost_micro_usd, \
-     catalog_version, cache_write_tokens, route_reason, fallback_reason, attempt_log, cache, \
-     cost_saved_micro_usd, request_hash) ";
+/// The engine's schema steps; the ones built from code (store::dims) are empty in the lists.
+fn migrations(pool: &Pool) -> Vec<std::borrow::Cow<'static, str>> {
+    let (steps, generated) = match pool {
+        Pool::Sqlite(_) => (MIGRATIONS, 14),
+        Pool::Postgres(_) => (PG_MIGRATIONS, 6),
+    };
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match (i + 1 == generated, pool) {
+            (true, Pool::Sqlite(_)) => super::dims::sqlite_migration().into(),
+            (true, Pool::Postgres(_)) => super::dims::postgres_migration().into(),
+            (false, _) => (*s).into(),
+        })
+        .collect()
+}
+
+/// `INSERT INTO usage_rows (<dims::ROW_FIELDS>) `.
+fn insert_columns() -> String {
+    format!("INSERT INTO usage_rows ({}) ", super::dims::ROW_FIELDS)
+}
 
 /// The store: usage records, governance state, stored responses and the audit log.
 #[derive(Clone, Debug)]
@@ -331,6 +350,8 @@ pub struct Store {
     minute_retention_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// PostgreSQL's day partitions known to exist.
     partitions: super::partitions::Known,
+    /// `usage_dims` combinations known to be stored.
+    dims: std::sync::Arc<super::dims::Cache>,
 }
 
 impl Store {
@@ -350,16 +371,14 @@ impl Store {
                 2 * 86_400_000,
             )),
             partitions: super::partitions::Known::default(),
+            dims: std::sync::Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let steps = match &self.pool {
-            Pool::Sqlite(_) => MIGRATIONS,
-            Pool::Postgres(_) => PG_MIGRATIONS,
-        };
+        let steps = migrations(&self.pool);
         on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await?;
             if self.pool.is_postgres() {
@@ -376,7 +395,7 @@ impl Store {
                 .await?;
             let current = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
             for (i, step) in steps.iter().enumerate().skip(current) {
-                sqlx::raw_sql(step)
+                sqlx::raw_sql(step.as_ref())
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| StoreError::Migrate(format!("step {}: {e}", i + 1)))?;
@@ -392,6 +411,10 @@ impl Store {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    pub(crate) fn dims_cache(&self) -> &super::dims::Cache {
+        &self.dims
     }
 
     pub(crate) fn partitions(&self) -> &super::partitions::Known {
@@ -469,19 +492,15 @@ fn int(v: Option<u64>) -> Option<i64> {
     v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-/// The VALUES tuple of one usage record, in `INSERT_COLUMNS` order.
+/// The VALUES tuple of one usage record (its `usage_dims` id `$dims`), in
+/// `dims::ROW_FIELDS` order.
 macro_rules! bind_row {
-    ($b:expr, $r:expr) => {{
+    ($b:expr, $r:expr, $dims:expr) => {{
         let r: &UsageRow = $r;
         $b.push_bind(r.request_id.as_str())
             .push_bind(r.ts_ms)
-            .push_bind(r.surface.as_str())
-            .push_bind(r.principal.as_str())
-            .push_bind(r.requested_model.as_str())
-            .push_bind(r.provider.as_deref())
-            .push_bind(r.deployment_model.as_deref())
+            .push_bind($dims)
             .push_bind(i64::from(r.status))
-            .push_bind(r.error_class.as_deref())
             .push_bind(r.streamed)
             .push_bind(int(r.input_tokens))
             .push_bind(int(r.output_tokens))
@@ -493,17 +512,9 @@ macro_rules! bind_row {
             .push_bind(i64::from(r.attempts))
             .push_bind(r.policy_hits.as_deref())
             .push_bind(r.key_id.as_deref())
-            .push_bind(r.key_prefix.as_deref())
-            .push_bind(r.team.as_deref())
-            .push_bind(r.user.as_deref())
-            .push_bind(r.tags.as_deref())
             .push_bind(r.cost_micro_usd)
-            .push_bind(r.catalog_version.as_deref())
             .push_bind(int(r.cache_write_tokens))
-            .push_bind(r.route_reason.as_deref())
-            .push_bind(r.fallback_reason.as_deref())
             .push_bind(r.attempt_log.as_deref())
-            .push_bind(r.cache.as_deref())
             .push_bind(r.cost_saved_micro_usd)
             .push_bind(r.request_hash);
     }};
@@ -531,14 +542,15 @@ macro_rules! insert_content {
     };
 }
 
-/// Rows per multi-row INSERT of usage records on SQLite (33 columns: under its default bound
+/// Rows per multi-row INSERT of usage records on SQLite (20 columns: under its default bound
 /// of 999 parameters).
-const SQLITE_ROWS_PER_INSERT: usize = 30;
+const SQLITE_ROWS_PER_INSERT: usize = 49;
 
 /// Inserts `rows` (their compliance content and rollups) in one transaction: multi-row INSERTs on
 /// SQLite, `COPY ... FROM STDIN` on PostgreSQL (faster than multi-row INSERTs there:
 /// bench/README.md).
 async fn insert_rows(store: &Store, rows: &[&UsageRow]) -> Result<(), StoreError> {
+    use super::dims::resolve;
     use super::rollup::{horizon, write_deltas, Deltas};
     let pool = &store.pool;
     // Records after the rollup horizon wait for the roller; a late one (a long request, a
@@ -551,52 +563,59 @@ async fn insert_rows(store: &Store, rows: &[&UsageRow]) -> Result<(), StoreError
     match pool {
         Pool::Sqlite(p) => {
             let mut tx = p.begin_with(pool.begin_write()).await?;
-            for chunk in rows.chunks(SQLITE_ROWS_PER_INSERT) {
-                let mut q = sqlx::QueryBuilder::new(INSERT_COLUMNS);
-                q.push_values(chunk, |mut b, r| bind_row!(b, r));
+            let (ids, found) = resolve!(tx, store, rows);
+            let insert = insert_columns();
+            for (chunk, ids) in rows
+                .chunks(SQLITE_ROWS_PER_INSERT)
+                .zip(ids.chunks(SQLITE_ROWS_PER_INSERT))
+            {
+                let mut q = sqlx::QueryBuilder::new(&insert);
+                q.push_values(chunk.iter().zip(ids), |mut b, (r, id)| {
+                    bind_row!(b, r, *id);
+                });
                 q.build().execute(&mut *tx).await?;
             }
             insert_content!(tx, rows);
             let deltas = late(horizon!(tx, pool, share));
             write_deltas!(tx, &deltas);
             tx.commit().await?;
+            store.dims.remember(found);
         }
         Pool::Postgres(p) => {
             super::partitions::ensure(store, rows.iter().map(|r| r.ts_ms)).await;
             let mut tx = p.begin().await?;
+            let (ids, found) = resolve!(tx, store, rows);
             if !rows.is_empty() {
                 let mut copy = tx.copy_in_raw(&copy_statement()).await?;
-                copy.send(copy_text(rows)).await?;
+                copy.send(copy_text(rows, &ids)).await?;
                 copy.finish().await?;
             }
             insert_content!(tx, rows);
             let deltas = late(horizon!(tx, pool, share));
             write_deltas!(tx, &deltas);
             tx.commit().await?;
+            store.dims.remember(found);
         }
     }
     Ok(())
 }
 
-/// `COPY usage_records (<INSERT_COLUMNS' columns>) FROM STDIN`.
+/// `COPY usage_rows (<dims::ROW_FIELDS>) FROM STDIN`.
 fn copy_statement() -> String {
-    let columns = INSERT_COLUMNS
-        .trim_start_matches("INSERT INTO usage_records ")
-        .trim_end();
-    format!("COPY usage_records {columns} FROM STDIN")
+    format!("COPY usage_rows ({}) FROM STDIN", super::dims::ROW_FIELDS)
 }
 
-/// `rows` in COPY's text format.
-fn copy_text(rows: &[&UsageRow]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rows.len() * 320);
-    for r in rows {
-        copy_row(&mut out, r);
+/// `rows` (with their `usage_dims` ids) in COPY's text format.
+fn copy_text(rows: &[&UsageRow], ids: &[i64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 160);
+    for (r, id) in rows.iter().zip(ids) {
+        copy_row(&mut out, r, *id);
     }
     out
 }
 
-/// One record as a line of COPY's text format, in `INSERT_COLUMNS` order.
-fn copy_row(out: &mut Vec<u8>, r: &UsageRow) {
+/// One record as a line of COPY's text format, in `dims::ROW_FIELDS` order.
+fn copy_row(out: &mut Vec<u8>, r: &UsageRow, dims: i64) {
     use std::io::Write;
     let mut first = true;
     let mut sep = |out: &mut Vec<u8>| {
@@ -638,13 +657,8 @@ fn copy_row(out: &mut Vec<u8>, r: &UsageRow) {
     }
     t!(Some(r.request_id.as_str()));
     n!(Some(r.ts_ms));
-    t!(Some(r.surface.as_str()));
-    t!(Some(r.principal.as_str()));
-    t!(Some(r.requested_model.as_str()));
-    t!(r.provider.as_deref());
-    t!(r.deployment_model.as_deref());
+    n!(Some(dims));
     n!(Some(i64::from(r.status)));
-    t!(r.error_class.as_deref());
     t!(Some(if r.streamed { "t" } else { "f" }));
     n!(int(r.input_tokens));
     n!(int(r.output_tokens));
@@ -656,17 +670,9 @@ fn copy_row(out: &mut Vec<u8>, r: &UsageRow) {
     n!(Some(i64::from(r.attempts)));
     t!(r.policy_hits.as_deref());
     t!(r.key_id.as_deref());
-    t!(r.key_prefix.as_deref());
-    t!(r.team.as_deref());
-    t!(r.user.as_deref());
-    t!(r.tags.as_deref());
     n!(r.cost_micro_usd);
-    t!(r.catalog_version.as_deref());
     n!(int(r.cache_write_tokens));
-    t!(r.route_reason.as_deref());
-    t!(r.fallback_reason.as_deref());
     t!(r.attempt_log.as_deref());
-    t!(r.cache.as_deref());
     n!(r.cost_saved_micro_usd);
     n!(r.request_hash);
     out.push(b'\n');
@@ -715,12 +721,12 @@ impl Store {
         let mut total = super::partitions::drop_before(self, before_ms).await?;
         let other = self.pool.row_id();
         for (table, column, counted) in [
-            ("usage_records", "ts_ms", true),
+            ("usage_rows", "ts_ms", true),
             ("usage_content", "ts_ms", false),
             ("feedback", "feedback_ms", false),
         ] {
             // The records' own id: unique across partitions, which `ctid` is not.
-            let id = if table == "usage_records" {
+            let id = if table == "usage_rows" {
                 "rowid"
             } else {
                 other
@@ -884,6 +890,120 @@ mod tests {
                 MIGRATIONS.len()
             };
             assert_eq!(v, i64::try_from(steps).unwrap(), "{}", db.engine);
+        }
+    }
+    /// A store written before the repeated texts moved to `usage_dims` keeps every record,
+    /// field for field and with its rowid, and new records reuse the combinations it had.
+    #[tokio::test]
+    async fn upgrading_stores_each_text_combination_once_and_keeps_every_record() {
+        for db in testing::databases("db_dims_upgrade").await {
+            let pool = if db.engine == "postgres" {
+                Pool::Postgres(open_postgres(&db.url).await.unwrap())
+            } else {
+                Pool::Sqlite(open_sqlite(&db.url).await.unwrap())
+            };
+            // The schema up to the step before, and records written the old way.
+            let steps = migrations(&pool);
+            let before = steps.len() - 1;
+            let odd = "tab\there é \\ 3:x-";
+            on_pool!(&pool, |p| {
+                sqlx::query("CREATE TABLE sluice_schema (version BIGINT NOT NULL)")
+                    .execute(p)
+                    .await
+                    .unwrap();
+                for (i, step) in steps[..before].iter().enumerate() {
+                    sqlx::raw_sql(step.as_ref()).execute(p).await.unwrap();
+                    sqlx::query("INSERT INTO sluice_schema (version) VALUES ($1)")
+                        .bind(i64::try_from(i + 1).unwrap())
+                        .execute(p)
+                        .await
+                        .unwrap();
+                }
+                for (id, principal, team, tags, cache) in [
+                    ("a", "key:a", Some("t1"), None, Some("hit")),
+                    ("b", "key:a", Some("t1"), None, Some("hit")),
+                    ("c", odd, None, Some(r#"{"x":"1:y"}"#), None),
+                    ("d", "key:b", Some("t2"), Some(""), Some("miss")),
+                ] {
+                    sqlx::query(
+                        "INSERT INTO usage_records (request_id, ts_ms, surface, principal, \
+                         requested_model, provider, status, streamed, input_tokens, latency_us, \
+                         attempts, key_id, team, tags, cache) \
+                         VALUES ($1, 1000, 'openai.chat', $2, 'm', 'p', 200, $3, 7, 50, 1, \
+                         $2, $4, $5, $6)",
+                    )
+                    .bind(id)
+                    .bind(principal)
+                    .bind(id == "c")
+                    .bind(team)
+                    .bind(tags)
+                    .bind(cache)
+                    .execute(p)
+                    .await
+                    .unwrap();
+                }
+            });
+            type Rec = (
+                i64,
+                String,
+                String,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                bool,
+                Option<i64>,
+                Option<String>,
+            );
+            let read = |pool: Pool| async move {
+                let rows: Vec<Rec> = on_pool!(&pool, |p| sqlx::query_as(
+                    "SELECT rowid, request_id, principal, team, tags, cache, streamed, \
+                     input_tokens, key_id FROM usage_records ORDER BY rowid"
+                )
+                .fetch_all(p)
+                .await
+                .unwrap());
+                rows
+            };
+            let old = read(pool.clone()).await;
+            assert_eq!(old.len(), 4, "{}", db.engine);
+            let store = Store::open(&db.url).await.unwrap();
+            assert_eq!(read(store.pool().clone()).await, old, "{}", db.engine);
+            let combos = || async {
+                let n: i64 = on_pool!(store.pool(), |p| sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM usage_dims"
+                )
+                .fetch_one(p)
+                .await
+                .unwrap());
+                n
+            };
+            assert_eq!(combos().await, 3, "{}", db.engine);
+            // The writer finds the migrated combinations (its key is the migration's).
+            let again = |id: &str, principal: &str, tags: Option<&str>| UsageRow {
+                request_id: id.into(),
+                ts_ms: 2000,
+                surface: "openai.chat".into(),
+                principal: principal.into(),
+                requested_model: "m".into(),
+                provider: Some("p".into()),
+                status: 200,
+                latency_us: 50,
+                attempts: 1,
+                tags: tags.map(str::to_string),
+                ..UsageRow::default()
+            };
+            let c = UsageRow {
+                streamed: true,
+                ..again("e", odd, Some(r#"{"x":"1:y"}"#))
+            };
+            store.write_batch(&[c]).await.unwrap();
+            assert_eq!(combos().await, 3, "{}", db.engine);
+            store
+                .write_batch(&[again("f", "key:new", None)])
+                .await
+                .unwrap();
+            assert_eq!(combos().await, 4, "{}", db.engine);
+            assert_eq!(store.usage_count().await.unwrap(), 6, "{}", db.engine);
         }
     }
 }

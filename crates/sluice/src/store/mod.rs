@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod db;
+pub(crate) mod dims;
 pub mod feedback;
 pub mod gov;
 pub mod insights;

@@ -1,4 +1,5 @@
-//! PostgreSQL day partitions of the raw usage records: `usage_records` is partitioned by
+//! PostgreSQL day partitions of the raw usage records: `usage_records` (since step 6 the
+//! table `usage_rows` under the `usage_records` view, store::dims) is partitioned by
 //! `ts_ms`, one partition a UTC day (`usage_records_dYYYYMMDD`) plus a default partition for
 //! records of days without one (those stored before partitioning, or a day whose partition
 //! could not be created). Retention drops whole day partitions; what is left (the default
@@ -87,7 +88,7 @@ pub async fn ensure(store: &Store, times: impl IntoIterator<Item = i64>) {
 
 async fn create(p: &PgPool, day: i64) -> Result<(), sqlx::Error> {
     let sql = format!(
-        "CREATE TABLE IF NOT EXISTS {} PARTITION OF usage_records FOR VALUES FROM ({day}) TO ({})",
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF usage_rows FOR VALUES FROM ({day}) TO ({})",
         name(day),
         day + DAY
     );
@@ -103,7 +104,7 @@ pub async fn drop_before(store: &Store, before_ms: i64) -> Result<u64, StoreErro
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
          JOIN pg_class t ON t.oid = i.inhparent \
-         WHERE t.relname = 'usage_records' AND t.relnamespace = to_regnamespace(current_schema())",
+         WHERE t.relname = 'usage_rows' AND t.relnamespace = to_regnamespace(current_schema())",
     )
     .fetch_all(p)
     .await?;

@@ -1392,7 +1392,7 @@ mod tests {
                         "SELECT c.relname::text FROM pg_inherits i \
                          JOIN pg_class c ON c.oid = i.inhrelid \
                          JOIN pg_class t ON t.oid = i.inhparent \
-                         WHERE t.relname = 'usage_records' \
+                         WHERE t.relname = 'usage_rows' \
                          AND t.relnamespace = to_regnamespace(current_schema()) ORDER BY 1",
                     )
                     .fetch_all(p)
