@@ -263,15 +263,23 @@ impl Deltas {
     /// [`Dim::ALL`] order), to every cuboid and resolution.
     pub fn add(&mut self, ts_ms: i64, dims: &[KeyPart], s: &Sums) {
         for c in CUBOIDS {
-            let key: Vec<KeyPart> = c.dims.iter().map(|d| dims[d.index()].clone()).collect();
+            let mut at = (
+                c.id,
+                Res::Minute,
+                0,
+                c.dims.iter().map(|d| dims[d.index()].clone()).collect(),
+            );
             for &r in c.res {
                 if r == Res::Minute && ts_ms < self.minutes_from_ms {
                     continue;
                 }
-                self.rows
-                    .entry((c.id, r, r.floor(ts_ms), key.clone()))
-                    .or_default()
-                    .merge(s);
+                (at.1, at.2) = (r, r.floor(ts_ms));
+                // The key is cloned only for a new row (most records add to one).
+                if let Some(row) = self.rows.get_mut(&at) {
+                    row.merge(s);
+                } else {
+                    self.rows.insert(at.clone(), s.clone());
+                }
             }
         }
     }

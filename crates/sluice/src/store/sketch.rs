@@ -34,15 +34,21 @@ fn value(i: i32) -> f64 {
     2.0 * gamma().powi(i) / (gamma() + 1.0)
 }
 
-/// Counts per occupied bucket, ascending by bucket.
+/// Counts per bucket from `start` on: dense in memory (adding is an index, merging a loop;
+/// latencies span a few hundred buckets), sparse when stored. Canonical: the first and last
+/// counts are non-zero, so equal sketches compare equal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sketch {
-    bins: Vec<(i32, u64)>,
+    start: i32,
+    counts: Vec<u64>,
 }
+
+/// Bucket indexes a `u64` of microseconds can reach (about 2,200), with room.
+const MAX_INDEX: i32 = 4096;
 
 impl Sketch {
     pub fn count(&self) -> u64 {
-        self.bins.iter().map(|b| b.1).sum()
+        self.counts.iter().sum()
     }
 
     /// Adds one value in microseconds.
@@ -50,39 +56,51 @@ impl Sketch {
         self.add_n(index(us), 1);
     }
 
-    fn add_n(&mut self, i: i32, n: u64) {
-        match self.bins.binary_search_by_key(&i, |b| b.0) {
-            Ok(at) => self.bins[at].1 += n,
-            Err(at) => self.bins.insert(at, (i, n)),
+    /// Makes room for buckets `lo..=hi` (`lo <= hi`).
+    fn cover(&mut self, lo: i32, hi: i32) {
+        if self.counts.is_empty() {
+            self.start = lo;
         }
+        if lo < self.start {
+            let pad = usize::try_from(self.start - lo).unwrap_or(0);
+            self.counts.splice(0..0, std::iter::repeat_n(0, pad));
+            self.start = lo;
+        }
+        let len = usize::try_from(hi - self.start).unwrap_or(0) + 1;
+        if len > self.counts.len() {
+            self.counts.resize(len, 0);
+        }
+    }
+
+    fn add_n(&mut self, i: i32, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.cover(i, i);
+        self.counts[usize::try_from(i - self.start).unwrap_or(0)] += n;
     }
 
     /// Adds everything `other` counted.
     pub fn merge(&mut self, other: &Sketch) {
-        if self.bins.is_empty() {
-            self.bins.clone_from(&other.bins);
-            return;
+        let Some(last) = other.last() else { return };
+        self.cover(other.start, last);
+        let at = usize::try_from(other.start - self.start).unwrap_or(0);
+        for (mine, theirs) in self.counts[at..].iter_mut().zip(&other.counts) {
+            *mine += theirs;
         }
-        let mut out = Vec::with_capacity(self.bins.len() + other.bins.len());
-        let (a, b) = (&self.bins, &other.bins);
-        let (mut i, mut j) = (0, 0);
-        while i < a.len() && j < b.len() {
-            let (x, y) = (a[i], b[j]);
-            if x.0 == y.0 {
-                out.push((x.0, x.1 + y.1));
-                i += 1;
-                j += 1;
-            } else if x.0 < y.0 {
-                out.push(x);
-                i += 1;
-            } else {
-                out.push(y);
-                j += 1;
-            }
-        }
-        out.extend_from_slice(&a[i..]);
-        out.extend_from_slice(&b[j..]);
-        self.bins = out;
+    }
+
+    /// The last occupied bucket.
+    fn last(&self) -> Option<i32> {
+        let n = i32::try_from(self.counts.len()).ok()?;
+        (n > 0).then(|| self.start + n - 1)
+    }
+
+    /// The occupied buckets and their counts, ascending.
+    fn bins(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
+        (self.start..)
+            .zip(self.counts.iter().copied())
+            .filter(|b| b.1 > 0)
     }
 
     /// The nearest-rank `p`th percentile (0 < p <= 100), in microseconds, within
@@ -99,21 +117,21 @@ impl Sketch {
         )]
         let rank = (((p / 100.0) * n as f64).ceil() as u64).clamp(1, n);
         let mut seen = 0;
-        for &(i, c) in &self.bins {
+        for (i, c) in self.bins() {
             seen += c;
             if seen >= rank {
                 return Some(value(i));
             }
         }
-        self.bins.last().map(|b| value(b.0))
+        self.last().map(value)
     }
 
     /// The stored form (empty sketch: one byte).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + self.bins.len() * 3);
-        put(&mut out, self.bins.len() as u64);
+        let mut out = Vec::with_capacity(1 + self.counts.len() * 3);
+        put(&mut out, self.bins().count() as u64);
         let mut prev = 0i64;
-        for &(i, c) in &self.bins {
+        for (i, c) in self.bins() {
             let d = i64::from(i) - prev;
             prev = i64::from(i);
             put(&mut out, ((d << 1) ^ (d >> 63)).cast_unsigned());
@@ -125,18 +143,22 @@ impl Sketch {
     /// Reads what [`Sketch::encode`] wrote; `None` for anything else.
     pub fn decode(mut b: &[u8]) -> Option<Sketch> {
         let n = take(&mut b)?;
-        let mut bins = Vec::with_capacity(usize::try_from(n.min(4096)).ok()?);
+        let mut s = Sketch::default();
         let mut prev = 0i64;
-        for _ in 0..n {
+        for k in 0..n {
             let z = take(&mut b)?;
             let d = (z >> 1).cast_signed() ^ -((z & 1).cast_signed());
+            // Ascending, within the buckets a latency can reach.
+            if k > 0 && d <= 0 {
+                return None;
+            }
             prev = prev.checked_add(d)?;
-            bins.push((i32::try_from(prev).ok()?, take(&mut b)?));
+            let i = i32::try_from(prev)
+                .ok()
+                .filter(|i| (0..=MAX_INDEX).contains(i))?;
+            s.add_n(i, take(&mut b)?);
         }
-        if !b.is_empty() || bins.windows(2).any(|w| w[0].0 >= w[1].0) {
-            return None;
-        }
-        Some(Sketch { bins })
+        b.is_empty().then_some(s)
     }
 }
 
@@ -198,6 +220,14 @@ mod tests {
             v.iter().for_each(|&x| whole.add(x));
             a.merge(&b);
             assert_eq!(a, whole, "merge must equal adding everything to one sketch");
+            // Small sketches (one record's, a few records') merge in place: the same.
+            let mut c = Sketch::default();
+            for few in v.chunks(3) {
+                let mut s = Sketch::default();
+                few.iter().for_each(|&x| s.add(x));
+                c.merge(&s);
+            }
+            assert_eq!(c, whole, "merging small sketches must equal adding");
             let mut sorted = v.clone();
             sorted.sort_unstable();
             for p in [1.0, 50.0, 90.0, 95.0, 99.0, 100.0] {
@@ -227,6 +257,11 @@ mod tests {
         // Garbage is refused, not misread.
         assert_eq!(Sketch::decode(&[2, 0]), None);
         assert_eq!(Sketch::decode(&[1, 2, 1, 9]), None);
+        // A bucket no latency reaches (index 5,000) would make a 40 kB sketch: refused.
+        assert_eq!(Sketch::decode(&[1, 0x90, 0x4E, 1]), None);
+        assert!(Sketch::decode(&[1, 0xC0, 0x3E, 1]).is_some());
+        // Not ascending: refused.
+        assert_eq!(Sketch::decode(&[2, 4, 1, 0, 1]), None);
         assert_eq!(Sketch::decode(&[0xff]), None);
     }
 }
