@@ -17,11 +17,13 @@ from replay_wire import Outcome, _args, _openai_content, _openai_usage, anthropi
 
 SURFACES = ("chat", "messages", "responses")
 ANTHROPIC_DEFAULT_MAX_TOKENS = 4096
-_TAG = re.compile(r"^sluice:[a-z0-9-]+:")
+_TAG = re.compile(r"^(sluice:redacted:)?sluice:[a-z0-9-]+:")
 
 
 def untag(sig: str) -> str:
-    """Sluice hands signatures out as `sluice:<family>:<signature>` (docs/providers.md)."""
+    """Sluice hands signatures out as `sluice:<family>:<signature>` (docs/providers.md), and
+    Anthropic's redacted thinking on the Responses surface as `sluice:redacted:` + that
+    (docs/responses.md)."""
     return _TAG.sub("", sig or "")
 
 
@@ -70,6 +72,8 @@ def chat_to_messages(chat: dict) -> dict:
                 out.append({"role": "user", "content": [block]})
         elif m["role"] == "assistant":
             blocks = list(m.get("thinking_blocks") or [])
+            if m.get("reasoning_content") and not blocks:
+                blocks.append({"type": "thinking", "thinking": m["reasoning_content"], "signature": ""})
             if m.get("content"):
                 blocks.append({"type": "text", "text": _text(m["content"])})
             for c in m.get("tool_calls") or []:
@@ -89,7 +93,8 @@ def chat_to_messages(chat: dict) -> dict:
         req["system"] = system if cached else "\n".join(b["text"] for b in system)
     if chat.get("tools"):
         req["tools"] = [
-            {"name": t["function"]["name"], "description": t["function"].get("description", ""), "input_schema": t["function"]["parameters"]}
+            {"name": t["function"]["name"], "input_schema": t["function"]["parameters"],
+             **({"description": t["function"]["description"]} if "description" in t["function"] else {})}
             for t in chat["tools"]
         ]
     tc = chat.get("tool_choice")
@@ -99,7 +104,7 @@ def chat_to_messages(chat: dict) -> dict:
             if isinstance(tc, str)
             else {"type": "tool", "name": tc["function"]["name"]}
         )
-    for k in ("temperature", "top_p", "top_k", "thinking"):
+    for k in ("temperature", "top_p", "top_k", "thinking", "cache_control"):
         if k in chat:
             req[k] = chat[k]
     if chat.get("reasoning_effort") in _BUDGET:
@@ -120,6 +125,17 @@ def chat_to_responses(chat: dict) -> dict:
         if m["role"] == "tool":
             items.append({"type": "function_call_output", "call_id": m["tool_call_id"], "output": _text(m["content"])})
         elif m["role"] == "assistant":
+            # Thinking goes back as reasoning items, the signature as `encrypted_content`.
+            for b in m.get("thinking_blocks") or []:
+                item: dict[str, Any] = {"type": "reasoning", "summary": []}
+                if b.get("thinking"):
+                    item["content"] = [{"type": "reasoning_text", "text": b["thinking"]}]
+                if b.get("signature") or b.get("data"):
+                    item["encrypted_content"] = b.get("signature") or b.get("data")
+                items.append(item)
+            if m.get("reasoning_content") and not m.get("thinking_blocks"):
+                items.append({"type": "reasoning", "summary": [],
+                              "content": [{"type": "reasoning_text", "text": m["reasoning_content"]}]})
             if m.get("content"):
                 items.append({"role": "assistant", "content": _text(m["content"])})
             for c in m.get("tool_calls") or []:
@@ -135,8 +151,8 @@ def chat_to_responses(chat: dict) -> dict:
         req["instructions"] = "\n".join(system)
     if chat.get("tools"):
         req["tools"] = [
-            {"type": "function", "name": t["function"]["name"], "description": t["function"].get("description", ""),
-             "parameters": t["function"]["parameters"], **({"strict": t["function"]["strict"]} if "strict" in t["function"] else {})}
+            {"type": "function", "name": t["function"]["name"], "parameters": t["function"]["parameters"],
+             **{k: t["function"][k] for k in ("description", "strict") if k in t["function"]}}
             for t in chat["tools"]
         ]
     tc = chat.get("tool_choice")

@@ -254,7 +254,8 @@ def anthropic_to_chat(req: dict) -> dict:
             "type": "function",
             "function": {"name": tc.get("name")},
         }
-    for k in ("temperature", "top_p", "top_k", "thinking"):
+    # `cache_control` at the top level: Anthropic's automatic prompt caching.
+    for k in ("temperature", "top_p", "top_k", "thinking", "cache_control"):
         if k in req:
             chat[k] = req[k]
     if req.get("stop_sequences"):
@@ -301,16 +302,55 @@ def gemini_expected(it: Interaction) -> Outcome:
     return out
 
 
+def _gemini_turn(c: dict) -> list[dict]:
+    """One Gemini `contents` entry as chat messages: function responses become tool messages;
+    thought signatures become signed thinking blocks (Sluice puts them back on the calls)."""
+    parts = c["parts"]
+    if c.get("role") != "model":
+        out = [
+            {"role": "tool", "tool_call_id": p["functionResponse"].get("id") or p["functionResponse"]["name"],
+             "content": json.dumps(p["functionResponse"]["response"])}
+            for p in parts
+            if "functionResponse" in p
+        ]
+        text = "".join(p["text"] for p in parts if "text" in p)
+        return out + ([{"role": "user", "content": text}] if text or not out else [])
+    msg: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(p["text"] for p in parts if "text" in p and not p.get("thought")) or None,
+    }
+    calls = [
+        {"id": p["functionCall"].get("id") or f"call_{i}", "type": "function",
+         "function": {"name": p["functionCall"]["name"], "arguments": json.dumps(p["functionCall"].get("args") or {})}}
+        for i, p in enumerate(parts)
+        if "functionCall" in p
+    ]
+    if calls:
+        msg["tool_calls"] = calls
+    thought = "".join(p.get("text", "") for p in parts if p.get("thought"))
+    sigs = [p["thoughtSignature"] for p in parts if p.get("thoughtSignature")]
+    if thought or sigs:
+        msg["thinking_blocks"] = [{"type": "thinking", "thinking": thought if i == 0 else "", "signature": sig}
+                                  for i, sig in enumerate(sigs or [""])]
+    return [msg]
+
+
 def gemini_to_chat(req: dict, model: str) -> dict:
     messages: list[dict] = []
     sys_parts = (req.get("systemInstruction") or {}).get("parts") or []
     if sys_parts:
         messages.append({"role": "system", "content": "".join(p.get("text", "") for p in sys_parts)})
     for c in req["contents"]:
-        role = "assistant" if c.get("role") == "model" else "user"
-        text = "".join(p["text"] for p in c["parts"] if "text" in p and not p.get("thought"))
-        messages.append({"role": role, "content": text})
+        messages += _gemini_turn(c)
     chat: dict[str, Any] = {"model": model, "messages": messages}
+    fcc = (req.get("toolConfig") or {}).get("functionCallingConfig") or {}
+    if fcc.get("mode"):
+        names = fcc.get("allowedFunctionNames") or []
+        chat["tool_choice"] = (
+            {"type": "function", "function": {"name": names[0]}}
+            if fcc["mode"] == "ANY" and len(names) == 1
+            else {"AUTO": "auto", "ANY": "required", "NONE": "none"}[fcc["mode"]]
+        )
     decls = [d for t in req.get("tools") or [] for d in t.get("functionDeclarations") or t.get("function_declarations") or []]
     if decls:
         chat["tools"] = [
@@ -428,13 +468,58 @@ def _bedrock_parts(blocks: list[dict]) -> Any:
     return parts
 
 
+def _bedrock_turn(m: dict) -> list[dict]:
+    blocks = m["content"]
+    if m["role"] == "user":
+        out = [
+            {"role": "tool", "tool_call_id": b["toolResult"]["toolUseId"],
+             "content": "".join(c.get("text", "") for c in b["toolResult"]["content"])}
+            for b in blocks
+            if "toolResult" in b
+        ]
+        rest = [b for b in blocks if "toolResult" not in b]
+        return out + ([{"role": "user", "content": _bedrock_parts(rest)}] if rest or not out else [])
+    msg: dict[str, Any] = {"role": "assistant", "content": "".join(b["text"] for b in blocks if "text" in b) or None}
+    calls = [
+        {"id": b["toolUse"]["toolUseId"], "type": "function",
+         "function": {"name": b["toolUse"]["name"], "arguments": json.dumps(b["toolUse"]["input"])}}
+        for b in blocks
+        if "toolUse" in b
+    ]
+    if calls:
+        msg["tool_calls"] = calls
+    thinking = [
+        {"type": "thinking", "thinking": b["reasoningContent"]["reasoningText"]["text"],
+         "signature": b["reasoningContent"]["reasoningText"].get("signature", "")}
+        for b in blocks
+        if "reasoningText" in (b.get("reasoningContent") or {})
+    ]
+    if thinking:
+        msg["thinking_blocks"] = thinking
+    return [msg]
+
+
 def bedrock_to_chat(req: dict, model: str) -> dict:
     messages: list[dict] = []
     if req.get("system"):
         messages.append({"role": "system", "content": _bedrock_parts(req["system"])})
     for m in req["messages"]:
-        messages.append({"role": m["role"], "content": _bedrock_parts(m["content"])})
+        messages += _bedrock_turn(m)
     chat: dict[str, Any] = {"model": model, "messages": messages}
+    tcfg = req.get("toolConfig") or {}
+    if tcfg.get("tools"):
+        chat["tools"] = [
+            {"type": "function", "function": {"name": t["toolSpec"]["name"], "parameters": t["toolSpec"]["inputSchema"]["json"],
+                                              **({"description": t["toolSpec"]["description"]} if "description" in t["toolSpec"] else {})}}
+            for t in tcfg["tools"]
+        ]
+    choice = tcfg.get("toolChoice") or {}
+    if "auto" in choice:
+        chat["tool_choice"] = "auto"
+    elif "any" in choice:
+        chat["tool_choice"] = "required"
+    elif "tool" in choice:
+        chat["tool_choice"] = {"type": "function", "function": {"name": choice["tool"]["name"]}}
     ic = req.get("inferenceConfig") or {}
     for src, dst in (("maxTokens", "max_tokens"), ("temperature", "temperature"), ("topP", "top_p"), ("stopSequences", "stop")):
         if src in ic:
@@ -467,8 +552,21 @@ def cohere_expected(it: Interaction) -> Outcome:
     return out
 
 
+def _cohere_message(m: dict) -> dict:
+    """Cohere's assistant content list (`thinking` and `text` blocks) as chat fields."""
+    if m["role"] != "assistant" or isinstance(m.get("content"), str):
+        return m
+    out = {k: v for k, v in m.items() if k != "content"}
+    out["content"] = "".join(b.get("text", "") for b in m.get("content") or [] if b.get("type") == "text")
+    thinking = "".join(b.get("thinking", "") for b in m.get("content") or [] if b.get("type") == "thinking")
+    if thinking:
+        out["reasoning_content"] = thinking
+    return out
+
+
 def cohere_to_chat(req: dict) -> dict:
     chat = {k: v for k, v in req.items() if k not in ("stream",)}
+    chat["messages"] = [_cohere_message(m) for m in req["messages"]]
     for src, dst in (("p", "top_p"), ("k", "top_k"), ("stop_sequences", "stop")):
         if src in chat:
             chat[dst] = chat.pop(src)
