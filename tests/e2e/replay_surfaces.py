@@ -190,7 +190,7 @@ def _chat_outcome(msg: dict, finish: str | None, u: Any) -> Outcome:
         text=text,
         tool_calls=[(c["function"]["name"], _args(c["function"]["arguments"])) for c in msg.get("tool_calls") or []],
         finish=finish,
-        usage=_openai_usage(u.model_dump() if u is not None else None),
+        usage=_openai_usage(u.model_dump(warnings=False) if u is not None else None),
         thinking=thinking + (msg.get("reasoning_content") or msg.get("reasoning") or ""),
         signatures=[untag(b.get("signature") or b.get("data") or "") for b in blocks],
     )
@@ -203,7 +203,7 @@ def run_chat(client: OpenAI, req: dict, stream: bool) -> Outcome:
     if not stream:
         r = client.chat.completions.create(**kw, extra_body=extra or None, stream=False)
         c = r.choices[0]
-        return _chat_outcome(c.message.model_dump(), c.finish_reason, r.usage)
+        return _chat_outcome(c.message.model_dump(warnings=False), c.finish_reason, r.usage)
     # The helper would insist on strict tools (it parses their arguments); they go as they are.
     if "tools" in kw:
         extra["tools"] = kw.pop("tools")
@@ -213,11 +213,11 @@ def run_chat(client: OpenAI, req: dict, stream: bool) -> Outcome:
             pass
         final = s.get_final_completion()
     c = final.choices[0]
-    return _chat_outcome(c.message.model_dump(), c.finish_reason, final.usage)
+    return _chat_outcome(c.message.model_dump(warnings=False), c.finish_reason, final.usage)
 
 
 def _messages_outcome(m: Any) -> Outcome:
-    d = m.model_dump()
+    d = m.model_dump(warnings=False)
     out = anthropic_outcome(d["content"], d.get("stop_reason"), d.get("usage") or {})
     out.signatures = [untag(s) for s in out.signatures]
     return out
@@ -246,7 +246,7 @@ def run_responses(client: OpenAI, req: dict, stream: bool) -> Outcome:
     kw.pop("stream", None)
     if not stream:
         r = client.responses.create(**kw, extra_body=extra or None)
-        out = responses_outcome(r.model_dump())
+        out = responses_outcome(r.model_dump(warnings=False))
     else:
         deltas, final = "", None
         for ev in client.responses.create(**kw, extra_body=extra or None, stream=True):
@@ -256,7 +256,7 @@ def run_responses(client: OpenAI, req: dict, stream: bool) -> Outcome:
                 final = ev.response
         if final is None:
             raise StreamMismatch("the stream ended without response.completed")
-        out = responses_outcome(final.model_dump())
+        out = responses_outcome(final.model_dump(warnings=False))
         if deltas != out.text:
             raise StreamMismatch(f"output_text deltas {deltas!r} differ from the completed response's text {out.text!r}")
     out.signatures = [untag(s) for s in out.signatures]

@@ -61,6 +61,13 @@ ROWS: dict[str, Row] = {
         native="chat",
         path="/openai/deployments/{model}/chat/completions",
     ),
+    "azure_openai (Responses upstream)": Row(
+        "responses",
+        {"kind": "azure_openai", "base_url": "{up}", "api_key": "az-replay", "supports_responses": True},
+        native="responses",
+        surfaces=("responses",),
+        why_not="a Responses upstream is only passed through",
+    ),
     "groq (preset)": Row(
         "openai",
         {"kind": "openai_compatible", "preset": "groq", "base_url": "{up}/openai/v1", "api_key": "gsk-replay"},
@@ -117,7 +124,13 @@ CELLS: dict[str, list[str]] = {
         "openai/test_openai_instructions.yaml",
         "openai/test_run_stream_sync_streams_real_model.yaml",
     ],
-    "groq (preset)": ["groq/test_groq_model_instructions.yaml"],
+    "azure_openai (Responses upstream)": [
+        "openai_responses/test_azure_responses_reasoning_context_default_wire_contract[gpt-5.4].yaml",
+    ],
+    "groq (preset)": [
+        "groq/test_groq_model_instructions.yaml",
+        "groq/test_tool_use_failed_error_streaming.yaml#2",
+    ],
     "mistral (preset)": [
         "mistral/test_mistral_forwards_penalties.yaml",
         "mistral/test_mistral_model_thinking_part_iter.yaml",
@@ -148,6 +161,7 @@ CELLS: dict[str, list[str]] = {
         "bedrock/test_bedrock_model_stream.yaml",
         "bedrock/test_bedrock_cache_usage_includes_cache_tokens.yaml",
         "bedrock/test_bedrock_model_thinking_part_stream.yaml",
+        "bedrock/test_bedrock_model_iter_stream.yaml",
         "bedrock/test_bedrock_model_iter_stream.yaml#1",
         "bedrock/test_bedrock_anthropic_tool_with_thinking.yaml#1",
     ],
@@ -192,6 +206,8 @@ ALLOWED: list[Allowed] = [
     Allowed("n", "default=1", "`n: 1` is the default, and the Anthropic and Responses surfaces have no `n`"),
     Allowed("store", "ignore", "the harness sends `store: false` so that a Responses request takes the "
             "stateless passthrough path", families=("responses",)),
+    Allowed("stream_options", "added", "Sluice asks OpenAI-compatible vendors that take it for the final usage "
+            "chunk, so that streams are metered (docs/providers.md, presets)", ("openai",)),
     Allowed("max_completion_tokens", "added", _MAX_TOKENS_WHY, ("openai",), ("messages",)),
     Allowed("max_tokens", "added", _MAX_TOKENS_WHY, ("cohere",), ("messages",)),
     Allowed("generationConfig.maxOutputTokens", "added", _MAX_TOKENS_WHY, ("gemini",), ("messages",)),
