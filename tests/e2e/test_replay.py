@@ -46,14 +46,17 @@ class Row:
     path: str = ""  # what the request path must be, when it is not the recorded one
 
 
+def responses_upstream(provider: dict) -> Row:
+    """A provider that implements /v1/responses itself: Responses requests pass through to it
+    (docs/responses.md); Sluice never translates other surfaces into Responses."""
+    return Row("responses", provider, native="responses", surfaces=("responses",),
+               why_not="a Responses upstream is only passed through")
+
+
 ROWS: dict[str, Row] = {
     "openai": Row("openai", {"kind": "openai", "base_url": "{up}/v1", "api_key": "sk-replay"}, native="chat"),
-    "openai (Responses upstream)": Row(
-        "responses",
-        {"kind": "openai", "base_url": "{up}/v1", "api_key": "sk-replay", "supports_responses": True},
-        native="responses",
-        surfaces=("responses",),
-        why_not="a Responses upstream is only passed through",
+    "openai (Responses upstream)": responses_upstream(
+        {"kind": "openai", "base_url": "{up}/v1", "api_key": "sk-replay", "supports_responses": True}
     ),
     "azure_openai": Row(
         "openai",
@@ -61,12 +64,8 @@ ROWS: dict[str, Row] = {
         native="chat",
         path="/openai/deployments/{model}/chat/completions",
     ),
-    "azure_openai (Responses upstream)": Row(
-        "responses",
-        {"kind": "azure_openai", "base_url": "{up}", "api_key": "az-replay", "supports_responses": True},
-        native="responses",
-        surfaces=("responses",),
-        why_not="a Responses upstream is only passed through",
+    "azure_openai (Responses upstream)": responses_upstream(
+        {"kind": "azure_openai", "base_url": "{up}", "api_key": "az-replay", "supports_responses": True}
     ),
     "groq (preset)": Row(
         "openai",
