@@ -33,15 +33,21 @@ def _text(content: Any) -> str:
     return "".join(p.get("text", "") for p in content or [] if p.get("type") in ("text", "input_text"))
 
 
-def _blocks(content: Any, text_type: str = "text") -> list[dict]:
-    """Chat content as a list of text parts of `text_type`, `cache_control` kept where the
-    surface has it (Anthropic)."""
+def _blocks(content: Any, surface: str = "messages") -> list[dict]:
+    """Chat content as the parts of `surface` (Anthropic `messages` or `responses`): text
+    (with `cache_control` where Anthropic has it) and image URLs."""
+    text_type = "text" if surface == "messages" else "input_text"
     if isinstance(content, str):
         return [{"type": text_type, "text": content}]
     out = []
     for p in content or []:
+        if p.get("type") == "image_url":
+            url = p["image_url"]["url"]
+            out.append({"type": "image", "source": {"type": "url", "url": url}} if surface == "messages"
+                       else {"type": "input_image", "image_url": url})
+            continue
         b = {"type": text_type, "text": p.get("text", "")}
-        if text_type == "text" and "cache_control" in p:
+        if surface == "messages" and "cache_control" in p:
             b["cache_control"] = p["cache_control"]
         out.append(b)
     return out
@@ -145,7 +151,7 @@ def chat_to_responses(chat: dict) -> dict:
         elif isinstance(m["content"], str):
             items.append({"role": "user", "content": m["content"]})
         else:
-            items.append({"role": "user", "content": _blocks(m["content"], "input_text")})
+            items.append({"role": "user", "content": _blocks(m["content"], "responses")})
     req: dict[str, Any] = {"model": chat["model"], "input": items}
     if system:
         req["instructions"] = "\n".join(system)

@@ -208,6 +208,15 @@ def _anthropic_text(content: Any) -> str:
     return "".join(b.get("text", "") for b in content if b.get("type") == "text")
 
 
+def _anthropic_part(b: dict) -> dict:
+    """A user text or image block as a chat content part (URL images by link, others inline)."""
+    if b["type"] == "text":
+        return {"type": "text", "text": b["text"]}
+    src = b["source"]
+    url = src["url"] if src["type"] == "url" else f"data:{src['media_type']};base64,{src['data']}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
 def anthropic_to_chat(req: dict) -> dict:
     messages: list[dict] = []
     if req.get("system"):
@@ -223,9 +232,11 @@ def anthropic_to_chat(req: dict) -> dict:
                     messages.append(
                         {"role": "tool", "tool_call_id": b["tool_use_id"], "content": _anthropic_text(b.get("content", ""))}
                     )
-            text = _anthropic_text(content)
-            if text:
-                messages.append({"role": "user", "content": text})
+            parts = [_anthropic_part(b) for b in content if b["type"] in ("text", "image")]
+            if any(p["type"] == "image_url" for p in parts):
+                messages.append({"role": "user", "content": parts})
+            elif parts:
+                messages.append({"role": "user", "content": _anthropic_text(content)})
         else:
             msg: dict[str, Any] = {"role": "assistant", "content": _anthropic_text(content) or None}
             calls = [
@@ -313,8 +324,17 @@ def _gemini_turn(c: dict) -> list[dict]:
             for p in parts
             if "functionResponse" in p
         ]
-        text = "".join(p["text"] for p in parts if "text" in p)
-        return out + ([{"role": "user", "content": text}] if text or not out else [])
+        content: list[dict] = []
+        for p in parts:
+            if "text" in p:
+                content.append({"type": "text", "text": p["text"]})
+            fd = p.get("fileData") or p.get("file_data")
+            if fd and (fd.get("mimeType") or fd.get("mime_type", "")).startswith("image/"):
+                content.append({"type": "image_url", "image_url": {"url": fd.get("fileUri") or fd.get("file_uri")}})
+        if all(c["type"] == "text" for c in content):
+            text = "".join(c["text"] for c in content)
+            return out + ([{"role": "user", "content": text}] if text or not out else [])
+        return out + [{"role": "user", "content": content}]
     msg: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(p["text"] for p in parts if "text" in p and not p.get("thought")) or None,
@@ -456,14 +476,19 @@ def bedrock_expected(it: Interaction) -> Outcome:
 
 
 def _bedrock_parts(blocks: list[dict]) -> Any:
-    """Text blocks as chat content; a `cachePoint` after a block is that part's `cache_control`."""
+    """Text and image blocks as chat content (images as data URLs); a `cachePoint` after a block
+    is that part's `cache_control`."""
     parts: list[dict] = []
     for b in blocks:
         if "text" in b:
             parts.append({"type": "text", "text": b["text"]})
+        elif "image" in b:
+            img = b["image"]
+            url = f"data:image/{img['format']};base64,{img['source']['bytes']}"
+            parts.append({"type": "image_url", "image_url": {"url": url}})
         elif "cachePoint" in b and parts:
             parts[-1]["cache_control"] = {"type": "ephemeral"}
-    if len(parts) == 1 and "cache_control" not in parts[0]:
+    if len(parts) == 1 and parts[0]["type"] == "text" and "cache_control" not in parts[0]:
         return parts[0]["text"]
     return parts
 

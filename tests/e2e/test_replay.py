@@ -143,6 +143,7 @@ CELLS: dict[str, list[str]] = {
         "anthropic/test_anthropic_model_thinking_part_redacted_stream.yaml",
         "anthropic/test_anthropic_tool_with_thinking.yaml#1",
         "anthropic/test_anthropic_cache_real_api.yaml#1",
+        "anthropic/test_image_url_input.yaml",
     ],
     "gemini": [
         "google/test_google_model_instructions.yaml",
@@ -154,6 +155,7 @@ CELLS: dict[str, list[str]] = {
     "vertex": [
         "google/test_google_model_vertex_provider.yaml",
         "google/test_google_vertex_service_tier_flex_stream.yaml",
+        "google/test_google_url_input[ImageUrl].yaml",
     ],
     "bedrock": [
         "bedrock/test_bedrock_model.yaml",
@@ -163,6 +165,7 @@ CELLS: dict[str, list[str]] = {
         "bedrock/test_bedrock_model_iter_stream.yaml",
         "bedrock/test_bedrock_model_iter_stream.yaml#1",
         "bedrock/test_bedrock_anthropic_tool_with_thinking.yaml#1",
+        "bedrock/test_image_url_input.yaml#1",
     ],
     "cohere": [
         "cohere/test_cohere_model_instructions.yaml",
