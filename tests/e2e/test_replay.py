@@ -58,7 +58,8 @@ ROWS: dict[str, Row] = {
     "openai (Responses upstream)": responses_upstream(
         {"kind": "openai", "base_url": "{up}/v1", "api_key": "sk-replay", "supports_responses": True}
     ),
-    "azure_openai": Row(
+    # No Azure chat recordings: OpenAI's, sent to Azure's deployment URL.
+    "azure_openai (OpenAI recordings)": Row(
         "openai",
         {"kind": "azure_openai", "base_url": "{up}", "api_key": "az-replay"},
         native="chat",
@@ -119,7 +120,7 @@ CELLS: dict[str, list[str]] = {
         "openai_responses/test_openai_responses_model_thinking_part.yaml",
         "openai_responses/test_openai_responses_stream.yaml",
     ],
-    "azure_openai": [
+    "azure_openai (OpenAI recordings)": [
         "openai/test_openai_instructions.yaml",
         "openai/test_run_stream_sync_streams_real_model.yaml",
     ],
@@ -166,6 +167,8 @@ CELLS: dict[str, list[str]] = {
         "bedrock/test_bedrock_model_iter_stream.yaml#1",
         "bedrock/test_bedrock_anthropic_tool_with_thinking.yaml#1",
         "bedrock/test_image_url_input.yaml#1",
+        "bedrock/test_bedrock_model_structured_output.yaml",
+        "bedrock/test_bedrock_moonshotai_tool_call.yaml",
     ],
     "cohere": [
         "cohere/test_cohere_model_instructions.yaml",
