@@ -50,7 +50,7 @@ def responses_upstream(provider: dict) -> Row:
     """A provider that implements /v1/responses itself: Responses requests pass through to it
     (docs/responses.md); Sluice never translates other surfaces into Responses."""
     return Row("responses", provider, native="responses", surfaces=("responses",),
-               why_not="a Responses upstream is only passed through")
+               why_not="passthrough only")
 
 
 ROWS: dict[str, Row] = {
@@ -529,7 +529,10 @@ def render_matrix() -> str:
     for row in sorted(ROWS):
         cells = [_status(row, s, m).replace("|", "\\|") for s, m in cols]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    lines += ["", "Recordings per row:", ""]
+    lines += ["", "`pass (n)`: n recordings replayed in that cell, all passing. `no recording`: the recorded "
+              "exchanges hold none for it. `unsupported (passthrough only)`: a Responses upstream gets "
+              "Responses requests only, passed through; Sluice does not translate the other surfaces "
+              "into Responses.", "", "Recordings per row:", ""]
     for row in sorted(CELLS):
         lines.append(f"- {row}: " + ", ".join(f"`{r}`" for r in CELLS[row]))
     lines += ["", "Allowed differences between the recorded upstream request and the gateway's (besides "
