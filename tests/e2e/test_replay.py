@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from anthropic import Anthropic
@@ -44,13 +45,14 @@ class Row:
     surfaces: tuple[str, ...] = SURFACES
     why_not: str = ""  # for the surfaces this row cannot serve
     path: str = ""  # what the request path must be, when it is not the recorded one
+    auth: tuple[str, str] = ("authorization", "Bearer ")  # the header that must carry the credential, and its start
 
 
-def responses_upstream(provider: dict) -> Row:
+def responses_upstream(provider: dict, auth: tuple[str, str] = ("authorization", "Bearer ")) -> Row:
     """A provider that implements /v1/responses itself: Responses requests pass through to it
     (docs/responses.md); Sluice never translates other surfaces into Responses."""
     return Row("responses", provider, native="responses", surfaces=("responses",),
-               why_not="passthrough only")
+               why_not="passthrough only", auth=auth)
 
 
 ROWS: dict[str, Row] = {
@@ -64,9 +66,11 @@ ROWS: dict[str, Row] = {
         {"kind": "azure_openai", "base_url": "{up}", "api_key": "az-replay"},
         native="chat",
         path="/openai/deployments/{model}/chat/completions",
+        auth=("api-key", "az-replay"),
     ),
     "azure_openai (Responses upstream)": responses_upstream(
-        {"kind": "azure_openai", "base_url": "{up}", "api_key": "az-replay", "supports_responses": True}
+        {"kind": "azure_openai", "base_url": "{up}", "api_key": "az-replay", "supports_responses": True},
+        auth=("api-key", "az-replay"),
     ),
     "groq (preset)": Row(
         "openai",
@@ -79,10 +83,15 @@ ROWS: dict[str, Row] = {
         native="chat",
     ),
     "ollama (preset, /v1)": Row(
-        "openai", {"kind": "openai_compatible", "preset": "ollama", "base_url": "{up}/v1"}, native="chat"
+        "openai", {"kind": "openai_compatible", "preset": "ollama", "base_url": "{up}/v1"}, native="chat",
+        auth=("", ""),  # a local server: no credential configured
     ),
-    "anthropic": Row("anthropic", {"kind": "anthropic", "base_url": "{up}", "api_key": "sk-ant-replay"}, native="messages"),
-    "gemini": Row("gemini", {"kind": "gemini", "base_url": "{up}", "api_key": "gm-replay"}),
+    "anthropic": Row(
+        "anthropic", {"kind": "anthropic", "base_url": "{up}", "api_key": "sk-ant-replay"}, native="messages",
+        auth=("x-api-key", "sk-ant-replay"),
+    ),
+    "gemini": Row("gemini", {"kind": "gemini", "base_url": "{up}", "api_key": "gm-replay"},
+                  auth=("x-goog-api-key", "gm-replay")),
     "vertex": Row(
         "gemini",
         {"kind": "vertex", "base_url": "{up}", "region": "global", "project": "pydantic-ai", "api_key": "ya29.replay"},
@@ -98,6 +107,7 @@ ROWS: dict[str, Row] = {
             "aws_access_key_id": "AKIDREPLAY",
             "aws_secret_access_key": "replay-secret",
         },
+        auth=("authorization", "AWS4-HMAC-SHA256 Credential=AKIDREPLAY/"),
     ),
     "cohere": Row("cohere", {"kind": "cohere", "base_url": "{up}", "api_key": "co-replay"}),
     "ollama (native /api/chat)": Row("ollama", {"kind": "ollama", "base_url": "{up}"}, surfaces=()),
@@ -264,6 +274,10 @@ def _camel(v: Any) -> Any:
     if isinstance(v, list):
         return [_camel(x) for x in v]
     return v
+
+
+# Query parameters of the recorded URL that need not be sent (the rest must be).
+QUERY_NOT_COMPARED = {"beta": "the Anthropic SDK's beta flag; Sluice calls the plain endpoint"}
 
 
 def _cell_ids() -> list[tuple[str, str, str]]:
@@ -481,6 +495,13 @@ def run_cell(bench: Bench, row: str, rec: str, surface: str) -> list[str]:
         want_path = spec.path.format(model=model, method=method) if spec.path else it.path
         if sent.path != want_path:
             problems.append(f"path: recorded {want_path}, sent {sent.path}")
+        for k, v in parse_qsl(urlsplit(it.uri).query):
+            if k not in QUERY_NOT_COMPARED and (k, v) not in parse_qsl(sent.query):
+                problems.append(f"query: recorded {k}={v}, sent {sent.query!r}")
+        header, start = spec.auth
+        credential = {k.lower(): v for k, v in sent.headers.items()}.get(header, "")
+        if header and not credential.startswith(start):
+            problems.append(f"auth: {header} should start {start!r}, sent {credential[:24]!r}")
         problems += [f"outbound {d}" for d in outbound_diffs(spec.family, surface, it.request, sent.body)]
     if got is not None:
         problems += _compare(wire.expected(spec.family, it), got, surface)
@@ -535,8 +556,11 @@ def render_matrix() -> str:
               "into Responses.", "", "Recordings per row:", ""]
     for row in sorted(CELLS):
         lines.append(f"- {row}: " + ", ".join(f"`{r}`" for r in CELLS[row]))
-    lines += ["", "Allowed differences between the recorded upstream request and the gateway's (besides "
-              "headers and query strings, which are not compared; null, {} and [] count as absent; "
+    lines += ["", "Besides the body, every cell checks the path, the recorded query parameters (except "
+              + "; ".join(f"`{k}`: {why}" for k, why in QUERY_NOT_COMPARED.items())
+              + ") and that the provider's credential header is sent. "
+              "Allowed differences between the recorded upstream request body and the gateway's (other "
+              "headers are not compared; null, {} and [] count as absent; "
               "Gemini field names are compared in lowerCamelCase, as protobuf JSON takes both "
               "spellings; an Anthropic `tool_result` whose content is a string equals one text block):", ""]
     for a in ALLOWED:
