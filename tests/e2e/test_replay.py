@@ -524,6 +524,27 @@ def test_replay(bench: Bench, row: str, rec: str, surface: str):
     assert not problems, "\n".join(problems)
 
 
+def test_outbound_check_can_fail():
+    """The allowed differences excuse only what they name, on their family and surface."""
+    rec = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": False, "n": 1}
+    assert outbound_diffs("openai", "chat", rec, {"model": "x", "messages": [{"role": "user", "content": "hi"}]}) == []
+    changed = {"messages": [{"role": "user", "content": "hello"}]}
+    assert outbound_diffs("openai", "chat", rec, changed) == [
+        'messages[0].content: recorded "hi", sent "hello"'
+    ]
+    added = {"messages": rec["messages"], "max_completion_tokens": 4096}
+    assert outbound_diffs("openai", "messages", rec, added) == []
+    assert outbound_diffs("openai", "chat", rec, added) == ["max_completion_tokens: added by the gateway: 4096"]
+    assert outbound_diffs("openai", "chat", rec, {"messages": rec["messages"], "stream": True}) == [
+        "stream: added by the gateway: true"
+    ]
+    gemini = {"contents": [{"parts": [{"text": "a"}], "role": "user"}], "systemInstruction": {"role": "user"}}
+    assert outbound_diffs("gemini", "chat", gemini, {"contents": [{"parts": [{"text": "a"}], "role": "user"}]}) == []
+    assert outbound_diffs("bedrock", "chat", gemini, {"contents": gemini["contents"]}) == [
+        "systemInstruction: recorded {\"role\": \"user\"}, missing from the gateway's"
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # The matrix in docs/providers.md
 
