@@ -189,7 +189,14 @@ def _split(req: dict, method: Any) -> tuple[dict, dict]:
     return kw, extra
 
 
+class NotOpenAI(AssertionError):
+    pass
+
+
 def _chat_outcome(msg: dict, finish: str | None, u: Any) -> Outcome:
+    if not isinstance(msg.get("content"), (str, type(None))):
+        # OpenAI's contract, which the SDK's types and its stream helper rely on.
+        raise NotOpenAI(f"message.content is a {type(msg['content']).__name__}, not a string")
     text, thinking = _openai_content(msg.get("content"))
     blocks = msg.get("thinking_blocks") or []
     out = Outcome(

@@ -133,7 +133,19 @@ def openai_expected(it: Interaction) -> Outcome:
 
 
 def openai_to_chat(req: dict) -> dict:
-    return dict(req)
+    """The recorded body, with Mistral's list-shaped assistant content (text and `thinking`
+    parts) said the OpenAI way: `content` text plus `reasoning_content`."""
+    chat = dict(req)
+    messages = []
+    for m in req["messages"]:
+        if m.get("role") == "assistant" and isinstance(m.get("content"), list):
+            text, thinking = _openai_content(m["content"])
+            m = {**m, "content": text or None}
+            if thinking:
+                m["reasoning_content"] = thinking
+        messages.append(m)
+    chat["messages"] = messages
+    return chat
 
 
 # ---------------------------------------------------------------------------------------------

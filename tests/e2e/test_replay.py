@@ -143,6 +143,7 @@ CELLS: dict[str, list[str]] = {
     ],
     "mistral (preset)": [
         "mistral/test_mistral_forwards_penalties.yaml",
+        "mistral/test_mistral_model_thinking_part.yaml#1",
         "mistral/test_mistral_model_thinking_part_iter.yaml",
     ],
     "ollama (preset, /v1)": ["ollama/test_ollama_cloud_tool_output.yaml"],
@@ -189,11 +190,19 @@ CELLS: dict[str, list[str]] = {
 
 # Known failures: cell id -> why. The cell still runs; it must fail (or this list is stale),
 # and the matrix shows it as a failure with this reason.
+_MISTRAL_LIST = (
+    "the chat surface passes Mistral's list-shaped `content` (text and thinking parts) on as it is; "
+    "OpenAI's contract, and so openai-python, wants a string (its stream helper drops the list deltas)"
+)
+_MISTRAL_HISTORY = (
+    "thinking history goes to Mistral as `reasoning_content` (and `content` as a string), not as the "
+    "`thinking` content parts the recording sent"
+)
 KNOWN_FAILURES: dict[str, str] = {
-    "mistral (preset)|mistral/test_mistral_model_thinking_part_iter.yaml|chat": (
-        "thinking lost: the chat surface passes Mistral's list-shaped `content` deltas through as "
-        "they are, and openai-python's stream helper drops list deltas onto a string"
-    ),
+    "mistral (preset)|mistral/test_mistral_model_thinking_part_iter.yaml|chat": _MISTRAL_LIST,
+    "mistral (preset)|mistral/test_mistral_model_thinking_part.yaml#1|chat": _MISTRAL_LIST,
+    "mistral (preset)|mistral/test_mistral_model_thinking_part.yaml#1|messages": _MISTRAL_HISTORY,
+    "mistral (preset)|mistral/test_mistral_model_thinking_part.yaml#1|responses": _MISTRAL_HISTORY,
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +232,8 @@ ALLOWED: list[Allowed] = [
             "stateless passthrough path", families=("responses",)),
     Allowed("stream_options", "added", "Sluice asks OpenAI-compatible vendors that take it for the final usage "
             "chunk, so that streams are metered (docs/providers.md, presets)", ("openai",)),
+    Allowed("messages.*.prefix", "default=false", "Mistral's assistant-prefix flag; `false` is its default",
+            ("openai",)),
     Allowed("max_completion_tokens", "added", _MAX_TOKENS_WHY, ("openai",), ("messages",)),
     Allowed("max_tokens", "added", _MAX_TOKENS_WHY, ("cohere",), ("messages",)),
     Allowed("generationConfig.maxOutputTokens", "added", _MAX_TOKENS_WHY, ("gemini",), ("messages",)),
@@ -520,7 +531,7 @@ def test_replay(bench: Bench, row: str, rec: str, surface: str):
     RESULTS.setdefault(key, []).append((rec, status))
     if known:
         assert problems, f"{cid} is listed in KNOWN_FAILURES but passes now: remove it"
-        pytest.xfail(f"known failure, shown in the matrix: {known}")
+        pytest.xfail(f"known failure, shown in the matrix: {known}\n" + "\n".join(problems))
     assert not problems, "\n".join(problems)
 
 
