@@ -199,7 +199,7 @@ def _chat_outcome(msg: dict, finish: str | None, u: Any) -> Outcome:
         raise NotOpenAI(f"message.content is a {type(msg['content']).__name__}, not a string")
     text, thinking = _openai_content(msg.get("content"))
     blocks = msg.get("thinking_blocks") or []
-    out = Outcome(
+    return Outcome(
         text=text,
         tool_calls=[(c["function"]["name"], _args(c["function"]["arguments"])) for c in msg.get("tool_calls") or []],
         finish=finish,
@@ -207,7 +207,6 @@ def _chat_outcome(msg: dict, finish: str | None, u: Any) -> Outcome:
         thinking=thinking + (msg.get("reasoning_content") or msg.get("reasoning") or ""),
         signatures=[untag(b.get("signature") or b.get("data") or "") for b in blocks],
     )
-    return out
 
 
 def run_chat(client: OpenAI, req: dict, stream: bool) -> Outcome:
@@ -246,8 +245,6 @@ def run_messages(client: Anthropic, req: dict, stream: bool) -> Outcome:
             pass
         final = s.get_final_message()
     return _messages_outcome(final)
-
-
 
 
 class StreamMismatch(AssertionError):
