@@ -92,7 +92,7 @@ ROWS: dict[str, Row] = {
     ),
     "gemini": Row("gemini", {"kind": "gemini", "base_url": "{up}", "api_key": "gm-replay"},
                   auth=("x-goog-api-key", "gm-replay")),
-    "vertex": Row(
+    "vertex (Gemini)": Row(
         "gemini",
         {"kind": "vertex", "base_url": "{up}", "region": "global", "project": "pydantic-ai", "api_key": "ya29.replay"},
         # Recorded through Google's v1beta1 endpoint; Sluice uses v1 (same body).
@@ -110,6 +110,9 @@ ROWS: dict[str, Row] = {
         auth=("authorization", "AWS4-HMAC-SHA256 Credential=AKIDREPLAY/"),
     ),
     "cohere": Row("cohere", {"kind": "cohere", "base_url": "{up}", "api_key": "co-replay"}),
+    # No recordings of Claude on Vertex (rawPredict) or of Ollama's native API.
+    "vertex (Claude)": Row("anthropic", {"kind": "vertex", "base_url": "{up}", "region": "global",
+                                         "project": "pydantic-ai", "api_key": "ya29.replay"}, surfaces=()),
     "ollama (native /api/chat)": Row("ollama", {"kind": "ollama", "base_url": "{up}"}, surfaces=()),
 }
 
@@ -164,7 +167,7 @@ CELLS: dict[str, list[str]] = {
         "google/test_google_streaming_tool_call_thought_signature.yaml",
         "google/test_google_streaming_tool_call_thought_signature.yaml#1",
     ],
-    "vertex": [
+    "vertex (Gemini)": [
         "google/test_google_model_vertex_provider.yaml",
         "google/test_google_vertex_service_tier_flex_stream.yaml",
         "google/test_google_url_input[ImageUrl].yaml",
