@@ -511,6 +511,8 @@ fn tool_turns_have_the_recorded_structure() {
     let (gc, wc) = (&got[1]["parts"][0], &want[1]["parts"][0]);
     assert_eq!(gc["functionCall"]["name"], wc["functionCall"]["name"]);
     assert_eq!(gc["functionCall"]["args"], wc["functionCall"]["args"]);
+    // The call and its answer carry the call's id, as the recorded client sent its own.
+    assert_eq!(gc["functionCall"]["id"], call_id);
     // The recording holds the signature URL-safe; the API sent it standard.
     let b64 =
         |v: &Value, e: &base64::engine::GeneralPurpose| e.decode(v.as_str().unwrap()).unwrap();
@@ -532,6 +534,11 @@ fn tool_turns_have_the_recorded_structure() {
     assert_eq!(
         gr["functionResponse"]["response"],
         json!({"output": "Mexico"})
+    );
+    assert_eq!(gr["functionResponse"]["id"], call_id);
+    assert_eq!(
+        wr["functionResponse"]["id"], wc["functionCall"]["id"],
+        "the recording answers the call by its id"
     );
 
     // A call that comes back without its signature (history from another provider) gets

@@ -40,6 +40,23 @@ fn decode_stream(bytes: &[u8], split: usize) -> ChatResponse {
     ChatResponse::from_events(&events)
 }
 
+/// (text, thinking) of a `content`: a string, or Mistral's list of `text` and `thinking` parts.
+fn listed(c: &Value) -> (String, String) {
+    if let Some(s) = c.as_str() {
+        return (s.to_string(), String::new());
+    }
+    let (mut text, mut thinking) = (String::new(), String::new());
+    for p in c.as_array().into_iter().flatten() {
+        if p["type"] == "text" {
+            text.push_str(p["text"].as_str().unwrap());
+        }
+        for t in p["thinking"].as_array().into_iter().flatten() {
+            thinking.push_str(t["text"].as_str().unwrap());
+        }
+    }
+    (text, thinking)
+}
+
 /// Folds a recorded stream by hand: text, tool calls (name, arguments) by index, finish.
 fn fold_by_hand(body: &[u8]) -> (String, Vec<(String, String)>, Option<String>, Option<u64>) {
     let (mut text, mut calls, mut finish, mut out_tokens) = (
@@ -56,9 +73,7 @@ fn fold_by_hand(body: &[u8]) -> (String, Vec<(String, String)>, Option<String>, 
             continue;
         };
         if let Some(c) = v["choices"].get(0) {
-            if let Some(t) = c["delta"]["content"].as_str() {
-                text.push_str(t);
-            }
+            text.push_str(&listed(&c["delta"]["content"]).0);
             for tc in c["delta"]["tool_calls"].as_array().into_iter().flatten() {
                 let e = calls.entry(tc["index"].as_u64().unwrap()).or_default();
                 if let Some(n) = tc["function"]["name"].as_str() {
@@ -231,7 +246,12 @@ fn answers_decode_to_what_the_transcript_says() {
             };
             let r = decode_response(&i.response).unwrap();
             let m = &v["choices"][0]["message"];
-            assert_eq!(r.text.as_deref(), m["content"].as_str(), "{file}");
+            let (text, thinking) = listed(&m["content"]);
+            assert_eq!(r.text.unwrap_or_default(), text, "{file}");
+            if !thinking.is_empty() {
+                let got: String = r.thinking.iter().map(|t| t.text.as_str()).collect();
+                assert_eq!(got, thinking, "{file}");
+            }
             assert_eq!(
                 r.tool_calls.len(),
                 m["tool_calls"].as_array().map_or(0, Vec::len),

@@ -21,8 +21,15 @@ use std::sync::Arc;
 
 pub const DEFAULT_VERSION: &str = "2023-06-01";
 
-/// Request fields Anthropic takes as they are, when a client sends them.
-const PASSTHROUGH: &[&str] = &["metadata", "service_tier", "container", "mcp_servers"];
+/// Request fields Anthropic takes as they are, when a client sends them (`cache_control` at
+/// the top level is Anthropic's automatic prompt caching).
+const PASSTHROUGH: &[&str] = &[
+    "metadata",
+    "service_tier",
+    "container",
+    "mcp_servers",
+    "cache_control",
+];
 
 pub fn upstream(cfg: &ProviderConfig) -> Result<NativeUpstream, String> {
     let mut headers = HeaderMap::new();

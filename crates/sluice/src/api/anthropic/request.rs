@@ -247,9 +247,15 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Req
                 name: b["name"].as_str().unwrap_or_default().to_string(),
                 arguments: b.get("input").map_or_else(|| "{}".into(), Value::to_string),
             }),
+            // An empty signature is none: it is what this surface hands out for unsigned
+            // reasoning (Ollama, DeepSeek, Mistral, ...), and sent on as a signature it would
+            // make Claude refuse the turn and other providers get a `thinking_blocks` field.
             "thinking" if role == Role::Assistant => msg.thinking.push(Thinking {
                 text: b["thinking"].as_str().unwrap_or_default().to_string(),
-                signature: b["signature"].as_str().map(str::to_string),
+                signature: b["signature"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
                 redacted: None,
             }),
             "redacted_thinking" if role == Role::Assistant => msg.thinking.push(Thinking {
@@ -295,4 +301,27 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Req
         out.push(msg);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode;
+
+    #[test]
+    fn an_empty_thinking_signature_is_no_signature() {
+        let body = br#"{"model": "m", "max_tokens": 10, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": ""},
+                {"type": "thinking", "thinking": "so", "signature": "sig"},
+                {"type": "text", "text": "hello"}]},
+            {"role": "user", "content": "again"}]}"#;
+        let r = decode(body, true).unwrap();
+        let sigs: Vec<Option<&str>> = r.messages[1]
+            .thinking
+            .iter()
+            .map(|t| t.signature.as_deref())
+            .collect();
+        assert_eq!(sigs, [None, Some("sig")]);
+    }
 }

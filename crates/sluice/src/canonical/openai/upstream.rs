@@ -223,16 +223,41 @@ fn reasoning(v: &Value) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// A message's or delta's `content` as (text, thinking). Mistral's reasoning models
+/// (magistral) send a list of parts instead of a string: `{"type": "text", "text"}` and
+/// `{"type": "thinking", "thinking": [{"type": "text", "text"}]}`; both are kept.
+fn content(c: &Value) -> (Option<String>, String) {
+    let Some(parts) = c.as_array() else {
+        return (c.as_str().map(str::to_string), String::new());
+    };
+    let (mut text, mut thinking) = (None::<String>, String::new());
+    for p in parts {
+        match p["type"].as_str() {
+            Some("text") => text
+                .get_or_insert_with(String::new)
+                .push_str(p["text"].as_str().unwrap_or_default()),
+            Some("thinking") => {
+                for t in p["thinking"].as_array().into_iter().flatten() {
+                    thinking.push_str(t["text"].as_str().unwrap_or_default());
+                }
+            }
+            _ => {}
+        }
+    }
+    (text, thinking)
+}
+
 /// A whole OpenAI `chat.completion`.
 pub fn decode_response(body: &[u8]) -> Result<ChatResponse, DecodeError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| DecodeError::new(format!("answer is not JSON: {e}")))?;
     let c = &v["choices"][0];
     let m = &c["message"];
+    let (text, listed_thinking) = content(&m["content"]);
     let mut r = ChatResponse {
         id: v["id"].as_str().unwrap_or_default().to_string(),
         model: v["model"].as_str().unwrap_or_default().to_string(),
-        text: m["content"].as_str().map(str::to_string),
+        text,
         finish: finish(c["finish_reason"].as_str().unwrap_or("stop")),
         // vLLM's (and our) matched stop sequence; vLLM sends a token id there too.
         stop_sequence: c["stop_reason"].as_str().map(str::to_string),
@@ -248,7 +273,9 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, DecodeError> {
                 redacted: s("data").filter(|_| b["type"] == "redacted_thinking"),
             });
         }
-    } else if let Some(t) = reasoning(m) {
+    } else if let Some(t) =
+        reasoning(m).or(Some(listed_thinking.as_str()).filter(|t| !t.is_empty()))
+    {
         r.thinking.push(super::super::Thinking {
             text: t.to_string(),
             signature: None,
@@ -322,8 +349,12 @@ impl OpenAiStream {
                     out.push(StreamEvent::ThinkingSignature(sig.to_string()));
                 }
             }
-            if let Some(t) = d["content"].as_str().filter(|t| !t.is_empty()) {
-                out.push(StreamEvent::Text(t.to_string()));
+            let (text, thinking) = content(&d["content"]);
+            if !thinking.is_empty() {
+                out.push(StreamEvent::Thinking(thinking));
+            }
+            if let Some(t) = text.filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::Text(t));
             }
             for tc in d["tool_calls"].as_array().into_iter().flatten() {
                 // Servers that number nothing: a delta with a new id is a new call, one

@@ -471,7 +471,11 @@ fn model_parts(m: &Message, bypass: bool) -> Result<Vec<Value>, RequestError> {
                 )
             })?
         };
-        parts.push(json!({"functionCall": {"name": c.name, "args": args}}));
+        let mut call = json!({"name": c.name, "args": args});
+        if !c.id.is_empty() {
+            call["id"] = json!(c.id);
+        }
+        parts.push(json!({"functionCall": call}));
     }
     let mut sigs = m.thinking.iter().filter_map(|t| t.signature.as_deref());
     if m.tool_calls.is_empty() {
@@ -494,7 +498,10 @@ fn model_parts(m: &Message, bypass: bool) -> Result<Vec<Value>, RequestError> {
     Ok(parts)
 }
 
-/// A tool result: Gemini wants the function's name, found from the call it answers.
+/// A tool result: Gemini wants the function's name, found from the call it answers. The call
+/// and its result both carry the call's id (Gemini's own, which Gemini 3 and Vertex hand out
+/// and expect back, or any other: the recorded exchanges show both APIs taking ids they did
+/// not make), so parallel calls of one function stay matched to their results.
 fn function_response(msgs: &[Message], i: usize, m: &Message) -> Result<Value, RequestError> {
     let id = m.tool_call_id.as_deref().unwrap_or_default();
     let name = msgs[..i]
@@ -517,7 +524,11 @@ fn function_response(msgs: &[Message], i: usize, m: &Message) -> Result<Value, R
         Ok(other) if !text.trim().is_empty() => json!({ "output": other }),
         _ => json!({ "output": text }),
     };
-    Ok(json!({"functionResponse": {"name": name, "response": response}}))
+    let mut fr = json!({"name": name, "response": response});
+    if !id.is_empty() {
+        fr["id"] = json!(id);
+    }
+    Ok(json!({"functionResponse": fr}))
 }
 
 /// A whole `generateContent` answer (or the array `streamGenerateContent` sends without SSE).
