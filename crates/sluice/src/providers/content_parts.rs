@@ -85,6 +85,21 @@ impl ListedContentBody {
     }
 }
 
+/// `chunks` of an answer through the adapter, as they would arrive: what the client gets
+/// (for tests and the fuzz targets).
+pub(crate) fn translate_chunks<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+    stream: bool,
+) -> Vec<u8> {
+    let mut body = ListedContentBody::new(UpstreamBody::Full(None), stream);
+    let mut out = Vec::new();
+    for c in chunks {
+        out.extend(body.push(c).unwrap_or_default());
+    }
+    out.extend(body.end().unwrap_or_default());
+    out
+}
+
 /// A whole `chat.completion` with every choice's message flattened.
 pub fn json_answer(body: Vec<u8>) -> Bytes {
     if !has_listed_content(&body) {
@@ -233,14 +248,8 @@ mod tests {
              data: [DONE]\n\n"
         );
         for split in [1, 7, 40, 150, sse.len() - 3] {
-            let mut body = ListedContentBody::new(UpstreamBody::Full(None), true);
             let (a, b) = sse.as_bytes().split_at(split);
-            let mut out = Vec::new();
-            for chunk in [a, b] {
-                out.extend(body.push(chunk).unwrap_or_default());
-            }
-            out.extend(body.end().unwrap_or_default());
-            let out = String::from_utf8(out).unwrap();
+            let out = String::from_utf8(translate_chunks([a, b], true)).unwrap();
             let deltas: Vec<Value> = out
                 .split("\n\n")
                 .filter_map(|e| e.strip_prefix("data: "))

@@ -5,7 +5,7 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod cohere;
-mod content_parts;
+pub(crate) mod content_parts;
 mod error;
 pub mod gemini;
 mod mock;
