@@ -106,6 +106,8 @@ pub fn content_scan(data: &[u8]) {
 /// The request translators: a body that parses as an OpenAI request encodes for every
 /// provider (or is refused with an error).
 pub fn openai_request(data: &[u8]) {
+    // Mistral's history rewrite works on the raw body.
+    let _ = crate::providers::content_parts::request(bytes::Bytes::copy_from_slice(data));
     let Ok(req) = decode_request(data) else {
         return;
     };
@@ -133,6 +135,16 @@ pub fn openai_request(data: &[u8]) {
 
 pub fn openai_stream(data: &[u8]) {
     feed_in_chunks(data, &mut crate::canonical::openai::OpenAiStream::default());
+    // Mistral's list-shaped content said OpenAI's way: as a stream split anywhere (what
+    // comes out must still decode), and as a whole answer.
+    if let Some((&k, rest)) = data.split_first() {
+        let size = usize::from(k % 64) + 1;
+        let out = crate::providers::content_parts::translate_chunks(rest.chunks(size), true);
+        let mut events = Vec::new();
+        let mut d = crate::canonical::openai::OpenAiStream::default();
+        let _ = d.feed(&out, &mut events);
+        let _ = crate::providers::content_parts::translate_chunks([rest], false);
+    }
 }
 
 pub fn anthropic_stream(data: &[u8]) {

@@ -209,13 +209,9 @@ async fn azure_cohere_and_ollama_requests_on_the_wire() {
     }
 }
 
-/// Preset quirks, checked on the wire: Mistral (like the recorded Mistral requests, which
-/// never carry `stream_options`) gets no `stream_options` even when the client sends one;
-/// Groq takes it, so Sluice asks for usage on the client's behalf.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presets_send_only_what_the_vendor_accepts() {
-    let mock = start_mock().await;
-    let gw = Gateway::start(&format!(
+/// A gateway with a `mistral` preset (model `mi`) and a `groq` preset (model `gq`) on `mock`.
+fn mistral_and_groq(mock: &str) -> Gateway {
+    Gateway::start(&format!(
         r#"store: {{url: "{{DB}}"}}
 providers:
   - {{name: mi, kind: openai_compatible, preset: mistral, base_url: "{mock}/v1", api_key: k}}
@@ -224,7 +220,16 @@ models:
   - {{name: mi, deployments: [{{provider: mi, model: mistral-small-latest}}]}}
   - {{name: gq, deployments: [{{provider: gq, model: llama-3.3-70b-versatile}}]}}
 "#
-    ));
+    ))
+}
+
+/// Preset quirks, checked on the wire: Mistral (like the recorded Mistral requests, which
+/// never carry `stream_options`) gets no `stream_options` even when the client sends one;
+/// Groq takes it, so Sluice asks for usage on the client's behalf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presets_send_only_what_the_vendor_accepts() {
+    let mock = start_mock().await;
+    let gw = mistral_and_groq(&mock);
     let chat = format!("{}/v1/chat/completions", gw.url);
     for body in [
         json!({"model": "mi", "stream": true, "stream_options": {"include_usage": true},
@@ -252,4 +257,38 @@ models:
         json!({"include_usage": true})
     );
     assert!(s.events().iter().all(|e| !e["usage"].is_object()));
+}
+
+/// Thinking history goes to Mistral as content parts (the shape its API takes and its
+/// reasoning models answer in), and to every other OpenAI-compatible vendor as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thinking_history_goes_to_mistral_as_content_parts_only() {
+    let mock = start_mock().await;
+    let gw = mistral_and_groq(&mock);
+    let chat = format!("{}/v1/chat/completions", gw.url);
+    let history = |model: &str| {
+        json!({"model": model, "messages": [
+            {"role": "user", "content": "How do I cross the street?"},
+            {"role": "assistant", "content": "Look both ways.", "reasoning_content": "Safety first."},
+            {"role": "user", "content": "And a river?"}
+        ]})
+        .to_string()
+    };
+    let r = post_json(&chat, &history("mi")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sent = last(&mock).await["body"]["messages"][1].clone();
+    assert_eq!(
+        sent,
+        json!({"role": "assistant", "content": [
+            {"type": "thinking", "thinking": [{"type": "text", "text": "Safety first."}]},
+            {"type": "text", "text": "Look both ways."}
+        ]})
+    );
+    let r = post_json(&chat, &history("gq")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sent = last(&mock).await["body"]["messages"][1].clone();
+    assert_eq!(
+        sent,
+        json!({"role": "assistant", "content": "Look both ways.", "reasoning_content": "Safety first."})
+    );
 }

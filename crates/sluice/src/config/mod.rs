@@ -206,6 +206,9 @@ pub struct ProviderConfig {
     /// Largest non-streamed answer body, in bytes (`max_response_size`).
     pub max_response_bytes: u64,
     pub stream_usage: bool,
+    /// Thinking goes both ways as `content` parts, not `reasoning_content` (Mistral; from
+    /// the preset, see `providers::content_parts`).
+    pub content_parts: bool,
     pub mock: sluice_mock::MockSettings,
     pub native: NativeSettings,
     pub health_check: Option<HealthCheckConfig>,

@@ -9,13 +9,15 @@ use std::time::Duration;
 /// `max_tokens` sent to APIs that require one when the client gives none.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
-/// A known OpenAI-compatible vendor or server: its base URL, where it runs, and whether it
-/// takes `stream_options` (those that reject it still send usage in their last chunk).
+/// A known OpenAI-compatible vendor or server: its base URL, where it runs, whether it
+/// takes `stream_options` (those that reject it still send usage in their last chunk), and
+/// whether it speaks thinking as `content` parts ([`ProviderConfig::content_parts`]).
 pub struct Preset {
     pub name: &'static str,
     pub base_url: &'static str,
     pub locality: Locality,
     pub stream_usage: bool,
+    pub content_parts: bool,
 }
 
 const fn preset(
@@ -29,6 +31,7 @@ const fn preset(
         base_url,
         locality,
         stream_usage,
+        content_parts: false,
     }
 }
 
@@ -76,12 +79,15 @@ pub const PRESETS: &[Preset] = &[
         Locality::Cloud,
         true,
     ),
-    preset(
-        "mistral",
-        "https://api.mistral.ai/v1",
-        Locality::Cloud,
-        false,
-    ),
+    Preset {
+        content_parts: true,
+        ..preset(
+            "mistral",
+            "https://api.mistral.ai/v1",
+            Locality::Cloud,
+            false,
+        )
+    },
     preset("vllm", "http://127.0.0.1:8000/v1", Locality::OnPrem, true),
     preset("tgi", "http://127.0.0.1:8080/v1", Locality::OnPrem, false),
     preset(
@@ -400,6 +406,7 @@ pub(super) fn provider(rp: RawProvider, path: &str, errs: &mut Vec<ConfigError>)
         stream_idle_timeout,
         max_response_bytes,
         stream_usage: stream_usage.unwrap_or(true),
+        content_parts: preset.is_some_and(|p| p.content_parts),
         mock,
         health_check,
         native: NativeSettings {

@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod cohere;
+pub(crate) mod content_parts;
 mod error;
 pub mod gemini;
 mod mock;
@@ -59,6 +60,8 @@ pub enum UpstreamBody {
     Mock(sluice_mock::MockBody),
     /// A native provider's answer, re-encoded as OpenAI bytes.
     Translated(Box<native::TranslateBody>),
+    /// An OpenAI-compatible answer whose list-shaped `content` is said OpenAI's way.
+    ListedContent(Box<content_parts::ListedContentBody>),
     /// A body Sluice made (a translated error); `None` once sent.
     Full(Option<Bytes>),
 }
@@ -90,6 +93,7 @@ impl Body for UpstreamBody {
             }
             UpstreamBody::Mock(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Translated(b) => Pin::new(b.as_mut()).poll_frame(cx),
+            UpstreamBody::ListedContent(b) => Pin::new(b.as_mut()).poll_frame(cx),
             UpstreamBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -99,6 +103,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Http(b, _) => b.is_end_stream(),
             UpstreamBody::Mock(b) => b.is_end_stream(),
             UpstreamBody::Translated(b) => b.is_end_stream(),
+            UpstreamBody::ListedContent(b) => b.is_end_stream(),
             UpstreamBody::Full(b) => b.is_none(),
         }
     }
@@ -108,6 +113,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Http(b, _) => b.size_hint(),
             UpstreamBody::Mock(b) => b.size_hint(),
             UpstreamBody::Translated(b) => b.size_hint(),
+            UpstreamBody::ListedContent(b) => b.size_hint(),
             UpstreamBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }

@@ -125,6 +125,8 @@ pub struct HttpUpstream {
     azure: Option<Azure>,
     /// `max_response_size` for non-streamed answers.
     max_response: u64,
+    /// Thinking goes both ways as `content` parts (the `mistral` preset).
+    content_parts: bool,
 }
 
 struct Azure {
@@ -201,6 +203,7 @@ impl HttpUpstream {
             headers,
             azure: azure.filter(|_| !v1),
             max_response: cfg.max_response_bytes,
+            content_parts: cfg.content_parts,
         })
     }
 
@@ -251,6 +254,12 @@ impl HttpUpstream {
                 return Ok(super::native::bad_request(&e));
             }
         }
+        let parts = self.content_parts && endpoint == Endpoint::ChatCompletions;
+        let body = if parts {
+            super::content_parts::request(body)
+        } else {
+            body
+        };
         let uri = &self.uri_for(endpoint, model);
         let mut req = http::Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
@@ -267,14 +276,22 @@ impl HttpUpstream {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-request-id", v);
         }
-        execute(
+        let mut resp = execute(
             &self.client,
             provider,
             req,
             &format!("POST {uri}"),
             self.max_response,
         )
-        .await
+        .await?;
+        if parts && resp.status.is_success() {
+            let stream = matches!(resp.body, UpstreamBody::Http(_, None));
+            let body = std::mem::replace(&mut resp.body, UpstreamBody::Full(None));
+            resp.body = UpstreamBody::ListedContent(Box::new(
+                super::content_parts::ListedContentBody::new(body, stream),
+            ));
+        }
+        Ok(resp)
     }
 }
 

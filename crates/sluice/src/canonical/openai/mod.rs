@@ -880,3 +880,4 @@ mod tests {
 
 mod upstream;
 pub use upstream::{decode_response, encode_request, OpenAiStream};
+pub(crate) use upstream::{flatten_listed_content, has_listed_content, thinking_as_content_parts};

@@ -247,6 +247,84 @@ fn content(c: &Value) -> (Option<String>, String) {
     (text, thinking)
 }
 
+/// Whether `body` may hold a list-shaped `content` (`"content":` then `[`): the cheap test
+/// that keeps every string-content answer on the byte passthrough.
+pub(crate) fn has_listed_content(body: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"content\":";
+    let mut rest = body;
+    while let Some(i) = rest.windows(KEY.len()).position(|w| w == KEY) {
+        rest = &rest[i + KEY.len()..];
+        if rest.trim_ascii_start().first() == Some(&b'[') {
+            return true;
+        }
+    }
+    false
+}
+
+/// A message or stream delta whose `content` is a list of parts (Mistral's reasoning models)
+/// said OpenAI's way, as the chat surface says other providers' thinking: `content` the text,
+/// the thinking as `reasoning_content` plus one `thinking_blocks` entry (`index` 0 in a
+/// stream delta, as [`super::StreamEncoder`] numbers them). False when there was no list.
+pub(crate) fn flatten_listed_content(m: &mut Value, delta: bool) -> bool {
+    if !m["content"].is_array() {
+        return false;
+    }
+    let (text, thinking) = content(&m["content"]);
+    m["content"] = text.map_or(Value::Null, Value::String);
+    if !thinking.is_empty() {
+        let mut block = json!({"type": "thinking", "thinking": thinking});
+        if delta {
+            block["index"] = json!(0);
+        }
+        m["reasoning_content"] = json!(thinking);
+        m["thinking_blocks"] = json!([block]);
+    }
+    true
+}
+
+/// Assistant thinking in a chat-completions request body (`reasoning_content`, or the text
+/// of `thinking_blocks`) moved into `content` parts, the shape Mistral takes it in:
+/// `[{"type":"thinking","thinking":[{"type":"text","text":..}]}, {"type":"text",..}]`.
+/// Signatures and redacted blocks are another provider's and are left out. False when no
+/// message had any.
+pub(crate) fn thinking_as_content_parts(body: &mut Value) -> bool {
+    let mut changed = false;
+    for m in body["messages"].as_array_mut().into_iter().flatten() {
+        if m["role"] != "assistant" {
+            continue;
+        }
+        let Some(o) = m.as_object_mut() else { continue };
+        let reasoning = o.remove("reasoning_content");
+        let blocks = o.remove("thinking_blocks");
+        if reasoning.is_none() && blocks.is_none() {
+            continue;
+        }
+        changed = true;
+        let text = match reasoning.as_ref().and_then(Value::as_str) {
+            Some(t) => t.to_string(),
+            None => blocks
+                .iter()
+                .flat_map(|b| b.as_array().into_iter().flatten())
+                .filter_map(|b| b["thinking"].as_str())
+                .collect(),
+        };
+        if text.is_empty() {
+            continue;
+        }
+        let mut parts =
+            vec![json!({"type": "thinking", "thinking": [{"type": "text", "text": text}]})];
+        match o.remove("content") {
+            Some(Value::String(s)) if !s.is_empty() => {
+                parts.push(json!({"type": "text", "text": s}));
+            }
+            Some(Value::Array(a)) => parts.extend(a),
+            _ => {}
+        }
+        o.insert("content".into(), Value::Array(parts));
+    }
+    changed
+}
+
 /// A whole OpenAI `chat.completion`.
 pub fn decode_response(body: &[u8]) -> Result<ChatResponse, DecodeError> {
     let v: Value = serde_json::from_slice(body)
