@@ -765,9 +765,13 @@ pub async fn read(
                 } else {
                     sums_at!(r, m, |v: Vec<u8>| Sketch::decode(&v).unwrap_or_default())
                 };
-                out.entry((bucket_of.map_or(0, |k| k.start(b)), key))
-                    .or_default()
-                    .merge(&s);
+                // A new group takes the row's sums as they are (no copy of the sketches).
+                match out.entry((bucket_of.map_or(0, |k| k.start(b)), key)) {
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(s);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().merge(&s),
+                }
             }
         }
         // What the roller has not reached: from the horizon to the range's end.

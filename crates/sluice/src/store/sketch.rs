@@ -143,7 +143,7 @@ impl Sketch {
     /// Reads what [`Sketch::encode`] wrote; `None` for anything else.
     pub fn decode(mut b: &[u8]) -> Option<Sketch> {
         let n = take(&mut b)?;
-        let mut s = Sketch::default();
+        let mut bins = Vec::with_capacity(usize::try_from(n.min(4096)).ok()?);
         let mut prev = 0i64;
         for k in 0..n {
             let z = take(&mut b)?;
@@ -156,9 +156,23 @@ impl Sketch {
             let i = i32::try_from(prev)
                 .ok()
                 .filter(|i| (0..=MAX_INDEX).contains(i))?;
-            s.add_n(i, take(&mut b)?);
+            let c = take(&mut b)?;
+            if c > 0 {
+                bins.push((i, c));
+            }
         }
-        b.is_empty().then_some(s)
+        if !b.is_empty() {
+            return None;
+        }
+        // One allocation for the whole range (a read decodes thousands of these).
+        let mut s = Sketch::default();
+        if let (Some(&(lo, _)), Some(&(hi, _))) = (bins.first(), bins.last()) {
+            s.cover(lo, hi);
+            for (i, c) in bins {
+                s.counts[usize::try_from(i - lo).unwrap_or(0)] = c;
+            }
+        }
+        Some(s)
     }
 }
 
