@@ -41,6 +41,11 @@ struct Args {
     /// fraction of a day shows live density, e.g. 0.01 = 14 minutes).
     #[arg(long, default_value_t = 30.0)]
     days: f64,
+    /// Generator mode on SQLite: use (and keep) this database file instead of a fresh one
+    /// that is deleted afterwards. `--generate 0 --keep FILE` times the queries again on
+    /// what an earlier run left.
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
 }
 
 fn rss_mib() -> f64 {
@@ -134,6 +139,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 r
             }
             None => {
+                let db = args.keep.clone().unwrap_or(db);
                 sink_gen::generate(
                     &format!("sqlite://{}", db.display()),
                     Some(&db),

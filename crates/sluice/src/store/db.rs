@@ -62,6 +62,29 @@ impl Pool {
         }
     }
 
+    /// An aggregate packing a group's rollup rows into one JSON text: per row
+    /// `[[<dims>], [<METRIC_COLUMNS up to score_sum>], score_sum, hex(latency), hex(ttft)]`
+    /// (what `rollup::unpack` reads).
+    pub fn json_pack(&self, dims: &[&str]) -> String {
+        let ints: Vec<&str> = super::rollup::METRIC_COLUMNS
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !matches!(*m, "score_sum" | "latency" | "ttft"))
+            .collect();
+        let (dims, ints) = (dims.join(", "), ints.join(", "));
+        match self {
+            Pool::Sqlite(_) => format!(
+                "json_group_array(json_array(json_array({dims}), json_array({ints}), \
+                 score_sum, hex(latency), hex(ttft)))"
+            ),
+            Pool::Postgres(_) => format!(
+                "CAST(json_agg(json_build_array(json_build_array({dims}), \
+                 json_build_array({ints}), score_sum, encode(latency, 'hex'), \
+                 encode(ttft, 'hex'))) AS TEXT)"
+            ),
+        }
+    }
+
     /// A column that names a row, for chunked deletes.
     pub fn row_id(&self) -> &'static str {
         match self {
@@ -577,7 +600,7 @@ async fn insert_rows(store: &Store, rows: &[&UsageRow]) -> Result<(), StoreError
             }
             insert_content!(tx, rows);
             let deltas = late(horizon!(tx, pool, share));
-            write_deltas!(tx, &deltas);
+            write_deltas!(tx, &deltas, i64::MAX);
             tx.commit().await?;
             store.dims.remember(found);
         }
@@ -592,7 +615,7 @@ async fn insert_rows(store: &Store, rows: &[&UsageRow]) -> Result<(), StoreError
             }
             insert_content!(tx, rows);
             let deltas = late(horizon!(tx, pool, share));
-            write_deltas!(tx, &deltas);
+            write_deltas!(tx, &deltas, i64::MAX);
             tx.commit().await?;
             store.dims.remember(found);
         }

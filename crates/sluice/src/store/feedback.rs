@@ -104,7 +104,7 @@ pub async fn upsert(store: &Store, f: &Feedback) -> Result<(), StoreError> {
                 deltas.add(row.ts_ms, &super::rollup::dims_of(&row), &change);
             }
         }
-        write_deltas!(tx, &deltas);
+        write_deltas!(tx, &deltas, i64::MAX);
         tx.commit().await?;
     });
     Ok(())
