@@ -167,6 +167,16 @@ fn int(v: Option<u64>) -> i64 {
 impl Sums {
     /// What one record adds.
     pub fn of(r: &UsageRow) -> Sums {
+        Sums::of_record(
+            r,
+            r.fallback_reason.is_some(),
+            matches!(r.cache.as_deref(), Some("hit" | "semantic-hit")),
+        )
+    }
+
+    /// What one record adds, its fallback and cache hit given apart (the roller has them
+    /// from the record's `usage_dims` row, not in the record).
+    fn of_record(r: &UsageRow, fallback: bool, cache_hit: bool) -> Sums {
         let mut s = Sums {
             requests: 1,
             errors: i64::from(r.status >= 400),
@@ -180,10 +190,10 @@ impl Sums {
             unpriced: i64::from(r.cost_micro_usd.is_none() && r.input_tokens.unwrap_or(0) > 0),
             streamed: i64::from(r.streamed),
             attempts: i64::from(r.attempts),
-            fallbacks: i64::from(r.fallback_reason.is_some()),
+            fallbacks: i64::from(fallback),
             ..Sums::default()
         };
-        if matches!(r.cache.as_deref(), Some("hit" | "semantic-hit")) {
+        if cache_hit {
             s.cache_hits = 1;
             s.cost_saved = r.cost_saved_micro_usd.unwrap_or(0);
         }
@@ -1091,6 +1101,35 @@ pub async fn current_horizon(store: &Store) -> Result<i64, StoreError> {
 /// Records per roller transaction, at most (more only when they share one millisecond).
 const ROLL_CHUNK: i64 = 50_000;
 
+/// What the roller reads of a record: its feedback score, `usage_dims` id, key, then the
+/// figures ([`roll`] reads them by position).
+const ROLL_QUERY: &str = "SELECT feedback.score, r.dims, r.key_id, r.ts_ms, r.status, \
+     r.streamed, r.input_tokens, r.output_tokens, r.cached_input_tokens, r.cache_write_tokens, \
+     r.reasoning_tokens, r.cost_micro_usd, r.cost_saved_micro_usd, r.attempts, r.latency_us, \
+     r.ttft_us FROM usage_rows r LEFT JOIN feedback ON feedback.request_id = r.request_id \
+     WHERE r.ts_ms >= $1 AND r.ts_ms < $2";
+
+/// The `usage_dims` texts the rollups group by ([`DimTexts`] order).
+const DIM_TEXTS: &str = "surface, requested_model, provider, deployment_model, error_class, \
+     team, user_name, fallback_reason, cache";
+
+/// A `usage_dims` row's texts the rollups group by.
+#[derive(Debug, Default)]
+struct DimTexts {
+    surface: Option<String>,
+    model: Option<String>,
+    provider: Option<String>,
+    deployment: Option<String>,
+    error_class: Option<String>,
+    team: Option<String>,
+    user: Option<String>,
+    fallback: bool,
+    cache: Option<String>,
+}
+
+/// Records the roller sums before fanning out: `usage_dims` id, minute, status, key.
+type RollGroup = (i64, i64, u16, Option<String>);
+
 /// Folds the records from the horizon to `target_ms` into the rollups (with the feedback
 /// they have), moving the horizon; returns how many records were folded. Each chunk is one
 /// transaction, so a crash leaves every record either rolled or after the horizon, never
@@ -1099,6 +1138,8 @@ const ROLL_CHUNK: i64 = 50_000;
 pub async fn roll(store: &Store, target_ms: i64) -> Result<u64, StoreError> {
     let pool = store.pool();
     let mut total = 0u64;
+    // `usage_dims` rows never change: read each once per roll.
+    let mut texts: HashMap<i64, DimTexts> = HashMap::new();
     loop {
         let (n, done) = on_pool!(pool, |p| {
             let mut tx = p.begin_with(pool.begin_write()).await?;
@@ -1118,24 +1159,111 @@ pub async fn roll(store: &Store, target_ms: i64) -> Result<u64, StoreError> {
                 .fetch_optional(&mut *tx)
                 .await?;
                 let end = nth.map_or(target_ms, |t| t.max(h + 1));
-                let rows = sqlx::query(&format!(
-                    "SELECT {}, {ROW_COLUMNS} FROM usage_records{} WHERE ts_ms >= $1 AND ts_ms < $2",
-                    super::feedback::SCORE,
-                    super::feedback::JOIN
-                ))
-                .bind(h)
-                .bind(end)
-                .fetch_all(&mut *tx)
-                .await?;
-                let mut deltas = Deltas::new(store.minutes_from_ms());
+                // The records' numbers and their `usage_dims` ids (texts once per id, not
+                // per record), grouped by what they share before fanning out to the
+                // rollup sets: at live traffic a minute's records of one key, model and
+                // status become one group.
+                let rows = sqlx::query(ROLL_QUERY)
+                    .bind(h)
+                    .bind(end)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut groups: HashMap<RollGroup, Sums, foldhash::fast::RandomState> =
+                    HashMap::default();
+                let mut ids: Vec<i64> = Vec::new();
+                let mut recs = Vec::with_capacity(rows.len());
                 for r in &rows {
-                    let row = row_from!(r, 1);
-                    let mut s = Sums::of(&row);
-                    if let Some(score) = sqlx::Row::try_get::<Option<f64>, _>(r, 0)? {
+                    use sqlx::Row;
+                    let u = |i: usize| -> Result<Option<u64>, sqlx::Error> {
+                        Ok(r.try_get::<Option<i64>, _>(i)?.map(i64::unsigned_abs))
+                    };
+                    let dims: i64 = r.try_get(1)?;
+                    if !texts.contains_key(&dims) {
+                        ids.push(dims);
+                    }
+                    let row = UsageRow {
+                        ts_ms: r.try_get(3)?,
+                        status: u16::try_from(r.try_get::<i64, _>(4)?).unwrap_or(0),
+                        streamed: r.try_get(5)?,
+                        input_tokens: u(6)?,
+                        output_tokens: u(7)?,
+                        cached_input_tokens: u(8)?,
+                        cache_write_tokens: u(9)?,
+                        reasoning_tokens: u(10)?,
+                        cost_micro_usd: r.try_get(11)?,
+                        cost_saved_micro_usd: r.try_get(12)?,
+                        attempts: u32::try_from(r.try_get::<i64, _>(13)?).unwrap_or(0),
+                        latency_us: u(14)?.unwrap_or(0),
+                        ttft_us: u(15)?,
+                        ..UsageRow::default()
+                    };
+                    let score: Option<f64> = r.try_get(0)?;
+                    let key: Option<String> = r.try_get(2)?;
+                    recs.push((dims, key, score, row));
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                for chunk in ids.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::new(format!(
+                        "SELECT id, {DIM_TEXTS} FROM usage_dims WHERE id IN ("
+                    ));
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    q.push(")");
+                    for r in q.build().fetch_all(&mut *tx).await? {
+                        use sqlx::Row;
+                        let t = |i: usize| r.try_get::<Option<String>, _>(i);
+                        texts.insert(
+                            r.try_get(0)?,
+                            DimTexts {
+                                surface: t(1)?,
+                                model: t(2)?,
+                                provider: t(3)?,
+                                deployment: t(4)?,
+                                error_class: t(5)?,
+                                team: t(6)?,
+                                user: t(7)?,
+                                fallback: t(8)?.is_some(),
+                                cache: t(9)?,
+                            },
+                        );
+                    }
+                }
+                let none = DimTexts::default();
+                for (dims, key, score, row) in recs {
+                    let d = texts.get(&dims).unwrap_or(&none);
+                    let hit = matches!(d.cache.as_deref(), Some("hit" | "semantic-hit"));
+                    let mut s = Sums::of_record(&row, d.fallback, hit);
+                    if let Some(score) = score {
                         s.scored = 1;
                         s.score_sum = score;
                     }
-                    deltas.add(row.ts_ms, &dims_of(&row), &s);
+                    let g = (dims, Res::Minute.floor(row.ts_ms), row.status, key);
+                    match groups.entry(g) {
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(s);
+                        }
+                        std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(&s),
+                    }
+                }
+                let mut deltas = Deltas::new(store.minutes_from_ms());
+                for ((dims, minute, status, key), s) in groups {
+                    let d = texts.get(&dims).unwrap_or(&none);
+                    let parts = [
+                        KeyPart::Text(key),
+                        KeyPart::Text(d.user.clone()),
+                        KeyPart::Text(d.team.clone()),
+                        KeyPart::Text(d.model.clone()),
+                        KeyPart::Text(d.provider.clone()),
+                        KeyPart::Text(d.deployment.clone()),
+                        KeyPart::Int(i64::from(status)),
+                        KeyPart::Text(d.surface.clone()),
+                        KeyPart::Text(d.error_class.clone()),
+                        KeyPart::Text(d.cache.clone()),
+                    ];
+                    deltas.add(minute, &parts, &s);
                 }
                 write_deltas!(tx, &deltas, h);
                 sqlx::query("UPDATE usage_rollup_state SET horizon = $1")
