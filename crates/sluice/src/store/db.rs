@@ -213,6 +213,9 @@ DROP INDEX IF EXISTS usage_records_model;",
     super::partitions::MIGRATION,
     // 6 (SQLite's 14): repeated texts stored once (store::dims); filled in by `migrations`.
     "",
+    // 7 (SQLite's 15): the records by key kept by the roller, not by an index
+    // (store::key_rows); filled in by `migrations`.
+    "",
 ];
 
 /// SQLite's schema steps, applied in order once each; append, never edit (and append the
@@ -340,21 +343,26 @@ DROP INDEX IF EXISTS usage_records_model;
 ",
     // 14: repeated texts stored once (store::dims); filled in by `migrations`.
     "",
+    // 15: the records by key kept by the roller, not by an index (store::key_rows); filled
+    // in by `migrations`.
+    "",
 ];
 
 /// The engine's schema steps; the ones built from code (store::dims) are empty in the lists.
 fn migrations(pool: &Pool) -> Vec<std::borrow::Cow<'static, str>> {
-    let (steps, generated) = match pool {
-        Pool::Sqlite(_) => (MIGRATIONS, 14),
-        Pool::Postgres(_) => (PG_MIGRATIONS, 6),
+    let (steps, dims, key_rows) = match pool {
+        Pool::Sqlite(_) => (MIGRATIONS, 14, 15),
+        Pool::Postgres(_) => (PG_MIGRATIONS, 6, 7),
     };
+    let pg = pool.is_postgres();
     steps
         .iter()
         .enumerate()
-        .map(|(i, s)| match (i + 1 == generated, pool) {
-            (true, Pool::Sqlite(_)) => super::dims::sqlite_migration().into(),
-            (true, Pool::Postgres(_)) => super::dims::postgres_migration().into(),
-            (false, _) => (*s).into(),
+        .map(|(i, s)| match i + 1 {
+            n if n == dims && pg => super::dims::postgres_migration().into(),
+            n if n == dims => super::dims::sqlite_migration().into(),
+            n if n == key_rows => super::key_rows::migration(pg).into(),
+            _ => (*s).into(),
         })
         .collect()
 }
@@ -574,6 +582,7 @@ const SQLITE_ROWS_PER_INSERT: usize = 49;
 /// bench/README.md).
 async fn insert_rows(store: &Store, rows: &[&UsageRow]) -> Result<(), StoreError> {
     use super::dims::resolve;
+    use super::key_rows::post_late;
     use super::rollup::{horizon, write_deltas, Deltas};
     let pool = &store.pool;
     // Records after the rollup horizon wait for the roller; a late one (a long request, a
@@ -582,6 +591,13 @@ async fn insert_rows(store: &Store, rows: &[&UsageRow]) -> Result<(), StoreError
         let mut deltas = Deltas::new(store.minutes_from_ms());
         deltas.add_rows(rows.iter().copied().filter(|r| r.ts_ms < h));
         deltas
+    };
+    // Their request ids (keyed ones): the roller will not see them, so they are posted here.
+    let late_ids = |h: i64| -> Vec<&str> {
+        rows.iter()
+            .filter(|r| r.ts_ms < h && r.key_id.is_some())
+            .map(|r| r.request_id.as_str())
+            .collect()
     };
     match pool {
         Pool::Sqlite(p) => {
@@ -599,7 +615,9 @@ async fn insert_rows(store: &Store, rows: &[&UsageRow]) -> Result<(), StoreError
                 q.build().execute(&mut *tx).await?;
             }
             insert_content!(tx, rows);
-            let deltas = late(horizon!(tx, pool, share));
+            let h = horizon!(tx, pool, share);
+            let deltas = late(h);
+            post_late!(tx, &late_ids(h), h);
             write_deltas!(tx, &deltas, i64::MAX);
             tx.commit().await?;
             store.dims.remember(found);
@@ -614,7 +632,9 @@ async fn insert_rows(store: &Store, rows: &[&UsageRow]) -> Result<(), StoreError
                 copy.finish().await?;
             }
             insert_content!(tx, rows);
-            let deltas = late(horizon!(tx, pool, share));
+            let h = horizon!(tx, pool, share);
+            let deltas = late(h);
+            post_late!(tx, &late_ids(h), h);
             write_deltas!(tx, &deltas, i64::MAX);
             tx.commit().await?;
             store.dims.remember(found);
@@ -774,6 +794,18 @@ impl Store {
                 tokio::task::yield_now().await;
             }
         }
+        loop {
+            let n = on_pool!(&self.pool, |p| sqlx::query(super::key_rows::PURGE)
+                .bind(before_ms)
+                .bind(chunk)
+                .execute(p)
+                .await?
+                .rows_affected());
+            if n < u64::try_from(chunk).unwrap_or(0) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
         Ok(total)
     }
 
@@ -927,7 +959,8 @@ mod tests {
             };
             // The schema up to the step before, and records written the old way.
             let steps = migrations(&pool);
-            let before = steps.len() - 1;
+            // The step before store::dims' (PostgreSQL's 6th, SQLite's 14th).
+            let before = if db.engine == "postgres" { 5 } else { 13 };
             let odd = "tab\there é \\ 3:x-";
             on_pool!(&pool, |p| {
                 sqlx::query("CREATE TABLE sluice_schema (version BIGINT NOT NULL)")
@@ -1027,6 +1060,20 @@ mod tests {
                 .unwrap();
             assert_eq!(combos().await, 4, "{}", db.engine);
             assert_eq!(store.usage_count().await.unwrap(), 6, "{}", db.engine);
+            // The upgraded records get their key postings when rolled (store::key_rows).
+            super::super::rollup::roll(&store, 3000).await.unwrap();
+            let key_a = super::super::query::Filter {
+                eq: vec![(super::super::query::Dim::Key, "key:a".into())],
+                ..Default::default()
+            };
+            let (page, _) = super::super::query::requests(&store, &key_a, None, 10, false)
+                .await
+                .unwrap();
+            let ids: Vec<&str> = page
+                .iter()
+                .filter_map(|r| r["request_id"].as_str())
+                .collect();
+            assert_eq!(ids, ["b", "a"], "{}", db.engine);
         }
     }
 }

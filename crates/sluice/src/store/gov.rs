@@ -395,8 +395,9 @@ impl GovStore for Store {
         since_ms: i64,
     ) -> Result<i64, StoreError> {
         // Whole hours from the rollups (a month of spend is a few dozen rows, and outlives
-        // raw retention); the part-hour before them from the raw records, on the scope's
-        // index. Budget periods start on the hour unless a calendar offset is not whole hours.
+        // raw retention); the part-hour before them from the raw records, on the time index
+        // (under an hour of records). Budget periods start on the hour unless a calendar
+        // offset is not whole hours.
         use super::query::{Dim, Filter};
         use super::rollup::{Kept, Res};
         let (dim, column) = match scope {

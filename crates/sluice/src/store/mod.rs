@@ -7,6 +7,7 @@ pub(crate) mod dims;
 pub mod feedback;
 pub mod gov;
 pub mod insights;
+pub(crate) mod key_rows;
 pub mod partitions;
 pub mod query;
 pub mod responses;

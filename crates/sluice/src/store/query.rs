@@ -159,6 +159,11 @@ impl Filter {
             q.push(" AND ts_ms < ").push_bind(u);
         }
         for (dim, v) in &self.eq {
+            if *dim == Dim::Key {
+                // No index on the records' key (store::key_rows).
+                super::key_rows::push_key(q, v, self);
+                continue;
+            }
             q.push(format_args!(" AND {} = ", dim.column()));
             if *dim == Dim::Status {
                 q.push_bind(v.parse::<i64>().unwrap_or(-1));
@@ -348,23 +353,71 @@ pub async fn requests(
     limit: u32,
     with_content: bool,
 ) -> Result<(Vec<Value>, Option<Cursor>), StoreError> {
+    let key = filter
+        .eq
+        .iter()
+        .find(|(d, _)| *d == Dim::Key)
+        .map(|(_, v)| v.clone());
     let (out, next) = on_pool!(store.pool(), |p| {
-        let mut q = sqlx::QueryBuilder::new("SELECT rowid");
-        for c in LOG_COLUMNS {
-            q.push(", ").push(*c);
-        }
-        q.push(" FROM usage_records");
-        filter.push_where(&mut q);
-        if let Some(c) = before {
-            // A row-value comparison: both engines walk the (ts_ms, rowid) index from it.
-            q.push(" AND (ts_ms, rowid) < (")
-                .push_bind(c.ts_ms)
-                .push(", ")
-                .push_bind(c.rowid)
-                .push(")");
+        let mut q = sqlx::QueryBuilder::new("");
+        let columns = |q: &mut sqlx::QueryBuilder<'_, _>, rowid: &str| {
+            q.push("SELECT ").push(rowid).push(" AS rowid");
+            for c in LOG_COLUMNS {
+                q.push(", ").push(*c);
+            }
+        };
+        let cursor = |q: &mut sqlx::QueryBuilder<'_, _>, columns: &str| {
+            if let Some(c) = before {
+                // A row-value comparison: both engines walk the (ts_ms, rowid) index from it.
+                q.push(format_args!(" AND ({columns}) < ("))
+                    .push_bind(c.ts_ms)
+                    .push(", ")
+                    .push_bind(c.rowid)
+                    .push(")");
+            }
+        };
+        let fetch = i64::from(limit) + 1;
+        if let Some(key) = key {
+            // A key's records: those behind the rollup horizon newest first along their
+            // postings (store::key_rows), those after it along the time index.
+            let mut rest = filter.clone();
+            rest.eq.retain(|(d, _)| *d != Dim::Key);
+            q.push("SELECT * FROM (");
+            columns(&mut q, "usage_records.rowid");
+            q.push(
+                " FROM usage_key_rows JOIN usage_records ON usage_records.rowid = \
+                 usage_key_rows.pk_row",
+            );
+            rest.push_where(&mut q);
+            q.push(" AND pk_key = ").push_bind(key.clone());
+            if let Some(s) = rest.since_ms {
+                q.push(" AND pk_ms >= ").push_bind(s);
+            }
+            if let Some(u) = rest.until_ms {
+                q.push(" AND pk_ms < ").push_bind(u);
+            }
+            cursor(&mut q, "pk_ms, pk_row");
+            q.push(" ORDER BY pk_ms DESC, pk_row DESC LIMIT ")
+                .push_bind(fetch)
+                .push(") rolled UNION ALL SELECT * FROM (");
+            columns(&mut q, "rowid");
+            q.push(" FROM usage_records");
+            rest.push_where(&mut q);
+            q.push(" AND key_id = ")
+                .push_bind(key)
+                .push(" AND ts_ms >= (SELECT horizon FROM usage_rollup_state)");
+            cursor(&mut q, "ts_ms, rowid");
+            q.push(" ORDER BY ts_ms DESC, rowid DESC LIMIT ")
+                .push_bind(fetch)
+                .push(") pending");
+        } else {
+            columns(&mut q, "rowid");
+            q.push(" FROM usage_records");
+            filter.push_where(&mut q);
+            cursor(&mut q, "ts_ms, rowid");
         }
         q.push(" ORDER BY ts_ms DESC, rowid DESC LIMIT ")
-            .push_bind(i64::from(limit) + 1);
+            .push_bind(fetch);
         let rows = q.build().fetch_all(p).await?;
         let mut out = Vec::with_capacity(rows.len());
         let mut last = None;
@@ -448,6 +501,106 @@ mod tests {
         assert_eq!(iso(Bucket::Day.start(t)), "2026-11-26T00:00:00Z");
         assert_eq!(iso(Bucket::Week.start(t)), "2026-11-23T00:00:00Z");
         assert_eq!(iso(Bucket::Month.start(t)), "2026-11-01T00:00:00Z");
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn a_keys_records_are_found_on_both_sides_of_the_rollup_horizon() {
+        use crate::store::{UsageRow, UsageStore};
+        let row = |i: i64, key: &str| UsageRow {
+            request_id: format!("r{i}"),
+            ts_ms: 1000 + i,
+            surface: "openai.chat".into(),
+            principal: "p".into(),
+            requested_model: if i % 3 == 0 { "a" } else { "b" }.into(),
+            status: if i == 4 { 500 } else { 200 },
+            latency_us: 1000,
+            attempts: 1,
+            key_id: Some(key.into()),
+            ..Default::default()
+        };
+        for db in crate::store::testing::databases("key_rows").await {
+            let store = Store::open(&db.url).await.unwrap();
+            let e = db.engine;
+            let rows: Vec<UsageRow> = (0..12)
+                .map(|i| row(i, if i % 2 == 0 { "k1" } else { "k2" }))
+                .collect();
+            store.write_batch(&rows).await.unwrap();
+            // Half rolled (postings for r0..r5); then a late k1 record behind the horizon,
+            // posted by the writer.
+            crate::store::rollup::roll(&store, 1006).await.unwrap();
+            store
+                .write_batch(&[row(3, "k1")].map(|mut r| {
+                    r.request_id = "late".into();
+                    r
+                }))
+                .await
+                .unwrap();
+            let k1 = Filter {
+                eq: vec![(Dim::Key, "k1".into())],
+                ..Filter::default()
+            };
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let (page, next) = requests(&store, &k1, cursor, 2, false).await.unwrap();
+                assert!(page.len() <= 2, "{e}");
+                seen.extend(
+                    page.iter()
+                        .map(|r| r["request_id"].as_str().unwrap().to_string()),
+                );
+                match next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, ["r10", "r8", "r6", "r4", "late", "r2", "r0"], "{e}");
+            // With another filter, and a time range.
+            let failed = Filter {
+                status_class: Some(false),
+                ..k1.clone()
+            };
+            let (page, _) = requests(&store, &failed, None, 10, false).await.unwrap();
+            let ids: Vec<&str> = page
+                .iter()
+                .map(|r| r["request_id"].as_str().unwrap())
+                .collect();
+            assert_eq!(ids, ["r4"], "{e}");
+            let ranged = Filter {
+                since_ms: Some(1003),
+                until_ms: Some(1009),
+                ..k1.clone()
+            };
+            let (page, _) = requests(&store, &ranged, None, 10, false).await.unwrap();
+            let ids: Vec<&str> = page
+                .iter()
+                .map(|r| r["request_id"].as_str().unwrap())
+                .collect();
+            assert_eq!(ids, ["r8", "r6", "r4", "late"], "{e}");
+            // A key by model is summed from the records: the same seven.
+            let kept = crate::store::rollup::Kept { minutes_from_ms: 0 };
+            let (g, source) = aggregate(&store, &k1, &[Dim::Key, Dim::Model], None, kept)
+                .await
+                .unwrap();
+            assert_eq!(source, crate::store::rollup::Source::Records, "{e}");
+            let n: i64 = g.iter().map(|r| r["requests"].as_i64().unwrap()).sum();
+            assert_eq!(n, 7, "{e}: {g:?}");
+            // Retention takes the postings with the records.
+            store.purge_usage(1005, 2).await.unwrap();
+            let (page, _) = requests(&store, &k1, None, 10, false).await.unwrap();
+            let ids: Vec<&str> = page
+                .iter()
+                .map(|r| r["request_id"].as_str().unwrap())
+                .collect();
+            assert_eq!(ids, ["r10", "r8", "r6"], "{e}");
+            let left: i64 = crate::store::db::on_pool!(store.pool(), |p| sqlx::query_scalar(
+                "SELECT COUNT(*) FROM usage_key_rows WHERE pk_ms < 1005"
+            )
+            .fetch_one(p)
+            .await
+            .unwrap());
+            assert_eq!(left, 0, "{e}");
+        }
     }
 
     #[tokio::test]

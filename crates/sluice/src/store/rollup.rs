@@ -1106,7 +1106,7 @@ const ROLL_CHUNK: i64 = 50_000;
 const ROLL_QUERY: &str = "SELECT feedback.score, r.dims, r.key_id, r.ts_ms, r.status, \
      r.streamed, r.input_tokens, r.output_tokens, r.cached_input_tokens, r.cache_write_tokens, \
      r.reasoning_tokens, r.cost_micro_usd, r.cost_saved_micro_usd, r.attempts, r.latency_us, \
-     r.ttft_us FROM usage_rows r LEFT JOIN feedback ON feedback.request_id = r.request_id \
+     r.ttft_us, r.rowid FROM usage_rows r LEFT JOIN feedback ON feedback.request_id = r.request_id \
      WHERE r.ts_ms >= $1 AND r.ts_ms < $2";
 
 /// The `usage_dims` texts the rollups group by ([`DimTexts`] order).
@@ -1171,6 +1171,7 @@ pub async fn roll(store: &Store, target_ms: i64) -> Result<u64, StoreError> {
                 let mut groups: HashMap<RollGroup, Sums, foldhash::fast::RandomState> =
                     HashMap::default();
                 let mut ids: Vec<i64> = Vec::new();
+                let mut postings: Vec<(String, i64, i64)> = Vec::new();
                 let mut recs = Vec::with_capacity(rows.len());
                 for r in &rows {
                     use sqlx::Row;
@@ -1199,6 +1200,9 @@ pub async fn roll(store: &Store, target_ms: i64) -> Result<u64, StoreError> {
                     };
                     let score: Option<f64> = r.try_get(0)?;
                     let key: Option<String> = r.try_get(2)?;
+                    if let Some(k) = &key {
+                        postings.push((k.clone(), row.ts_ms, r.try_get(16)?));
+                    }
                     recs.push((dims, key, score, row));
                 }
                 ids.sort_unstable();
@@ -1266,6 +1270,7 @@ pub async fn roll(store: &Store, target_ms: i64) -> Result<u64, StoreError> {
                     deltas.add(minute, &parts, &s);
                 }
                 write_deltas!(tx, &deltas, h);
+                super::key_rows::insert_postings!(tx, &mut postings);
                 sqlx::query("UPDATE usage_rollup_state SET horizon = $1")
                     .bind(end)
                     .execute(&mut *tx)

@@ -1,0 +1,111 @@
+//! The raw records by key, kept by the roller: `usage_key_rows` holds `(key, time, row id)`
+//! for every record before the rollup horizon, so a key's records are found without an index
+//! on the records themselves.
+//!
+//! Why not an index: a `(key_id, ts_ms)` index takes each batch's records at as many places
+//! as there are keys, so a 4,000-record transaction dirtied about as many index pages as it
+//! had records, and the usage writer wrote 52k records/s with it and 130k without it
+//! (bench/README.md). The roller adds a chunk's postings (tens of thousands of records) in
+//! one sorted insert: the same pages, a tenth as often. Records after the horizon (seconds
+//! of traffic) are found on the time index; a late record (behind the horizon when written)
+//! gets its posting from the writer, in the same transaction.
+
+use super::query::Filter;
+
+/// PostgreSQL's step 7 and SQLite's step 15: the postings, filled for what is rolled already;
+/// the records' key index goes.
+pub(crate) fn migration(postgres: bool) -> String {
+    let (int, without_rowid, index) = if postgres {
+        ("BIGINT", "", "usage_records_key")
+    } else {
+        ("INTEGER", " WITHOUT ROWID", "usage_rows_key")
+    };
+    format!(
+        "CREATE TABLE usage_key_rows (
+    pk_key TEXT NOT NULL,
+    pk_ms {int} NOT NULL,
+    pk_row {int} NOT NULL,
+    PRIMARY KEY (pk_key, pk_ms, pk_row)
+){without_rowid};
+CREATE INDEX usage_key_rows_ms ON usage_key_rows (pk_ms);
+INSERT INTO usage_key_rows (pk_key, pk_ms, pk_row)
+    SELECT key_id, ts_ms, rowid FROM usage_rows
+    WHERE key_id IS NOT NULL AND ts_ms < (SELECT horizon FROM usage_rollup_state);
+DROP INDEX IF EXISTS {index};
+"
+    )
+}
+
+/// Postings per INSERT statement (3 parameters each).
+pub(crate) const PER_INSERT: usize = 300;
+
+/// Adds the postings `(key, ts_ms, row id)` inside the transaction `$tx` (sorted first, so
+/// each statement's entries land next to each other).
+macro_rules! insert_postings {
+    ($tx:ident, $postings:expr) => {{
+        let postings: &mut Vec<(String, i64, i64)> = $postings;
+        postings.sort_unstable();
+        for chunk in postings.chunks($crate::store::key_rows::PER_INSERT) {
+            let mut q =
+                sqlx::QueryBuilder::new("INSERT INTO usage_key_rows (pk_key, pk_ms, pk_row) ");
+            q.push_values(chunk, |mut b, (k, t, r)| {
+                b.push_bind(k.as_str()).push_bind(*t).push_bind(*r);
+            });
+            q.push(" ON CONFLICT DO NOTHING");
+            q.build().execute(&mut *$tx).await?;
+        }
+    }};
+}
+pub(crate) use insert_postings;
+
+/// The postings of the records with these request ids behind the horizon `$h` (late records
+/// just written), inside the transaction `$tx`.
+macro_rules! post_late {
+    ($tx:ident, $ids:expr, $h:expr) => {{
+        let ids: &[&str] = $ids;
+        for chunk in ids.chunks(500) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO usage_key_rows (pk_key, pk_ms, pk_row) \
+                 SELECT key_id, ts_ms, rowid FROM usage_rows WHERE key_id IS NOT NULL AND ts_ms < ",
+            );
+            q.push_bind($h).push(" AND request_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(") ON CONFLICT DO NOTHING");
+            q.build().execute(&mut *$tx).await?;
+        }
+    }};
+}
+pub(crate) use post_late;
+
+/// Deletes postings before `before_ms`, at most `chunk` per statement.
+pub(crate) const PURGE: &str = "DELETE FROM usage_key_rows WHERE (pk_key, pk_ms, pk_row) IN \
+     (SELECT pk_key, pk_ms, pk_row FROM usage_key_rows WHERE pk_ms < $1 LIMIT $2)";
+
+/// The condition on `usage_records` for "the key is `key`" (with `filter`'s time bounds on
+/// the postings): a record behind the horizon by its posting, one after it by the time index.
+pub(crate) fn push_key<'a, DB: sqlx::Database>(
+    q: &mut sqlx::QueryBuilder<'a, DB>,
+    key: &str,
+    filter: &Filter,
+) where
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    q.push(" AND key_id = ")
+        .push_bind(key.to_string())
+        .push(
+            " AND (ts_ms >= (SELECT horizon FROM usage_rollup_state) OR rowid IN \
+             (SELECT pk_row FROM usage_key_rows WHERE pk_key = ",
+        )
+        .push_bind(key.to_string());
+    if let Some(s) = filter.since_ms {
+        q.push(" AND pk_ms >= ").push_bind(s);
+    }
+    if let Some(u) = filter.until_ms {
+        q.push(" AND pk_ms < ").push_bind(u);
+    }
+    q.push("))");
+}
