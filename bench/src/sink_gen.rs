@@ -145,6 +145,7 @@ pub async fn generate(
     n: u64,
     batch: usize,
     days: f64,
+    roll_beside: bool,
 ) -> anyhow::Result<()> {
     #[allow(clippy::cast_possible_truncation)]
     let span = ((days * DAY as f64) as i64).max(1);
@@ -156,6 +157,26 @@ pub async fn generate(
         store.pool().engine()
     );
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    // With `roll_beside`, the roller runs while the records are written, as in service
+    // (there every `usage.maintenance_interval`, up to `usage.rollup_delay` behind): here
+    // every 200 ms, up to the newest record written.
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
+    let roller = roll_beside.then(|| {
+        let (store, written) = (store.clone(), written.clone());
+        tokio::spawn(async move {
+            let mut rolled = 0u64;
+            loop {
+                let upto = written.load(std::sync::atomic::Ordering::Acquire);
+                if upto == i64::MAX {
+                    return Ok::<u64, anyhow::Error>(rolled + rollup::roll(&store, now + 1).await?);
+                }
+                if upto > i64::MIN {
+                    rolled += rollup::roll(&store, upto).await?;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+    });
     let t0 = Instant::now();
     let mut i = 0;
     while i < n {
@@ -164,11 +185,26 @@ pub async fn generate(
             .collect();
         store.write_batch(&rows).await?;
         i += rows.len() as u64;
+        if let Some(last) = rows.last() {
+            written.store(last.ts_ms, std::sync::atomic::Ordering::Release);
+        }
     }
     let write_s = t0.elapsed().as_secs_f64();
+    written.store(i64::MAX, std::sync::atomic::Ordering::Release);
     let tr = Instant::now();
-    let rolled = rollup::roll(&store, now + 1).await?;
+    let rolled = match roller {
+        Some(task) => task.await??,
+        None => rollup::roll(&store, now + 1).await?,
+    };
     let roll_s = tr.elapsed().as_secs_f64();
+    if roll_beside {
+        let all_s = t0.elapsed().as_secs_f64();
+        println!(
+            "\nwritten and rolled (the roller beside the writer): {n} records in {all_s:.1} s = \
+             {:.0} records/s; the roller finished {roll_s:.1} s after the last write",
+            n as f64 / all_s
+        );
+    }
     let before_compaction = rollup_rows(&store).await?;
     let t1 = Instant::now();
     let mut buckets = 0;
@@ -201,10 +237,14 @@ pub async fn generate(
         "\nwrite: {n} records in {write_s:.1} s = {:.0} records/s (raw records, one transaction per batch)",
         n as f64 / write_s
     );
-    println!(
-        "roll: {rolled} records into the rollups in {roll_s:.1} s = {:.0} records/s",
-        rolled as f64 / roll_s
-    );
+    if roll_beside {
+        println!("roll: {rolled} records, beside the writer (above)");
+    } else {
+        println!(
+            "roll: {rolled} records into the rollups in {roll_s:.1} s = {:.0} records/s",
+            rolled as f64 / roll_s
+        );
+    }
     println!(
         "compaction: {buckets} buckets in {compact_s:.1} s; rollup rows {before_compaction} -> {rollups} ({:.2} per record) after {purged} minute rows older than 2 days went",
         rollups as f64 / n as f64

@@ -46,6 +46,10 @@ struct Args {
     /// what an earlier run left.
     #[arg(long)]
     keep: Option<std::path::PathBuf>,
+    /// Generator mode: run the roller while writing (as in service) instead of after, and
+    /// report records written and rolled per second.
+    #[arg(long)]
+    roll_beside: bool,
 }
 
 fn rss_mib() -> f64 {
@@ -132,7 +136,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .await?;
                 let sep = if pg.contains('?') { '&' } else { '?' };
                 let url = format!("{pg}{sep}options=-c%20search_path%3Dsink_bench_gen");
-                let r = sink_gen::generate(&url, None, n, args.batch, args.days).await;
+                let r = sink_gen::generate(&url, None, n, args.batch, args.days, args.roll_beside)
+                    .await;
                 sqlx::raw_sql("DROP SCHEMA IF EXISTS sink_bench_gen CASCADE")
                     .execute(&admin)
                     .await?;
@@ -146,6 +151,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     n,
                     args.batch,
                     args.days,
+                    args.roll_beside,
                 )
                 .await
             }

@@ -1135,148 +1135,212 @@ type RollGroup = (i64, i64, u16, Option<String>);
 /// transaction, so a crash leaves every record either rolled or after the horizon, never
 /// counted twice. A store upgraded from before rollups starts at horizon 0: its first roll
 /// builds the rollups of everything stored.
+/// Reads the records from the horizon `$h` toward `$target` (at most [`ROLL_CHUNK`] of them)
+/// through the transaction `$tx` and sums them: `(chunk end, records, deltas, key postings)`.
+macro_rules! read_chunk {
+    ($tx:ident, $store:expr, $texts:ident, $h:expr, $target:expr) => {{
+        let h: i64 = $h;
+        // Where this chunk ends: the target, or the time of the record ROLL_CHUNK on.
+        let nth: Option<i64> = sqlx::query_scalar(
+            "SELECT ts_ms FROM usage_rows WHERE ts_ms >= $1 AND ts_ms < $2 \
+             ORDER BY ts_ms LIMIT 1 OFFSET $3",
+        )
+        .bind(h)
+        .bind($target)
+        .bind(ROLL_CHUNK)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        let end = nth.map_or($target, |t| t.max(h + 1));
+        // The records' numbers and their `usage_dims` ids (texts once per id, not
+        // per record), grouped by what they share before fanning out to the
+        // rollup sets: at live traffic a minute's records of one key, model and
+        // status become one group.
+        let rows = sqlx::query(ROLL_QUERY)
+            .bind(h)
+            .bind(end)
+            .fetch_all(&mut *$tx)
+            .await?;
+        let mut groups: HashMap<RollGroup, Sums, foldhash::fast::RandomState> = HashMap::default();
+        let mut ids: Vec<i64> = Vec::new();
+        let mut postings: Vec<(String, i64, i64)> = Vec::new();
+        let mut recs = Vec::with_capacity(rows.len());
+        for r in &rows {
+            use sqlx::Row;
+            let u = |i: usize| -> Result<Option<u64>, sqlx::Error> {
+                Ok(r.try_get::<Option<i64>, _>(i)?.map(i64::unsigned_abs))
+            };
+            let dims: i64 = r.try_get(1)?;
+            if !$texts.contains_key(&dims) {
+                ids.push(dims);
+            }
+            let row = UsageRow {
+                ts_ms: r.try_get(3)?,
+                status: u16::try_from(r.try_get::<i64, _>(4)?).unwrap_or(0),
+                streamed: r.try_get(5)?,
+                input_tokens: u(6)?,
+                output_tokens: u(7)?,
+                cached_input_tokens: u(8)?,
+                cache_write_tokens: u(9)?,
+                reasoning_tokens: u(10)?,
+                cost_micro_usd: r.try_get(11)?,
+                cost_saved_micro_usd: r.try_get(12)?,
+                attempts: u32::try_from(r.try_get::<i64, _>(13)?).unwrap_or(0),
+                latency_us: u(14)?.unwrap_or(0),
+                ttft_us: u(15)?,
+                ..UsageRow::default()
+            };
+            let score: Option<f64> = r.try_get(0)?;
+            let key: Option<String> = r.try_get(2)?;
+            if let Some(k) = &key {
+                postings.push((k.clone(), row.ts_ms, r.try_get(16)?));
+            }
+            recs.push((dims, key, score, row));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(500) {
+            let mut q = sqlx::QueryBuilder::new(format!(
+                "SELECT id, {DIM_TEXTS} FROM usage_dims WHERE id IN ("
+            ));
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&mut *$tx).await? {
+                use sqlx::Row;
+                let t = |i: usize| r.try_get::<Option<String>, _>(i);
+                $texts.insert(
+                    r.try_get(0)?,
+                    DimTexts {
+                        surface: t(1)?,
+                        model: t(2)?,
+                        provider: t(3)?,
+                        deployment: t(4)?,
+                        error_class: t(5)?,
+                        team: t(6)?,
+                        user: t(7)?,
+                        fallback: t(8)?.is_some(),
+                        cache: t(9)?,
+                    },
+                );
+            }
+        }
+        let none = DimTexts::default();
+        for (dims, key, score, row) in recs {
+            let d = $texts.get(&dims).unwrap_or(&none);
+            let hit = matches!(d.cache.as_deref(), Some("hit" | "semantic-hit"));
+            let mut s = Sums::of_record(&row, d.fallback, hit);
+            if let Some(score) = score {
+                s.scored = 1;
+                s.score_sum = score;
+            }
+            let g = (dims, Res::Minute.floor(row.ts_ms), row.status, key);
+            match groups.entry(g) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(s);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(&s),
+            }
+        }
+        let mut deltas = Deltas::new($store.minutes_from_ms());
+        for ((dims, minute, status, key), s) in groups {
+            let d = $texts.get(&dims).unwrap_or(&none);
+            let parts = [
+                KeyPart::Text(key),
+                KeyPart::Text(d.user.clone()),
+                KeyPart::Text(d.team.clone()),
+                KeyPart::Text(d.model.clone()),
+                KeyPart::Text(d.provider.clone()),
+                KeyPart::Text(d.deployment.clone()),
+                KeyPart::Int(i64::from(status)),
+                KeyPart::Text(d.surface.clone()),
+                KeyPart::Text(d.error_class.clone()),
+                KeyPart::Text(d.cache.clone()),
+            ];
+            deltas.add(minute, &parts, &s);
+        }
+        (
+            end,
+            i64::try_from(rows.len()).unwrap_or(i64::MAX),
+            deltas,
+            postings,
+        )
+    }};
+}
+
 pub async fn roll(store: &Store, target_ms: i64) -> Result<u64, StoreError> {
     let pool = store.pool();
     let mut total = 0u64;
     // `usage_dims` rows never change: read each once per roll.
     let mut texts: HashMap<i64, DimTexts> = HashMap::new();
+    let mut conflicts = 0;
     loop {
+        // Read and sum a chunk in a snapshot, beside the writers (the write lock is held
+        // only to store the result), then store it if nothing arrived in its range
+        // meanwhile. A record that did (a long request's, a replayed spill file's) makes
+        // the chunk be read again; after a few of those, under the write lock.
+        let locked = conflicts >= 3;
         let (n, done) = on_pool!(pool, |p| {
+            let read = if locked {
+                None
+            } else {
+                let mut tx = p.begin_with(pool.begin_snapshot()).await?;
+                let h: i64 = sqlx::query_scalar("SELECT horizon FROM usage_rollup_state")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let chunk = (h < target_ms).then_some(());
+                let out = match chunk {
+                    Some(()) => Some((h, read_chunk!(tx, store, texts, h, target_ms))),
+                    None => None,
+                };
+                tx.rollback().await?;
+                match out {
+                    None => return Ok(total),
+                    some => some,
+                }
+            };
             let mut tx = p.begin_with(pool.begin_write()).await?;
             let h = horizon!(tx, pool, update);
-            if h >= target_ms {
-                tx.rollback().await?;
-                (0, true)
-            } else {
-                // Where this chunk ends: the target, or the time of the record ROLL_CHUNK on.
-                let nth: Option<i64> = sqlx::query_scalar(
-                    "SELECT ts_ms FROM usage_records WHERE ts_ms >= $1 AND ts_ms < $2 \
-                     ORDER BY ts_ms LIMIT 1 OFFSET $3",
-                )
-                .bind(h)
-                .bind(target_ms)
-                .bind(ROLL_CHUNK)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let end = nth.map_or(target_ms, |t| t.max(h + 1));
-                // The records' numbers and their `usage_dims` ids (texts once per id, not
-                // per record), grouped by what they share before fanning out to the
-                // rollup sets: at live traffic a minute's records of one key, model and
-                // status become one group.
-                let rows = sqlx::query(ROLL_QUERY)
+            let fresh = match &read {
+                Some((was, (end, n, _, _))) if *was == h => {
+                    let now: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM usage_rows WHERE ts_ms >= $1 AND ts_ms < $2",
+                    )
                     .bind(h)
-                    .bind(end)
-                    .fetch_all(&mut *tx)
+                    .bind(*end)
+                    .fetch_one(&mut *tx)
                     .await?;
-                let mut groups: HashMap<RollGroup, Sums, foldhash::fast::RandomState> =
-                    HashMap::default();
-                let mut ids: Vec<i64> = Vec::new();
-                let mut postings: Vec<(String, i64, i64)> = Vec::new();
-                let mut recs = Vec::with_capacity(rows.len());
-                for r in &rows {
-                    use sqlx::Row;
-                    let u = |i: usize| -> Result<Option<u64>, sqlx::Error> {
-                        Ok(r.try_get::<Option<i64>, _>(i)?.map(i64::unsigned_abs))
-                    };
-                    let dims: i64 = r.try_get(1)?;
-                    if !texts.contains_key(&dims) {
-                        ids.push(dims);
-                    }
-                    let row = UsageRow {
-                        ts_ms: r.try_get(3)?,
-                        status: u16::try_from(r.try_get::<i64, _>(4)?).unwrap_or(0),
-                        streamed: r.try_get(5)?,
-                        input_tokens: u(6)?,
-                        output_tokens: u(7)?,
-                        cached_input_tokens: u(8)?,
-                        cache_write_tokens: u(9)?,
-                        reasoning_tokens: u(10)?,
-                        cost_micro_usd: r.try_get(11)?,
-                        cost_saved_micro_usd: r.try_get(12)?,
-                        attempts: u32::try_from(r.try_get::<i64, _>(13)?).unwrap_or(0),
-                        latency_us: u(14)?.unwrap_or(0),
-                        ttft_us: u(15)?,
-                        ..UsageRow::default()
-                    };
-                    let score: Option<f64> = r.try_get(0)?;
-                    let key: Option<String> = r.try_get(2)?;
-                    if let Some(k) = &key {
-                        postings.push((k.clone(), row.ts_ms, r.try_get(16)?));
-                    }
-                    recs.push((dims, key, score, row));
+                    now == *n
                 }
-                ids.sort_unstable();
-                ids.dedup();
-                for chunk in ids.chunks(500) {
-                    let mut q = sqlx::QueryBuilder::new(format!(
-                        "SELECT id, {DIM_TEXTS} FROM usage_dims WHERE id IN ("
-                    ));
-                    let mut list = q.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    q.push(")");
-                    for r in q.build().fetch_all(&mut *tx).await? {
-                        use sqlx::Row;
-                        let t = |i: usize| r.try_get::<Option<String>, _>(i);
-                        texts.insert(
-                            r.try_get(0)?,
-                            DimTexts {
-                                surface: t(1)?,
-                                model: t(2)?,
-                                provider: t(3)?,
-                                deployment: t(4)?,
-                                error_class: t(5)?,
-                                team: t(6)?,
-                                user: t(7)?,
-                                fallback: t(8)?.is_some(),
-                                cache: t(9)?,
-                            },
-                        );
-                    }
+                _ => false,
+            };
+            let chunk = match read {
+                Some((_, c)) if fresh => Some(c),
+                _ if !locked => None,
+                _ if h >= target_ms => {
+                    tx.rollback().await?;
+                    return Ok(total);
                 }
-                let none = DimTexts::default();
-                for (dims, key, score, row) in recs {
-                    let d = texts.get(&dims).unwrap_or(&none);
-                    let hit = matches!(d.cache.as_deref(), Some("hit" | "semantic-hit"));
-                    let mut s = Sums::of_record(&row, d.fallback, hit);
-                    if let Some(score) = score {
-                        s.scored = 1;
-                        s.score_sum = score;
-                    }
-                    let g = (dims, Res::Minute.floor(row.ts_ms), row.status, key);
-                    match groups.entry(g) {
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(s);
-                        }
-                        std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(&s),
-                    }
+                _ => Some(read_chunk!(tx, store, texts, h, target_ms)),
+            };
+            match chunk {
+                None => {
+                    tx.rollback().await?;
+                    conflicts += 1;
+                    (0, false)
                 }
-                let mut deltas = Deltas::new(store.minutes_from_ms());
-                for ((dims, minute, status, key), s) in groups {
-                    let d = texts.get(&dims).unwrap_or(&none);
-                    let parts = [
-                        KeyPart::Text(key),
-                        KeyPart::Text(d.user.clone()),
-                        KeyPart::Text(d.team.clone()),
-                        KeyPart::Text(d.model.clone()),
-                        KeyPart::Text(d.provider.clone()),
-                        KeyPart::Text(d.deployment.clone()),
-                        KeyPart::Int(i64::from(status)),
-                        KeyPart::Text(d.surface.clone()),
-                        KeyPart::Text(d.error_class.clone()),
-                        KeyPart::Text(d.cache.clone()),
-                    ];
-                    deltas.add(minute, &parts, &s);
+                Some((end, n, deltas, mut postings)) => {
+                    write_deltas!(tx, &deltas, h);
+                    super::key_rows::insert_postings!(tx, &mut postings);
+                    sqlx::query("UPDATE usage_rollup_state SET horizon = $1")
+                        .bind(end)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    conflicts = 0;
+                    (n.unsigned_abs(), end >= target_ms)
                 }
-                write_deltas!(tx, &deltas, h);
-                super::key_rows::insert_postings!(tx, &mut postings);
-                sqlx::query("UPDATE usage_rollup_state SET horizon = $1")
-                    .bind(end)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                (rows.len() as u64, end >= target_ms)
             }
         });
         total += n;
@@ -1436,6 +1500,82 @@ mod tests {
                 .push(r);
         }
         out
+    }
+
+    /// The roller reads beside the writers: records that arrive in the range it is reading
+    /// (behind the newest, as a long request's or a replayed spill file's do) are neither
+    /// lost nor counted twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::unwrap_used)]
+    async fn rolling_beside_writers_counts_every_record_once() {
+        use super::super::query::aggregate;
+        use super::super::UsageStore;
+        const H: i64 = 3_600_000;
+        let t0 = 20_000 * 86_400_000;
+        for db in crate::store::testing::databases("rollup_beside").await {
+            let store = Store::open(&db.url).await.unwrap();
+            store.set_minute_retention(std::time::Duration::from_secs(20 * 365 * 86_400));
+            let e = db.engine;
+            let rows = random_rows(7, 6000, t0);
+            // Three hours of records in time order, then stragglers anywhere in them.
+            let mut ordered: Vec<UsageRow> = rows[..4000]
+                .iter()
+                .cloned()
+                .map(|mut r| {
+                    r.ts_ms = t0 + (r.ts_ms - t0) % (3 * H);
+                    r
+                })
+                .collect();
+            ordered.sort_by_key(|r| r.ts_ms);
+            let stragglers: Vec<UsageRow> = rows[4000..]
+                .iter()
+                .cloned()
+                .map(|mut r| {
+                    r.ts_ms = t0 + (r.ts_ms - t0) % (3 * H);
+                    r
+                })
+                .collect();
+            let writer = {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for chunk in ordered.chunks(100) {
+                        store.write_batch(chunk).await.unwrap();
+                    }
+                    for chunk in stragglers.chunks(7) {
+                        store.write_batch(chunk).await.unwrap();
+                    }
+                })
+            };
+            while !writer.is_finished() {
+                roll(&store, t0 + 3 * H).await.unwrap();
+            }
+            writer.await.unwrap();
+            roll(&store, t0 + 3 * H).await.unwrap();
+            let kept = Kept { minutes_from_ms: 0 };
+            for group in [vec![], vec![Dim::Model], vec![Dim::Key]] {
+                let (got, source) = aggregate(&store, &Filter::default(), &group, None, kept)
+                    .await
+                    .unwrap();
+                assert!(matches!(source, Source::Rollups { .. }), "{e}");
+                let n: i64 = got.iter().map(|g| g["requests"].as_i64().unwrap()).sum();
+                assert_eq!(n, 6000, "{e} {group:?}");
+                let cost: i64 = got
+                    .iter()
+                    .map(|g| g["cost_micro_usd"].as_i64().unwrap())
+                    .sum();
+                let want: i64 = rows.iter().map(|r| r.cost_micro_usd.unwrap_or(0)).sum();
+                assert_eq!(cost, want, "{e} {group:?}");
+            }
+            // Every keyed record has exactly one posting.
+            let (posted, keyed): (i64, i64) = on_pool!(store.pool(), |p| sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM usage_key_rows), \
+                 (SELECT COUNT(*) FROM usage_rows WHERE key_id IS NOT NULL)"
+            )
+            .fetch_one(p)
+            .await
+            .unwrap());
+            assert_eq!(posted, keyed, "{e}");
+        }
     }
 
     #[tokio::test]
