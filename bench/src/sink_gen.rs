@@ -312,26 +312,28 @@ pub async fn generate(
         let (ms, rows) = timed(agg(f, g, b)).await?;
         println!("{name:<44} {ms:>10.1} {rows:>8}  {source}");
     }
-    // The request log: the newest page, and a page 15 days deep (keyset cursor).
-    for (name, cursor) in [
-        ("request log, newest 50", None),
-        (
-            "request log, 50 from 15 days deep",
-            Some(Cursor {
-                ts_ms: now - 15 * DAY,
-                rowid: i64::MAX,
-            }),
-        ),
+    // The request log: the newest page, a page 15 days deep (keyset cursor), one key's.
+    let key = Filter {
+        eq: vec![(Dim::Key, "key_0042".into())],
+        ..Filter::default()
+    };
+    let deep = Some(Cursor {
+        ts_ms: now - 15 * DAY,
+        rowid: i64::MAX,
+    });
+    for (name, filter, cursor) in [
+        ("request log, newest 50", Filter::default(), None),
+        ("request log, 50 from 15 days deep", Filter::default(), deep),
+        ("request log, one key's newest 50", key.clone(), None),
+        ("request log, one key's 50 from 15 days deep", key, deep),
     ] {
         let (ms, rows) = timed(|| {
-            let store = store.clone();
+            let (store, filter) = (store.clone(), filter.clone());
             async move {
-                Ok(
-                    query::requests(&store, &Filter::default(), cursor, 50, false)
-                        .await?
-                        .0
-                        .len(),
-                )
+                Ok(query::requests(&store, &filter, cursor, 50, false)
+                    .await?
+                    .0
+                    .len())
             }
         })
         .await?;

@@ -50,21 +50,9 @@ impl Pool {
         }
     }
 
-    /// How a write transaction starts: SQLite takes its write lock up front (`BEGIN
-    /// IMMEDIATE`: a deferred transaction that reads and then writes fails at once with
-    /// SQLITE_BUSY when another writer committed in between); PostgreSQL's row locks serialise
-    /// the writes that conflict.
-    /// An aggregate of the BLOB/BYTEA column `column`: each row's bytes as hex, joined by `,`.
-    pub fn hex_concat(&self, column: &str) -> String {
-        match self {
-            Pool::Sqlite(_) => format!("group_concat(hex({column}), ',')"),
-            Pool::Postgres(_) => format!("string_agg(encode({column}, 'hex'), ',')"),
-        }
-    }
-
     /// An aggregate packing a group's rollup rows into one JSON text: per row
-    /// `[[<dims>], [<METRIC_COLUMNS up to score_sum>], score_sum, hex(latency), hex(ttft)]`
-    /// (what `rollup::unpack` reads).
+    /// `[[<dims>], [<METRIC_COLUMNS before score_sum>], score_sum]` (what `rollup::unpack`
+    /// reads); [`Pool::blob_concat`] brings their sketches.
     pub fn json_pack(&self, dims: &[&str]) -> String {
         let ints: Vec<&str> = super::rollup::METRIC_COLUMNS
             .split(',')
@@ -74,14 +62,22 @@ impl Pool {
         let (dims, ints) = (dims.join(", "), ints.join(", "));
         match self {
             Pool::Sqlite(_) => format!(
-                "json_group_array(json_array(json_array({dims}), json_array({ints}), \
-                 score_sum, hex(latency), hex(ttft)))"
+                "json_group_array(json_array(json_array({dims}), json_array({ints}), score_sum))"
             ),
             Pool::Postgres(_) => format!(
                 "CAST(json_agg(json_build_array(json_build_array({dims}), \
-                 json_build_array({ints}), score_sum, encode(latency, 'hex'), \
-                 encode(ttft, 'hex'))) AS TEXT)"
+                 json_build_array({ints}), score_sum)) AS TEXT)"
             ),
+        }
+    }
+
+    /// An aggregate concatenating a group's values of a blob column, in the order the group's
+    /// other aggregates see its rows (sketches are self-delimiting: no separator needed).
+    pub fn blob_concat(&self, column: &str) -> String {
+        match self {
+            // A blob passes through group_concat byte for byte (as text, hence the cast).
+            Pool::Sqlite(_) => format!("CAST(group_concat({column}, '') AS BLOB)"),
+            Pool::Postgres(_) => format!("string_agg({column}, ''::bytea)"),
         }
     }
 
@@ -102,6 +98,10 @@ impl Pool {
         }
     }
 
+    /// How a write transaction starts: SQLite takes its write lock up front (`BEGIN
+    /// IMMEDIATE`: a deferred transaction that reads and then writes fails at once with
+    /// SQLITE_BUSY when another writer committed in between); PostgreSQL's row locks serialise
+    /// the writes that conflict.
     pub fn begin_write(&self) -> &'static str {
         match self {
             Pool::Sqlite(_) => "BEGIN IMMEDIATE",

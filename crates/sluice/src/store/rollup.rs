@@ -591,48 +591,22 @@ pub struct Kept {
     pub minutes_from_ms: i64,
 }
 
-/// Bytes from lowercase or uppercase hex (what `hex()` / `encode(.., 'hex')` give).
-fn unhex(t: &str) -> Option<Vec<u8>> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let t = t.as_bytes();
-    if t.is_empty() || !t.len().is_multiple_of(2) {
-        return None;
-    }
-    t.chunks_exact(2)
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
-}
-
 /// One rollup row as [`Pool::json_pack`](super::db::Pool::json_pack) packs it: the group's
-/// values, the integer sums in `METRIC_COLUMNS` order, the score sum, the two sketches in hex.
-type Packed = (
-    Vec<serde_json::Value>,
-    [i64; 17],
-    f64,
-    Option<String>,
-    Option<String>,
-);
+/// values, the integer sums in `METRIC_COLUMNS` order, the score sum.
+type Packed = (Vec<serde_json::Value>, [i64; 17], f64);
 
-/// The rows of one packed text: each one's group values (for `group`) and sums.
-fn unpack(text: &str, group: &[Dim]) -> Result<Vec<(Vec<KeyPart>, Sums)>, StoreError> {
+/// The rows of one packed text, with their sketches (latency, TTFT) concatenated in the same
+/// order: each one's group values (for `group`) and sums.
+fn unpack(
+    text: &str,
+    (mut latency, mut ttft): (&[u8], &[u8]),
+    group: &[Dim],
+) -> Result<Vec<(Vec<KeyPart>, Sums)>, StoreError> {
     let rows: Vec<Packed> =
         serde_json::from_str(text).map_err(|e| StoreError::Db(sqlx::Error::Decode(Box::new(e))))?;
-    let sketch = |h: Option<String>| {
-        h.as_deref()
-            .and_then(unhex)
-            .and_then(|b| Sketch::decode(&b))
-            .unwrap_or_default()
-    };
     Ok(rows
         .into_iter()
-        .map(|(values, n, score_sum, latency, ttft)| {
+        .map(|(values, n, score_sum)| {
             let key = group
                 .iter()
                 .zip(
@@ -666,8 +640,8 @@ fn unpack(text: &str, group: &[Dim]) -> Result<Vec<(Vec<KeyPart>, Sums)>, StoreE
                 gen_us: n[15],
                 scored: n[16],
                 score_sum,
-                latency: sketch(latency),
-                ttft: sketch(ttft),
+                latency: Sketch::decode_prefix(&mut latency).unwrap_or_default(),
+                ttft: Sketch::decode_prefix(&mut ttft).unwrap_or_default(),
             };
             (key, s)
         })
@@ -759,7 +733,7 @@ pub async fn read(
             .await?;
         if !tiles.is_empty() {
             // Summed in SQL, one row per group (and hour or day); the sketches come along
-            // hex-encoded and concatenated, merged below.
+            // concatenated, merged below.
             let time = match bucket_of {
                 None => None,
                 Some(super::query::Bucket::Hour) => Some(Res::Hour.ms()),
@@ -776,16 +750,27 @@ pub async fn read(
             // of rows cost more than the SQL (7 days by model per hour at 1M records: 95 ms,
             // of which the SQL 5).
             let grouped = time != Some(Res::Hour.ms());
+            // Packed per hour: grouped by the rows' own resolution and bucket, the order of
+            // the index they are read on, so the engine needs no sort (a sort of the
+            // sketches spilled to temporary files and made the time vary from 60 to 100 ms
+            // at 10M records); minute rows of one hour are merged below with the hour's.
+            let time_expr = if grouped {
+                time_expr
+            } else {
+                "bucket_ms".to_string()
+            };
             let mut select = vec![time_expr.clone()];
             if grouped {
                 select.extend(dims.iter().map(|d| (*d).to_string()));
                 select.extend(METRIC_COLUMNS.split(',').map(str::trim).map(|m| match m {
-                    "latency" | "ttft" => pool.hex_concat(m),
+                    "latency" | "ttft" => pool.blob_concat(m),
                     "score_sum" => "CAST(COALESCE(SUM(score_sum), 0) AS DOUBLE PRECISION)".into(),
                     _ => format!("CAST(COALESCE(SUM({m}), 0) AS BIGINT)"),
                 }));
             } else {
                 select.push(pool.json_pack(&dims));
+                select.push(pool.blob_concat("latency"));
+                select.push(pool.blob_concat("ttft"));
             }
             let mut q = sqlx::QueryBuilder::new(format!(
                 "SELECT {} FROM usage_rollups WHERE cuboid = ",
@@ -824,7 +809,9 @@ pub async fn read(
                 None => {}
             }
             let mut by: Vec<String> = dims.iter().map(|d| (*d).to_string()).collect();
-            if time.is_some() {
+            if !grouped {
+                by = vec!["res".to_string(), time_expr];
+            } else if time.is_some() {
                 by.insert(0, time_expr);
             }
             if !by.is_empty() {
@@ -836,7 +823,13 @@ pub async fn read(
                 let b: i64 = r.try_get(0)?;
                 if !grouped {
                     let text: Option<String> = r.try_get(1)?;
-                    for (key, s) in unpack(text.as_deref().unwrap_or("[]"), group)? {
+                    let latency: Option<Vec<u8>> = r.try_get(2)?;
+                    let ttft: Option<Vec<u8>> = r.try_get(3)?;
+                    let sketches = (
+                        latency.as_deref().unwrap_or_default(),
+                        ttft.as_deref().unwrap_or_default(),
+                    );
+                    for (key, s) in unpack(text.as_deref().unwrap_or("[]"), sketches, group)? {
                         match out.entry((bucket_of.map_or(0, |k| k.start(b)), key)) {
                             std::collections::btree_map::Entry::Vacant(v) => {
                                 v.insert(s);
@@ -857,12 +850,11 @@ pub async fn read(
                     });
                 }
                 let m = 1 + group.len();
-                let sketches = |v: Option<String>| {
+                let sketches = |v: Option<Vec<u8>>| {
                     let mut all = Sketch::default();
-                    for part in v.as_deref().unwrap_or("").split(',') {
-                        if let Some(s) = unhex(part).and_then(|b| Sketch::decode(&b)) {
-                            all.merge(&s);
-                        }
+                    let mut rest = v.as_deref().unwrap_or_default();
+                    while let Some(s) = Sketch::decode_prefix(&mut rest) {
+                        all.merge(&s);
                     }
                     all
                 };

@@ -142,11 +142,18 @@ impl Sketch {
 
     /// Reads what [`Sketch::encode`] wrote; `None` for anything else.
     pub fn decode(mut b: &[u8]) -> Option<Sketch> {
-        let n = take(&mut b)?;
+        let s = Sketch::decode_prefix(&mut b)?;
+        b.is_empty().then_some(s)
+    }
+
+    /// Reads one sketch from the front of `b` (encodings are self-delimiting, so several
+    /// concatenated read one after another), leaving `b` after it.
+    pub fn decode_prefix(b: &mut &[u8]) -> Option<Sketch> {
+        let n = take(b)?;
         let mut bins = Vec::with_capacity(usize::try_from(n.min(4096)).ok()?);
         let mut prev = 0i64;
         for k in 0..n {
-            let z = take(&mut b)?;
+            let z = take(b)?;
             let d = (z >> 1).cast_signed() ^ -((z & 1).cast_signed());
             // Ascending, within the buckets a latency can reach.
             if k > 0 && d <= 0 {
@@ -156,13 +163,10 @@ impl Sketch {
             let i = i32::try_from(prev)
                 .ok()
                 .filter(|i| (0..=MAX_INDEX).contains(i))?;
-            let c = take(&mut b)?;
+            let c = take(b)?;
             if c > 0 {
                 bins.push((i, c));
             }
-        }
-        if !b.is_empty() {
-            return None;
         }
         // One allocation for the whole range (a read decodes thousands of these).
         let mut s = Sketch::default();
@@ -277,5 +281,15 @@ mod tests {
         // Not ascending: refused.
         assert_eq!(Sketch::decode(&[2, 4, 1, 0, 1]), None);
         assert_eq!(Sketch::decode(&[0xff]), None);
+        // Concatenated, they read one after another.
+        let mut two = s.encode();
+        two.extend(Sketch::default().encode());
+        two.extend(s.encode());
+        let mut rest = &two[..];
+        assert_eq!(Sketch::decode_prefix(&mut rest), Some(s.clone()));
+        assert_eq!(Sketch::decode_prefix(&mut rest), Some(Sketch::default()));
+        assert_eq!(Sketch::decode_prefix(&mut rest), Some(s.clone()));
+        assert!(rest.is_empty());
+        assert_eq!(Sketch::decode_prefix(&mut rest), None);
     }
 }
