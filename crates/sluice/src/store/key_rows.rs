@@ -86,8 +86,8 @@ pub(crate) const PURGE: &str = "DELETE FROM usage_key_rows WHERE (pk_key, pk_ms,
 
 /// The condition on `usage_records` for "the key is `key`" (with `filter`'s time bounds):
 /// the rows behind the horizon by their postings, those after it on the time index, as one
-/// set of row ids, so that the planner looks the rows up by id instead of walking the time
-/// range (a key's day at 10M records: 37 ms walking the day, a few ms by id).
+/// set of row ids, so that the planner looks the rows up instead of walking the time range
+/// (a key's day at 10M records on SQLite: 37 ms walking the day, 3 ms looked up).
 pub(crate) fn push_key<'a, DB: sqlx::Database>(
     q: &mut sqlx::QueryBuilder<'a, DB>,
     key: &str,
@@ -96,17 +96,28 @@ pub(crate) fn push_key<'a, DB: sqlx::Database>(
     i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
-    q.push(" AND rowid IN (SELECT pk_row FROM usage_key_rows WHERE pk_key = ")
-        .push_bind(key.to_string());
+    // SQLite looks rows up by id; PostgreSQL's day partitions are indexed on (time, row id)
+    // (measured: each engine walks the time range with the other's form).
+    let (by, posted, pending) = if DB::NAME == "PostgreSQL" {
+        ("(ts_ms, rowid)", "pk_ms, pk_row", "ts_ms, rowid")
+    } else {
+        ("rowid", "pk_row", "rowid")
+    };
+    q.push(format_args!(
+        " AND {by} IN (SELECT {posted} FROM usage_key_rows WHERE pk_key = "
+    ))
+    .push_bind(key.to_string());
     if let Some(s) = filter.since_ms {
         q.push(" AND pk_ms >= ").push_bind(s);
     }
     if let Some(u) = filter.until_ms {
         q.push(" AND pk_ms < ").push_bind(u);
     }
-    q.push(" UNION ALL SELECT rowid FROM usage_rows WHERE key_id = ")
-        .push_bind(key.to_string())
-        .push(" AND ts_ms >= (SELECT horizon FROM usage_rollup_state)");
+    q.push(format_args!(
+        " UNION ALL SELECT {pending} FROM usage_rows WHERE key_id = "
+    ))
+    .push_bind(key.to_string())
+    .push(" AND ts_ms >= (SELECT horizon FROM usage_rollup_state)");
     if let Some(s) = filter.since_ms {
         q.push(" AND ts_ms >= ").push_bind(s);
     }

@@ -385,8 +385,9 @@ pub async fn requests(
             q.push("SELECT * FROM (");
             columns(&mut q, "usage_records.rowid");
             q.push(
-                " FROM usage_key_rows JOIN usage_records ON usage_records.rowid = \
-                 usage_key_rows.pk_row",
+                // The time too: PostgreSQL's day partitions find a row by (ts_ms, rowid).
+                " FROM usage_key_rows JOIN usage_records ON usage_records.ts_ms = \
+                 usage_key_rows.pk_ms AND usage_records.rowid = usage_key_rows.pk_row",
             );
             rest.push_where(&mut q);
             q.push(" AND pk_key = ").push_bind(key.clone());
