@@ -377,6 +377,7 @@ pub async fn requests(
             }
         };
         let fetch = i64::from(limit) + 1;
+        let pg = store.pool().is_postgres();
         if let Some(key) = key {
             // A key's records: those behind the rollup horizon newest first along their
             // postings (store::key_rows), those after it along the time index.
@@ -384,11 +385,17 @@ pub async fn requests(
             rest.eq.retain(|(d, _)| *d != Dim::Key);
             q.push("SELECT * FROM (");
             columns(&mut q, "usage_records.rowid");
-            q.push(
-                // The time too: PostgreSQL's day partitions find a row by (ts_ms, rowid).
+            q.push(if pg {
+                // One lookup per posting, newest first, until the page is full: the fenced
+                // (OFFSET 0) lateral subquery keeps PostgreSQL from planning a join of the
+                // key's postings with every partition (150 ms a page at 1M records).
+                " FROM usage_key_rows CROSS JOIN LATERAL (SELECT * FROM usage_records \
+                 WHERE usage_records.ts_ms = usage_key_rows.pk_ms \
+                 AND usage_records.rowid = usage_key_rows.pk_row OFFSET 0) usage_records"
+            } else {
                 " FROM usage_key_rows JOIN usage_records ON usage_records.ts_ms = \
-                 usage_key_rows.pk_ms AND usage_records.rowid = usage_key_rows.pk_row",
-            );
+                 usage_key_rows.pk_ms AND usage_records.rowid = usage_key_rows.pk_row"
+            });
             rest.push_where(&mut q);
             q.push(" AND pk_key = ").push_bind(key.clone());
             if let Some(s) = rest.since_ms {
