@@ -349,10 +349,13 @@ DROP INDEX IF EXISTS usage_records_model;
 ];
 
 /// The engine's schema steps; the ones built from code (store::dims) are empty in the lists.
+/// The steps built from code (SQLite's, PostgreSQL's): store::dims, store::key_rows.
+const GENERATED_STEPS: [(usize, usize); 2] = [(14, 15), (6, 7)];
+
 fn migrations(pool: &Pool) -> Vec<std::borrow::Cow<'static, str>> {
-    let (steps, dims, key_rows) = match pool {
-        Pool::Sqlite(_) => (MIGRATIONS, 14, 15),
-        Pool::Postgres(_) => (PG_MIGRATIONS, 6, 7),
+    let (steps, (dims, key_rows)) = match pool {
+        Pool::Sqlite(_) => (MIGRATIONS, GENERATED_STEPS[0]),
+        Pool::Postgres(_) => (PG_MIGRATIONS, GENERATED_STEPS[1]),
     };
     let pg = pool.is_postgres();
     steps
@@ -959,8 +962,8 @@ mod tests {
             };
             // The schema up to the step before, and records written the old way.
             let steps = migrations(&pool);
-            // The step before store::dims' (PostgreSQL's 6th, SQLite's 14th).
-            let before = if db.engine == "postgres" { 5 } else { 13 };
+            // The steps before store::dims'.
+            let before = GENERATED_STEPS[usize::from(db.engine == "postgres")].0 - 1;
             let odd = "tab\there é \\ 3:x-";
             on_pool!(&pool, |p| {
                 sqlx::query("CREATE TABLE sluice_schema (version BIGINT NOT NULL)")

@@ -107,22 +107,12 @@ pub(crate) fn push_key<'a, DB: sqlx::Database>(
         " AND {by} IN (SELECT {posted} FROM usage_key_rows WHERE pk_key = "
     ))
     .push_bind(key.to_string());
-    if let Some(s) = filter.since_ms {
-        q.push(" AND pk_ms >= ").push_bind(s);
-    }
-    if let Some(u) = filter.until_ms {
-        q.push(" AND pk_ms < ").push_bind(u);
-    }
+    filter.push_time(q, "pk_ms");
     q.push(format_args!(
         " UNION ALL SELECT {pending} FROM usage_rows WHERE key_id = "
     ))
     .push_bind(key.to_string())
     .push(" AND ts_ms >= (SELECT horizon FROM usage_rollup_state)");
-    if let Some(s) = filter.since_ms {
-        q.push(" AND ts_ms >= ").push_bind(s);
-    }
-    if let Some(u) = filter.until_ms {
-        q.push(" AND ts_ms < ").push_bind(u);
-    }
+    filter.push_time(q, "ts_ms");
     q.push(")");
 }

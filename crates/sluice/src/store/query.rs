@@ -146,18 +146,29 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// The time bounds, on `column`.
+    pub(crate) fn push_time<'a, DB: sqlx::Database>(
+        &self,
+        q: &mut sqlx::QueryBuilder<'a, DB>,
+        column: &str,
+    ) where
+        i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    {
+        if let Some(s) = self.since_ms {
+            q.push(format_args!(" AND {column} >= ")).push_bind(s);
+        }
+        if let Some(u) = self.until_ms {
+            q.push(format_args!(" AND {column} < ")).push_bind(u);
+        }
+    }
+
     pub(crate) fn push_where<'a, DB: sqlx::Database>(&self, q: &mut sqlx::QueryBuilder<'a, DB>)
     where
         i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
         String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     {
         q.push(" WHERE 1=1");
-        if let Some(s) = self.since_ms {
-            q.push(" AND ts_ms >= ").push_bind(s);
-        }
-        if let Some(u) = self.until_ms {
-            q.push(" AND ts_ms < ").push_bind(u);
-        }
+        self.push_time(q, "ts_ms");
         for (dim, v) in &self.eq {
             if *dim == Dim::Key {
                 // No index on the records' key (store::key_rows).
@@ -398,12 +409,7 @@ pub async fn requests(
             });
             rest.push_where(&mut q);
             q.push(" AND pk_key = ").push_bind(key.clone());
-            if let Some(s) = rest.since_ms {
-                q.push(" AND pk_ms >= ").push_bind(s);
-            }
-            if let Some(u) = rest.until_ms {
-                q.push(" AND pk_ms < ").push_bind(u);
-            }
+            rest.push_time(&mut q, "pk_ms");
             cursor(&mut q, "pk_ms, pk_row");
             q.push(" ORDER BY pk_ms DESC, pk_row DESC LIMIT ")
                 .push_bind(fetch)
@@ -511,6 +517,15 @@ mod tests {
         assert_eq!(iso(Bucket::Month.start(t)), "2026-11-01T00:00:00Z");
     }
 
+    /// The request ids of the first page (up to 10) of `filter`'s request log.
+    #[allow(clippy::unwrap_used)]
+    async fn ids(store: &Store, filter: &Filter) -> Vec<String> {
+        let (page, _) = requests(store, filter, None, 10, false).await.unwrap();
+        page.iter()
+            .map(|r| r["request_id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     #[tokio::test]
     #[allow(clippy::unwrap_used)]
     async fn a_keys_records_are_found_on_both_sides_of_the_rollup_horizon() {
@@ -568,23 +583,17 @@ mod tests {
                 status_class: Some(false),
                 ..k1.clone()
             };
-            let (page, _) = requests(&store, &failed, None, 10, false).await.unwrap();
-            let ids: Vec<&str> = page
-                .iter()
-                .map(|r| r["request_id"].as_str().unwrap())
-                .collect();
-            assert_eq!(ids, ["r4"], "{e}");
+            assert_eq!(ids(&store, &failed).await, ["r4"], "{e}");
             let ranged = Filter {
                 since_ms: Some(1003),
                 until_ms: Some(1009),
                 ..k1.clone()
             };
-            let (page, _) = requests(&store, &ranged, None, 10, false).await.unwrap();
-            let ids: Vec<&str> = page
-                .iter()
-                .map(|r| r["request_id"].as_str().unwrap())
-                .collect();
-            assert_eq!(ids, ["r8", "r6", "r4", "late"], "{e}");
+            assert_eq!(
+                ids(&store, &ranged).await,
+                ["r8", "r6", "r4", "late"],
+                "{e}"
+            );
             // A key by model is summed from the records: the same seven.
             let kept = crate::store::rollup::Kept { minutes_from_ms: 0 };
             let (g, source) = aggregate(&store, &k1, &[Dim::Key, Dim::Model], None, kept)
@@ -595,12 +604,7 @@ mod tests {
             assert_eq!(n, 7, "{e}: {g:?}");
             // Retention takes the postings with the records.
             store.purge_usage(1005, 2).await.unwrap();
-            let (page, _) = requests(&store, &k1, None, 10, false).await.unwrap();
-            let ids: Vec<&str> = page
-                .iter()
-                .map(|r| r["request_id"].as_str().unwrap())
-                .collect();
-            assert_eq!(ids, ["r10", "r8", "r6"], "{e}");
+            assert_eq!(ids(&store, &k1).await, ["r10", "r8", "r6"], "{e}");
             let left: i64 = crate::store::db::on_pool!(store.pool(), |p| sqlx::query_scalar(
                 "SELECT COUNT(*) FROM usage_key_rows WHERE pk_ms < 1005"
             )
