@@ -287,13 +287,15 @@ impl Cache {
 }
 
 /// Resolves every record of `$rows` (`&[&UsageRow]`) to its `usage_dims` id inside the
-/// transaction `$tx`, inserting the combinations not stored yet; evaluates to `(ids, found)`,
+/// transaction `$tx`, given what [`Cache::lookup`] found (looked up before the transaction:
+/// on SQLite it holds the write lock), inserting the combinations not stored yet; evaluates
+/// to `(ids, found)`,
 /// `found` being for [`Cache::remember`] once the transaction has committed.
 macro_rules! resolve {
-    ($tx:ident, $store:expr, $rows:expr) => {{
+    ($tx:ident, $rows:expr, $looked_up:expr) => {{
         use $crate::store::dims::{dkey, values, DIMS_PER_INSERT, FIELDS};
         let rows: &[&$crate::store::UsageRow] = $rows;
-        let (mut ids, missing) = $store.dims_cache().lookup(rows);
+        let (mut ids, missing): (Vec<i64>, Vec<(String, &$crate::store::UsageRow)>) = $looked_up;
         let mut found = std::collections::HashMap::new();
         for chunk in missing.chunks(DIMS_PER_INSERT) {
             let mut q = sqlx::QueryBuilder::new(format!(

@@ -6,7 +6,7 @@
 //! as there are keys, so a 4,000-record transaction dirtied about as many index pages as it
 //! had records, and the usage writer wrote 52k records/s with it and 130k without it
 //! (bench/README.md). The roller adds a chunk's postings (tens of thousands of records) in
-//! one sorted insert: the same pages, a tenth as often. Records after the horizon (seconds
+//! one sorted `INSERT ... SELECT`: the same pages, a tenth as often. Records after the horizon (seconds
 //! of traffic) are found on the time index; a late record (behind the horizon when written)
 //! gets its posting from the writer, in the same transaction.
 
@@ -35,28 +35,6 @@ DROP INDEX IF EXISTS {index};
 "
     )
 }
-
-/// Postings per INSERT statement (3 parameters each).
-pub(crate) const PER_INSERT: usize = 300;
-
-/// Adds the postings `(key, ts_ms, row id)` inside the transaction `$tx` (sorted first, so
-/// each statement's entries land next to each other).
-macro_rules! insert_postings {
-    ($tx:ident, $postings:expr) => {{
-        let postings: &mut Vec<(String, i64, i64)> = $postings;
-        postings.sort_unstable();
-        for chunk in postings.chunks($crate::store::key_rows::PER_INSERT) {
-            let mut q =
-                sqlx::QueryBuilder::new("INSERT INTO usage_key_rows (pk_key, pk_ms, pk_row) ");
-            q.push_values(chunk, |mut b, (k, t, r)| {
-                b.push_bind(k.as_str()).push_bind(*t).push_bind(*r);
-            });
-            q.push(" ON CONFLICT DO NOTHING");
-            q.build().execute(&mut *$tx).await?;
-        }
-    }};
-}
-pub(crate) use insert_postings;
 
 /// The postings of the records with these request ids behind the horizon `$h` (late records
 /// just written), inside the transaction `$tx`.

@@ -13,6 +13,7 @@ pub mod query;
 pub mod responses;
 pub mod rollup;
 pub mod row;
+pub mod segment;
 pub mod sink;
 pub mod sketch;
 mod spill;

@@ -167,16 +167,10 @@ fn int(v: Option<u64>) -> i64 {
 impl Sums {
     /// What one record adds.
     pub fn of(r: &UsageRow) -> Sums {
-        Sums::of_record(
-            r,
+        let (fallback, cache_hit) = (
             r.fallback_reason.is_some(),
             matches!(r.cache.as_deref(), Some("hit" | "semantic-hit")),
-        )
-    }
-
-    /// What one record adds, its fallback and cache hit given apart (the roller has them
-    /// from the record's `usage_dims` row, not in the record).
-    fn of_record(r: &UsageRow, fallback: bool, cache_hit: bool) -> Sums {
+        );
         let mut s = Sums {
             requests: 1,
             errors: i64::from(r.status >= 400),
@@ -1085,39 +1079,168 @@ pub async fn current_horizon(store: &Store) -> Result<i64, StoreError> {
 /// Records per roller transaction, at most (more only when they share one millisecond).
 const ROLL_CHUNK: i64 = 50_000;
 
-/// What the roller reads of a record: its feedback score, `usage_dims` id, key, then the
-/// figures ([`roll`] reads them by position).
-const ROLL_QUERY: &str = "SELECT feedback.score, r.dims, r.key_id, r.ts_ms, r.status, \
-     r.streamed, r.input_tokens, r.output_tokens, r.cached_input_tokens, r.cache_write_tokens, \
-     r.reasoning_tokens, r.cost_micro_usd, r.cost_saved_micro_usd, r.attempts, r.latency_us, \
-     r.ttft_us, r.rowid FROM usage_rows r LEFT JOIN feedback ON feedback.request_id = r.request_id \
-     WHERE r.ts_ms >= $1 AND r.ts_ms < $2";
-
-/// The `usage_dims` texts the rollups group by ([`DimTexts`] order).
-const DIM_TEXTS: &str = "surface, requested_model, provider, deployment_model, error_class, \
-     team, user_name, fallback_reason, cache";
-
-/// A `usage_dims` row's texts the rollups group by.
-#[derive(Debug, Default)]
-struct DimTexts {
-    surface: Option<String>,
-    model: Option<String>,
-    provider: Option<String>,
-    deployment: Option<String>,
-    error_class: Option<String>,
-    team: Option<String>,
-    user: Option<String>,
-    fallback: bool,
-    cache: Option<String>,
+/// What the roller reads: the records of `[$1, $2)` summed by the database per `usage_dims`
+/// id, key, minute and status, with their latencies and TTFTs as lists for the sketches, all
+/// in one JSON text ([`ChunkGroup`] each). The driver's cost is per row (a message between
+/// threads, an allocation per column): reading every record was most of the roller's time,
+/// and at live traffic there are still three records per group.
+fn roll_query(pool: &super::db::Pool) -> String {
+    let sum = |e: &str| format!("CAST(COALESCE(SUM({e}), 0) AS BIGINT)");
+    let ok_output = "r.status < 400 AND COALESCE(r.output_tokens, 0) > 0";
+    let ttft = "COALESCE(r.ttft_us, 0)";
+    let ints = [
+        "COUNT(*)".to_string(),
+        sum("CASE WHEN r.cost_micro_usd IS NULL AND COALESCE(r.input_tokens, 0) > 0 THEN 1 ELSE 0 END"),
+        sum("r.input_tokens"),
+        sum("r.output_tokens"),
+        sum("r.cached_input_tokens"),
+        sum("r.cache_write_tokens"),
+        sum("r.reasoning_tokens"),
+        sum("r.cost_micro_usd"),
+        sum("r.cost_saved_micro_usd"),
+        sum("CASE WHEN r.streamed THEN 1 ELSE 0 END"),
+        sum("r.attempts"),
+        sum(&format!("CASE WHEN {ok_output} THEN r.output_tokens ELSE 0 END")),
+        sum(&format!(
+            "CASE WHEN {ok_output} AND r.latency_us > {ttft} THEN r.latency_us - {ttft} ELSE 0 END"
+        )),
+        "COUNT(feedback.score)".to_string(),
+    ];
+    let (array, text) = match pool {
+        super::db::Pool::Sqlite(_) => ("json_array", "group_concat(g.j)"),
+        super::db::Pool::Postgres(_) => ("json_build_array", "string_agg(CAST(g.j AS TEXT), ',')"),
+    };
+    format!(
+        "SELECT '[' || COALESCE({text}, '') || ']' FROM (SELECT {array}(r.dims, r.key_id, \
+         r.ts_ms / 60000, r.status, {array}({}), \
+         CAST(COALESCE(SUM(feedback.score), 0) AS DOUBLE PRECISION), {}, {}) AS j \
+         FROM usage_rows r LEFT JOIN feedback ON feedback.request_id = r.request_id \
+         WHERE r.ts_ms >= $1 AND r.ts_ms < $2 \
+         GROUP BY r.dims, r.key_id, r.ts_ms / 60000, r.status) g",
+        ints.join(", "),
+        pool.list_agg("r.latency_us"),
+        pool.list_agg("r.ttft_us"),
+    )
 }
 
-/// Records the roller sums before fanning out: `usage_dims` id, minute, status, key.
-type RollGroup = (i64, i64, u16, Option<String>);
+/// A group of a roll chunk ([`roll_query`]): `usage_dims` id, key, minute (since the epoch),
+/// status, the integer sums (records, unpriced, input, output, cached, cache write,
+/// reasoning, cost, cost saved, streamed, attempts, generated tokens, generation time,
+/// scored), the score sum, the latencies and TTFTs (comma-separated microseconds).
+type ChunkGroup = (
+    i64,
+    Option<String>,
+    i64,
+    i64,
+    [i64; 14],
+    f64,
+    Option<String>,
+    Option<String>,
+);
+
+/// A chunk's postings, stored with it: the keyed records of `[$1, $2)`, in key order so that
+/// each key's entries land next to each other.
+const POST_CHUNK: &str = "INSERT INTO usage_key_rows (pk_key, pk_ms, pk_row) \
+     SELECT key_id, ts_ms, rowid FROM usage_rows \
+     WHERE ts_ms >= $1 AND ts_ms < $2 AND key_id IS NOT NULL \
+     ORDER BY key_id, ts_ms, rowid ON CONFLICT DO NOTHING";
+
+/// The sketch buckets of a comma-separated list of microseconds, into `out`.
+fn buckets_of(list: Option<&str>, out: &mut Vec<i32>) {
+    out.clear();
+    for v in list.unwrap_or_default().split(',') {
+        if let Ok(us) = v.trim().parse::<i64>() {
+            out.push(Sketch::bucket_of(us.unsigned_abs()));
+        }
+    }
+}
+
+/// The `usage_dims` texts the rollups group by, in [`Dim::ALL`] order where they are
+/// dimensions, then the fallback reason and the cache outcome.
+const DIM_TEXTS: &str = "user_name, team, requested_model, provider, deployment_model, surface, \
+     error_class, cache, fallback_reason";
+
+/// The roller's texts as small integers, so that a rollup key is an array: hashed and
+/// compared without allocating (each summed group adds to ~16 rollup keys).
+#[derive(Debug, Default)]
+struct Interned {
+    /// Id to text; 0 is "none".
+    texts: Vec<Option<String>>,
+    ids: HashMap<String, u32, foldhash::fast::RandomState>,
+    /// A `usage_dims` id's values in [`Dim::ALL`] order (key and status left 0), whether it
+    /// fell back, whether it was a cache hit.
+    dims: HashMap<i64, ([u32; 10], bool, bool)>,
+}
+
+impl Interned {
+    fn id(&mut self, t: Option<&str>) -> u32 {
+        let Some(t) = t else { return 0 };
+        if let Some(&id) = self.ids.get(t) {
+            return id;
+        }
+        if self.texts.is_empty() {
+            self.texts.push(None);
+        }
+        let id = u32::try_from(self.texts.len()).unwrap_or(u32::MAX);
+        self.texts.push(Some(t.to_string()));
+        self.ids.insert(t.to_string(), id);
+        id
+    }
+
+    /// The value `v` of dimension `d` as a rollup key part.
+    fn part(&self, d: Dim, v: u32) -> KeyPart {
+        if d == Dim::Status {
+            KeyPart::Int(i64::from(v))
+        } else {
+            KeyPart::Text(self.texts.get(v as usize).cloned().flatten())
+        }
+    }
+}
+
+/// A rollup row of a chunk by interned values: cuboid (its position in [`CUBOIDS`]),
+/// resolution, bucket, the cuboid's dimension values.
+type FanKey = (u8, Res, i64, [u32; 7]);
+
+/// Adds `s` (made at `ts_ms` by records with the values `parts`, [`Dim::ALL`] order, and the
+/// latencies and TTFTs in the sketch buckets `latency` and `ttft`) to every cuboid and
+/// resolution of `rows`.
+fn fan_out(
+    rows: &mut HashMap<FanKey, Sums, foldhash::fast::RandomState>,
+    minutes_from_ms: i64,
+    ts_ms: i64,
+    parts: &[u32; 10],
+    (s, latency, ttft): (&Sums, &[i32], &[i32]),
+) {
+    use std::collections::hash_map::Entry;
+    for (i, c) in CUBOIDS.iter().enumerate() {
+        let mut key = [0u32; 7];
+        for (slot, d) in key.iter_mut().zip(c.dims) {
+            *slot = parts[d.index()];
+        }
+        for &r in c.res {
+            if r == Res::Minute && ts_ms < minutes_from_ms {
+                continue;
+            }
+            let row = match rows.entry((u8::try_from(i).unwrap_or(u8::MAX), r, r.floor(ts_ms), key))
+            {
+                Entry::Occupied(o) => {
+                    let row = o.into_mut();
+                    row.merge(s);
+                    row
+                }
+                Entry::Vacant(v) => v.insert(s.clone()),
+            };
+            row.latency.add_buckets(latency);
+            row.ttft.add_buckets(ttft);
+        }
+    }
+}
 
 /// Reads the records from the horizon `$h` toward `$target` (at most [`ROLL_CHUNK`] of them)
-/// through the transaction `$tx` and sums them: `(chunk end, records, deltas, key postings)`.
+/// through the transaction `$tx`, summed by `$query` ([`roll_query`]): `(chunk end, records,
+/// deltas)`.
 macro_rules! read_chunk {
-    ($tx:ident, $store:expr, $texts:ident, $h:expr, $target:expr) => {{
+    ($tx:ident, $store:expr, $interned:ident, $h:expr, $target:expr, $query:expr) => {{
         let h: i64 = $h;
         // Where this chunk ends: the target, or the time of the record ROLL_CHUNK on.
         let nth: Option<i64> = sqlx::query_scalar(
@@ -1130,50 +1253,19 @@ macro_rules! read_chunk {
         .fetch_optional(&mut *$tx)
         .await?;
         let end = nth.map_or($target, |t| t.max(h + 1));
-        // The records' numbers and their `usage_dims` ids (texts once per id, not
-        // per record), grouped by what they share before fanning out to the
-        // rollup sets: at live traffic a minute's records of one key, model and
-        // status become one group.
-        let rows = sqlx::query(ROLL_QUERY)
+        let text: Option<String> = sqlx::query_scalar($query)
             .bind(h)
             .bind(end)
-            .fetch_all(&mut *$tx)
+            .fetch_one(&mut *$tx)
             .await?;
-        let mut groups: HashMap<RollGroup, Sums, foldhash::fast::RandomState> = HashMap::default();
+        let rows: Vec<ChunkGroup> = serde_json::from_str(text.as_deref().unwrap_or("[]"))
+            .map_err(|e| StoreError::Db(sqlx::Error::Decode(Box::new(e))))?;
+        // The `usage_dims` texts, once per id (not per record).
         let mut ids: Vec<i64> = Vec::new();
-        let mut postings: Vec<(String, i64, i64)> = Vec::new();
-        let mut recs = Vec::with_capacity(rows.len());
         for r in &rows {
-            use sqlx::Row;
-            let u = |i: usize| -> Result<Option<u64>, sqlx::Error> {
-                Ok(r.try_get::<Option<i64>, _>(i)?.map(i64::unsigned_abs))
-            };
-            let dims: i64 = r.try_get(1)?;
-            if !$texts.contains_key(&dims) {
-                ids.push(dims);
+            if !$interned.dims.contains_key(&r.0) {
+                ids.push(r.0);
             }
-            let row = UsageRow {
-                ts_ms: r.try_get(3)?,
-                status: u16::try_from(r.try_get::<i64, _>(4)?).unwrap_or(0),
-                streamed: r.try_get(5)?,
-                input_tokens: u(6)?,
-                output_tokens: u(7)?,
-                cached_input_tokens: u(8)?,
-                cache_write_tokens: u(9)?,
-                reasoning_tokens: u(10)?,
-                cost_micro_usd: r.try_get(11)?,
-                cost_saved_micro_usd: r.try_get(12)?,
-                attempts: u32::try_from(r.try_get::<i64, _>(13)?).unwrap_or(0),
-                latency_us: u(14)?.unwrap_or(0),
-                ttft_us: u(15)?,
-                ..UsageRow::default()
-            };
-            let score: Option<f64> = r.try_get(0)?;
-            let key: Option<String> = r.try_get(2)?;
-            if let Some(k) = &key {
-                postings.push((k.clone(), row.ts_ms, r.try_get(16)?));
-            }
-            recs.push((dims, key, score, row));
         }
         ids.sort_unstable();
         ids.dedup();
@@ -1188,58 +1280,78 @@ macro_rules! read_chunk {
             q.push(")");
             for r in q.build().fetch_all(&mut *$tx).await? {
                 use sqlx::Row;
-                let t = |i: usize| r.try_get::<Option<String>, _>(i);
-                $texts.insert(
-                    r.try_get(0)?,
-                    DimTexts {
-                        surface: t(1)?,
-                        model: t(2)?,
-                        provider: t(3)?,
-                        deployment: t(4)?,
-                        error_class: t(5)?,
-                        team: t(6)?,
-                        user: t(7)?,
-                        fallback: t(8)?.is_some(),
-                        cache: t(9)?,
-                    },
+                let mut parts = [0u32; 10];
+                // user .. cache: columns 1..=8 are Dim::ALL[1..] without the status.
+                let mut col = 1;
+                for d in &Dim::ALL[1..] {
+                    if *d != Dim::Status {
+                        parts[d.index()] = $interned.id(r.try_get::<Option<&str>, _>(col)?);
+                        col += 1;
+                    }
+                }
+                let hit = matches!(
+                    r.try_get::<Option<&str>, _>(8)?,
+                    Some("hit" | "semantic-hit")
                 );
+                let fallback = r.try_get::<Option<&str>, _>(9)?.is_some();
+                $interned.dims.insert(r.try_get(0)?, (parts, fallback, hit));
             }
         }
-        let none = DimTexts::default();
-        for (dims, key, score, row) in recs {
-            let d = $texts.get(&dims).unwrap_or(&none);
-            let hit = matches!(d.cache.as_deref(), Some("hit" | "semantic-hit"));
-            let mut s = Sums::of_record(&row, d.fallback, hit);
-            if let Some(score) = score {
-                s.scored = 1;
-                s.score_sum = score;
-            }
-            let g = (dims, Res::Minute.floor(row.ts_ms), row.status, key);
-            groups.entry(g).and_modify(|o| o.merge(&s)).or_insert(s);
+        let mut fan: HashMap<FanKey, Sums, foldhash::fast::RandomState> = HashMap::default();
+        let minutes_from_ms = $store.minutes_from_ms();
+        let mut records = 0i64;
+        let (mut latency, mut ttft) = (Vec::new(), Vec::new());
+        for (dims, key, minute, status, n, score_sum, lat, tt) in &rows {
+            let (mut parts, fallback, hit) = $interned.dims.get(dims).copied().unwrap_or_default();
+            parts[Dim::Key.index()] = $interned.id(key.as_deref());
+            parts[Dim::Status.index()] = u32::try_from(*status).unwrap_or(0);
+            let requests = n[0];
+            records += requests;
+            let s = Sums {
+                requests,
+                errors: if *status >= 400 { requests } else { 0 },
+                unpriced: n[1],
+                input: n[2],
+                output: n[3],
+                cached: n[4],
+                cache_write: n[5],
+                reasoning: n[6],
+                cost: n[7],
+                cache_hits: if hit { requests } else { 0 },
+                cost_saved: if hit { n[8] } else { 0 },
+                streamed: n[9],
+                attempts: n[10],
+                fallbacks: if fallback { requests } else { 0 },
+                gen_tokens: n[11],
+                gen_us: n[12],
+                scored: n[13],
+                score_sum: *score_sum,
+                ..Sums::default()
+            };
+            // Sketch buckets, added to each rollup row (the sums have no sketches).
+            buckets_of(lat.as_deref(), &mut latency);
+            buckets_of(tt.as_deref(), &mut ttft);
+            fan_out(
+                &mut fan,
+                minutes_from_ms,
+                minute.saturating_mul(Res::Minute.ms()),
+                &parts,
+                (&s, &latency, &ttft),
+            );
         }
-        let mut deltas = Deltas::new($store.minutes_from_ms());
-        for ((dims, minute, status, key), s) in groups {
-            let d = $texts.get(&dims).unwrap_or(&none);
-            let parts = [
-                KeyPart::Text(key),
-                KeyPart::Text(d.user.clone()),
-                KeyPart::Text(d.team.clone()),
-                KeyPart::Text(d.model.clone()),
-                KeyPart::Text(d.provider.clone()),
-                KeyPart::Text(d.deployment.clone()),
-                KeyPart::Int(i64::from(status)),
-                KeyPart::Text(d.surface.clone()),
-                KeyPart::Text(d.error_class.clone()),
-                KeyPart::Text(d.cache.clone()),
-            ];
-            deltas.add(minute, &parts, &s);
+        // Back to texts, once per rollup row.
+        let mut deltas = Deltas::new(minutes_from_ms);
+        for ((i, res, bucket, key), s) in fan {
+            let c = &CUBOIDS[usize::from(i)];
+            let key = c
+                .dims
+                .iter()
+                .zip(key)
+                .map(|(d, v)| $interned.part(*d, v))
+                .collect();
+            deltas.rows.insert((c.id, res, bucket, key), s);
         }
-        (
-            end,
-            i64::try_from(rows.len()).unwrap_or(i64::MAX),
-            deltas,
-            postings,
-        )
+        (end, records, deltas)
     }};
 }
 
@@ -1252,7 +1364,8 @@ pub async fn roll(store: &Store, target_ms: i64) -> Result<u64, StoreError> {
     let pool = store.pool();
     let mut total = 0u64;
     // `usage_dims` rows never change: read each once per roll.
-    let mut texts: HashMap<i64, DimTexts> = HashMap::new();
+    let mut interned = Interned::default();
+    let query = roll_query(pool);
     let mut conflicts = 0;
     loop {
         // Read and sum a chunk in a snapshot, beside the writers (the write lock is held
@@ -1272,14 +1385,14 @@ pub async fn roll(store: &Store, target_ms: i64) -> Result<u64, StoreError> {
                     tx.rollback().await?;
                     return Ok(total);
                 }
-                let chunk = read_chunk!(tx, store, texts, h, target_ms);
+                let chunk = read_chunk!(tx, store, interned, h, target_ms, &query);
                 tx.rollback().await?;
                 Some((h, chunk))
             };
             let mut tx = p.begin_with(pool.begin_write()).await?;
             let h = horizon!(tx, pool, update);
             let fresh = match &read {
-                Some((was, (end, n, _, _))) if *was == h => {
+                Some((was, (end, n, _))) if *was == h => {
                     let now: i64 = sqlx::query_scalar(
                         "SELECT COUNT(*) FROM usage_rows WHERE ts_ms >= $1 AND ts_ms < $2",
                     )
@@ -1298,7 +1411,7 @@ pub async fn roll(store: &Store, target_ms: i64) -> Result<u64, StoreError> {
                     tx.rollback().await?;
                     return Ok(total);
                 }
-                _ => Some(read_chunk!(tx, store, texts, h, target_ms)),
+                _ => Some(read_chunk!(tx, store, interned, h, target_ms, &query)),
             };
             match chunk {
                 None => {
@@ -1306,9 +1419,13 @@ pub async fn roll(store: &Store, target_ms: i64) -> Result<u64, StoreError> {
                     conflicts += 1;
                     (0, false)
                 }
-                Some((end, n, deltas, mut postings)) => {
+                Some((end, n, deltas)) => {
                     write_deltas!(tx, &deltas, h);
-                    super::key_rows::insert_postings!(tx, &mut postings);
+                    sqlx::query(POST_CHUNK)
+                        .bind(h)
+                        .bind(end)
+                        .execute(&mut *tx)
+                        .await?;
                     sqlx::query("UPDATE usage_rollup_state SET horizon = $1")
                         .bind(end)
                         .execute(&mut *tx)

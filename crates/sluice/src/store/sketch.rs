@@ -56,6 +56,19 @@ impl Sketch {
         self.add_n(index(us), 1);
     }
 
+    /// The bucket a value in microseconds counts in, for [`Sketch::add_buckets`].
+    pub fn bucket_of(us: u64) -> i32 {
+        index(us)
+    }
+
+    /// Adds one value to each of these buckets ([`Sketch::bucket_of`]): what a few values
+    /// add, without a sketch of their own to merge (a merge walks the other's whole range).
+    pub fn add_buckets(&mut self, buckets: &[i32]) {
+        for &i in buckets {
+            self.add_n(i, 1);
+        }
+    }
+
     /// Makes room for buckets `lo..=hi` (`lo <= hi`).
     fn cover(&mut self, lo: i32, hi: i32) {
         if self.counts.is_empty() {
@@ -129,15 +142,20 @@ impl Sketch {
     /// The stored form (empty sketch: one byte).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1 + self.counts.len() * 3);
-        put(&mut out, self.bins().count() as u64);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the stored form to `out` ([`Sketch::decode_prefix`] reads it back).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        put(out, self.bins().count() as u64);
         let mut prev = 0i64;
         for (i, c) in self.bins() {
             let d = i64::from(i) - prev;
             prev = i64::from(i);
-            put(&mut out, ((d << 1) ^ (d >> 63)).cast_unsigned());
-            put(&mut out, c);
+            put(out, ((d << 1) ^ (d >> 63)).cast_unsigned());
+            put(out, c);
         }
-        out
     }
 
     /// Reads what [`Sketch::encode`] wrote; `None` for anything else.
@@ -180,7 +198,8 @@ impl Sketch {
     }
 }
 
-fn put(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as a LEB128 varint.
+pub(crate) fn put(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -188,7 +207,8 @@ fn put(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn take(b: &mut &[u8]) -> Option<u64> {
+/// Reads a LEB128 varint off the front of `b`.
+pub(crate) fn take(b: &mut &[u8]) -> Option<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let (&byte, rest) = b.split_first()?;
