@@ -110,12 +110,12 @@ async fn disk_bytes(store: &Store, sqlite_file: Option<&std::path::Path>) -> any
 async fn rollup_rows(store: &Store) -> anyhow::Result<i64> {
     Ok(match store.pool() {
         Pool::Sqlite(p) => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM usage_rollups")
+            sqlx::query_scalar("SELECT COUNT(*) FROM usage_segments")
                 .fetch_one(p)
                 .await?
         }
         Pool::Postgres(p) => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM usage_rollups")
+            sqlx::query_scalar("SELECT COUNT(*) FROM usage_segments")
                 .fetch_one(p)
                 .await?
         }
@@ -246,7 +246,7 @@ pub async fn generate(
         );
     }
     println!(
-        "compaction: {buckets} buckets in {compact_s:.1} s; rollup rows {before_compaction} -> {rollups} ({:.2} per record) after {purged} minute rows older than 2 days went",
+        "compaction: {buckets} buckets in {compact_s:.1} s; rollup segments {before_compaction} -> {rollups} ({:.3} per record) after {purged} minute segments older than 2 days went",
         rollups as f64 / n as f64
     );
     println!(

@@ -83,7 +83,7 @@ async fn analytics_read_rollups_that_outlive_raw_retention() {
     let fresh = usage(&gw, "group_by=model").await;
     assert_eq!(fresh["source"], "rollups");
     eventually("the roller folds every record", || async {
-        scalar(&db, "SELECT COUNT(*) FROM usage_rollups WHERE cuboid = 2").await > 0
+        scalar(&db, "SELECT COUNT(*) FROM usage_segments WHERE cuboid = 2").await > 0
             && scalar(&db, "SELECT horizon FROM usage_rollup_state").await
                 > scalar(&db, "SELECT MAX(ts_ms) FROM usage_records").await
     })

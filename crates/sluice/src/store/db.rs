@@ -50,37 +50,6 @@ impl Pool {
         }
     }
 
-    /// An aggregate packing a group's rollup rows into one JSON text: per row
-    /// `[[<dims>], [<METRIC_COLUMNS before score_sum>], score_sum]` (what `rollup::unpack`
-    /// reads); [`Pool::blob_concat`] brings their sketches.
-    pub fn json_pack(&self, dims: &[&str]) -> String {
-        let ints: Vec<&str> = super::rollup::METRIC_COLUMNS
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !matches!(*m, "score_sum" | "latency" | "ttft"))
-            .collect();
-        let (dims, ints) = (dims.join(", "), ints.join(", "));
-        match self {
-            Pool::Sqlite(_) => format!(
-                "json_group_array(json_array(json_array({dims}), json_array({ints}), score_sum))"
-            ),
-            Pool::Postgres(_) => format!(
-                "CAST(json_agg(json_build_array(json_build_array({dims}), \
-                 json_build_array({ints}), score_sum)) AS TEXT)"
-            ),
-        }
-    }
-
-    /// An aggregate concatenating a group's values of a blob column, in the order the group's
-    /// other aggregates see its rows (sketches are self-delimiting: no separator needed).
-    pub fn blob_concat(&self, column: &str) -> String {
-        match self {
-            // A blob passes through group_concat byte for byte (as text, hence the cast).
-            Pool::Sqlite(_) => format!("CAST(group_concat({column}, '') AS BLOB)"),
-            Pool::Postgres(_) => format!("string_agg({column}, ''::bytea)"),
-        }
-    }
-
     /// The integers of `column` in a group as one comma-separated text (NULLs left out).
     pub fn list_agg(&self, column: &str) -> String {
         match self {
@@ -224,6 +193,9 @@ DROP INDEX IF EXISTS usage_records_model;",
     // 7 (SQLite's 15): the records by key kept by the roller, not by an index
     // (store::key_rows); filled in by `migrations`.
     "",
+    // 8 (SQLite's 16): the rollups as packed segments (store::segment); the old table's rows
+    // are moved by `rollup::convert_rows` when the store opens.
+    super::rollup::POSTGRES_SEGMENTS,
 ];
 
 /// SQLite's schema steps, applied in order once each; append, never edit (and append the
@@ -354,6 +326,9 @@ DROP INDEX IF EXISTS usage_records_model;
     // 15: the records by key kept by the roller, not by an index (store::key_rows); filled
     // in by `migrations`.
     "",
+    // 16: the rollups as packed segments (store::segment); the old table's rows are moved by
+    // `rollup::convert_rows` when the store opens.
+    super::rollup::SQLITE_SEGMENTS,
 ];
 
 /// The engine's schema steps; the ones built from code (store::dims) are empty in the lists.
@@ -416,6 +391,7 @@ impl Store {
             dims: std::sync::Arc::default(),
         };
         store.migrate().await?;
+        super::rollup::convert_rows(&store).await?;
         Ok(store)
     }
 
@@ -813,17 +789,30 @@ impl Store {
                 tokio::task::yield_now().await;
             }
         }
+        // The postings have no time index (store::key_rows): key by key, on their primary
+        // key's (key, time) order.
+        let mut key: Option<String> = None;
         loop {
-            let n = on_pool!(&self.pool, |p| sqlx::query(super::key_rows::PURGE)
-                .bind(before_ms)
-                .bind(chunk)
-                .execute(p)
-                .await?
-                .rows_affected());
-            if n < u64::try_from(chunk).unwrap_or(0) {
-                break;
+            key = on_pool!(&self.pool, |p| match &key {
+                None => sqlx::query_scalar("SELECT MIN(pk_key) FROM usage_key_rows"),
+                Some(k) => sqlx::query_scalar(super::key_rows::NEXT_KEY).bind(k.clone()),
             }
-            tokio::task::yield_now().await;
+            .fetch_one(p)
+            .await?);
+            let Some(k) = &key else { break };
+            loop {
+                let n = on_pool!(&self.pool, |p| sqlx::query(super::key_rows::PURGE)
+                    .bind(k)
+                    .bind(before_ms)
+                    .bind(chunk)
+                    .execute(p)
+                    .await?
+                    .rows_affected());
+                if n < u64::try_from(chunk).unwrap_or(0) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
         }
         Ok(total)
     }
@@ -1093,6 +1082,114 @@ mod tests {
                 .filter_map(|r| r["request_id"].as_str())
                 .collect();
             assert_eq!(ids, ["b", "a"], "{}", db.engine);
+        }
+    }
+
+    /// Rollups stored one row per group (before segments) are moved into segments when the
+    /// store opens: the same figures, merged, and the old table gone.
+    #[tokio::test]
+    async fn upgrading_moves_rollup_rows_into_segments() {
+        use super::super::query::{Dim, Filter, KeyPart};
+        use super::super::rollup::{read, Kept, Res, SEGMENTS_STEPS};
+        use super::super::sketch::Sketch;
+        for db in testing::databases("db_segments_upgrade").await {
+            let pool = if db.engine == "postgres" {
+                Pool::Postgres(open_postgres(&db.url).await.unwrap())
+            } else {
+                Pool::Sqlite(open_sqlite(&db.url).await.unwrap())
+            };
+            let steps = migrations(&pool);
+            let before = SEGMENTS_STEPS[usize::from(db.engine == "postgres")] - 1;
+            let sketch = |v: &[u64]| {
+                let mut s = Sketch::default();
+                v.iter().for_each(|&x| s.add(x));
+                s
+            };
+            on_pool!(&pool, |p| {
+                sqlx::query("CREATE TABLE sluice_schema (version BIGINT NOT NULL)")
+                    .execute(p)
+                    .await
+                    .unwrap();
+                for (i, step) in steps[..before].iter().enumerate() {
+                    sqlx::raw_sql(step.as_ref()).execute(p).await.unwrap();
+                    sqlx::query("INSERT INTO sluice_schema (version) VALUES ($1)")
+                        .bind(i64::try_from(i + 1).unwrap())
+                        .execute(p)
+                        .await
+                        .unwrap();
+                }
+                // Team rollups by day: two rows of one group (not compacted yet), another.
+                for (bucket, team, requests, cost, latency) in [
+                    (0i64, Some("t1"), 2i64, 10i64, vec![100u64, 2000]),
+                    (0, Some("t1"), 3, 5, vec![90_000, 100, 7]),
+                    (86_400_000, None, 1, 1, vec![40]),
+                ] {
+                    let mut q = sqlx::QueryBuilder::new(format!(
+                        "INSERT INTO usage_rollups (cuboid, res, bucket_ms, team, {}) ",
+                        super::super::rollup::METRIC_COLUMNS
+                    ));
+                    q.push_values([()], |mut b, ()| {
+                        b.push_bind(1i64)
+                            .push_bind(3i64)
+                            .push_bind(bucket)
+                            .push_bind(team);
+                        b.push_bind(requests);
+                        for _ in 0..7 {
+                            b.push_bind(0i64);
+                        }
+                        b.push_bind(cost);
+                        for _ in 0..8 {
+                            b.push_bind(0i64);
+                        }
+                        b.push_bind(0.5f64)
+                            .push_bind(sketch(&latency).encode())
+                            .push_bind(Sketch::default().encode());
+                    });
+                    q.build().execute(p).await.unwrap();
+                }
+            });
+            let store = Store::open(&db.url).await.unwrap();
+            let (got, _) = read(
+                &store,
+                &Filter::default(),
+                &[Dim::Team],
+                None,
+                Res::Day,
+                Kept { minutes_from_ms: 0 },
+            )
+            .await
+            .unwrap();
+            let t1 = &got[&(0, vec![KeyPart::Text(Some("t1".into()))])];
+            assert_eq!(
+                (t1.requests, t1.cost, t1.score_sum),
+                (5, 15, 1.0),
+                "{}",
+                db.engine
+            );
+            assert_eq!(
+                t1.latency,
+                sketch(&[100, 2000, 90_000, 100, 7]),
+                "{}",
+                db.engine
+            );
+            let none = &got[&(0, vec![KeyPart::Text(None)])];
+            assert_eq!((none.requests, none.cost), (1, 1), "{}", db.engine);
+            assert_eq!(got.len(), 2, "{}", db.engine);
+            let left: i64 = on_pool!(store.pool(), |p| sqlx::query_scalar(
+                if db.engine == "postgres" {
+                    "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = 'usage_rollups'"
+                } else {
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage_rollups'"
+                }
+            )
+            .fetch_one(p)
+            .await
+            .unwrap());
+            assert_eq!(left, 0, "{}", db.engine);
+            // Opening again finds nothing to move.
+            drop(store);
+            Store::open(&db.url).await.unwrap();
         }
     }
 }

@@ -17,6 +17,7 @@
 
 use super::db::{on_pool, Store};
 use super::query::{Dim, Filter, KeyPart};
+use super::segment::Value;
 use super::sketch::Sketch;
 use super::{StoreError, UsageRow};
 use std::collections::{BTreeMap, HashMap};
@@ -47,7 +48,7 @@ impl Res {
         }
     }
 
-    fn from_code(c: i64) -> Option<Res> {
+    pub(crate) fn from_code(c: i64) -> Option<Res> {
         [Res::Minute, Res::Hour, Res::Day]
             .into_iter()
             .find(|r| r.code() == c)
@@ -368,83 +369,80 @@ INSERT INTO usage_rollup_state (horizon) VALUES (0);
 pub const SQLITE_MIGRATION: &str = schema!("BLOB");
 pub const POSTGRES_MIGRATION: &str = schema!("BYTEA");
 
-/// Rows per multi-row INSERT (34 columns: SQLite's historical bound is 999 parameters).
-pub(crate) const ROWS_PER_INSERT: usize = 29;
+/// The rollups as packed segments (store::segment): SQLite's step 16, PostgreSQL's step 8;
+/// [`convert_rows`] moves the rows of the table they replace when the store opens. The key
+/// postings lose their time index (retention walks them by key: store::key_rows).
+macro_rules! segments_schema {
+    ($bytes:literal) => {
+        concat!(
+            "CREATE TABLE usage_segments (
+    cuboid BIGINT NOT NULL,
+    res BIGINT NOT NULL,
+    bucket_ms BIGINT NOT NULL,
+    body ",
+            $bytes,
+            " NOT NULL
+);
+CREATE INDEX usage_segments_at ON usage_segments (cuboid, res, bucket_ms);
+DROP INDEX IF EXISTS usage_key_rows_ms;
+"
+        )
+    };
+}
+pub const SQLITE_SEGMENTS: &str = segments_schema!("BLOB");
+/// The step that creates the segments (SQLite's, PostgreSQL's).
+#[cfg(test)]
+pub(crate) const SEGMENTS_STEPS: [usize; 2] = [16, 8];
+pub const POSTGRES_SEGMENTS: &str = segments_schema!("BYTEA");
 
-/// Appends `deltas` inside the transaction `$tx`, and marks for compaction the buckets that
-/// start before `$mark_before` (those that may hold rows already: the roller passes the
-/// horizon its chunk starts at, since no rows exist for a bucket starting after it; writers
-/// of late records and feedback pass `i64::MAX`).
+/// Segments per multi-row INSERT.
+pub(crate) const SEGMENTS_PER_INSERT: usize = 200;
+
+/// The segments `deltas` make: per (cuboid, resolution code, bucket), its groups packed, in
+/// key order (each statement's rows land next to each other in the index).
+pub(crate) fn segments(deltas: &Deltas) -> Vec<(i64, i64, i64, Vec<u8>)> {
+    let mut rows: Vec<_> = deltas.rows.iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    rows.chunk_by(|a, b| (a.0 .0, a.0 .1, a.0 .2) == (b.0 .0, b.0 .1, b.0 .2))
+        .map(|run| {
+            let (cuboid, res, bucket, _) = run[0].0;
+            let dims = CUBOIDS
+                .iter()
+                .find(|c| c.id == *cuboid)
+                .map_or(&[][..], |c| c.dims);
+            let body = super::segment::encode(dims, run.iter().map(|(k, s)| (k.3.as_slice(), *s)));
+            (*cuboid, res.code(), *bucket, body)
+        })
+        .collect()
+}
+
+/// Appends `deltas` (one segment per cuboid, resolution and bucket) inside the transaction
+/// `$tx`, and marks for compaction the buckets that start before `$mark_before` (those that
+/// may hold segments already: the roller passes the horizon its chunk starts at, since none
+/// exist for a bucket starting after it; writers of late records and feedback pass
+/// `i64::MAX`, compaction `i64::MIN`).
 macro_rules! write_deltas {
     ($tx:ident, $deltas:expr, $mark_before:expr) => {{
         let mark_before: i64 = $mark_before;
-        let deltas: &$crate::store::rollup::Deltas = $deltas;
-        let rows: Vec<(
-            &$crate::store::rollup::DeltaKey,
-            &$crate::store::rollup::Sums,
-        )> = {
-            // In key order: each statement's rows land next to each other in the indexes.
-            let mut rows: Vec<_> = deltas.rows.iter().collect();
-            rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            rows
-        };
-        for chunk in rows.chunks($crate::store::rollup::ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::new(format!(
-                "INSERT INTO usage_rollups (cuboid, res, bucket_ms, {}, {}) ",
-                $crate::store::rollup::DIM_COLUMNS,
-                $crate::store::rollup::METRIC_COLUMNS
-            ));
-            q.push_values(chunk, |mut b, ((cuboid, res, bucket, key), s)| {
+        let segments = $crate::store::rollup::segments($deltas);
+        for chunk in segments.chunks($crate::store::rollup::SEGMENTS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO usage_segments (cuboid, res, bucket_ms, body) ",
+            );
+            q.push_values(chunk, |mut b, (cuboid, res, bucket, body)| {
                 b.push_bind(*cuboid)
-                    .push_bind(res.code())
-                    .push_bind(*bucket);
-                let dims = $crate::store::rollup::CUBOIDS
-                    .iter()
-                    .find(|c| c.id == *cuboid)
-                    .map_or(&[][..], |c| c.dims);
-                for d in $crate::store::query::Dim::ALL {
-                    let v = dims.iter().position(|x| x == d).and_then(|i| key.get(i));
-                    match (d, v) {
-                        (
-                            $crate::store::query::Dim::Status,
-                            Some($crate::store::query::KeyPart::Int(n)),
-                        ) => b.push_bind(Some(*n)),
-                        ($crate::store::query::Dim::Status, _) => b.push_bind(None::<i64>),
-                        (_, Some($crate::store::query::KeyPart::Text(t))) => b.push_bind(t.clone()),
-                        _ => b.push_bind(None::<String>),
-                    };
-                }
-                b.push_bind(s.requests)
-                    .push_bind(s.errors)
-                    .push_bind(s.unpriced)
-                    .push_bind(s.input)
-                    .push_bind(s.output)
-                    .push_bind(s.cached)
-                    .push_bind(s.cache_write)
-                    .push_bind(s.reasoning)
-                    .push_bind(s.cost)
-                    .push_bind(s.cache_hits)
-                    .push_bind(s.cost_saved)
-                    .push_bind(s.streamed)
-                    .push_bind(s.attempts)
-                    .push_bind(s.fallbacks)
-                    .push_bind(s.gen_tokens)
-                    .push_bind(s.gen_us)
-                    .push_bind(s.scored)
-                    .push_bind(s.score_sum)
-                    .push_bind(s.latency.encode())
-                    .push_bind(s.ttft.encode());
+                    .push_bind(*res)
+                    .push_bind(*bucket)
+                    .push_bind(body.as_slice());
             });
             q.build().execute(&mut *$tx).await?;
         }
-        let mut buckets: Vec<(i64, i64, i64)> = deltas
-            .rows
-            .keys()
-            .filter(|(_, _, b, _)| *b < mark_before)
-            .map(|(c, r, b, _)| (*c, r.code(), *b))
+        // One segment per bucket: these are distinct, and sorted.
+        let buckets: Vec<(i64, i64, i64)> = segments
+            .iter()
+            .filter(|s| s.2 < mark_before)
+            .map(|(c, r, b, _)| (*c, *r, *b))
             .collect();
-        buckets.sort_unstable();
-        buckets.dedup();
         for chunk in buckets.chunks(300) {
             let mut q =
                 sqlx::QueryBuilder::new("INSERT INTO usage_rollup_dirty (cuboid, res, bucket_ms) ");
@@ -509,6 +507,80 @@ macro_rules! read_row {
         let sketch = |v: Vec<u8>| Sketch::decode(&v).unwrap_or_default();
         (key, sums_at!(r, m, sketch))
     }};
+}
+
+/// Moves the rollups of the table segments replaced (one row per group, [`schema`]) into
+/// segments, a thousand buckets at a time, and drops it: after the schema steps, in one
+/// transaction (a crash leaves the table to convert at the next start). Replicas opening a
+/// PostgreSQL store together: one converts, the others find the table gone.
+pub(crate) async fn convert_rows(store: &Store) -> Result<(), StoreError> {
+    let pool = store.pool();
+    let exists = if pool.is_postgres() {
+        "SELECT COUNT(*) FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_name = 'usage_rollups'"
+    } else {
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'usage_rollups'"
+    };
+    on_pool!(pool, |p| {
+        let mut tx = p.begin().await?;
+        if pool.is_postgres() {
+            sqlx::query("SELECT pg_advisory_xact_lock(7263506934)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let n: i64 = sqlx::query_scalar(exists).fetch_one(&mut *tx).await?;
+        if n == 0 {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        let buckets: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT DISTINCT cuboid, res, bucket_ms FROM usage_rollups \
+             ORDER BY cuboid, res, bucket_ms",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut moved = 0usize;
+        for run in buckets.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+            for part in run.chunks(1000) {
+                let (cuboid, res, first) = part[0];
+                let last = part[part.len() - 1].2;
+                let (Some(c), Some(r)) =
+                    (CUBOIDS.iter().find(|c| c.id == cuboid), Res::from_code(res))
+                else {
+                    continue;
+                };
+                let rows = sqlx::query(&format!(
+                    "SELECT bucket_ms, {DIM_COLUMNS}, {METRIC_COLUMNS} FROM usage_rollups \
+                     WHERE cuboid = $1 AND res = $2 AND bucket_ms >= $3 AND bucket_ms <= $4"
+                ))
+                .bind(cuboid)
+                .bind(res)
+                .bind(first)
+                .bind(last)
+                .fetch_all(&mut *tx)
+                .await?;
+                moved += rows.len();
+                let mut d = Deltas::default();
+                for row in &rows {
+                    let bucket: i64 = sqlx::Row::try_get(row, 0)?;
+                    let (key, s) = read_row!(row, 1, c.dims);
+                    d.rows
+                        .entry((cuboid, r, bucket, key))
+                        .and_modify(|o| o.merge(&s))
+                        .or_insert(s);
+                }
+                write_deltas!(tx, &d, i64::MIN);
+            }
+        }
+        sqlx::query("DROP TABLE usage_rollups")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if moved > 0 {
+            tracing::info!(rows = moved, "usage rollups moved into packed segments");
+        }
+    });
+    Ok(())
 }
 
 /// The smallest cuboid holding every dimension in `needed`, if any does.
@@ -583,63 +655,6 @@ fn tile(s: i64, u: Option<i64>, res: &[Res], out: &mut Vec<Tile>) {
 pub struct Kept {
     /// Minute rollups exist from this time on.
     pub minutes_from_ms: i64,
-}
-
-/// One rollup row as [`Pool::json_pack`](super::db::Pool::json_pack) packs it: the group's
-/// values, the integer sums in `METRIC_COLUMNS` order, the score sum.
-type Packed = (Vec<serde_json::Value>, [i64; 17], f64);
-
-/// The rows of one packed text, with their sketches (latency, TTFT) concatenated in the same
-/// order: each one's group values (for `group`) and sums.
-fn unpack(
-    text: &str,
-    (mut latency, mut ttft): (&[u8], &[u8]),
-    group: &[Dim],
-) -> Result<Vec<(Vec<KeyPart>, Sums)>, StoreError> {
-    let rows: Vec<Packed> =
-        serde_json::from_str(text).map_err(|e| StoreError::Db(sqlx::Error::Decode(Box::new(e))))?;
-    Ok(rows
-        .into_iter()
-        .map(|(values, n, score_sum)| {
-            let key = group
-                .iter()
-                .zip(
-                    values
-                        .into_iter()
-                        .chain(std::iter::repeat(serde_json::Value::Null)),
-                )
-                .map(|(d, v)| match (d, v) {
-                    (Dim::Status, v) => KeyPart::Int(v.as_i64().unwrap_or(0)),
-                    (_, serde_json::Value::String(t)) => KeyPart::Text(Some(t)),
-                    (_, serde_json::Value::Null) => KeyPart::Text(None),
-                    (_, v) => KeyPart::Text(Some(v.to_string())),
-                })
-                .collect();
-            let s = Sums {
-                requests: n[0],
-                errors: n[1],
-                unpriced: n[2],
-                input: n[3],
-                output: n[4],
-                cached: n[5],
-                cache_write: n[6],
-                reasoning: n[7],
-                cost: n[8],
-                cache_hits: n[9],
-                cost_saved: n[10],
-                streamed: n[11],
-                attempts: n[12],
-                fallbacks: n[13],
-                gen_tokens: n[14],
-                gen_us: n[15],
-                scored: n[16],
-                score_sum,
-                latency: Sketch::decode_prefix(&mut latency).unwrap_or_default(),
-                ttft: Sketch::decode_prefix(&mut ttft).unwrap_or_default(),
-            };
-            (key, s)
-        })
-        .collect())
 }
 
 /// Sums per (time bucket start, group values).
@@ -726,50 +741,9 @@ pub async fn read(
             .fetch_one(&mut *tx)
             .await?;
         if !tiles.is_empty() {
-            // Summed in SQL, one row per group (and hour or day); the sketches come along
-            // concatenated, merged below.
-            let time = match bucket_of {
-                None => None,
-                Some(super::query::Bucket::Hour) => Some(Res::Hour.ms()),
-                Some(_) => Some(Res::Day.ms()),
-            };
-            let time_expr = time.map_or("CAST(0 AS BIGINT)".to_string(), |w| {
-                format!("(bucket_ms / {w}) * {w}")
-            });
-            let dims: Vec<&str> = group.iter().map(|d| d.column()).collect();
-            // Per hour the rows are about as many as the groups: summing in SQL would only
-            // add a sort (measured: 88 -> 109 ms for 7 days by model per hour), so those
-            // rows come as they are, packed into one JSON text per hour (`packed`): the
-            // driver's cost is per row (a copy and an allocation per column), and thousands
-            // of rows cost more than the SQL (7 days by model per hour at 1M records: 95 ms,
-            // of which the SQL 5).
-            let grouped = time != Some(Res::Hour.ms());
-            // Packed per hour: grouped by the rows' own resolution and bucket, the order of
-            // the index they are read on, so the engine needs no sort (a sort of the
-            // sketches spilled to temporary files and made the time vary from 60 to 100 ms
-            // at 10M records); minute rows of one hour are merged below with the hour's.
-            let time_expr = if grouped {
-                time_expr
-            } else {
-                "bucket_ms".to_string()
-            };
-            let mut select = vec![time_expr.clone()];
-            if grouped {
-                select.extend(dims.iter().map(|d| (*d).to_string()));
-                select.extend(METRIC_COLUMNS.split(',').map(str::trim).map(|m| match m {
-                    "latency" | "ttft" => pool.blob_concat(m),
-                    "score_sum" => "CAST(COALESCE(SUM(score_sum), 0) AS DOUBLE PRECISION)".into(),
-                    _ => format!("CAST(COALESCE(SUM({m}), 0) AS BIGINT)"),
-                }));
-            } else {
-                select.push(pool.json_pack(&dims));
-                select.push(pool.blob_concat("latency"));
-                select.push(pool.blob_concat("ttft"));
-            }
-            let mut q = sqlx::QueryBuilder::new(format!(
-                "SELECT {} FROM usage_rollups WHERE cuboid = ",
-                select.join(", ")
-            ));
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT bucket_ms, body FROM usage_segments WHERE cuboid = ",
+            );
             q.push_bind(c.id).push(" AND (");
             for (i, t) in tiles.iter().enumerate() {
                 if i > 0 {
@@ -785,73 +759,39 @@ pub async fn read(
                 q.push(")");
             }
             q.push(")");
-            for (dim, v) in &filter.eq {
-                q.push(format_args!(" AND {} = ", dim.column()));
-                if *dim == Dim::Status {
-                    q.push_bind(v.parse::<i64>().unwrap_or(-1));
-                } else {
-                    q.push_bind(v.clone());
-                }
-            }
-            match filter.status_class {
-                Some(true) => {
-                    q.push(" AND status < 400");
-                }
-                Some(false) => {
-                    q.push(" AND status >= 400");
-                }
-                None => {}
-            }
-            let mut by: Vec<String> = dims.iter().map(|d| (*d).to_string()).collect();
-            if !grouped {
-                by = vec!["res".to_string(), time_expr];
-            } else if time.is_some() {
-                by.insert(0, time_expr);
-            }
-            if !by.is_empty() {
-                q.push(" GROUP BY ").push(by.join(", "));
-            }
+            // Where the grouped and filtered dimensions sit in the cuboid's groups.
+            let at = |d: Dim| c.dims.iter().position(|x| *x == d).unwrap_or(0);
+            let group_at: Vec<usize> = group.iter().map(|d| at(*d)).collect();
+            let wanted: Vec<(usize, Value<'_>)> = filter
+                .eq
+                .iter()
+                .map(|(d, v)| {
+                    let want = if *d == Dim::Status {
+                        Value::Int(v.parse::<i64>().unwrap_or(-1))
+                    } else {
+                        Value::Text(Some(v.as_str()))
+                    };
+                    (at(*d), want)
+                })
+                .collect();
+            let status_at = at(Dim::Status);
+            let keep = |v: &[Value<'_>]| {
+                wanted.iter().all(|(i, want)| v[*i] == *want)
+                    && filter
+                        .status_class
+                        .is_none_or(|ok| matches!(v[status_at], Value::Int(s) if (s < 400) == ok))
+            };
             let mut rows = q.build().fetch(&mut *tx);
             while let Some(r) = rows.try_next().await? {
                 use sqlx::Row;
                 let b: i64 = r.try_get(0)?;
-                if !grouped {
-                    let text: Option<String> = r.try_get(1)?;
-                    let latency: Option<Vec<u8>> = r.try_get(2)?;
-                    let ttft: Option<Vec<u8>> = r.try_get(3)?;
-                    let sketches = (
-                        latency.as_deref().unwrap_or_default(),
-                        ttft.as_deref().unwrap_or_default(),
-                    );
-                    for (key, s) in unpack(text.as_deref().unwrap_or("[]"), sketches, group)? {
-                        out.entry((bucket_of.map_or(0, |k| k.start(b)), key))
-                            .and_modify(|o| o.merge(&s))
-                            .or_insert(s);
-                    }
-                    continue;
-                }
-                let mut key = Vec::with_capacity(group.len());
-                for (i, d) in group.iter().enumerate() {
-                    key.push(if *d == Dim::Status {
-                        KeyPart::Int(r.try_get::<Option<i64>, _>(1 + i)?.unwrap_or(0))
-                    } else {
-                        KeyPart::Text(r.try_get::<Option<String>, _>(1 + i)?)
-                    });
-                }
-                let m = 1 + group.len();
-                let sketches = |v: Option<Vec<u8>>| {
-                    let mut all = Sketch::default();
-                    let mut rest = v.as_deref().unwrap_or_default();
-                    while let Some(s) = Sketch::decode_prefix(&mut rest) {
-                        all.merge(&s);
-                    }
-                    all
-                };
-                let s = sums_at!(r, m, sketches);
-                // A new group takes the row's sums as they are (no copy of the sketches).
-                out.entry((bucket_of.map_or(0, |k| k.start(b)), key))
-                    .and_modify(|o| o.merge(&s))
-                    .or_insert(s);
+                let body: &[u8] = r.try_get(1)?;
+                let start = bucket_of.map_or(0, |k| k.start(b));
+                super::segment::decode(body, c.dims, keep, |v, g| {
+                    let key = group_at.iter().map(|&i| v[i].to_part()).collect();
+                    g.merge_into(out.entry((start, key)).or_default())
+                })
+                .map_err(|e| StoreError::Db(sqlx::Error::Decode(Box::new(e))))?;
             }
         }
         // What the roller has not reached: from the horizon to the range's end.
@@ -922,10 +862,10 @@ pub async fn compact(
         };
         on_pool!(store.pool(), |p| {
             let mut tx = p.begin().await?;
-            let rows = sqlx::query(&format!(
-                "DELETE FROM usage_rollups WHERE cuboid = $1 AND res = $2 AND bucket_ms >= $3 \
-                 AND bucket_ms <= $4 RETURNING bucket_ms, {DIM_COLUMNS}, {METRIC_COLUMNS}"
-            ))
+            let rows = sqlx::query(
+                "DELETE FROM usage_segments WHERE cuboid = $1 AND res = $2 AND bucket_ms >= $3 \
+                 AND bucket_ms <= $4 RETURNING bucket_ms, body",
+            )
             .bind(cuboid)
             .bind(res)
             .bind(first)
@@ -935,12 +875,17 @@ pub async fn compact(
             let mut merged = Deltas::default();
             for row in &rows {
                 let bucket: i64 = sqlx::Row::try_get(row, 0)?;
-                let (key, s) = read_row!(row, 1, c.dims);
-                merged
-                    .rows
-                    .entry((cuboid, r, bucket, key))
-                    .or_default()
-                    .merge(&s);
+                let body: &[u8] = sqlx::Row::try_get(row, 1)?;
+                super::segment::decode(
+                    body,
+                    c.dims,
+                    |_| true,
+                    |v, g| {
+                        let key = v.iter().map(|x| x.to_part()).collect();
+                        g.merge_into(merged.rows.entry((cuboid, r, bucket, key)).or_default())
+                    },
+                )
+                .map_err(|e| StoreError::Db(sqlx::Error::Decode(Box::new(e))))?;
             }
             write_deltas!(tx, &merged, i64::MIN);
             // These are merged now.
@@ -976,8 +921,8 @@ pub async fn purge(
     ] {
         loop {
             let n = on_pool!(store.pool(), |p| sqlx::query(&format!(
-                "DELETE FROM usage_rollups WHERE {id} IN \
-                 (SELECT {id} FROM usage_rollups WHERE {cond} LIMIT $2)"
+                "DELETE FROM usage_segments WHERE {id} IN \
+                 (SELECT {id} FROM usage_segments WHERE {cond} LIMIT $2)"
             ))
             .bind(cutoff)
             .bind(chunk)
@@ -1849,18 +1794,15 @@ mod tests {
                 let n = if round == "rolled" { 40 } else { 1_000_000 };
                 compact(&store, t0 + 10 * D, n).await.unwrap();
             }
-            // Compaction leaves one row per bucket and dimension values.
+            // Compaction leaves one segment per bucket (a segment's groups are distinct).
             let dup: i64 = on_pool!(store.pool(), |p| {
                 sqlx::query_scalar(
-                "SELECT COUNT(*) FROM (SELECT cuboid, res, bucket_ms, key_id, user_name, team, \
-                 requested_model, provider, deployment_model, status, surface, error_class, cache \
-                 FROM usage_rollups GROUP BY cuboid, res, bucket_ms, key_id, user_name, team, \
-                 requested_model, provider, deployment_model, status, surface, error_class, cache \
-                 HAVING COUNT(*) > 1) d"
-            )
-            .fetch_one(p)
-            .await
-            .unwrap()
+                    "SELECT COUNT(*) FROM (SELECT cuboid, res, bucket_ms FROM usage_segments \
+                     GROUP BY cuboid, res, bucket_ms HAVING COUNT(*) > 1) d",
+                )
+                .fetch_one(p)
+                .await
+                .unwrap()
             });
             assert_eq!(dup, 0, "{e}");
 
@@ -1914,7 +1856,7 @@ mod tests {
             let gone = purge(&store, cutoff, t0, 100).await.unwrap();
             assert!(gone > 0, "{e}");
             let left: i64 = on_pool!(store.pool(), |p| sqlx::query_scalar(
-                "SELECT COUNT(*) FROM usage_rollups WHERE res = 1 AND bucket_ms < $1"
+                "SELECT COUNT(*) FROM usage_segments WHERE res = 1 AND bucket_ms < $1"
             )
             .bind(cutoff)
             .fetch_one(p)

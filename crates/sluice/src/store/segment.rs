@@ -103,13 +103,39 @@ impl Value<'_> {
 #[error("a stored usage rollup is damaged (cannot be decoded)")]
 pub struct Damaged;
 
+/// A group's sums as read from a body: the sketches still encoded, so that adding the group
+/// to another (most reads) needs no sketch of its own.
+#[derive(Debug)]
+pub struct Group<'a> {
+    sums: Sums,
+    latency: &'a [u8],
+    ttft: &'a [u8],
+}
+
+impl Group<'_> {
+    /// Adds the group to `into`.
+    pub fn merge_into(self, into: &mut Sums) -> Result<(), Damaged> {
+        into.merge(&self.sums);
+        into.latency
+            .merge_prefix(&mut { self.latency })
+            .ok_or(Damaged)?;
+        into.ttft.merge_prefix(&mut { self.ttft }).ok_or(Damaged)
+    }
+
+    pub fn into_sums(self) -> Result<Sums, Damaged> {
+        let mut s = Sums::default();
+        self.merge_into(&mut s)?;
+        Ok(s)
+    }
+}
+
 /// Calls `f` with each group of `body` (the values of `dims`) that `keep` accepts, and its
 /// sums; groups `keep` refuses are skipped without decoding their sums.
 pub fn decode(
     body: &[u8],
     dims: &[Dim],
     mut keep: impl FnMut(&[Value<'_>]) -> bool,
-    mut f: impl FnMut(&[Value<'_>], Sums),
+    mut f: impl FnMut(&[Value<'_>], Group<'_>) -> Result<(), Damaged>,
 ) -> Result<(), Damaged> {
     let mut b = body;
     let n = take(&mut b).ok_or(Damaged)?;
@@ -160,10 +186,20 @@ pub fn decode(
             gen_us: n[15],
             scored: n[16],
             score_sum: f64::from_le_bytes(*score),
-            latency: Sketch::decode_prefix(&mut g).ok_or(Damaged)?,
-            ttft: Sketch::decode_prefix(&mut g).ok_or(Damaged)?,
+            ..Sums::default()
         };
-        f(&values, s);
+        let latency = g;
+        Sketch::skip_prefix(&mut g).ok_or(Damaged)?;
+        let ttft = g;
+        Sketch::skip_prefix(&mut g).ok_or(Damaged)?;
+        f(
+            &values,
+            Group {
+                sums: s,
+                latency,
+                ttft,
+            },
+        )?;
     }
     Ok(())
 }
@@ -207,8 +243,12 @@ mod tests {
             &body,
             &dims,
             |_| true,
-            |v, s| {
-                got.push((v.iter().map(|x| x.to_part()).collect::<Vec<_>>(), s));
+            |v, g| {
+                got.push((
+                    v.iter().map(|x| x.to_part()).collect::<Vec<_>>(),
+                    g.into_sums()?,
+                ));
+                Ok(())
             },
         )
         .unwrap();
@@ -223,7 +263,10 @@ mod tests {
                 seen += 1;
                 v[1] == Value::Int(503)
             },
-            |v, s| kept.push((v[0].to_part(), s.requests)),
+            |v, g| {
+                kept.push((v[0].to_part(), g.into_sums()?.requests));
+                Ok(())
+            },
         )
         .unwrap();
         assert_eq!(seen, 2);
@@ -231,10 +274,16 @@ mod tests {
         // Cut short or garbled: an error, never a panic.
         for cut in 0..body.len() {
             assert!(
-                decode(&body[..cut], &dims, |_| true, |_, _| {}).is_err(),
+                decode(
+                    &body[..cut],
+                    &dims,
+                    |_| true,
+                    |_, g| g.into_sums().map(drop)
+                )
+                .is_err(),
                 "{cut}"
             );
         }
-        assert!(decode(&[5, 200], &dims, |_| true, |_, _| {}).is_err());
+        assert!(decode(&[5, 200], &dims, |_| true, |_, _| Ok(())).is_err());
     }
 }

@@ -167,35 +167,61 @@ impl Sketch {
     /// Reads one sketch from the front of `b` (encodings are self-delimiting, so several
     /// concatenated read one after another), leaving `b` after it.
     pub fn decode_prefix(b: &mut &[u8]) -> Option<Sketch> {
-        let n = take(b)?;
-        let mut bins = Vec::with_capacity(usize::try_from(n.min(4096)).ok()?);
-        let mut prev = 0i64;
-        for k in 0..n {
-            let z = take(b)?;
-            let d = (z >> 1).cast_signed() ^ -((z & 1).cast_signed());
-            // Ascending, within the buckets a latency can reach.
-            if k > 0 && d <= 0 {
-                return None;
-            }
-            prev = prev.checked_add(d)?;
-            let i = i32::try_from(prev)
-                .ok()
-                .filter(|i| (0..=MAX_INDEX).contains(i))?;
-            let c = take(b)?;
-            if c > 0 {
-                bins.push((i, c));
-            }
-        }
-        // One allocation for the whole range (a read decodes thousands of these).
         let mut s = Sketch::default();
-        if let (Some(&(lo, _)), Some(&(hi, _))) = (bins.first(), bins.last()) {
-            s.cover(lo, hi);
-            for (i, c) in bins {
-                s.counts[usize::try_from(i - lo).unwrap_or(0)] = c;
-            }
-        }
+        s.merge_prefix(b)?;
         Some(s)
     }
+
+    /// Adds the sketch at the front of `b` (as [`Sketch::decode_prefix`] reads it) without
+    /// decoding it into a sketch of its own, leaving `b` after it.
+    pub fn merge_prefix(&mut self, b: &mut &[u8]) -> Option<()> {
+        // Two passes: the range first, so the counts grow at most once.
+        let mut range: Option<(i32, i32)> = None;
+        let mut first = *b;
+        each_bin(&mut first, |i, _| {
+            range = Some(range.map_or((i, i), |(lo, _)| (lo, i)));
+        })?;
+        if let Some((lo, hi)) = range {
+            self.cover(lo, hi);
+            let start = self.start;
+            let counts = &mut self.counts;
+            each_bin(b, |i, c| {
+                counts[usize::try_from(i - start).unwrap_or(0)] += c;
+            })?;
+        } else {
+            *b = first;
+        }
+        Some(())
+    }
+
+    /// Moves `b` past the sketch at its front; `None` if there is none.
+    pub fn skip_prefix(b: &mut &[u8]) -> Option<()> {
+        each_bin(b, |_, _| {})
+    }
+}
+
+/// Calls `f` with each occupied bucket (ascending) of the encoded sketch at the front of `b`,
+/// leaving `b` after it; `None` for anything [`Sketch::encode`] does not write.
+fn each_bin(b: &mut &[u8], mut f: impl FnMut(i32, u64)) -> Option<()> {
+    let n = take(b)?;
+    let mut prev = 0i64;
+    for k in 0..n {
+        let z = take(b)?;
+        let d = (z >> 1).cast_signed() ^ -((z & 1).cast_signed());
+        // Ascending, within the buckets a latency can reach.
+        if k > 0 && d <= 0 {
+            return None;
+        }
+        prev = prev.checked_add(d)?;
+        let i = i32::try_from(prev)
+            .ok()
+            .filter(|i| (0..=MAX_INDEX).contains(i))?;
+        let c = take(b)?;
+        if c > 0 {
+            f(i, c);
+        }
+    }
+    Some(())
 }
 
 /// Appends `v` as a LEB128 varint.
