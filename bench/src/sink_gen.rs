@@ -344,7 +344,7 @@ pub async fn generate(
         let store = store.clone();
         async move {
             store
-                .spend_since(SpendScope::Key, "key_0042", month)
+                .spend_since(SpendScope::Key, &["key_0042".to_string()], month)
                 .await?;
             Ok(1)
         }
@@ -353,6 +353,22 @@ pub async fn generate(
     println!(
         "{:<44} {ms:>10.1} {:>8}",
         "budget seed: one key's 30-day spend", 1
+    );
+    // What a start seeds: every key's budget at once.
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("key_{k:04}")).collect();
+    let (ms, n) = timed(|| {
+        let (store, keys) = (store.clone(), keys.clone());
+        async move {
+            Ok(store
+                .spend_since(SpendScope::Key, &keys, month)
+                .await?
+                .len())
+        }
+    })
+    .await?;
+    println!(
+        "{:<44} {ms:>10.1} {n:>8}",
+        "budget seed: every key's 30-day spend"
     );
     Ok(())
 }

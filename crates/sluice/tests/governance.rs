@@ -440,6 +440,18 @@ async fn budget_hard_stop_under_50_concurrent_clients() {
         (limit - total).max(0)
     );
 
+    // A second budgeted key with spend of its own: a restart seeds both in one read.
+    let (_, key2) = create_key(&gw, json!({"budget_usd": "1", "budget_period": "monthly"})).await;
+    let mut total2 = 0;
+    for _ in 0..3 {
+        let r = chat_as(&gw, &key2, "mock-1", 20).await;
+        assert_eq!(r.status, 200);
+        let u = &r.json()["usage"];
+        total2 +=
+            u["prompt_tokens"].as_i64().unwrap() + 2 * u["completion_tokens"].as_i64().unwrap();
+    }
+    assert!(total2 > 0);
+
     // The spend survives a restart (reloaded from the usage records).
     let mut gw = gw;
     assert_eq!(gw.stop(Duration::from_secs(10)), Some(0));
@@ -447,6 +459,7 @@ async fn budget_hard_stop_under_50_concurrent_clients() {
     let gw2 = Gateway::start(&again);
     assert_eq!(chat_as(&gw2, &key, "mock-1", 50).await.status, 429);
     assert_eq!(micro(&spend_of(&gw2, &key).await["spend_usd"]), total);
+    assert_eq!(micro(&spend_of(&gw2, &key2).await["spend_usd"]), total2);
 }
 
 #[tokio::test]

@@ -955,34 +955,43 @@ mod tests {
             assert_eq!(v, i64::try_from(steps).unwrap(), "{}", db.engine);
         }
     }
+    /// A pool on `db` with the schema up to (not including) step `next` of its engine, as an
+    /// earlier build left it.
+    async fn schema_before(db: &testing::TestDb, next: [usize; 2]) -> Pool {
+        let pool = if db.engine == "postgres" {
+            Pool::Postgres(open_postgres(&db.url).await.unwrap())
+        } else {
+            Pool::Sqlite(open_sqlite(&db.url).await.unwrap())
+        };
+        let steps = migrations(&pool);
+        let before = next[usize::from(db.engine == "postgres")] - 1;
+        on_pool!(&pool, |p| {
+            sqlx::query("CREATE TABLE sluice_schema (version BIGINT NOT NULL)")
+                .execute(p)
+                .await
+                .unwrap();
+            for (i, step) in steps[..before].iter().enumerate() {
+                sqlx::raw_sql(step.as_ref()).execute(p).await.unwrap();
+                sqlx::query("INSERT INTO sluice_schema (version) VALUES ($1)")
+                    .bind(i64::try_from(i + 1).unwrap())
+                    .execute(p)
+                    .await
+                    .unwrap();
+            }
+        });
+        pool
+    }
+
     /// A store written before the repeated texts moved to `usage_dims` keeps every record,
     /// field for field and with its rowid, and new records reuse the combinations it had.
     #[tokio::test]
     async fn upgrading_stores_each_text_combination_once_and_keeps_every_record() {
         for db in testing::databases("db_dims_upgrade").await {
-            let pool = if db.engine == "postgres" {
-                Pool::Postgres(open_postgres(&db.url).await.unwrap())
-            } else {
-                Pool::Sqlite(open_sqlite(&db.url).await.unwrap())
-            };
-            // The schema up to the step before, and records written the old way.
-            let steps = migrations(&pool);
-            // The steps before store::dims'.
-            let before = GENERATED_STEPS[usize::from(db.engine == "postgres")].0 - 1;
+            // The schema up to store::dims' step, and records written the old way.
+            let dims = GENERATED_STEPS.map(|(dims, _)| dims);
+            let pool = schema_before(&db, dims).await;
             let odd = "tab\there é \\ 3:x-";
             on_pool!(&pool, |p| {
-                sqlx::query("CREATE TABLE sluice_schema (version BIGINT NOT NULL)")
-                    .execute(p)
-                    .await
-                    .unwrap();
-                for (i, step) in steps[..before].iter().enumerate() {
-                    sqlx::raw_sql(step.as_ref()).execute(p).await.unwrap();
-                    sqlx::query("INSERT INTO sluice_schema (version) VALUES ($1)")
-                        .bind(i64::try_from(i + 1).unwrap())
-                        .execute(p)
-                        .await
-                        .unwrap();
-                }
                 for (id, principal, team, tags, cache) in [
                     ("a", "key:a", Some("t1"), None, Some("hit")),
                     ("b", "key:a", Some("t1"), None, Some("hit")),
@@ -1093,31 +1102,13 @@ mod tests {
         use super::super::rollup::{read, Kept, Res, SEGMENTS_STEPS};
         use super::super::sketch::Sketch;
         for db in testing::databases("db_segments_upgrade").await {
-            let pool = if db.engine == "postgres" {
-                Pool::Postgres(open_postgres(&db.url).await.unwrap())
-            } else {
-                Pool::Sqlite(open_sqlite(&db.url).await.unwrap())
-            };
-            let steps = migrations(&pool);
-            let before = SEGMENTS_STEPS[usize::from(db.engine == "postgres")] - 1;
+            let pool = schema_before(&db, SEGMENTS_STEPS).await;
             let sketch = |v: &[u64]| {
                 let mut s = Sketch::default();
                 v.iter().for_each(|&x| s.add(x));
                 s
             };
             on_pool!(&pool, |p| {
-                sqlx::query("CREATE TABLE sluice_schema (version BIGINT NOT NULL)")
-                    .execute(p)
-                    .await
-                    .unwrap();
-                for (i, step) in steps[..before].iter().enumerate() {
-                    sqlx::raw_sql(step.as_ref()).execute(p).await.unwrap();
-                    sqlx::query("INSERT INTO sluice_schema (version) VALUES ($1)")
-                        .bind(i64::try_from(i + 1).unwrap())
-                        .execute(p)
-                        .await
-                        .unwrap();
-                }
                 // Team rollups by day: two rows of one group (not compacted yet), another.
                 for (bucket, team, requests, cost, latency) in [
                     (0i64, Some("t1"), 2i64, 10i64, vec![100u64, 2000]),

@@ -509,6 +509,15 @@ macro_rules! read_row {
     }};
 }
 
+/// `$q` with a run of buckets bound as `$1`..`$4`: cuboid, resolution code, first and last
+/// bucket.
+macro_rules! bind_run {
+    ($q:expr, $run:expr) => {{
+        let (cuboid, res, first, last): (i64, i64, i64, i64) = $run;
+        $q.bind(cuboid).bind(res).bind(first).bind(last)
+    }};
+}
+
 /// Moves the rollups of the table segments replaced (one row per group, [`schema`]) into
 /// segments, a thousand buckets at a time, and drops it: after the schema steps, in one
 /// transaction (a crash leaves the table to convert at the next start). Replicas opening a
@@ -549,16 +558,13 @@ pub(crate) async fn convert_rows(store: &Store) -> Result<(), StoreError> {
                 else {
                     continue;
                 };
-                let rows = sqlx::query(&format!(
+                let sql = format!(
                     "SELECT bucket_ms, {DIM_COLUMNS}, {METRIC_COLUMNS} FROM usage_rollups \
                      WHERE cuboid = $1 AND res = $2 AND bucket_ms >= $3 AND bucket_ms <= $4"
-                ))
-                .bind(cuboid)
-                .bind(res)
-                .bind(first)
-                .bind(last)
-                .fetch_all(&mut *tx)
-                .await?;
+                );
+                let rows = bind_run!(sqlx::query(&sql), (cuboid, res, first, last))
+                    .fetch_all(&mut *tx)
+                    .await?;
                 moved += rows.len();
                 let mut d = Deltas::default();
                 for row in &rows {
@@ -862,14 +868,13 @@ pub async fn compact(
         };
         on_pool!(store.pool(), |p| {
             let mut tx = p.begin().await?;
-            let rows = sqlx::query(
-                "DELETE FROM usage_segments WHERE cuboid = $1 AND res = $2 AND bucket_ms >= $3 \
-                 AND bucket_ms <= $4 RETURNING bucket_ms, body",
+            let rows = bind_run!(
+                sqlx::query(
+                    "DELETE FROM usage_segments WHERE cuboid = $1 AND res = $2 \
+                     AND bucket_ms >= $3 AND bucket_ms <= $4 RETURNING bucket_ms, body",
+                ),
+                (cuboid, res, first, last)
             )
-            .bind(cuboid)
-            .bind(res)
-            .bind(first)
-            .bind(last)
             .fetch_all(&mut *tx)
             .await?;
             let mut merged = Deltas::default();
@@ -889,14 +894,13 @@ pub async fn compact(
             }
             write_deltas!(tx, &merged, i64::MIN);
             // These are merged now.
-            sqlx::query(
-                "DELETE FROM usage_rollup_dirty WHERE cuboid = $1 AND res = $2 \
-                 AND bucket_ms >= $3 AND bucket_ms <= $4",
+            bind_run!(
+                sqlx::query(
+                    "DELETE FROM usage_rollup_dirty WHERE cuboid = $1 AND res = $2 \
+                     AND bucket_ms >= $3 AND bucket_ms <= $4",
+                ),
+                (cuboid, res, first, last)
             )
-            .bind(cuboid)
-            .bind(res)
-            .bind(first)
-            .bind(last)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -7,10 +7,12 @@
 //! driver's per-row cost for every group they merged. Packed, a roll chunk of 50,000 records
 //! writes a few thousand rows, and a reader decodes groups in memory.
 //!
-//! A body is `varint(groups)`, then per group `varint(length)` and the group: each of the
+//! A body is LZ4-compressed (a block behind its 4-byte little-endian size: the texts and
+//! small numbers of neighbouring groups repeat; measured in bench/README.md). Uncompressed,
+//! it is `varint(groups)`, then per group `varint(length)` and the group: each of the
 //! set's dimension values (a text as `varint(bytes + 1)` and its bytes, 0 for none; the
 //! status as a varint), the 17 integer sums as zigzag varints ([`super::rollup::Sums`] order),
-//! the score sum as 8 little-endian bytes, the latency and TTFT sketches
+//! the score sum (a 0 byte for +0.0, else a 1 and its 8 little-endian bytes), the latency and TTFT sketches
 //! ([`Sketch::encode_into`]). The length lets a reader filtering on a value skip a group
 //! without decoding its sums.
 
@@ -73,14 +75,24 @@ pub fn encode<'a>(
         for n in ints(s) {
             put(&mut g, zigzag(n));
         }
-        g.extend_from_slice(&s.score_sum.to_le_bytes());
+        // Most groups have no feedback: a zero tag, else 1 and the sum's 8 bytes.
+        if s.score_sum.to_bits() == 0 {
+            g.push(0);
+        } else {
+            g.push(1);
+            g.extend_from_slice(&s.score_sum.to_le_bytes());
+        }
         s.latency.encode_into(&mut g);
         s.ttft.encode_into(&mut g);
         put(&mut out, g.len() as u64);
         out.extend_from_slice(&g);
     }
-    out
+    lz4_flex::block::compress_prepend_size(&out)
 }
+
+/// The largest body a segment holds uncompressed (a bucket's groups: thousands, not
+/// millions); a damaged size is refused rather than allocated.
+const MAX_BODY: usize = 256 << 20;
 
 /// A dimension value as it sits in a body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +149,16 @@ pub fn decode(
     mut keep: impl FnMut(&[Value<'_>]) -> bool,
     mut f: impl FnMut(&[Value<'_>], Group<'_>) -> Result<(), Damaged>,
 ) -> Result<(), Damaged> {
-    let mut b = body;
+    let (size, packed) = body.split_first_chunk::<4>().ok_or(Damaged)?;
+    let size = usize::try_from(u32::from_le_bytes(*size)).map_err(|_| Damaged)?;
+    if size > MAX_BODY {
+        return Err(Damaged);
+    }
+    let raw = lz4_flex::block::decompress(packed, size).map_err(|_| Damaged)?;
+    if raw.len() != size {
+        return Err(Damaged);
+    }
+    let mut b = &raw[..];
     let n = take(&mut b).ok_or(Damaged)?;
     let mut values: Vec<Value<'_>> = Vec::with_capacity(dims.len());
     for _ in 0..n {
@@ -165,8 +186,17 @@ pub fn decode(
         for slot in &mut n {
             *slot = unzigzag(take(&mut g).ok_or(Damaged)?);
         }
-        let (score, rest) = g.split_first_chunk::<8>().ok_or(Damaged)?;
+        let (&tag, rest) = g.split_first().ok_or(Damaged)?;
         g = rest;
+        let score_sum = match tag {
+            0 => 0.0,
+            1 => {
+                let (score, rest) = g.split_first_chunk::<8>().ok_or(Damaged)?;
+                g = rest;
+                f64::from_le_bytes(*score)
+            }
+            _ => return Err(Damaged),
+        };
         let s = Sums {
             requests: n[0],
             errors: n[1],
@@ -185,7 +215,7 @@ pub fn decode(
             gen_tokens: n[14],
             gen_us: n[15],
             scored: n[16],
-            score_sum: f64::from_le_bytes(*score),
+            score_sum,
             ..Sums::default()
         };
         let latency = g;
