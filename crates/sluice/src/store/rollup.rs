@@ -203,24 +203,25 @@ impl Sums {
         s
     }
 
+    /// Adds `o` (saturating: a damaged stored segment cannot overflow a sum).
     pub fn merge(&mut self, o: &Sums) {
-        self.requests += o.requests;
-        self.errors += o.errors;
-        self.unpriced += o.unpriced;
-        self.input += o.input;
-        self.output += o.output;
-        self.cached += o.cached;
-        self.cache_write += o.cache_write;
-        self.reasoning += o.reasoning;
-        self.cost += o.cost;
-        self.cache_hits += o.cache_hits;
-        self.cost_saved += o.cost_saved;
-        self.streamed += o.streamed;
-        self.attempts += o.attempts;
-        self.fallbacks += o.fallbacks;
-        self.gen_tokens += o.gen_tokens;
-        self.gen_us += o.gen_us;
-        self.scored += o.scored;
+        self.requests = self.requests.saturating_add(o.requests);
+        self.errors = self.errors.saturating_add(o.errors);
+        self.unpriced = self.unpriced.saturating_add(o.unpriced);
+        self.input = self.input.saturating_add(o.input);
+        self.output = self.output.saturating_add(o.output);
+        self.cached = self.cached.saturating_add(o.cached);
+        self.cache_write = self.cache_write.saturating_add(o.cache_write);
+        self.reasoning = self.reasoning.saturating_add(o.reasoning);
+        self.cost = self.cost.saturating_add(o.cost);
+        self.cache_hits = self.cache_hits.saturating_add(o.cache_hits);
+        self.cost_saved = self.cost_saved.saturating_add(o.cost_saved);
+        self.streamed = self.streamed.saturating_add(o.streamed);
+        self.attempts = self.attempts.saturating_add(o.attempts);
+        self.fallbacks = self.fallbacks.saturating_add(o.fallbacks);
+        self.gen_tokens = self.gen_tokens.saturating_add(o.gen_tokens);
+        self.gen_us = self.gen_us.saturating_add(o.gen_us);
+        self.scored = self.scored.saturating_add(o.scored);
         self.score_sum += o.score_sum;
         self.latency.merge(&o.latency);
         self.ttft.merge(&o.ttft);
@@ -878,10 +879,11 @@ pub async fn compact(
             .fetch_all(&mut *tx)
             .await?;
             let mut merged = Deltas::default();
+            let mut damaged = None;
             for row in &rows {
                 let bucket: i64 = sqlx::Row::try_get(row, 0)?;
                 let body: &[u8] = sqlx::Row::try_get(row, 1)?;
-                super::segment::decode(
+                if let Err(e) = super::segment::decode(
                     body,
                     c.dims,
                     |_| true,
@@ -889,8 +891,17 @@ pub async fn compact(
                         let key = v.iter().map(|x| x.to_part()).collect();
                         g.merge_into(merged.rows.entry((cuboid, r, bucket, key)).or_default())
                     },
-                )
-                .map_err(|e| StoreError::Db(sqlx::Error::Decode(Box::new(e))))?;
+                ) {
+                    damaged = Some((bucket, e));
+                    break;
+                }
+            }
+            // A segment that cannot be read stays as it is (queries over it fail, naming
+            // it); the runs after it are still merged.
+            if let Some((bucket, e)) = damaged {
+                tx.rollback().await?;
+                tracing::warn!(cuboid, res, bucket, "not compacting usage rollups: {e}");
+                continue;
             }
             write_deltas!(tx, &merged, i64::MIN);
             // These are merged now.
@@ -1610,6 +1621,89 @@ mod tests {
             .await
             .unwrap());
             assert_eq!(posted, keyed, "{e}");
+        }
+    }
+
+    /// A segment that cannot be read fails the queries over it with an error and is left
+    /// alone by compaction, which goes on merging the buckets after it.
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn a_damaged_segment_does_not_stop_compaction() {
+        const H: i64 = 3_600_000;
+        for db in crate::store::testing::databases("rollup_damaged").await {
+            let store = Store::open(&db.url).await.unwrap();
+            let e = db.engine;
+            let team = |t: &str| vec![KeyPart::Text(Some(t.to_string()))];
+            let sums = |n: i64| Sums {
+                requests: n,
+                cost: 10 * n,
+                ..Sums::default()
+            };
+            // Two segments of one team-hour (to merge), and a damaged everything-hour before
+            // them in compaction's order.
+            let mut segs = Vec::new();
+            for n in [2, 3] {
+                let mut d = Deltas::default();
+                d.rows.insert((1, Res::Hour, 5 * H, team("t1")), sums(n));
+                segs.extend(segments(&d));
+            }
+            segs.push((0, Res::Hour.code(), 5 * H, vec![9, 9, 9, 9, 9]));
+            on_pool!(store.pool(), |p| {
+                for (c, r, b, body) in &segs {
+                    sqlx::query(
+                        "INSERT INTO usage_segments (cuboid, res, bucket_ms, body) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(c)
+                    .bind(r)
+                    .bind(b)
+                    .bind(body.as_slice())
+                    .execute(p)
+                    .await
+                    .unwrap();
+                    sqlx::query(
+                        "INSERT INTO usage_rollup_dirty (cuboid, res, bucket_ms) \
+                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(c)
+                    .bind(r)
+                    .bind(b)
+                    .execute(p)
+                    .await
+                    .unwrap();
+                }
+            });
+            compact(&store, 10 * H, 100).await.unwrap();
+            let count = |cuboid: i64| {
+                let store = store.clone();
+                async move {
+                    let n: i64 = on_pool!(store.pool(), |p| sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM usage_segments WHERE cuboid = $1"
+                    )
+                    .bind(cuboid)
+                    .fetch_one(p)
+                    .await
+                    .unwrap());
+                    n
+                }
+            };
+            assert_eq!(count(1).await, 1, "{e}: the team-hour was merged");
+            assert_eq!(count(0).await, 1, "{e}: the damaged segment is kept");
+            let kept = Kept { minutes_from_ms: 0 };
+            let filter = Filter {
+                since_ms: Some(5 * H),
+                until_ms: Some(6 * H),
+                ..Filter::default()
+            };
+            let (got, _) = read(&store, &filter, &[Dim::Team], None, Res::Day, kept)
+                .await
+                .unwrap();
+            assert_eq!(got[&(0, team("t1"))].requests, 5, "{e}");
+            assert_eq!(got[&(0, team("t1"))].cost, 50, "{e}");
+            let err = read(&store, &filter, &[], None, Res::Day, kept)
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("damaged"), "{e}: {err}");
         }
     }
 

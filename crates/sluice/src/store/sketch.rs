@@ -48,7 +48,7 @@ const MAX_INDEX: i32 = 4096;
 
 impl Sketch {
     pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
+        self.counts.iter().fold(0u64, |a, c| a.saturating_add(*c))
     }
 
     /// Adds one value in microseconds.
@@ -99,7 +99,7 @@ impl Sketch {
         self.cover(other.start, last);
         let at = usize::try_from(other.start - self.start).unwrap_or(0);
         for (mine, theirs) in self.counts[at..].iter_mut().zip(&other.counts) {
-            *mine += theirs;
+            *mine = mine.saturating_add(*theirs);
         }
     }
 
@@ -129,9 +129,9 @@ impl Sketch {
             clippy::cast_precision_loss
         )]
         let rank = (((p / 100.0) * n as f64).ceil() as u64).clamp(1, n);
-        let mut seen = 0;
+        let mut seen = 0u64;
         for (i, c) in self.bins() {
-            seen += c;
+            seen = seen.saturating_add(c);
             if seen >= rank {
                 return Some(value(i));
             }
@@ -186,7 +186,8 @@ impl Sketch {
             let start = self.start;
             let counts = &mut self.counts;
             each_bin(b, |i, c| {
-                counts[usize::try_from(i - start).unwrap_or(0)] += c;
+                let n = &mut counts[usize::try_from(i - start).unwrap_or(0)];
+                *n = n.saturating_add(c);
             })?;
         } else {
             *b = first;
