@@ -405,6 +405,8 @@ pub(crate) fn segments(deltas: &Deltas) -> Vec<(i64, i64, i64, Vec<u8>)> {
     let mut rows: Vec<_> = deltas.rows.iter().collect();
     rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
     rows.chunk_by(|a, b| (a.0 .0, a.0 .1, a.0 .2) == (b.0 .0, b.0 .1, b.0 .2))
+        // A bucket with more groups than a segment holds gets several (readers merge them).
+        .flat_map(|run| run.chunks(GROUPS_PER_SEGMENT))
         .map(|run| {
             let (cuboid, res, bucket, _) = run[0].0;
             let dims = CUBOIDS
@@ -416,6 +418,10 @@ pub(crate) fn segments(deltas: &Deltas) -> Vec<(i64, i64, i64, Vec<u8>)> {
         })
         .collect()
 }
+
+/// Groups per segment at most: a few MB uncompressed, far under what a reader accepts
+/// (`segment::decode` refuses a body over 256 MiB as damaged).
+pub(crate) const GROUPS_PER_SEGMENT: usize = 50_000;
 
 /// Appends `deltas` (one segment per cuboid, resolution and bucket) inside the transaction
 /// `$tx`, and marks for compaction the buckets that start before `$mark_before` (those that
@@ -438,12 +444,13 @@ macro_rules! write_deltas {
             });
             q.build().execute(&mut *$tx).await?;
         }
-        // One segment per bucket: these are distinct, and sorted.
-        let buckets: Vec<(i64, i64, i64)> = segments
+        // Sorted; distinct once a bucket's several segments (a huge one's) are counted once.
+        let mut buckets: Vec<(i64, i64, i64)> = segments
             .iter()
             .filter(|s| s.2 < mark_before)
             .map(|(c, r, b, _)| (*c, *r, *b))
             .collect();
+        buckets.dedup();
         for chunk in buckets.chunks(300) {
             let mut q =
                 sqlx::QueryBuilder::new("INSERT INTO usage_rollup_dirty (cuboid, res, bucket_ms) ");
@@ -1622,6 +1629,51 @@ mod tests {
             .unwrap());
             assert_eq!(posted, keyed, "{e}");
         }
+    }
+
+    /// A bucket with more groups than a segment holds is stored in several, which together
+    /// hold every group once.
+    #[test]
+    fn a_huge_bucket_is_split_into_segments() {
+        let mut d = Deltas::default();
+        let n = GROUPS_PER_SEGMENT + 7;
+        for i in 0..n {
+            let key = vec![
+                KeyPart::Text(Some(format!("k{i}"))),
+                KeyPart::Text(None),
+                KeyPart::Text(Some("t".into())),
+            ];
+            let s = Sums {
+                requests: 1,
+                cost: i64::try_from(i).unwrap(),
+                ..Sums::default()
+            };
+            d.rows.insert((4, Res::Hour, 0, key), s);
+        }
+        d.rows.insert(
+            (1, Res::Hour, 0, vec![KeyPart::Text(None)]),
+            Sums::default(),
+        );
+        let segs = segments(&d);
+        let of_4: Vec<_> = segs.iter().filter(|s| s.0 == 4).collect();
+        assert_eq!(of_4.len(), 2);
+        let (mut groups, mut cost) = (0, 0);
+        for (_, _, _, body) in of_4 {
+            super::super::segment::decode(
+                body,
+                CUBOIDS[4].dims,
+                |_| true,
+                |_, g| {
+                    let s = g.into_sums()?;
+                    groups += s.requests;
+                    cost += s.cost;
+                    Ok(())
+                },
+            )
+            .unwrap();
+        }
+        let n = i64::try_from(n).unwrap();
+        assert_eq!((groups, cost), (n, n * (n - 1) / 2));
     }
 
     /// A segment that cannot be read fails the queries over it with an error and is left
