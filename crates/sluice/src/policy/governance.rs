@@ -234,8 +234,8 @@ impl Governance {
         // One read per scope kind and period start: a start seeding a thousand keys' budgets
         // reads the rollups once, not a thousand times.
         let now = self.clock.now_ms();
-        // (kind, period start, the scopes and the key, user or team each is of)
-        type Batch = (SpendScope, i64, Vec<(ScopeLimits, String)>);
+        // (kind, period start, the scopes with the key, user or team each is of and its period)
+        type Batch = (SpendScope, i64, Vec<(ScopeLimits, String, Period)>);
         let mut batches: Vec<Batch> = Vec::new();
         for (scope, kind, value) in todo {
             let Some((_, period)) = scope.budget else {
@@ -243,18 +243,15 @@ impl Governance {
             };
             let start = period.start_in(now, self.limits.calendar_offset_ms());
             match batches.iter_mut().find(|b| b.0 == kind && b.1 == start) {
-                Some(b) => b.2.push((scope, value)),
-                None => batches.push((kind, start, vec![(scope, value)])),
+                Some(b) => b.2.push((scope, value, period)),
+                None => batches.push((kind, start, vec![(scope, value, period)])),
             }
         }
         for (kind, start, scopes) in batches {
-            let values: Vec<String> = scopes.iter().map(|(_, v)| v.clone()).collect();
+            let values: Vec<String> = scopes.iter().map(|(_, v, _)| v.clone()).collect();
             match self.store.spend_since(kind, &values, start).await {
                 Ok(spent) => {
-                    for (scope, value) in scopes {
-                        let Some((_, period)) = scope.budget else {
-                            continue;
-                        };
+                    for (scope, value, period) in scopes {
                         let spent = spent.get(&value).copied().unwrap_or(0);
                         self.limits.seed_spend(&scope, spent, now);
                         if let Ok(mut seeded) = self.seeded.lock() {
@@ -265,7 +262,7 @@ impl Governance {
                 Err(e) => {
                     self.unseeded
                         .store(true, std::sync::atomic::Ordering::Relaxed);
-                    for (scope, _) in &scopes {
+                    for (scope, _, _) in &scopes {
                         tracing::error!("loading the spend of {}: {e}", scope.label);
                     }
                 }

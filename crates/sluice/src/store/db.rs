@@ -334,6 +334,9 @@ DROP INDEX IF EXISTS usage_records_model;
 /// The engine's schema steps; the ones built from code (store::dims) are empty in the lists.
 /// The steps built from code (SQLite's, PostgreSQL's): store::dims, store::key_rows.
 const GENERATED_STEPS: [(usize, usize); 2] = [(14, 15), (6, 7)];
+/// The steps that store the rollups as segments (SQLite's, PostgreSQL's; store::segment).
+#[cfg(test)]
+const SEGMENTS_STEPS: [usize; 2] = [16, 8];
 
 fn migrations(pool: &Pool) -> Vec<std::borrow::Cow<'static, str>> {
     let (steps, (dims, key_rows)) = match pool {
@@ -794,7 +797,7 @@ impl Store {
         let mut key: Option<String> = None;
         loop {
             key = on_pool!(&self.pool, |p| match &key {
-                None => sqlx::query_scalar("SELECT MIN(pk_key) FROM usage_key_rows"),
+                None => sqlx::query_scalar(super::key_rows::FIRST_KEY),
                 Some(k) => sqlx::query_scalar(super::key_rows::NEXT_KEY).bind(k.clone()),
             }
             .fetch_one(p)
@@ -955,6 +958,7 @@ mod tests {
             assert_eq!(v, i64::try_from(steps).unwrap(), "{}", db.engine);
         }
     }
+
     /// A pool on `db` with the schema up to (not including) step `next` of its engine, as an
     /// earlier build left it.
     async fn schema_before(db: &testing::TestDb, next: [usize; 2]) -> Pool {
@@ -1099,7 +1103,7 @@ mod tests {
     #[tokio::test]
     async fn upgrading_moves_rollup_rows_into_segments() {
         use super::super::query::{Dim, Filter, KeyPart};
-        use super::super::rollup::{read, Kept, Res, SEGMENTS_STEPS};
+        use super::super::rollup::{read, Kept, Res};
         use super::super::sketch::Sketch;
         for db in testing::databases("db_segments_upgrade").await {
             let pool = schema_before(&db, SEGMENTS_STEPS).await;

@@ -6,9 +6,9 @@
 //! as there are keys, so a 4,000-record transaction dirtied about as many index pages as it
 //! had records, and the usage writer wrote 52k records/s with it and 130k without it
 //! (bench/README.md). The roller adds a chunk's postings (tens of thousands of records) in
-//! one sorted `INSERT ... SELECT`: the same pages, a tenth as often. Records after the horizon (seconds
-//! of traffic) are found on the time index; a late record (behind the horizon when written)
-//! gets its posting from the writer, in the same transaction.
+//! one sorted `INSERT ... SELECT`: the same pages, a tenth as often. Records after the horizon
+//! (seconds of traffic) are found on the time index; a late record (behind the horizon when
+//! written) gets its posting from the writer, in the same transaction.
 
 use super::query::Filter;
 
@@ -58,7 +58,10 @@ macro_rules! post_late {
 }
 pub(crate) use post_late;
 
-/// The first key with postings after `$1`: one probe of the primary key (its leading column).
+/// The first key with postings: one probe of the primary key (its leading column).
+pub(crate) const FIRST_KEY: &str = "SELECT MIN(pk_key) FROM usage_key_rows";
+
+/// The first key with postings after `$1`: one probe of the primary key.
 pub(crate) const NEXT_KEY: &str = "SELECT MIN(pk_key) FROM usage_key_rows WHERE pk_key > $1";
 
 /// Deletes key `$1`'s postings before `$2`, at most `$3` per statement. Retention walks the

@@ -170,7 +170,7 @@ impl Sums {
     pub fn of(r: &UsageRow) -> Sums {
         let (fallback, cache_hit) = (
             r.fallback_reason.is_some(),
-            matches!(r.cache.as_deref(), Some("hit" | "semantic-hit")),
+            is_cache_hit(r.cache.as_deref()),
         );
         let mut s = Sums {
             requests: 1,
@@ -226,6 +226,11 @@ impl Sums {
         self.latency.merge(&o.latency);
         self.ttft.merge(&o.ttft);
     }
+}
+
+/// Whether a cache outcome means the response cache answered (its cost was saved).
+fn is_cache_hit(outcome: Option<&str>) -> bool {
+    matches!(outcome, Some("hit" | "semantic-hit"))
 }
 
 /// A record's value of every dimension, in [`Dim::ALL`] order.
@@ -391,9 +396,6 @@ DROP INDEX IF EXISTS usage_key_rows_ms;
     };
 }
 pub const SQLITE_SEGMENTS: &str = segments_schema!("BLOB");
-/// The step that creates the segments (SQLite's, PostgreSQL's).
-#[cfg(test)]
-pub(crate) const SEGMENTS_STEPS: [usize; 2] = [16, 8];
 pub const POSTGRES_SEGMENTS: &str = segments_schema!("BYTEA");
 
 /// Segments per multi-row INSERT.
@@ -409,10 +411,7 @@ pub(crate) fn segments(deltas: &Deltas) -> Vec<(i64, i64, i64, Vec<u8>)> {
         .flat_map(|run| run.chunks(GROUPS_PER_SEGMENT))
         .map(|run| {
             let (cuboid, res, bucket, _) = run[0].0;
-            let dims = CUBOIDS
-                .iter()
-                .find(|c| c.id == *cuboid)
-                .map_or(&[][..], |c| c.dims);
+            let dims = self::cuboid(*cuboid).map_or(&[][..], |c| c.dims);
             let body = super::segment::encode(dims, run.iter().map(|(k, s)| (k.3.as_slice(), *s)));
             (*cuboid, res.code(), *bucket, body)
         })
@@ -561,9 +560,7 @@ pub(crate) async fn convert_rows(store: &Store) -> Result<(), StoreError> {
             for part in run.chunks(1000) {
                 let (cuboid, res, first) = part[0];
                 let last = part[part.len() - 1].2;
-                let (Some(c), Some(r)) =
-                    (CUBOIDS.iter().find(|c| c.id == cuboid), Res::from_code(res))
-                else {
+                let (Some(c), Some(r)) = (self::cuboid(cuboid), Res::from_code(res)) else {
                     continue;
                 };
                 let sql = format!(
@@ -595,6 +592,11 @@ pub(crate) async fn convert_rows(store: &Store) -> Result<(), StoreError> {
         }
     });
     Ok(())
+}
+
+/// The cuboid with this id.
+fn cuboid(id: i64) -> Option<&'static Cuboid> {
+    CUBOIDS.iter().find(|c| c.id == id)
 }
 
 /// The smallest cuboid holding every dimension in `needed`, if any does.
@@ -868,7 +870,7 @@ pub async fn compact(
         }
     }
     for (cuboid, res, first, last) in runs {
-        let Some(c) = CUBOIDS.iter().find(|c| c.id == cuboid) else {
+        let Some(c) = self::cuboid(cuboid) else {
             continue;
         };
         let Some(r) = Res::from_code(res) else {
@@ -1256,10 +1258,7 @@ macro_rules! read_chunk {
                         col += 1;
                     }
                 }
-                let hit = matches!(
-                    r.try_get::<Option<&str>, _>(8)?,
-                    Some("hit" | "semantic-hit")
-                );
+                let hit = is_cache_hit(r.try_get::<Option<&str>, _>(8)?);
                 let fallback = r.try_get::<Option<&str>, _>(9)?.is_some();
                 $interned.dims.insert(r.try_get(0)?, (parts, fallback, hit));
             }

@@ -18,15 +18,7 @@
 
 use super::query::{Dim, KeyPart};
 use super::rollup::Sums;
-use super::sketch::{put, take, Sketch};
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)).cast_unsigned()
-}
-
-fn unzigzag(v: u64) -> i64 {
-    (v >> 1).cast_signed() ^ -((v & 1).cast_signed())
-}
+use super::sketch::{put, take, unzigzag, zigzag, Sketch};
 
 /// The integer sums in stored order.
 fn ints(s: &Sums) -> [i64; 17] {

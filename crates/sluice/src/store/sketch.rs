@@ -153,7 +153,7 @@ impl Sketch {
         for (i, c) in self.bins() {
             let d = i64::from(i) - prev;
             prev = i64::from(i);
-            put(out, ((d << 1) ^ (d >> 63)).cast_unsigned());
+            put(out, zigzag(d));
             put(out, c);
         }
     }
@@ -208,7 +208,7 @@ fn each_bin(b: &mut &[u8], mut f: impl FnMut(i32, u64)) -> Option<()> {
     let mut prev = 0i64;
     for k in 0..n {
         let z = take(b)?;
-        let d = (z >> 1).cast_signed() ^ -((z & 1).cast_signed());
+        let d = unzigzag(z);
         // Ascending, within the buckets a latency can reach.
         if k > 0 && d <= 0 {
             return None;
@@ -223,6 +223,16 @@ fn each_bin(b: &mut &[u8], mut f: impl FnMut(i32, u64)) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// A signed value as an unsigned one, small magnitudes small (for [`put`]).
+pub(crate) fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)).cast_unsigned()
+}
+
+/// The inverse of [`zigzag`].
+pub(crate) fn unzigzag(v: u64) -> i64 {
+    (v >> 1).cast_signed() ^ -((v & 1).cast_signed())
 }
 
 /// Appends `v` as a LEB128 varint.
